@@ -1,0 +1,97 @@
+/*
+ * buf.c - per-thread free list of fixed-size I/O buffers. See buf.h. Runs on the thread that
+ * owns the pool; no locking.
+ */
+#include "common/buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void
+buf_pool_init(struct buf_pool *p, uint32_t buf_size, size_t max_free)
+{
+    p->free = NULL;
+    p->n_free = 0;
+    p->n_lent = 0;
+    p->max_free = max_free;
+    p->buf_size = buf_size;
+}
+
+void
+buf_pool_fini(struct buf_pool *p)
+{
+    while (p->free) {
+        struct buf *b = p->free;
+        p->free = b->next_free;
+        free(b);
+    }
+    p->n_free = 0;
+}
+
+struct buf *
+buf_get(struct buf_pool *p)
+{
+    struct buf *b = p->free;
+    if (b) {
+        p->free = b->next_free;
+        p->n_free--;
+    } else {
+        b = malloc(sizeof(*b) + p->buf_size);
+        if (!b) {
+            return NULL;
+        }
+        b->cap = p->buf_size;
+    }
+    b->next_free = NULL;
+    b->sent = b->parsed = b->recvd = 0;
+    p->n_lent++;
+    return b;
+}
+
+void
+buf_put(struct buf_pool *p, struct buf *b)
+{
+    if (!b) {
+        return;
+    }
+    ASSERT(p->n_lent > 0);
+    p->n_lent--;
+    if (p->n_free >= p->max_free) {
+        free(b);
+        return;
+    }
+    b->next_free = p->free;
+    p->free = b;
+    p->n_free++;
+}
+
+void
+buf_compact(struct buf *b)
+{
+    buf_check(b);
+    if (b->sent == 0) {
+        return;
+    }
+    uint32_t keep = b->recvd - b->sent;
+    if (keep) {
+        memmove(b->data, b->data + b->sent, keep);
+    }
+    b->parsed -= b->sent;
+    b->recvd = keep;
+    b->sent = 0;
+}
+
+int
+buf_append(struct buf *b, const void *data, size_t len)
+{
+    if (len > buf_space(b)) {
+        buf_compact(b);
+        if (len > buf_space(b)) {
+            return -1;
+        }
+    }
+    memcpy(b->data + b->recvd, data, len);
+    b->recvd += (uint32_t) len;
+    b->parsed = b->recvd;
+    return 0;
+}

@@ -1,0 +1,58 @@
+/*
+ * log.h - logging front end. Lines are formatted on the calling thread and handed to one logger
+ * thread through a bounded queue, so a worker never blocks on stderr (CONVENTIONS 5.4); when the
+ * queue is full the line is dropped and counted. Debug and trace are tested before formatting.
+ * Before log_start (and after log_stop) lines are written directly, which is what the
+ * single-threaded start-up and tests want. Any thread.
+ */
+#ifndef PGMUX_COMMON_LOG_H
+#define PGMUX_COMMON_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/macros.h"
+
+enum log_level {
+    LOG_FATAL = 0,
+    LOG_ERROR,
+    LOG_WARNING,
+    LOG_INFO,
+    LOG_DEBUG,
+    LOG_TRACE,
+};
+
+extern int log_level_current; /* read racily on purpose: a stale level only costs a line */
+
+/** Set the level; any thread. */
+void log_set_level(enum log_level level);
+
+/** Parse "fatal".."trace"; returns false for anything else. */
+bool log_level_parse(const char *s, enum log_level *out) MUST_CHECK;
+
+/** Start the logger thread. Returns 0 or -1. */
+int log_start(void) MUST_CHECK;
+
+/** Flush queued lines and stop the logger thread. */
+void log_stop(void);
+
+/** Lines dropped because the queue was full. */
+uint64_t log_dropped(void);
+
+void log_write(enum log_level level, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+#define LOG_AT(lvl, ...)                                                                          \
+    do {                                                                                          \
+        if ((int) (lvl) <= log_level_current) {                                                   \
+            log_write((lvl), __VA_ARGS__);                                                        \
+        }                                                                                         \
+    } while (0)
+
+#define log_fatal(...) LOG_AT(LOG_FATAL, __VA_ARGS__)
+#define log_error(...) LOG_AT(LOG_ERROR, __VA_ARGS__)
+#define log_warning(...) LOG_AT(LOG_WARNING, __VA_ARGS__)
+#define log_info(...) LOG_AT(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) LOG_AT(LOG_DEBUG, __VA_ARGS__)
+#define log_trace(...) LOG_AT(LOG_TRACE, __VA_ARGS__)
+
+#endif
