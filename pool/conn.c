@@ -1,0 +1,984 @@
+/*
+ * conn.c - a server connection's own life: non-blocking connect, startup and authentication
+ * (SCRAM-SHA-256, md5, cleartext password), the reset query on release, idle watching, retiring
+ * and closing. While a client session is attached (POOL_CONN_ACTIVE) the session layer owns the
+ * socket's callbacks; everything else here runs on the connection's owning worker.
+ *
+ * Reference: PostgreSQL documentation, "Message Flow" / "Start-up" and "SASL Authentication".
+ */
+#include "pool/pool.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "common/log.h"
+#include "common/mono.h"
+#include "pool/pool_int.h"
+#include "protocol/md5.h"
+#include "protocol/messages.h"
+#include "protocol/sqlstate.h"
+#include "protocol/wire.h"
+
+/* Login-only state, freed as soon as the server says ReadyForQuery. */
+struct pool_login {
+    struct proto_scram_client scram;
+    bool is_scram_started;
+    bool used_password; /* SCRAM with a plaintext password: cache the SaltedPassword */
+};
+
+static void conn_login_read_cb(EV_P_ ev_io *io, int revents);
+static void conn_reset_read_cb(EV_P_ ev_io *io, int revents);
+static void conn_idle_read_cb(EV_P_ ev_io *io, int revents);
+static void conn_write_cb(EV_P_ ev_io *io, int revents);
+static void conn_connect_cb(EV_P_ ev_io *io, int revents);
+
+/* ---- parameters ---- */
+
+enum status
+pool_params_set(struct pool_params *ps, const char *name, const char *value)
+{
+    for (int i = 0; i < ps->n; i++) {
+        if (strcmp(ps->v[i].name, name) == 0) {
+            if (strcmp(ps->v[i].value, value) == 0) {
+                return ST_OK;
+            }
+            char *nv = strdup(value);
+            if (!nv) {
+                return ST_ENOMEM;
+            }
+            free(ps->v[i].value);
+            ps->v[i].value = nv;
+            return ST_OK;
+        }
+    }
+    if (ps->n == ps->cap) {
+        int ncap = ps->cap ? ps->cap * 2 : 16;
+        struct pool_param *nv = realloc(ps->v, (size_t) ncap * sizeof(*nv));
+        if (!nv) {
+            return ST_ENOMEM;
+        }
+        ps->v = nv;
+        ps->cap = ncap;
+    }
+    char *n = strdup(name);
+    char *v = strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return ST_ENOMEM;
+    }
+    ps->v[ps->n].name = n;
+    ps->v[ps->n].value = v;
+    ps->n++;
+    return ST_OK;
+}
+
+void
+pool_params_clear(struct pool_params *ps)
+{
+    for (int i = 0; i < ps->n; i++) {
+        free(ps->v[i].name);
+        free(ps->v[i].value);
+    }
+    free(ps->v);
+    ps->v = NULL;
+    ps->n = ps->cap = 0;
+}
+
+const char *
+pool_conn_param(const struct pool_conn *sc, const char *name)
+{
+    for (int i = 0; i < sc->params.n; i++) {
+        if (strcmp(sc->params.v[i].name, name) == 0) {
+            return sc->params.v[i].value;
+        }
+    }
+    return NULL;
+}
+
+/* ---- small I/O helpers ---- */
+
+int
+pool_conn_recv(struct pool_conn *sc)
+{
+    struct pool_sock *s = &sc->sock;
+    if (!s->in) {
+        s->in = buf_get(&sc->w->bufs);
+        if (!s->in) {
+            return -1;
+        }
+    }
+    if (buf_space(s->in) == 0) {
+        buf_compact(s->in);
+        if (buf_space(s->in) == 0) {
+            errno = EMSGSIZE;
+            return -1;
+        }
+    }
+    for (;;) {
+        ssize_t n = recv(s->fd, s->in->data + s->in->recvd, buf_space(s->in), 0);
+        if (n > 0) {
+            s->in->recvd += (uint32_t) n;
+            return (int) n;
+        }
+        if (n == 0) {
+            return 0;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return -2;
+        }
+        return -1;
+    }
+}
+
+enum status
+pool_conn_next_msg(struct pool_conn *sc, struct proto_header *h, const uint8_t **body)
+{
+    struct buf *b = sc->sock.in;
+    if (!b) {
+        return ST_INCOMPLETE;
+    }
+    enum status st = proto_header_read((const uint8_t *) b->data + b->parsed, buf_unparsed(b),
+                                       b->cap - 1, h);
+    if (st == ST_INCOMPLETE) {
+        return st;
+    }
+    if (st != ST_OK || !proto_backend_type_valid(h->type)) {
+        return ST_ESERVER_PROTOCOL;
+    }
+    if (buf_unparsed(b) < proto_header_total(h)) {
+        return ST_INCOMPLETE;
+    }
+    *body = (const uint8_t *) b->data + b->parsed + PROTO_HEADER_LEN;
+    b->parsed += (uint32_t) proto_header_total(h);
+    b->sent = b->parsed;
+    return ST_OK;
+}
+
+void
+pool_conn_in_settle(struct pool_conn *sc)
+{
+    struct buf *b = sc->sock.in;
+    if (b && buf_is_empty(b)) {
+        buf_put(&sc->w->bufs, b);
+        sc->sock.in = NULL;
+    } else if (b) {
+        buf_compact(b);
+    }
+}
+
+enum status
+pool_conn_send(struct pool_conn *sc, const struct proto_builder *pb)
+{
+    struct pool_sock *s = &sc->sock;
+    if (proto_builder_failed(pb)) {
+        return ST_ENOMEM;
+    }
+    if (!s->out) {
+        s->out = buf_get(&sc->w->bufs);
+        if (!s->out) {
+            return ST_ENOMEM;
+        }
+    }
+    if (buf_append(s->out, pb->data, pb->len) != 0) {
+        return ST_ENOMEM;
+    }
+    int r = pool_sock_flush_out(s, &sc->w->bufs);
+    if (r < 0) {
+        return ST_ESERVER_CLOSED;
+    }
+    if (r > 0) {
+        ev_set_cb(&s->wio, conn_write_cb);
+        pool_sock_start_write(sc->w->loop, s);
+    }
+    return ST_OK;
+}
+
+static void
+conn_write_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) revents;
+    struct pool_conn *sc = io->data;
+    int r = pool_sock_flush_out(&sc->sock, &sc->w->bufs);
+    if (r < 0) {
+        pool_conn_close(sc, "write to server failed");
+        return;
+    }
+    if (r == 0) {
+        pool_sock_stop_write(EV_A, &sc->sock);
+    }
+}
+
+/* ---- closing ---- */
+
+static void
+conn_free_login(struct pool_conn *sc)
+{
+    if (sc->login) {
+        proto_scram_client_fini(&sc->login->scram);
+        OPENSSL_cleanse(sc->login, sizeof(*sc->login));
+        free(sc->login);
+        sc->login = NULL;
+    }
+}
+
+static void
+conn_unlink(struct pool_conn *sc)
+{
+    struct pool_local *loc = &sc->pool->local[sc->w->idx];
+    if (sc->state == POOL_CONN_IDLE) {
+        ilist_remove(&loc->idle, &sc->node);
+        atomic_fetch_sub(&loc->n_idle, 1);
+        atomic_fetch_sub(&sc->pool->n_idle, 1);
+    } else {
+        ilist_remove(&loc->busy, &sc->node);
+    }
+}
+
+/* Close without touching the pool's slot accounting. */
+static void
+conn_teardown(struct pool_conn *sc, bool polite)
+{
+    struct pool_worker *w = sc->w;
+    if (polite && sc->sock.fd >= 0 && (!sc->sock.out || buf_is_empty(sc->sock.out))) {
+        static const uint8_t terminate[5] = { 'X', 0, 0, 0, 4 };
+        (void) !send(sc->sock.fd, terminate, sizeof(terminate), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    conn_unlink(sc);
+    pool_sock_close(w->loop, &sc->sock, &w->bufs);
+    conn_free_login(sc);
+    sc->state = POOL_CONN_CLOSED;
+    sc->client = NULL;
+    ilist_push_tail(&w->to_free, &sc->node);
+}
+
+void
+pool_conn_close(struct pool_conn *sc, const char *why)
+{
+    if (sc->state == POOL_CONN_CLOSED) {
+        return;
+    }
+    struct pool *p = sc->pool;
+    struct pool_worker *w = sc->w;
+    bool polite = sc->state == POOL_CONN_IDLE && !sc->is_broken;
+    log_debug("server conn %llu to %s (%s@%s) closed: %s", (unsigned long long) sc->id,
+              p->node->name, p->user, p->database, why);
+    conn_teardown(sc, polite);
+    pool_slot_release(w, p);
+}
+
+static void
+conn_fail(struct pool_conn *sc, enum status st, const char *sqlstate, const char *fmt, ...)
+    PRINTF_LIKE(4, 5);
+
+static void
+conn_fail(struct pool_conn *sc, enum status st, const char *sqlstate, const char *fmt, ...)
+{
+    struct pool_failure f;
+    f.st = st;
+    snprintf(f.sqlstate, sizeof(f.sqlstate), "%s", sqlstate);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f.message, sizeof(f.message), fmt, ap);
+    va_end(ap);
+    struct pool *p = sc->pool;
+    struct pool_worker *w = sc->w;
+    uint64_t opener = sc->opener_id;
+    if (sc->opener_id == 0 && p->local[w->idx].n_warming > 0) {
+        p->local[w->idx].n_warming--;
+    }
+    log_warning("login to server %s (%s@%s) failed: %s", p->node->name, p->user, p->database,
+                f.message);
+    if (st == ST_ESERVER_CONNECT || st == ST_ETIMEOUT) {
+        atomic_store(&p->node->is_up, 0);
+    }
+    conn_teardown(sc, false);
+    pool_slot_release(w, p);
+    if (opener) {
+        w->on_failed(w, p, opener, &f);
+    }
+}
+
+/* ---- opening ---- */
+
+enum status
+pool_conn_open(struct pool_worker *w, struct pool *p, uint64_t opener_id)
+{
+    struct pool_conn *sc = calloc(1, sizeof(*sc));
+    if (!sc) {
+        pool_slot_release(w, p);
+        return ST_ENOMEM;
+    }
+    int fd = socket(p->node->addr.ss_family, SOCK_STREAM, 0);
+    if (fd < 0 || pool_sock_setup(fd, true) < 0) {
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        free(sc);
+        pool_slot_release(w, p);
+        log_error("cannot create socket for server %s: %s", p->node->name, strerror(e));
+        return ST_ESERVER_CONNECT;
+    }
+    sc->pool = p;
+    sc->w = w;
+    sc->id = atomic_fetch_add(&w->set->next_conn_id, 1);
+    sc->opener_id = opener_id;
+    sc->created_us = mono_now_us();
+    sc->deadline_us = sc->created_us + p->set.connect_timeout_us;
+    sc->txn_status = 'I';
+    sc->state = POOL_CONN_CONNECTING;
+    pool_sock_init(&sc->sock, fd, sc, conn_login_read_cb, conn_connect_cb);
+    ilist_push_tail(&p->local[w->idx].busy, &sc->node);
+    if (opener_id == 0) {
+        p->local[w->idx].n_warming++;
+    }
+    int r = connect(fd, (const struct sockaddr *) &p->node->addr, p->node->addr_len);
+    if (r < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        /* Failed at once (loopback refusals do): the caller reports it, nobody is called back. */
+        log_warning("could not connect to server %s (%s:%d): %s", p->node->name, p->node->host,
+                    p->node->port, strerror(e));
+        if (opener_id == 0) {
+            p->local[w->idx].n_warming--;
+        }
+        atomic_store(&p->node->is_up, 0);
+        conn_teardown(sc, false);
+        pool_slot_release(w, p);
+        return ST_ESERVER_CONNECT;
+    }
+    pool_sock_start_write(w->loop, &sc->sock);
+    return ST_OK;
+}
+
+static void
+conn_connect_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) revents;
+    struct pool_conn *sc = io->data;
+    struct pool *p = sc->pool;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(sc->sock.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+        err = errno;
+    }
+    if (err != 0) {
+        conn_fail(sc, ST_ESERVER_CONNECT, SQLSTATE_CONNECTION_FAILURE,
+                  "could not connect to server \"%s\" (%s:%d): %s", p->node->name,
+                  p->node->host, p->node->port, strerror(err));
+        return;
+    }
+    pool_sock_stop_write(EV_A, &sc->sock);
+    ev_set_cb(&sc->sock.wio, conn_write_cb);
+    sc->state = POOL_CONN_LOGIN;
+
+    const char *names[] = { "user", "database" };
+    const char *values[] = { p->user, p->database };
+    uint8_t mem[1024];
+    struct proto_builder pb;
+    proto_builder_init_fixed(&pb, mem, sizeof(mem));
+    proto_build_startup(&pb, names, values, 2);
+    if (pool_conn_send(sc, &pb) != ST_OK) {
+        conn_fail(sc, ST_ESERVER_CONNECT, SQLSTATE_CONNECTION_FAILURE,
+                  "could not send startup packet to server \"%s\"", p->node->name);
+        return;
+    }
+    pool_sock_start_read(EV_A, &sc->sock);
+}
+
+/* ---- login ---- */
+
+static enum status
+conn_auth_scram_start(struct pool_conn *sc, const uint8_t *mechs, size_t mechs_len)
+{
+    struct pool *p = sc->pool;
+    if (!proto_sasl_list_has(mechs, mechs_len, "SCRAM-SHA-256")) {
+        return ST_ECLIENT_UNSUPPORTED;
+    }
+    sc->login = calloc(1, sizeof(*sc->login));
+    if (!sc->login) {
+        return ST_ENOMEM;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->secret.password) {
+        proto_scram_client_init_password(&sc->login->scram, p->secret.password, NULL);
+        if (p->secret.has_salted) {
+            proto_scram_client_set_salted(&sc->login->scram, p->secret.salted, p->secret.salt,
+                                          p->secret.salt_len, p->secret.iterations);
+        }
+        sc->login->used_password = true;
+    } else if (p->secret.has_scram_keys) {
+        proto_scram_client_init_keys(&sc->login->scram, p->secret.client_key,
+                                     p->secret.server_key, NULL);
+    } else {
+        pthread_mutex_unlock(&p->mu);
+        return ST_EAUTH;
+    }
+    pthread_mutex_unlock(&p->mu);
+    sc->login->is_scram_started = true;
+
+    char first[PROTO_SCRAM_MSG_MAX];
+    size_t first_len = 0;
+    if (proto_scram_client_first(&sc->login->scram, first, sizeof(first), &first_len) != ST_OK) {
+        return ST_EINTERNAL;
+    }
+    uint8_t mem[PROTO_SCRAM_MSG_MAX + 64];
+    struct proto_builder pb;
+    proto_builder_init_fixed(&pb, mem, sizeof(mem));
+    proto_build_sasl_initial(&pb, "SCRAM-SHA-256", first, first_len);
+    return pool_conn_send(sc, &pb);
+}
+
+static enum status
+conn_auth_scram_continue(struct pool_conn *sc, const uint8_t *data, size_t len,
+                         struct proto_err *err)
+{
+    struct pool *p = sc->pool;
+    if (!sc->login || !sc->login->is_scram_started) {
+        return ST_ESERVER_PROTOCOL;
+    }
+    char final[PROTO_SCRAM_MSG_MAX];
+    size_t final_len = 0;
+    enum status st = proto_scram_client_final(&sc->login->scram, data, len, final, sizeof(final),
+                                              &final_len, err);
+    if (st != ST_OK) {
+        return st;
+    }
+    if (sc->login->used_password && sc->login->scram.have_salted) {
+        /* PBKDF2 costs milliseconds; remember it for the next login (CONVENTIONS 6.10). */
+        pthread_mutex_lock(&p->mu);
+        memcpy(p->secret.salted, sc->login->scram.salted_password, PROTO_SCRAM_KEY_LEN);
+        memcpy(p->secret.salt, sc->login->scram.salted_salt, sc->login->scram.salted_salt_len);
+        p->secret.salt_len = sc->login->scram.salted_salt_len;
+        p->secret.iterations = sc->login->scram.salted_iterations;
+        p->secret.has_salted = true;
+        pthread_mutex_unlock(&p->mu);
+    }
+    uint8_t mem[PROTO_SCRAM_MSG_MAX + 64];
+    struct proto_builder pb;
+    proto_builder_init_fixed(&pb, mem, sizeof(mem));
+    proto_build_sasl_response(&pb, final, final_len);
+    return pool_conn_send(sc, &pb);
+}
+
+static enum status
+conn_auth_password(struct pool_conn *sc, uint32_t code, const uint8_t *rest, size_t rest_len)
+{
+    struct pool *p = sc->pool;
+    char md5buf[PROTO_MD5_LEN + 1];
+    char salted[PROTO_MD5_LEN + 1];
+    const char *send_pw = NULL;
+    uint8_t mem[600];
+    struct proto_builder pb;
+    proto_builder_init_fixed(&pb, mem, sizeof(mem));
+
+    pthread_mutex_lock(&p->mu);
+    if (code == PROTO_AUTH_CLEARTEXT) {
+        if (p->secret.password && strlen(p->secret.password) < 500) {
+            proto_build_password(&pb, p->secret.password);
+            send_pw = "cleartext";
+        }
+    } else {
+        if (rest_len != 4) {
+            pthread_mutex_unlock(&p->mu);
+            return ST_ESERVER_PROTOCOL;
+        }
+        if (p->secret.password) {
+            proto_md5_hash_password(p->secret.password, p->user, md5buf);
+        } else if (p->secret.md5[0]) {
+            memcpy(md5buf, p->secret.md5, sizeof(md5buf));
+        } else {
+            md5buf[0] = '\0';
+        }
+        if (md5buf[0]) {
+            proto_md5_salt(md5buf, rest, salted);
+            proto_build_password(&pb, salted);
+            send_pw = "md5";
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    OPENSSL_cleanse(md5buf, sizeof(md5buf));
+    OPENSSL_cleanse(salted, sizeof(salted));
+    if (!send_pw) {
+        return ST_EAUTH;
+    }
+    enum status st = pool_conn_send(sc, &pb);
+    OPENSSL_cleanse(mem, sizeof(mem));
+    return st;
+}
+
+static void
+conn_login_done(struct pool_conn *sc)
+{
+    struct pool *p = sc->pool;
+    struct pool_worker *w = sc->w;
+    conn_free_login(sc);
+    atomic_store(&p->node->is_up, 1);
+    log_debug("server conn %llu to %s (%s@%s) logged in, backend pid %u",
+              (unsigned long long) sc->id, p->node->name, p->user, p->database, sc->be_pid);
+    pool_conn_in_settle(sc);
+    if (sc->sock.in) {
+        pool_conn_close(sc, "server sent data after ReadyForQuery");
+        return;
+    }
+    pool_sock_stop_read(w->loop, &sc->sock);
+    sc->state = POOL_CONN_ACTIVE;
+    if (sc->opener_id) {
+        w->on_ready(w, sc, sc->opener_id);
+    } else {
+        if (p->local[w->idx].n_warming > 0) {
+            p->local[w->idx].n_warming--;
+        }
+        pool_conn_make_idle(sc);
+    }
+}
+
+static void
+conn_login_read_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct pool_conn *sc = io->data;
+    struct pool *p = sc->pool;
+    int r = pool_conn_recv(sc);
+    if (r == -2) {
+        return;
+    }
+    if (r <= 0) {
+        conn_fail(sc, ST_ESERVER_CLOSED, SQLSTATE_CONNECTION_FAILURE,
+                  "server \"%s\" closed the connection during login", p->node->name);
+        return;
+    }
+    struct proto_header h;
+    const uint8_t *body;
+    enum status st;
+    while ((st = pool_conn_next_msg(sc, &h, &body)) == ST_OK) {
+        size_t blen = h.len - 4;
+        switch (h.type) {
+        case 'R': {
+            uint32_t code;
+            const uint8_t *rest;
+            size_t rest_len;
+            struct proto_err err = { { 0 } };
+            if (proto_read_auth(body, blen, &code, &rest, &rest_len) != ST_OK) {
+                st = ST_ESERVER_PROTOCOL;
+                break;
+            }
+            switch (code) {
+            case PROTO_AUTH_OK:
+                st = ST_OK;
+                break;
+            case PROTO_AUTH_CLEARTEXT:
+            case PROTO_AUTH_MD5:
+                st = conn_auth_password(sc, code, rest, rest_len);
+                break;
+            case PROTO_AUTH_SASL:
+                st = conn_auth_scram_start(sc, rest, rest_len);
+                break;
+            case PROTO_AUTH_SASL_CONTINUE:
+                st = conn_auth_scram_continue(sc, rest, rest_len, &err);
+                break;
+            case PROTO_AUTH_SASL_FINAL:
+                st = sc->login ? proto_scram_client_verify(&sc->login->scram, rest, rest_len, &err)
+                               : ST_ESERVER_PROTOCOL;
+                break;
+            default:
+                st = ST_ECLIENT_UNSUPPORTED;
+                break;
+            }
+            if (st == ST_EAUTH) {
+                conn_fail(sc, ST_EAUTH, SQLSTATE_INVALID_PASSWORD,
+                          "pgmux has no usable credentials to log in to server \"%s\" as user "
+                          "\"%s\"",
+                          p->node->name, p->user);
+                return;
+            }
+            if (st == ST_ECLIENT_UNSUPPORTED) {
+                conn_fail(sc, st, SQLSTATE_FEATURE_NOT_SUPPORTED,
+                          "server \"%s\" asked for an authentication method pgmux does not "
+                          "support (%u)",
+                          p->node->name, code);
+                return;
+            }
+            break;
+        }
+        case 'E': {
+            struct proto_error_fields ef;
+            if (proto_read_error(body, blen, &ef) == ST_OK && ef.message) {
+                conn_fail(sc, ST_EAUTH, ef.code ? ef.code : SQLSTATE_CONNECTION_FAILURE, "%s",
+                          ef.message);
+            } else {
+                conn_fail(sc, ST_ESERVER_PROTOCOL, SQLSTATE_CONNECTION_FAILURE,
+                          "server \"%s\" refused the login", p->node->name);
+            }
+            return;
+        }
+        case 'S': {
+            const char *name, *value;
+            st = proto_read_parameter_status(body, blen, &name, &value);
+            if (st == ST_OK) {
+                st = pool_params_set(&sc->params, name, value);
+            }
+            break;
+        }
+        case 'K':
+            st = proto_read_backend_key(body, blen, &sc->be_pid, &sc->be_key);
+            break;
+        case 'Z':
+            st = proto_read_ready(body, blen, &sc->txn_status);
+            if (st == ST_OK) {
+                conn_login_done(sc);
+                return;
+            }
+            break;
+        case 'N': /* notices during login are of no use to anyone */
+        case 'v': /* NegotiateProtocolVersion: we asked for plain 3.0, nothing to adjust */
+            st = ST_OK;
+            break;
+        default:
+            st = ST_ESERVER_PROTOCOL;
+            break;
+        }
+        if (st != ST_OK) {
+            break;
+        }
+    }
+    if (st != ST_INCOMPLETE && st != ST_OK) {
+        conn_fail(sc, st, SQLSTATE_CONNECTION_FAILURE,
+                  "login to server \"%s\" failed (%s)", p->node->name,
+                  st == ST_ENOMEM ? "out of memory" : "protocol error");
+        return;
+    }
+    pool_conn_in_settle(sc);
+}
+
+/* ---- release, reset, idle ---- */
+
+bool
+pool_conn_is_clean(const struct pool_conn *sc)
+{
+    return sc->state == POOL_CONN_ACTIVE && !sc->is_broken && sc->txn_status == 'I' &&
+           sc->expect_ready == 0 && !sc->is_unsynced && sc->sock.remain == 0 &&
+           (!sc->sock.in || buf_is_empty(sc->sock.in)) &&
+           (!sc->sock.out || buf_is_empty(sc->sock.out)) && sc->sock.fd >= 0;
+}
+
+void
+pool_conn_attach(struct pool_conn *sc, void *client)
+{
+    ASSERT(sc->state == POOL_CONN_ACTIVE);
+    sc->client = client;
+}
+
+static bool
+conn_too_old(const struct pool_conn *sc, int64_t now)
+{
+    int64_t life = sc->pool->set.max_lifetime_us;
+    return life > 0 && now - sc->created_us >= life;
+}
+
+void
+pool_conn_release(struct pool_conn *sc)
+{
+    ASSERT(sc->state == POOL_CONN_ACTIVE);
+    struct pool_worker *w = sc->w;
+    sc->client = NULL;
+    pool_sock_stop_read(w->loop, &sc->sock);
+    pool_sock_stop_write(w->loop, &sc->sock);
+    ev_set_cb(&sc->sock.wio, conn_write_cb);
+    if (!pool_conn_is_clean(sc)) {
+        sc->is_broken = true;
+        pool_conn_close(sc, "released in a state that cannot be reused");
+        return;
+    }
+    pool_conn_in_settle(sc);
+    if (sc->sock.out && buf_is_empty(sc->sock.out)) {
+        buf_put(&w->bufs, sc->sock.out);
+        sc->sock.out = NULL;
+    }
+    if (conn_too_old(sc, mono_now_us())) {
+        pool_conn_close(sc, "conn_max_lifetime reached");
+        return;
+    }
+    const char *q = sc->pool->set.reset_query;
+    if (q && q[0]) {
+        uint8_t mem[1024];
+        struct proto_builder pb;
+        proto_builder_init_dynamic(&pb);
+        (void) mem;
+        proto_build_query(&pb, q);
+        sc->state = POOL_CONN_RESET;
+        sc->deadline_us = mono_now_us() + sc->pool->set.connect_timeout_us;
+        sc->expect_ready = 1;
+        ev_set_cb(&sc->sock.rio, conn_reset_read_cb);
+        enum status st = pool_conn_send(sc, &pb);
+        proto_builder_fini(&pb);
+        if (st != ST_OK) {
+            sc->is_broken = true;
+            pool_conn_close(sc, "could not send the reset query");
+            return;
+        }
+        pool_sock_start_read(w->loop, &sc->sock);
+        return;
+    }
+    pool_conn_make_idle(sc);
+}
+
+static void
+conn_reset_read_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct pool_conn *sc = io->data;
+    int r = pool_conn_recv(sc);
+    if (r == -2) {
+        return;
+    }
+    if (r <= 0) {
+        sc->is_broken = true;
+        pool_conn_close(sc, "server closed during reset");
+        return;
+    }
+    struct proto_header h;
+    const uint8_t *body;
+    enum status st;
+    while ((st = pool_conn_next_msg(sc, &h, &body)) == ST_OK) {
+        size_t blen = h.len - 4;
+        if (h.type == 'E') {
+            sc->is_broken = true;
+            pool_conn_close(sc, "reset query failed");
+            return;
+        }
+        if (h.type == 'S') {
+            const char *name, *value;
+            if (proto_read_parameter_status(body, blen, &name, &value) != ST_OK ||
+                pool_params_set(&sc->params, name, value) != ST_OK) {
+                sc->is_broken = true;
+                pool_conn_close(sc, "bad ParameterStatus during reset");
+                return;
+            }
+        }
+        if (h.type == 'Z') {
+            if (proto_read_ready(body, blen, &sc->txn_status) != ST_OK ||
+                sc->txn_status != 'I') {
+                sc->is_broken = true;
+                pool_conn_close(sc, "reset query left a transaction open");
+                return;
+            }
+            sc->expect_ready = 0;
+            pool_conn_in_settle(sc);
+            if (sc->sock.in) {
+                sc->is_broken = true;
+                pool_conn_close(sc, "server sent data after reset");
+                return;
+            }
+            pool_sock_stop_read(EV_A, &sc->sock);
+            sc->state = POOL_CONN_ACTIVE;
+            pool_conn_make_idle(sc);
+            return;
+        }
+    }
+    if (st != ST_INCOMPLETE) {
+        sc->is_broken = true;
+        pool_conn_close(sc, "protocol error during reset");
+        return;
+    }
+    pool_conn_in_settle(sc);
+}
+
+static void
+conn_idle_read_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct pool_conn *sc = io->data;
+    int r = pool_conn_recv(sc);
+    if (r == -2) {
+        return;
+    }
+    if (r <= 0) {
+        sc->is_broken = true;
+        pool_conn_close(sc, "server closed an idle connection");
+        return;
+    }
+    struct proto_header h;
+    const uint8_t *body;
+    enum status st;
+    while ((st = pool_conn_next_msg(sc, &h, &body)) == ST_OK) {
+        if (h.type == 'S') {
+            const char *name, *value;
+            if (proto_read_parameter_status(body, h.len - 4, &name, &value) == ST_OK &&
+                pool_params_set(&sc->params, name, value) == ST_OK) {
+                continue;
+            }
+        } else if (h.type == 'N') {
+            continue;
+        }
+        /* An ErrorResponse here is a FATAL (administrator shutdown, idle timeout): the server
+         * is about to hang up. Anything else means we lost track of the protocol. */
+        sc->is_broken = true;
+        pool_conn_close(sc, h.type == 'E' ? "server sent an error to an idle connection"
+                                          : "unexpected message on an idle connection");
+        return;
+    }
+    if (st != ST_INCOMPLETE) {
+        sc->is_broken = true;
+        pool_conn_close(sc, "protocol error on an idle connection");
+        return;
+    }
+    pool_conn_in_settle(sc);
+}
+
+void
+pool_conn_make_idle(struct pool_conn *sc)
+{
+    struct pool *p = sc->pool;
+    struct pool_worker *w = sc->w;
+    struct pool_local *loc = &p->local[w->idx];
+    ASSERT(sc->state == POOL_CONN_ACTIVE);
+    ASSERT(!sc->sock.in && !sc->sock.out);
+    sc->client = NULL;
+    pool_sock_stop_read(w->loop, &sc->sock);
+    pool_sock_stop_write(w->loop, &sc->sock);
+
+    if (atomic_load(&p->n_waiting) > 0) {
+        pthread_mutex_lock(&p->mu);
+        bool served = pool_serve_waiter_locked(w, p, sc);
+        pthread_mutex_unlock(&p->mu);
+        if (served) {
+            return;
+        }
+    }
+    int64_t now = mono_now_us();
+    if (conn_too_old(sc, now)) {
+        pool_conn_close(sc, "conn_max_lifetime reached");
+        return;
+    }
+    if (atomic_load(&p->n_idle) >= p->set.max_idle) {
+        pool_conn_close(sc, "max_idle_conns reached");
+        return;
+    }
+    ilist_remove(&loc->busy, &sc->node);
+    sc->state = POOL_CONN_IDLE;
+    sc->last_used_us = now;
+    ilist_push_tail(&loc->idle, &sc->node);
+    atomic_fetch_add(&loc->n_idle, 1);
+    atomic_fetch_add(&p->n_idle, 1);
+    ev_set_cb(&sc->sock.rio, conn_idle_read_cb);
+    pool_sock_start_read(w->loop, &sc->sock);
+
+    /* Pairs with pool_acquire: it queues, then looks at n_idle; we publish n_idle, then look
+     * at n_waiting. One of us sees the other. */
+    if (atomic_load(&p->n_waiting) > 0) {
+        pthread_mutex_lock(&p->mu);
+        if (!ilist_empty(&p->waiters) && sc->state == POOL_CONN_IDLE) {
+            pool_conn_detach_idle(sc);
+            ilist_push_tail(&loc->busy, &sc->node);
+            if (!pool_serve_waiter_locked(w, p, sc)) {
+                /* Could not allocate the grant: keep it idle. */
+                ilist_remove(&loc->busy, &sc->node);
+                sc->state = POOL_CONN_IDLE;
+                ilist_push_tail(&loc->idle, &sc->node);
+                atomic_fetch_add(&loc->n_idle, 1);
+                atomic_fetch_add(&p->n_idle, 1);
+                pool_sock_start_read(w->loop, &sc->sock);
+            }
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* ---- housekeeping ---- */
+
+void
+pool_local_tick(struct pool_worker *w, struct pool *p, int64_t now)
+{
+    struct pool_local *loc = &p->local[w->idx];
+    struct ilist_node *it, *tmp;
+
+    ILIST_FOREACH_SAFE(&loc->busy, it, tmp)
+    {
+        struct pool_conn *sc = CONTAINER_OF(it, struct pool_conn, node);
+        if ((sc->state == POOL_CONN_CONNECTING || sc->state == POOL_CONN_LOGIN) &&
+            now > sc->deadline_us) {
+            conn_fail(sc, ST_ETIMEOUT, SQLSTATE_CONNECTION_FAILURE,
+                      "timed out connecting to server \"%s\" (server_connect_timeout)",
+                      p->node->name);
+        } else if (sc->state == POOL_CONN_RESET && now > sc->deadline_us) {
+            sc->is_broken = true;
+            pool_conn_close(sc, "reset query timed out");
+        }
+    }
+    ILIST_FOREACH_SAFE(&loc->idle, it, tmp)
+    {
+        struct pool_conn *sc = CONTAINER_OF(it, struct pool_conn, node);
+        int64_t idle_max = p->set.max_idle_time_us;
+        bool keep_warm = w->idx == p->home_worker && atomic_load(&p->n_idle) <= p->set.min_idle;
+        if (conn_too_old(sc, now)) {
+            pool_conn_close(sc, "conn_max_lifetime reached");
+        } else if (idle_max > 0 && now - sc->last_used_us >= idle_max && !keep_warm) {
+            pool_conn_close(sc, "conn_max_idle_time reached");
+        }
+    }
+    if (w->idx == p->home_worker && p->set.min_idle > 0) {
+        int need = p->set.min_idle - atomic_load(&p->n_idle) - loc->n_warming;
+        if (need > 0 && pool_can_login(p)) {
+            for (int i = 0; i < need; i++) {
+                pthread_mutex_lock(&p->mu);
+                bool ok = p->n_open < p->set.max_open;
+                if (ok) {
+                    p->n_open++;
+                }
+                pthread_mutex_unlock(&p->mu);
+                if (!ok || pool_conn_open(w, p, 0) != ST_OK) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+void
+pool_worker_reap(struct pool_worker *w)
+{
+    struct ilist_node *n;
+    while ((n = ilist_pop_head(&w->to_free)) != NULL) {
+        struct pool_conn *sc = CONTAINER_OF(n, struct pool_conn, node);
+        pool_params_clear(&sc->params);
+        free(sc);
+    }
+}
+
+void
+pool_worker_close_all(struct pool_worker *w)
+{
+    struct pool_set *s = w->set;
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_pools;
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&s->mu);
+        struct pool *p = s->pools[i];
+        pthread_mutex_unlock(&s->mu);
+        struct pool_local *loc = &p->local[w->idx];
+        struct ilist_node *it;
+        while ((it = ilist_first(&loc->idle)) != NULL) {
+            pool_conn_close(CONTAINER_OF(it, struct pool_conn, node), "shutting down");
+        }
+        while ((it = ilist_first(&loc->busy)) != NULL) {
+            struct pool_conn *sc = CONTAINER_OF(it, struct pool_conn, node);
+            sc->is_broken = true;
+            pool_conn_close(sc, "shutting down");
+        }
+    }
+}

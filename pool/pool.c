@@ -1,0 +1,404 @@
+/*
+ * pool.c - pool registry, global accounting, the waiter queue and hand-over of connections
+ * between workers. See pool.h for the locking story; connection I/O lives in conn.c.
+ */
+#include "pool/pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "common/log.h"
+#include "common/mono.h"
+#include "pool/pool_int.h"
+
+static char *
+dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int
+pool_set_init(struct pool_set *s, struct pool_node *nodes, int n_nodes, int n_workers,
+              const struct pool_settings *defaults)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    s->nodes = nodes;
+    s->n_nodes = n_nodes;
+    s->n_workers = n_workers;
+    s->workers = calloc((size_t) n_workers, sizeof(*s->workers));
+    s->defaults = *defaults;
+    s->defaults.reset_query = strdup(defaults->reset_query ? defaults->reset_query : "");
+    atomic_init(&s->next_conn_id, 1);
+    if (!s->workers || !s->defaults.reset_query) {
+        free(s->workers);
+        free(s->defaults.reset_query);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+secret_wipe(struct pool_secret *sec)
+{
+    if (sec->password) {
+        OPENSSL_cleanse(sec->password, strlen(sec->password));
+        free(sec->password);
+    }
+    OPENSSL_cleanse(sec, sizeof(*sec));
+}
+
+void
+pool_set_fini(struct pool_set *s)
+{
+    for (int i = 0; i < s->n_pools; i++) {
+        struct pool *p = s->pools[i];
+        secret_wipe(&p->secret);
+        free(p->set.reset_query);
+        free(p->database);
+        free(p->user);
+        free(p->local);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+    }
+    free(s->pools);
+    free(s->workers);
+    free(s->defaults.reset_query);
+    pthread_mutex_destroy(&s->mu);
+}
+
+struct pool *
+pool_get(struct pool_set *s, int node_idx, const char *database, const char *user,
+         const struct pool_secret *secret_init)
+{
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_pools; i++) {
+        struct pool *p = s->pools[i];
+        if (p->node_idx == node_idx && strcmp(p->database, database) == 0 &&
+            strcmp(p->user, user) == 0) {
+            pthread_mutex_unlock(&s->mu);
+            return p;
+        }
+    }
+    if (s->n_pools == s->cap_pools) {
+        int ncap = s->cap_pools ? s->cap_pools * 2 : 16;
+        struct pool **np = realloc(s->pools, (size_t) ncap * sizeof(*np));
+        if (!np) {
+            pthread_mutex_unlock(&s->mu);
+            return NULL;
+        }
+        s->pools = np;
+        s->cap_pools = ncap;
+    }
+    struct pool *p = calloc(1, sizeof(*p));
+    if (!p) {
+        pthread_mutex_unlock(&s->mu);
+        return NULL;
+    }
+    p->id = (uint32_t) s->n_pools + 1;
+    p->node_idx = node_idx;
+    p->node = &s->nodes[node_idx];
+    p->database = strdup(database);
+    p->user = strdup(user);
+    p->set = s->defaults;
+    p->set.reset_query = strdup(s->defaults.reset_query);
+    p->local = calloc((size_t) s->n_workers, sizeof(*p->local));
+    if (secret_init) {
+        p->secret = *secret_init;
+        p->secret.password = dup_or_null(secret_init->password);
+    }
+    if (!p->database || !p->user || !p->set.reset_query || !p->local ||
+        (secret_init && secret_init->password && !p->secret.password)) {
+        free(p->database);
+        free(p->user);
+        free(p->set.reset_query);
+        free(p->local);
+        secret_wipe(&p->secret);
+        free(p);
+        pthread_mutex_unlock(&s->mu);
+        return NULL;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    ilist_init(&p->waiters);
+    for (int i = 0; i < s->n_workers; i++) {
+        ilist_init(&p->local[i].idle);
+        ilist_init(&p->local[i].busy);
+    }
+    p->home_worker = (int) (p->id % (uint32_t) s->n_workers);
+    s->pools[s->n_pools++] = p;
+    pthread_mutex_unlock(&s->mu);
+    return p;
+}
+
+void
+pool_learn_scram_keys(struct pool *p, const uint8_t client_key[PROTO_SCRAM_KEY_LEN],
+                      const uint8_t server_key[PROTO_SCRAM_KEY_LEN])
+{
+    pthread_mutex_lock(&p->mu);
+    memcpy(p->secret.client_key, client_key, PROTO_SCRAM_KEY_LEN);
+    memcpy(p->secret.server_key, server_key, PROTO_SCRAM_KEY_LEN);
+    p->secret.has_scram_keys = true;
+    pthread_mutex_unlock(&p->mu);
+}
+
+bool
+pool_can_login(struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool ok = p->secret.password || p->secret.md5[0] || p->secret.has_scram_keys;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+/* ---- worker context and inbox ---- */
+
+static void
+inbox_cb(EV_P_ ev_async *a, int revents)
+{
+    (void) loop;
+    (void) revents;
+    pool_worker_drain(a->data);
+}
+
+void
+pool_worker_init(struct pool_worker *w, int idx, struct ev_loop *loop, struct pool_set *set,
+                 void *owner)
+{
+    memset(w, 0, sizeof(*w));
+    w->idx = idx;
+    w->loop = loop;
+    w->set = set;
+    w->owner = owner;
+    /* 16 KiB buffers: big enough that a result row stream moves in few syscalls, small enough
+     * that only connections with bytes in flight pay for one. */
+    buf_pool_init(&w->bufs, 16384, 1024);
+    pthread_mutex_init(&w->inbox_mu, NULL);
+    ilist_init(&w->to_free);
+    ev_async_init(&w->inbox_wake, inbox_cb);
+    w->inbox_wake.data = w;
+    ev_async_start(loop, &w->inbox_wake);
+    set->workers[idx] = w;
+}
+
+void
+pool_worker_fini(struct pool_worker *w)
+{
+    pool_worker_drain(w);
+    pool_worker_reap(w);
+    ev_async_stop(w->loop, &w->inbox_wake);
+    buf_pool_fini(&w->bufs);
+    pthread_mutex_destroy(&w->inbox_mu);
+}
+
+void
+pool_worker_post(struct pool_worker *w, struct pool_msg *m)
+{
+    m->next = NULL;
+    pthread_mutex_lock(&w->inbox_mu);
+    if (w->inbox_tail) {
+        w->inbox_tail->next = m;
+    } else {
+        w->inbox_head = m;
+    }
+    w->inbox_tail = m;
+    pthread_mutex_unlock(&w->inbox_mu);
+    ev_async_send(w->loop, &w->inbox_wake);
+}
+
+void
+pool_worker_drain(struct pool_worker *w)
+{
+    pthread_mutex_lock(&w->inbox_mu);
+    struct pool_msg *m = w->inbox_head;
+    w->inbox_head = w->inbox_tail = NULL;
+    pthread_mutex_unlock(&w->inbox_mu);
+    while (m) {
+        struct pool_msg *next = m->next;
+        m->fn(w, m);
+        m = next;
+    }
+}
+
+/* ---- hand-over ---- */
+
+static void
+grant_msg_run(struct pool_worker *w, struct pool_msg *m)
+{
+    struct pool_grant_msg *g = (struct pool_grant_msg *) m;
+    struct pool_conn *sc = g->sc;
+    if (sc) {
+        /* Adopt: the giver stopped its watchers; they start on this loop when attached. */
+        sc->w = w;
+        ilist_push_tail(&g->pool->local[w->idx].busy, &sc->node);
+    }
+    struct pool *p = g->pool;
+    uint64_t id = g->waiter_id;
+    free(g);
+    w->on_grant(w, p, sc, id);
+}
+
+void
+pool_conn_detach_idle(struct pool_conn *sc)
+{
+    struct pool_local *loc = &sc->pool->local[sc->w->idx];
+    ASSERT(sc->state == POOL_CONN_IDLE);
+    ilist_remove(&loc->idle, &sc->node);
+    atomic_fetch_sub(&loc->n_idle, 1);
+    atomic_fetch_sub(&sc->pool->n_idle, 1);
+    pool_sock_stop_read(sc->w->loop, &sc->sock);
+    pool_sock_stop_write(sc->w->loop, &sc->sock);
+    sc->state = POOL_CONN_ACTIVE;
+}
+
+bool
+pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn *sc)
+{
+    struct ilist_node *n = ilist_pop_head(&p->waiters);
+    if (!n) {
+        return false;
+    }
+    atomic_fetch_sub(&p->n_waiting, 1);
+    struct pool_waiter *wt = CONTAINER_OF(n, struct pool_waiter, node);
+    struct pool_grant_msg *g = malloc(sizeof(*g));
+    if (!g) {
+        /* Cannot tell the waiter; put it back at the head, it will time out or be served by
+         * the next release. */
+        ilist_push_head(&p->waiters, n);
+        atomic_fetch_add(&p->n_waiting, 1);
+        return false;
+    }
+    if (sc) {
+        ilist_remove(&p->local[w->idx].busy, &sc->node);
+        sc->w = NULL;
+    }
+    g->msg.fn = grant_msg_run;
+    g->pool = p;
+    g->sc = sc;
+    g->waiter_id = wt->id;
+    /* Even a waiter on this very worker is served through the inbox: the grant then runs at the
+     * top of a loop iteration, never inside the callback chain that released the connection. */
+    pool_worker_post(w->set->workers[wt->worker], &g->msg);
+    return true;
+}
+
+static void
+steal_msg_run(struct pool_worker *w, struct pool_msg *m)
+{
+    struct pool_steal_msg *sm = (struct pool_steal_msg *) m;
+    struct pool *p = sm->pool;
+    free(sm);
+    struct pool_local *loc = &p->local[w->idx];
+    while (atomic_load(&p->n_waiting) > 0 && !ilist_empty(&loc->idle)) {
+        pthread_mutex_lock(&p->mu);
+        if (ilist_empty(&p->waiters)) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        struct pool_conn *sc = CONTAINER_OF(ilist_last(&loc->idle), struct pool_conn, node);
+        pool_conn_detach_idle(sc);
+        ilist_push_tail(&loc->busy, &sc->node);
+        if (!pool_serve_waiter_locked(w, p, sc)) {
+            pthread_mutex_unlock(&p->mu);
+            ilist_remove(&loc->busy, &sc->node);
+            sc->state = POOL_CONN_ACTIVE;
+            pool_conn_make_idle(sc);
+            break;
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+enum pool_acquire
+pool_acquire(struct pool_worker *w, struct pool *p, struct pool_waiter *wt, struct pool_conn **out)
+{
+    struct pool_local *loc = &p->local[w->idx];
+    /* Newest idle first: it is the warmest, and the oldest ones age out by conn_max_idle_time. */
+    struct ilist_node *n = ilist_last(&loc->idle);
+    if (n) {
+        struct pool_conn *sc = CONTAINER_OF(n, struct pool_conn, node);
+        pool_conn_detach_idle(sc);
+        ilist_push_tail(&loc->busy, &sc->node);
+        *out = sc;
+        return POOL_GOT_CONN;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->n_open < p->set.max_open && ilist_empty(&p->waiters)) {
+        p->n_open++;
+        pthread_mutex_unlock(&p->mu);
+        return POOL_MUST_CONNECT;
+    }
+    wt->worker = w->idx;
+    wt->since_us = mono_now_us();
+    ilist_push_tail(&p->waiters, &wt->node);
+    atomic_fetch_add(&p->n_waiting, 1);
+    pthread_mutex_unlock(&p->mu);
+
+    /* Idle connections on other workers serve us through their inbox. */
+    if (atomic_load(&p->n_idle) > 0) {
+        for (int i = 0; i < w->set->n_workers; i++) {
+            if (i != w->idx && atomic_load(&p->local[i].n_idle) > 0) {
+                struct pool_steal_msg *sm = malloc(sizeof(*sm));
+                if (sm) {
+                    sm->msg.fn = steal_msg_run;
+                    sm->pool = p;
+                    pool_worker_post(w->set->workers[i], &sm->msg);
+                }
+                break;
+            }
+        }
+    }
+    return POOL_QUEUED;
+}
+
+bool
+pool_waiter_cancel(struct pool *p, struct pool_waiter *wt)
+{
+    bool was_queued = false;
+    pthread_mutex_lock(&p->mu);
+    if (ilist_node_linked(&wt->node)) {
+        ilist_remove(&p->waiters, &wt->node);
+        atomic_fetch_sub(&p->n_waiting, 1);
+        was_queued = true;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return was_queued;
+}
+
+void
+pool_slot_release(struct pool_worker *w, struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    /* The slot goes straight to the oldest waiter, who opens a connection in it. */
+    if (!pool_serve_waiter_locked(w, p, NULL)) {
+        ASSERT(p->n_open > 0);
+        p->n_open--;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+void
+pool_grant_orphan(struct pool_worker *w, struct pool *p, struct pool_conn *sc)
+{
+    if (sc) {
+        pool_conn_make_idle(sc);
+    } else {
+        pool_slot_release(w, p);
+    }
+}
+
+void
+pool_worker_tick(struct pool_worker *w, int64_t now_us)
+{
+    struct pool_set *s = w->set;
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_pools;
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&s->mu);
+        struct pool *p = s->pools[i];
+        pthread_mutex_unlock(&s->mu);
+        pool_local_tick(w, p, now_us);
+    }
+}

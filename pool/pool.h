@@ -1,0 +1,329 @@
+/*
+ * pool.h - server connection pools per (node, database, user), shared by all workers.
+ *
+ * Accounting is global and exact: pool->n_open (connecting + logging in + resetting + idle +
+ * in use, on every worker) never exceeds max_open and is only changed under pool->mu. The common
+ * path is worker-local and lock-free: a client takes an idle connection from its own worker's
+ * list and a released connection goes back to the list of the worker it is on (CONVENTIONS
+ * 6.4a). The lock is taken only to open a connection, to queue or dequeue a waiter, or to hand a
+ * connection to a waiter.
+ *
+ * No connection is stranded while a client waits: a worker that queues a waiter while other
+ * workers hold idle connections asks them (inbox message) to hand one over, and every worker
+ * that makes a connection idle or closes one looks at the waiter queue first. The release side
+ * publishes its idle count before it looks at n_waiting, and the acquire side publishes
+ * n_waiting before it looks at the idle count (both sequentially consistent), so at least one of
+ * them sees the other.
+ *
+ * A connection moves between workers only while idle: the giver stops its watchers, the taker
+ * starts them on its own loop (CONVENTIONS 3.1.1).
+ *
+ * Threads: struct pool fields say who may touch them. struct pool_conn belongs to the worker
+ * in conn->w. struct pool_worker belongs to its thread, except the inbox (any thread, under
+ * inbox_mu).
+ */
+#ifndef PGMUX_POOL_POOL_H
+#define PGMUX_POOL_POOL_H
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/buf.h"
+#include "common/list.h"
+#include "common/macros.h"
+#include "common/status.h"
+#include "pool/sock.h"
+#include "protocol/scram.h"
+#include "protocol/wire.h"
+
+enum pool_role {
+    POOL_ROLE_UNKNOWN = 0,
+    POOL_ROLE_PRIMARY,
+    POOL_ROLE_REPLICA,
+};
+
+/* A PostgreSQL server. Immutable after start except the atomics. */
+struct pool_node {
+    char *name;
+    char *host;
+    int port;
+    struct sockaddr_storage addr; /* resolved before workers start (no DNS on a worker) */
+    socklen_t addr_len;
+    atomic_int role;  /* enum pool_role */
+    atomic_int is_up; /* 0 after a failed connect, 1 after a successful login */
+};
+
+struct pool_settings {
+    int max_open;             /* hard cap on server connections of one pool, all workers */
+    int max_idle;             /* idle connections kept, all workers */
+    int min_idle;             /* idle connections kept open (warm) */
+    int64_t max_lifetime_us;  /* 0 = forever */
+    int64_t max_idle_time_us; /* 0 = forever */
+    int64_t connect_timeout_us;
+    char *reset_query;        /* owned; "" for none */
+};
+
+/* How to log in to the server as pool->user. Secrets are wiped on free. */
+struct pool_secret {
+    char *password;                           /* plaintext, or NULL */
+    char md5[36];                             /* "md5..." stored hash, or "" */
+    bool has_scram_keys;                      /* recovered from a client's SCRAM proof */
+    uint8_t client_key[PROTO_SCRAM_KEY_LEN];
+    uint8_t server_key[PROTO_SCRAM_KEY_LEN];
+    bool has_salted;                          /* SaltedPassword cache for password logins */
+    uint8_t salted[PROTO_SCRAM_KEY_LEN];
+    uint8_t salt[PROTO_SCRAM_MAX_SALT];
+    size_t salt_len;
+    int iterations;
+};
+
+struct pool_local {
+    struct ilist idle; /* pool_conn in POOL_CONN_IDLE on this worker, oldest first */
+    struct ilist busy; /* pool_conn in any other live state on this worker */
+    atomic_int n_idle; /* == idle.n; read by other workers to find idle connections */
+    int n_warming;     /* connections this worker opens to reach min_idle */
+};
+
+struct pool {
+    uint32_t id;
+    int node_idx;
+    struct pool_node *node;
+    char *database;
+    char *user;
+    struct pool_settings set; /* written at creation (and on reload, under mu) */
+
+    pthread_mutex_t mu;
+    int n_open;                /* under mu: every live connection of this pool */
+    struct ilist waiters;      /* under mu: struct pool_waiter, arrival order */
+    struct pool_secret secret; /* under mu */
+    atomic_int n_waiting;      /* == waiters.n, readable without mu */
+    atomic_int n_idle;         /* sum of local[].n_idle */
+    struct pool_local *local;  /* [n_workers]; local[i] touched only by worker i */
+    int home_worker;           /* the worker that keeps min_idle warm */
+};
+
+/* A client waiting for a connection. Memory owned by the client's worker; linked under mu. */
+struct pool_waiter {
+    struct ilist_node node;
+    int worker;       /* index of the waiting client's worker */
+    uint64_t id;      /* the owner's identifier, handed back with the grant */
+    int64_t since_us; /* when it started waiting */
+};
+
+enum pool_conn_state {
+    POOL_CONN_CONNECTING, /* local->busy: TCP connect in progress */
+    POOL_CONN_LOGIN,      /* local->busy: startup and authentication */
+    POOL_CONN_RESET,      /* local->busy: running the reset query */
+    POOL_CONN_IDLE,       /* local->idle: ready, nobody attached */
+    POOL_CONN_ACTIVE,     /* local->busy: attached to a client session */
+    POOL_CONN_CLOSED,     /* worker to_free: waiting to be freed at the end of the iteration */
+};
+
+struct pool_param {
+    char *name;
+    char *value;
+};
+
+/* The server's current ParameterStatus values. Owned by the connection. */
+struct pool_params {
+    struct pool_param *v;
+    int n;
+    int cap;
+};
+
+struct pool_login;
+
+struct pool_conn {
+    struct ilist_node node;
+    struct pool_sock sock;
+    struct pool *pool;
+    struct pool_worker *w;
+    enum pool_conn_state state;
+    uint64_t id;         /* process-unique, for logs */
+    uint64_t opener_id;  /* who asked for it to be opened (0 = warm pool) */
+    uint32_t be_pid;     /* the server's BackendKeyData, for cancel */
+    uint32_t be_key;
+    uint8_t txn_status;  /* last ReadyForQuery status: 'I', 'T', 'E' */
+    int expect_ready;    /* ReadyForQuery messages still owed by the server */
+    bool is_unsynced;    /* extended-protocol messages sent since the last Sync */
+    bool is_broken;      /* lost sync with the protocol; never pool it */
+    int64_t created_us;
+    int64_t last_used_us; /* when it last became idle */
+    int64_t deadline_us;  /* connect/login/reset must finish by then */
+    struct pool_params params;
+    struct pool_login *login; /* only while logging in */
+    void *client;             /* the attached session while ACTIVE */
+};
+
+/* What went wrong logging in, for the client that asked. */
+struct pool_failure {
+    enum status st;
+    char sqlstate[6];
+    char message[200];
+};
+
+struct pool_worker;
+
+/* Inbox message: fn runs on the receiving worker and owns m. */
+struct pool_msg {
+    struct pool_msg *next;
+    void (*fn)(struct pool_worker *w, struct pool_msg *m);
+};
+
+/* Callbacks into the session layer, run on the worker that owns the waiter or opener. */
+typedef void (*pool_grant_fn)(struct pool_worker *w, struct pool *p, struct pool_conn *sc,
+                              uint64_t waiter_id);
+typedef void (*pool_ready_fn)(struct pool_worker *w, struct pool_conn *sc, uint64_t opener_id);
+typedef void (*pool_failed_fn)(struct pool_worker *w, struct pool *p, uint64_t opener_id,
+                               const struct pool_failure *f);
+
+struct pool_set;
+
+struct pool_worker {
+    int idx;
+    struct ev_loop *loop;
+    struct buf_pool bufs;
+    struct pool_set *set;
+    void *owner; /* the proxy's worker */
+    pthread_mutex_t inbox_mu;
+    struct pool_msg *inbox_head; /* under inbox_mu */
+    struct pool_msg *inbox_tail;
+    ev_async inbox_wake;
+    struct ilist to_free; /* closed pool_conns */
+    uint64_t next_conn_id;
+    pool_grant_fn on_grant;   /* a waiter got a connection (sc) or the right to open one (NULL) */
+    pool_ready_fn on_ready;   /* a connection opened for opener_id finished logging in */
+    pool_failed_fn on_failed; /* opening for opener_id failed; the slot is already released */
+};
+
+struct pool_set {
+    pthread_mutex_t mu;
+    struct pool **pools; /* under mu; pools live until pool_set_fini */
+    int n_pools;
+    int cap_pools;
+    struct pool_node *nodes;
+    int n_nodes;
+    struct pool_worker **workers;
+    int n_workers;
+    struct pool_settings defaults; /* for pools created from now on */
+    atomic_uint_fast64_t next_conn_id;
+};
+
+/** Set up a pool set over nodes (borrowed) for n_workers workers (filled in later). */
+int pool_set_init(struct pool_set *s, struct pool_node *nodes, int n_nodes, int n_workers,
+                  const struct pool_settings *defaults) MUST_CHECK;
+
+/** Free every pool. Workers must have stopped and closed their connections. */
+void pool_set_fini(struct pool_set *s);
+
+/**
+ * The pool for (node, database, user), created on first use. secret_init is used only when the
+ * pool is created (copied). NULL when out of memory. Any thread (takes the set's lock).
+ */
+struct pool *pool_get(struct pool_set *s, int node_idx, const char *database, const char *user,
+                      const struct pool_secret *secret_init);
+
+/** Remember SCRAM keys recovered from a client's proof for server logins. Any thread. */
+void pool_learn_scram_keys(struct pool *p, const uint8_t client_key[PROTO_SCRAM_KEY_LEN],
+                           const uint8_t server_key[PROTO_SCRAM_KEY_LEN]);
+
+/** Whether pool credentials allow logging in without a client's help. Any thread. */
+bool pool_can_login(struct pool *p);
+
+/* Per-worker context. Runs on that worker except pool_worker_post. */
+void pool_worker_init(struct pool_worker *w, int idx, struct ev_loop *loop, struct pool_set *set,
+                      void *owner);
+void pool_worker_fini(struct pool_worker *w);
+
+/** Queue m for worker w and wake it. Any thread. */
+void pool_worker_post(struct pool_worker *w, struct pool_msg *m);
+
+/** Run queued inbox messages; call from the ev_async callback. */
+void pool_worker_drain(struct pool_worker *w);
+
+/** Housekeeping every tick: timeouts, idle and lifetime retirement, warm pools. */
+void pool_worker_tick(struct pool_worker *w, int64_t now_us);
+
+/** Free closed connections; call from an ev_check watcher (CONVENTIONS 3.1.5). */
+void pool_worker_reap(struct pool_worker *w);
+
+/** Close every connection of this worker (shutdown). */
+void pool_worker_close_all(struct pool_worker *w);
+
+enum pool_acquire {
+    POOL_GOT_CONN,     /* *out is an idle connection, now ACTIVE and attached to nobody yet */
+    POOL_MUST_CONNECT, /* a slot was reserved: call pool_conn_open */
+    POOL_QUEUED,       /* waiter queued: on_grant will be called (or pool_waiter_cancel) */
+};
+
+/** Take a connection for a client of worker w. */
+enum pool_acquire pool_acquire(struct pool_worker *w, struct pool *p, struct pool_waiter *wt,
+                               struct pool_conn **out);
+
+/**
+ * Remove a waiter that gave up. true when it was still queued; false when a grant for it is
+ * already on its way (the grant will arrive and must be passed to pool_grant_orphan).
+ */
+bool pool_waiter_cancel(struct pool *p, struct pool_waiter *wt);
+
+/**
+ * Open a connection in a reserved slot. opener_id comes back with on_ready/on_failed.
+ * On ST_OK the connection is logging in; otherwise the slot was released and nothing will be
+ * called back.
+ */
+enum status pool_conn_open(struct pool_worker *w, struct pool *p, uint64_t opener_id) MUST_CHECK;
+
+/** A grant whose waiter is gone: keep the connection or give the slot back. */
+void pool_grant_orphan(struct pool_worker *w, struct pool *p, struct pool_conn *sc);
+
+/**
+ * Mark an idle or just-opened connection as in use by client (the caller sets the socket
+ * callbacks to its relay and starts reading).
+ */
+void pool_conn_attach(struct pool_conn *sc, void *client);
+
+/**
+ * Give a connection back after use. If its state is clean it is reset and pooled, else closed.
+ * The caller has stopped using it; its watchers are taken over by the pool.
+ */
+void pool_conn_release(struct pool_conn *sc);
+
+/** Close a connection now (server gone, protocol lost, shutdown). */
+void pool_conn_close(struct pool_conn *sc, const char *why);
+
+/** Whether the server side is clean enough to be pooled (CONVENTIONS 3.1.7). */
+bool pool_conn_is_clean(const struct pool_conn *sc);
+
+/* Message-level I/O while the pool (or the session layer, before relaying) talks to the server
+ * itself: login, reset, parameter replay. */
+
+/** recv once into sc->sock.in: >0 bytes read, 0 EOF, -1 error (errno), -2 would block. */
+int pool_conn_recv(struct pool_conn *sc) MUST_CHECK;
+
+/**
+ * Next whole message in sc->sock.in, consumed: ST_OK with *h and *body (borrowed until the next
+ * recv), ST_INCOMPLETE, or ST_ESERVER_PROTOCOL (bad length, unknown type, too big to inspect).
+ */
+enum status pool_conn_next_msg(struct pool_conn *sc, struct proto_header *h,
+                               const uint8_t **body) MUST_CHECK;
+
+/** Return sc->sock.in to the worker when everything in it was consumed, else compact it. */
+void pool_conn_in_settle(struct pool_conn *sc);
+
+/** Queue a built message for the server and write what the socket takes; ST_OK or failure. */
+enum status pool_conn_send(struct pool_conn *sc, const struct proto_builder *pb) MUST_CHECK;
+
+/** Value of a server parameter, or NULL. */
+const char *pool_conn_param(const struct pool_conn *sc, const char *name);
+
+/** Record a ParameterStatus. Returns ST_OK or ST_ENOMEM. */
+enum status pool_params_set(struct pool_params *ps, const char *name, const char *value) MUST_CHECK;
+
+void pool_params_clear(struct pool_params *ps);
+
+#endif

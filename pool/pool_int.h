@@ -1,0 +1,39 @@
+/*
+ * pool_int.h - what pool.c and conn.c share and nobody else sees.
+ */
+#ifndef PGMUX_POOL_POOL_INT_H
+#define PGMUX_POOL_POOL_INT_H
+
+#include "pool/pool.h"
+
+/* A connection (or, with sc NULL, the right to open one) handed to a waiter's worker. */
+struct pool_grant_msg {
+    struct pool_msg msg;
+    struct pool *pool;
+    struct pool_conn *sc;
+    uint64_t waiter_id;
+};
+
+/* Ask a worker that holds idle connections of pool to serve the queue. */
+struct pool_steal_msg {
+    struct pool_msg msg;
+    struct pool *pool;
+};
+
+/* conn.c: a just-made-idle or just-opened connection goes to the queue or the idle list. */
+void pool_conn_make_idle(struct pool_conn *sc);
+
+/* pool.c: hand sc (or a slot when NULL) to the oldest waiter if there is one; under p->mu.
+ * Returns true when handed. */
+bool pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn *sc);
+
+/* pool.c: a connection of p is gone for good; give its slot to a waiter or back. */
+void pool_slot_release(struct pool_worker *w, struct pool *p);
+
+/* pool.c: move an idle connection out of w's list and its loop, ready to be given away. */
+void pool_conn_detach_idle(struct pool_conn *sc);
+
+/* conn.c: worker-side housekeeping of one pool. */
+void pool_local_tick(struct pool_worker *w, struct pool *p, int64_t now_us);
+
+#endif
