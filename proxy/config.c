@@ -1,0 +1,1536 @@
+/*
+ * config.c - load proxy.ini (with inih) and the auth_file it names into an immutable, reference
+ * counted struct cfg.
+ *
+ * What it does: reads the whole ini file, hands it to inih one physical line at a time through
+ * ini_parse_stream, checks every key against a table, then checks the rules that span keys
+ * (pool limits, one primary, auth_file needed), then reads the auth_file (PgBouncer's
+ * userlist.txt format). Every problem is collected, one line each, "FILE:LINE: key: reason";
+ * nothing stops at the first error, so a user fixes a file in one pass.
+ *
+ * What it deliberately does not do: resolve host names (that would block, and DNS belongs to
+ * the monitor thread, CONVENTIONS 6.9: a node's host is stored as written), open sockets, or
+ * keep any global state. Only this file includes <ini.h> (CONVENTIONS 1.6).
+ *
+ * Thread: cfg_load runs on the main thread (it reads files); the rest is any thread.
+ *
+ * Why a line-feeding reader instead of ini_parse(): Debian's inih 55 is built without
+ * INI_HANDLER_LINENO (the handler gets no line number) and without
+ * INI_CALL_HANDLER_ON_NEW_SECTION (an empty section is invisible to the handler). Feeding
+ * inih exactly one physical line per reader call means the reader's counter is the line the
+ * handler is being called for, and the reader sees section headers itself. It also lets us
+ * fix what Debian's build would otherwise do behind the user's back, all checked against
+ * libinih1 55-1 on bookworm:
+ *   - inline comments: the build strips them (INI_ALLOW_INLINE_COMMENTS=1) but only for ';'
+ *     preceded by whitespace, even inside double quotes, and never for '#'. We strip both
+ *     " ;" and " #" outside double quotes here, and refuse a " ;" inside quotes (inih would
+ *     cut the value there) rather than silently changing the value.
+ *   - multi-line values (INI_ALLOW_MULTILINE=1): an indented line would continue the previous
+ *     key and look like a duplicate. We strip leading whitespace, so indentation is only
+ *     cosmetic and a stray indented word is a syntax error, not a hidden continuation.
+ *   - line length: lines are read into a 200-byte stack buffer (INI_MAX_LINE, INI_USE_STACK),
+ *     and longer lines are split and misparsed. We refuse them with an error instead.
+ *   - syntax errors: inih reports only the first bad line; we report each one.
+ * Rejected alternative: setting Debian's runtime knobs (ini_allow_inline_comments, ...). They
+ * are library globals that upstream inih does not have, so the code would not link elsewhere.
+ */
+#include "proxy/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ini.h>
+#include <openssl/crypto.h>
+
+#include "common/macros.h"
+#include "protocol/scram.h"
+
+#define CFG_INI_MAX_BYTES       (1024 * 1024)      /* a proxy.ini bigger than this is a mistake */
+#define CFG_AUTH_MAX_BYTES      (64 * 1024 * 1024) /* room for about a million users */
+#define CFG_ERR_LINE_MAX        512                /* one formatted error line */
+#define CFG_NODE_NAME_MAX       63
+#define CFG_DURATION_MAX_MS     (366LL * 24 * 3600 * 1000) /* a year: catches unit mistakes */
+#define CFG_MSG_SIZE_MIN        1024
+#define CFG_MSG_SIZE_MAX        1073741823 /* PostgreSQL's MaxAllocSize - 1: 1 GB - 1 */
+#define CFG_MD5_SECRET_LEN      35         /* "md5" + 32 hex digits */
+#define CFG_SCRAM_SECRET_PREFIX "SCRAM-SHA-256$"
+
+/* ---------------------------------------------------------------------------------------- */
+/* Names                                                                                     */
+
+static const char *const pool_mode_names[] = { "session", "transaction", "statement" };
+static const char *const auth_names[] = { "trust", "md5", "scram-sha-256" };
+static const char *const role_names[] = { "auto", "primary", "replica" };
+
+const char *
+cfg_pool_mode_name(enum cfg_pool_mode m)
+{
+    return (unsigned) m < ARRAY_LEN(pool_mode_names) ? pool_mode_names[m] : "?";
+}
+
+const char *
+cfg_auth_name(enum cfg_auth a)
+{
+    return (unsigned) a < ARRAY_LEN(auth_names) ? auth_names[a] : "?";
+}
+
+const char *
+cfg_role_name(enum cfg_role r)
+{
+    return (unsigned) r < ARRAY_LEN(role_names) ? role_names[r] : "?";
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Key table for [pgmux] and [pool]                                                         */
+
+enum sect_kind {
+    SECT_NONE,   /* before the first header */
+    SECT_IGNORE, /* unknown or duplicate section: reported once, its keys skipped */
+    SECT_PGMUX,
+    SECT_POOL,
+    SECT_NODE,
+};
+
+enum key_type {
+    KT_STR,      /* non-empty string */
+    KT_STR_OPT,  /* string, "" allowed */
+    KT_INT,      /* integer in [min, max] */
+    KT_DURATION, /* cfg_parse_duration_ms, in [min, max] ms */
+    KT_SIZE,     /* bytes with optional kB/MB/GB, in [min, max] */
+    KT_LIST,     /* comma-separated names */
+    KT_SPECIAL,  /* enums and warm_pools: handled by key id */
+};
+
+enum key_id {
+    K_LISTEN_ADDR,
+    K_LISTEN_PORT,
+    K_WORKERS,
+    K_MAX_CLIENT_CONN,
+    K_AUTH_TYPE,
+    K_AUTH_FILE,
+    K_ADMIN_USERS,
+    K_STATS_USERS,
+    K_SERVER_RESET_QUERY,
+    K_CLIENT_IDLE_TIMEOUT,
+    K_CLIENT_LOGIN_TIMEOUT,
+    K_QUERY_WAIT_TIMEOUT,
+    K_SERVER_CONNECT_TIMEOUT,
+    K_SERVER_LOGIN_RETRY,
+    K_LOG_LEVEL,
+    K_MAX_MESSAGE_SIZE,
+    K_POOL_MODE,
+    K_MAX_OPEN_CONNS,
+    K_MAX_IDLE_CONNS,
+    K_MIN_IDLE_CONNS,
+    K_CONN_MAX_LIFETIME,
+    K_CONN_MAX_IDLE_TIME,
+    K_WARM_POOLS,
+    K__COUNT,
+};
+
+struct key_def {
+    const char *name;
+    enum sect_kind sect;
+    enum key_type type;
+    size_t off;   /* field in struct cfg (int, int64_t, uint32_t or char * by type) */
+    size_t n_off; /* KT_LIST: the count field */
+    int64_t min;
+    int64_t max;
+};
+
+#define F(field) offsetof(struct cfg, field)
+
+static const struct key_def key_defs[K__COUNT] = {
+    [K_LISTEN_ADDR] = { "listen_addr", SECT_PGMUX, KT_STR, F(listen_addr), 0, 0, 0 },
+    [K_LISTEN_PORT] = { "listen_port", SECT_PGMUX, KT_INT, F(listen_port), 0, 1, 65535 },
+    [K_WORKERS] = { "workers", SECT_PGMUX, KT_INT, F(workers), 0, 0, 256 },
+    [K_MAX_CLIENT_CONN] = { "max_client_conn", SECT_PGMUX, KT_INT, F(max_client_conn), 0, 1,
+                            1000000 },
+    [K_AUTH_TYPE] = { "auth_type", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_AUTH_FILE] = { "auth_file", SECT_PGMUX, KT_STR, F(auth_file), 0, 0, 0 },
+    [K_ADMIN_USERS] = { "admin_users", SECT_PGMUX, KT_LIST, F(admin_users), F(n_admin_users), 0,
+                        0 },
+    [K_STATS_USERS] = { "stats_users", SECT_PGMUX, KT_LIST, F(stats_users), F(n_stats_users), 0,
+                        0 },
+    [K_SERVER_RESET_QUERY] = { "server_reset_query", SECT_PGMUX, KT_STR_OPT, F(server_reset_query),
+                               0, 0, 0 },
+    [K_CLIENT_IDLE_TIMEOUT] = { "client_idle_timeout", SECT_PGMUX, KT_DURATION,
+                                F(client_idle_timeout_ms), 0, 0, CFG_DURATION_MAX_MS },
+    [K_CLIENT_LOGIN_TIMEOUT] = { "client_login_timeout", SECT_PGMUX, KT_DURATION,
+                                 F(client_login_timeout_ms), 0, 1, CFG_DURATION_MAX_MS },
+    [K_QUERY_WAIT_TIMEOUT] = { "query_wait_timeout", SECT_PGMUX, KT_DURATION,
+                               F(query_wait_timeout_ms), 0, 0, CFG_DURATION_MAX_MS },
+    [K_SERVER_CONNECT_TIMEOUT] = { "server_connect_timeout", SECT_PGMUX, KT_DURATION,
+                                   F(server_connect_timeout_ms), 0, 1, CFG_DURATION_MAX_MS },
+    [K_SERVER_LOGIN_RETRY] = { "server_login_retry", SECT_PGMUX, KT_DURATION,
+                               F(server_login_retry_ms), 0, 0, CFG_DURATION_MAX_MS },
+    [K_LOG_LEVEL] = { "log_level", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_MAX_MESSAGE_SIZE] = { "max_message_size", SECT_PGMUX, KT_SIZE, F(max_message_size), 0,
+                             CFG_MSG_SIZE_MIN, CFG_MSG_SIZE_MAX },
+    [K_POOL_MODE] = { "pool_mode", SECT_POOL, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_MAX_OPEN_CONNS] = { "max_open_conns", SECT_POOL, KT_INT, F(max_open_conns), 0, 1, 100000 },
+    [K_MAX_IDLE_CONNS] = { "max_idle_conns", SECT_POOL, KT_INT, F(max_idle_conns), 0, 0, 100000 },
+    [K_MIN_IDLE_CONNS] = { "min_idle_conns", SECT_POOL, KT_INT, F(min_idle_conns), 0, 0, 100000 },
+    [K_CONN_MAX_LIFETIME] = { "conn_max_lifetime", SECT_POOL, KT_DURATION, F(conn_max_lifetime_ms),
+                              0, 0, CFG_DURATION_MAX_MS },
+    [K_CONN_MAX_IDLE_TIME] = { "conn_max_idle_time", SECT_POOL, KT_DURATION,
+                               F(conn_max_idle_time_ms), 0, 0, CFG_DURATION_MAX_MS },
+    [K_WARM_POOLS] = { "warm_pools", SECT_POOL, KT_SPECIAL, 0, 0, 0, 0 },
+};
+
+#undef F
+
+enum node_key {
+    NK_HOST,
+    NK_PORT,
+    NK_ROLE,
+    NK_WEIGHT,
+    NK__COUNT,
+};
+
+static const char *const node_key_names[NK__COUNT] = { "host", "port", "role", "weight" };
+
+/* ---------------------------------------------------------------------------------------- */
+/* Parse state                                                                               */
+
+struct node_seen {
+    int line[NK__COUNT]; /* line where each node key was set, 0 = not set */
+};
+
+struct auth_entry {
+    char *name;
+    char *secret;
+    int line;
+};
+
+struct cfg_parse {
+    struct cfg *c;
+    const char *path; /* the ini file, for messages */
+
+    /* the ini text, fed to inih one line at a time */
+    const char *text;
+    size_t text_len;
+    size_t pos;
+    int lineno; /* the line inih is handling now */
+
+    enum sect_kind sect;
+    int node_idx;   /* SECT_NODE: index into c->nodes */
+    int pgmux_line; /* line of [pgmux], 0 = absent */
+    int pool_line;
+    int seen[K__COUNT];      /* line where each key was set, 0 = not set */
+    bool bad[K__COUNT];      /* the key's value was refused: skip rules that depend on it */
+    struct node_seen *nseen; /* parallel to c->nodes */
+    int nodes_cap;
+
+    /* collected errors */
+    char *errs;
+    size_t errs_len;
+    size_t errs_cap;
+    int n_errs;
+    bool oom;
+};
+
+static void
+err_append(struct cfg_parse *p, const char *line)
+{
+    size_t n = strlen(line);
+    if (p->errs_len + n + 2 > p->errs_cap) {
+        size_t cap = p->errs_cap ? p->errs_cap * 2 : 1024;
+        while (cap < p->errs_len + n + 2) {
+            cap *= 2;
+        }
+        char *nb = realloc(p->errs, cap);
+        if (nb == NULL) {
+            p->oom = true;
+            return;
+        }
+        p->errs = nb;
+        p->errs_cap = cap;
+    }
+    if (p->errs_len > 0) {
+        p->errs[p->errs_len++] = '\n';
+    }
+    memcpy(p->errs + p->errs_len, line, n + 1);
+    p->errs_len += n;
+}
+
+/* One error line: "file:line: key: reason", or "file:line: reason" when key is NULL. */
+static void err_at(struct cfg_parse *p, const char *file, int line, const char *key,
+                   const char *fmt, ...) PRINTF_LIKE(5, 6);
+
+static void
+err_at(struct cfg_parse *p, const char *file, int line, const char *key, const char *fmt, ...)
+{
+    char buf[CFG_ERR_LINE_MAX];
+    int n;
+    if (key != NULL) {
+        n = snprintf(buf, sizeof buf, "%s:%d: %s: ", file, line, key);
+    } else {
+        n = snprintf(buf, sizeof buf, "%s:%d: ", file, line);
+    }
+    if (n < 0 || (size_t) n >= sizeof buf) {
+        n = 0;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, sizeof buf - (size_t) n, fmt, ap);
+    va_end(ap);
+    p->n_errs++;
+    err_append(p, buf);
+}
+
+#define ERR(p, line, key, ...) err_at((p), (p)->path, (line), (key), __VA_ARGS__)
+
+static char *
+dup_str(struct cfg_parse *p, const char *s, size_t len)
+{
+    char *d = malloc(len + 1);
+    if (d == NULL) {
+        p->oom = true;
+        return NULL;
+    }
+    memcpy(d, s, len);
+    d[len] = '\0';
+    return d;
+}
+
+static void
+wipe_free(char *s)
+{
+    if (s != NULL) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+/*
+ * Read a whole regular file into a NUL-terminated heap buffer. Returns 0, or an errno value.
+ * A file over max bytes is EFBIG.
+ */
+static int
+file_read_all(const char *path, size_t max, char **out, size_t *out_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return errno;
+    }
+    int rc = 0;
+    struct stat st;
+    char *buf = NULL;
+    size_t cap = 4096, len = 0;
+    if (fstat(fileno(f), &st) != 0) {
+        rc = errno;
+        goto done;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = EISDIR;
+        goto done;
+    }
+    buf = malloc(cap);
+    if (buf == NULL) {
+        rc = ENOMEM;
+        goto done;
+    }
+    for (;;) {
+        if (len + 1 >= cap) {
+            if (cap > max) {
+                rc = EFBIG;
+                goto done;
+            }
+            char *nb = malloc(cap * 2);
+            if (nb == NULL) {
+                rc = ENOMEM;
+                goto done;
+            }
+            /* copy and wipe rather than realloc: an auth_file holds secrets */
+            memcpy(nb, buf, len);
+            OPENSSL_cleanse(buf, cap);
+            free(buf);
+            buf = nb;
+            cap *= 2;
+        }
+        size_t n = fread(buf + len, 1, cap - 1 - len, f);
+        len += n;
+        if (n == 0) {
+            if (ferror(f)) {
+                rc = EIO;
+                goto done;
+            }
+            break;
+        }
+    }
+    if (len > max) {
+        rc = EFBIG;
+        goto done;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *out_len = len;
+    buf = NULL;
+done:
+    if (buf != NULL) {
+        OPENSSL_cleanse(buf, cap);
+        free(buf);
+    }
+    fclose(f);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Value parsers                                                                             */
+
+static bool
+parse_u64_prefix(const char **sp, uint64_t limit, uint64_t *out)
+{
+    const char *s = *sp;
+    if (!isdigit((unsigned char) *s)) {
+        return false;
+    }
+    uint64_t v = 0;
+    while (isdigit((unsigned char) *s)) {
+        unsigned d = (unsigned) (*s - '0');
+        if (v > (limit - d) / 10) {
+            return false;
+        }
+        v = v * 10 + d;
+        s++;
+    }
+    *sp = s;
+    *out = v;
+    return true;
+}
+
+int64_t
+cfg_parse_duration_ms(const char *s)
+{
+    /* PostgreSQL's units ("min" for minutes) plus Go's "m", which the brief and users expect */
+    static const struct {
+        const char *unit;
+        int64_t ms;
+    } units[] = {
+        { "ms", 1 },    { "s", 1000 },    { "", 1000 },
+        { "m", 60000 }, { "min", 60000 }, { "h", 3600000 },
+    };
+    if (s == NULL) {
+        return -1;
+    }
+    uint64_t v;
+    if (!parse_u64_prefix(&s, (uint64_t) INT64_MAX, &v)) {
+        return -1;
+    }
+    while (*s == ' ') {
+        s++;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+        if (strcmp(s, units[i].unit) == 0) {
+            if (v > (uint64_t) (INT64_MAX / units[i].ms)) {
+                return -1;
+            }
+            return (int64_t) v * units[i].ms;
+        }
+    }
+    return -1;
+}
+
+/* Bytes with an optional kB, MB or GB suffix (1024 multiples, PostgreSQL's spelling). */
+static int64_t
+parse_size(const char *s)
+{
+    static const struct {
+        const char *unit;
+        int64_t mult;
+    } units[] = {
+        { "", 1 }, { "B", 1 }, { "kB", 1024 }, { "MB", 1024 * 1024 }, { "GB", 1024 * 1024 * 1024 },
+    };
+    uint64_t v;
+    if (!parse_u64_prefix(&s, (uint64_t) INT64_MAX, &v)) {
+        return -1;
+    }
+    while (*s == ' ') {
+        s++;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+        if (strcmp(s, units[i].unit) == 0) {
+            if (v > (uint64_t) (INT64_MAX / units[i].mult)) {
+                return -1;
+            }
+            return (int64_t) v * units[i].mult;
+        }
+    }
+    return -1;
+}
+
+static bool
+parse_int64(const char *s, int64_t *out)
+{
+    const char *q = s;
+    if (*q == '-' || *q == '+') {
+        q++;
+    }
+    if (!isdigit((unsigned char) *q)) {
+        return false;
+    }
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static void
+format_duration(int64_t ms, char *buf, size_t len)
+{
+    if (ms % 3600000 == 0 && ms > 0) {
+        snprintf(buf, len, "%lldh", (long long) (ms / 3600000));
+    } else if (ms % 1000 == 0) {
+        snprintf(buf, len, "%llds", (long long) (ms / 1000));
+    } else {
+        snprintf(buf, len, "%lldms", (long long) ms);
+    }
+}
+
+/* Find value in names[0..n); -1 when absent. Case-sensitive, like PgBouncer's enums. */
+static int
+enum_lookup(const char *value, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(value, names[i]) == 0) {
+            return (int) i;
+        }
+    }
+    return -1;
+}
+
+static void
+err_bad_enum(struct cfg_parse *p, const char *key, const char *value, const char *const *names,
+             size_t n)
+{
+    char allowed[160] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        int w = snprintf(allowed + used, sizeof allowed - used, "%s%s", i ? ", " : "", names[i]);
+        if (w < 0 || (size_t) w >= sizeof allowed - used) {
+            break;
+        }
+        used += (size_t) w;
+    }
+    ERR(p, p->lineno, key, "'%s' is not one of: %s", value, allowed);
+}
+
+static void
+free_list(char **items, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(items[i]);
+    }
+    free(items);
+}
+
+/* Split "a, b ,c" into trimmed, non-empty items. Returns false on OOM only. */
+static bool
+split_list(struct cfg_parse *p, const char *value, char ***out, int *out_n)
+{
+    char **items = NULL;
+    int n = 0;
+    const char *s = value;
+    while (*s != '\0') {
+        const char *comma = strchr(s, ',');
+        const char *end = comma ? comma : s + strlen(s);
+        const char *a = s, *b = end;
+        while (a < b && isspace((unsigned char) *a)) {
+            a++;
+        }
+        while (b > a && isspace((unsigned char) b[-1])) {
+            b--;
+        }
+        if (b > a) {
+            char **ni = realloc(items, sizeof *items * (size_t) (n + 1));
+            char *d = ni ? dup_str(p, a, (size_t) (b - a)) : NULL;
+            if (ni != NULL) {
+                items = ni;
+            }
+            if (d == NULL) {
+                p->oom = true;
+                free_list(items, n);
+                return false;
+            }
+            items[n++] = d;
+        }
+        s = comma ? comma + 1 : end;
+    }
+    *out = items;
+    *out_n = n;
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* [pgmux] and [pool] keys                                                                   */
+
+static void
+set_warm_pools(struct cfg_parse *p, const char *key, const char *value)
+{
+    struct cfg *c = p->c;
+    char **items;
+    int n;
+    if (!split_list(p, value, &items, &n)) {
+        return;
+    }
+    struct cfg_warm_pool *wp = n ? calloc((size_t) n, sizeof *wp) : NULL;
+    if (n && wp == NULL) {
+        p->oom = true;
+        free_list(items, n);
+        return;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        /* the last '@': user names may contain one (Azure's "user@server"), database names
+         * almost never do */
+        char *at = strrchr(items[i], '@');
+        if (at == NULL || at == items[i] || at[1] == '\0') {
+            ERR(p, p->lineno, key, "'%s' is not user@database", items[i]);
+            continue;
+        }
+        wp[k].user = dup_str(p, items[i], (size_t) (at - items[i]));
+        wp[k].database = dup_str(p, at + 1, strlen(at + 1));
+        k++;
+    }
+    free_list(items, n);
+    for (int i = 0; i < c->n_warm_pools; i++) {
+        free(c->warm_pools[i].user);
+        free(c->warm_pools[i].database);
+    }
+    free(c->warm_pools);
+    c->warm_pools = wp;
+    c->n_warm_pools = k;
+}
+
+static void
+set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *value)
+{
+    struct cfg *c = p->c;
+    int v;
+    switch (id) {
+    case K_AUTH_TYPE:
+        v = enum_lookup(value, auth_names, ARRAY_LEN(auth_names));
+        if (v < 0) {
+            err_bad_enum(p, key, value, auth_names, ARRAY_LEN(auth_names));
+        } else {
+            c->auth_type = (enum cfg_auth) v;
+        }
+        break;
+    case K_LOG_LEVEL: {
+        static const char *const levels[] = {
+            "fatal", "error", "warning", "info", "debug", "trace"
+        };
+        enum log_level lv;
+        if (!log_level_parse(value, &lv)) {
+            err_bad_enum(p, key, value, levels, ARRAY_LEN(levels));
+        } else {
+            c->log_level = lv;
+        }
+        break;
+    }
+    case K_POOL_MODE:
+        v = enum_lookup(value, pool_mode_names, ARRAY_LEN(pool_mode_names));
+        if (v < 0) {
+            err_bad_enum(p, key, value, pool_mode_names, ARRAY_LEN(pool_mode_names));
+        } else if (v != CFG_POOL_SESSION) {
+            /* TODO(config): accept transaction and statement once the relay supports them */
+            ERR(p, p->lineno, key, "pool_mode '%s' is not supported yet", value);
+        } else {
+            c->pool_mode = (enum cfg_pool_mode) v;
+        }
+        break;
+    case K_WARM_POOLS:
+        set_warm_pools(p, key, value);
+        break;
+    default:
+        ASSERT(!"unhandled special key");
+    }
+}
+
+static void
+set_key(struct cfg_parse *p, enum key_id id, const char *key, const char *value)
+{
+    const struct key_def *d = &key_defs[id];
+    char *base = (char *) p->c;
+    int64_t v;
+    switch (d->type) {
+    case KT_STR:
+    case KT_STR_OPT: {
+        if (d->type == KT_STR && value[0] == '\0') {
+            ERR(p, p->lineno, key, "must not be empty");
+            return;
+        }
+        char **dst = (char **) (void *) (base + d->off);
+        char *s = dup_str(p, value, strlen(value));
+        if (s != NULL) {
+            free(*dst);
+            *dst = s;
+        }
+        return;
+    }
+    case KT_INT:
+        if (!parse_int64(value, &v)) {
+            ERR(p, p->lineno, key, "'%s' is not an integer", value);
+        } else if (v < d->min || v > d->max) {
+            ERR(p, p->lineno, key, "%lld is out of range %lld..%lld", (long long) v,
+                (long long) d->min, (long long) d->max);
+        } else {
+            *(int *) (void *) (base + d->off) = (int) v;
+        }
+        return;
+    case KT_DURATION:
+        v = cfg_parse_duration_ms(value);
+        if (v < 0) {
+            ERR(p, p->lineno, key,
+                "'%s' is not a duration (a number with ms, s, m or h; a bare number is seconds)",
+                value);
+        } else if (v < d->min || v > d->max) {
+            char lo[32], hi[32];
+            format_duration(d->min, lo, sizeof lo);
+            format_duration(d->max, hi, sizeof hi);
+            ERR(p, p->lineno, key, "'%s' is out of range %s..%s", value, lo, hi);
+        } else {
+            *(int64_t *) (void *) (base + d->off) = v;
+        }
+        return;
+    case KT_SIZE:
+        v = parse_size(value);
+        if (v < 0) {
+            ERR(p, p->lineno, key, "'%s' is not a size (bytes, or a number with kB, MB or GB)",
+                value);
+        } else if (v < d->min || v > d->max) {
+            ERR(p, p->lineno, key, "'%s' is out of range %lld..%lld bytes", value,
+                (long long) d->min, (long long) d->max);
+        } else {
+            *(uint32_t *) (void *) (base + d->off) = (uint32_t) v;
+        }
+        return;
+    case KT_LIST: {
+        char ***dst = (char ***) (void *) (base + d->off);
+        int *dst_n = (int *) (void *) (base + d->n_off);
+        char **items;
+        int n;
+        if (split_list(p, value, &items, &n)) {
+            free_list(*dst, *dst_n);
+            *dst = items;
+            *dst_n = n;
+        }
+        return;
+    }
+    case KT_SPECIAL:
+        set_special(p, id, key, value);
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* [node.NAME] keys                                                                          */
+
+static void
+set_node_key(struct cfg_parse *p, const char *key, const char *value)
+{
+    struct cfg_node *n = &p->c->nodes[p->node_idx];
+    struct node_seen *ns = &p->nseen[p->node_idx];
+    int k = enum_lookup(key, node_key_names, NK__COUNT);
+    if (k < 0) {
+        ERR(p, p->lineno, key, "unknown key in [node.%s] (expected host, port, role or weight)",
+            n->name);
+        return;
+    }
+    if (ns->line[k] != 0) {
+        ERR(p, p->lineno, key, "duplicate key (first set on line %d)", ns->line[k]);
+        return;
+    }
+    ns->line[k] = p->lineno;
+    int64_t v;
+    int r;
+    switch ((enum node_key) k) {
+    case NK_HOST:
+        if (value[0] == '\0') {
+            ERR(p, p->lineno, key, "must not be empty");
+            return;
+        }
+        free(n->host);
+        n->host = dup_str(p, value, strlen(value));
+        return;
+    case NK_PORT:
+    case NK_WEIGHT: {
+        int64_t lo = k == NK_PORT ? 1 : 0, hi = k == NK_PORT ? 65535 : 1000;
+        if (!parse_int64(value, &v)) {
+            ERR(p, p->lineno, key, "'%s' is not an integer", value);
+        } else if (v < lo || v > hi) {
+            ERR(p, p->lineno, key, "%lld is out of range %lld..%lld", (long long) v, (long long) lo,
+                (long long) hi);
+        } else if (k == NK_PORT) {
+            n->port = (int) v;
+        } else {
+            n->weight = (int) v;
+        }
+        return;
+    }
+    case NK_ROLE:
+        r = enum_lookup(value, role_names, ARRAY_LEN(role_names));
+        if (r < 0) {
+            err_bad_enum(p, key, value, role_names, ARRAY_LEN(role_names));
+        } else {
+            n->role = (enum cfg_role) r;
+        }
+        return;
+    case NK__COUNT:
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Sections and the inih callbacks                                                           */
+
+static bool
+node_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > CFG_NODE_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char) name[i];
+        if (!isalnum(ch) && ch != '_' && ch != '-') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void
+section_begin(struct cfg_parse *p, const char *name, int line)
+{
+    char label[96];
+    snprintf(label, sizeof label, "[%.80s]", name);
+    p->sect = SECT_IGNORE;
+    if (strcmp(name, "pgmux") == 0 || strcmp(name, "pool") == 0) {
+        bool is_pgmux = name[1] == 'g';
+        int *first = is_pgmux ? &p->pgmux_line : &p->pool_line;
+        if (*first != 0) {
+            ERR(p, line, label, "duplicate section (first on line %d)", *first);
+            return;
+        }
+        *first = line;
+        p->sect = is_pgmux ? SECT_PGMUX : SECT_POOL;
+        return;
+    }
+    if (strncmp(name, "node.", 5) != 0) {
+        ERR(p, line, label, "unknown section (expected [pgmux], [pool] or [node.NAME])");
+        return;
+    }
+    const char *nn = name + 5;
+    if (!node_name_ok(nn)) {
+        ERR(p, line, label, "node name must be 1..%d letters, digits, '_' or '-'",
+            CFG_NODE_NAME_MAX);
+        return;
+    }
+    struct cfg *c = p->c;
+    for (int i = 0; i < c->n_nodes; i++) {
+        if (strcmp(c->nodes[i].name, nn) == 0) {
+            ERR(p, line, label, "duplicate section (first on line %d)", c->nodes[i].line);
+            return;
+        }
+    }
+    if (c->n_nodes == p->nodes_cap) {
+        int cap = p->nodes_cap ? p->nodes_cap * 2 : 4;
+        struct cfg_node *nn2 = realloc(c->nodes, sizeof *nn2 * (size_t) cap);
+        if (nn2 == NULL) {
+            p->oom = true;
+            return;
+        }
+        c->nodes = nn2;
+        struct node_seen *ns = realloc(p->nseen, sizeof *ns * (size_t) cap);
+        if (ns == NULL) {
+            p->oom = true;
+            return;
+        }
+        p->nseen = ns;
+        p->nodes_cap = cap;
+    }
+    char *dn = dup_str(p, nn, strlen(nn));
+    if (dn == NULL) {
+        return;
+    }
+    struct cfg_node *node = &c->nodes[c->n_nodes];
+    *node = (struct cfg_node){
+        .name = dn,
+        .host = NULL,
+        .port = 5432,
+        .role = CFG_ROLE_AUTO,
+        .weight = 1,
+        .line = line,
+    };
+    memset(&p->nseen[c->n_nodes], 0, sizeof p->nseen[0]);
+    p->node_idx = c->n_nodes++;
+    p->sect = SECT_NODE;
+}
+
+/*
+ * The key of a "key = value" line (as inih splits it: at the first '=' or ':'), for messages.
+ * Returns false when there is no key before the separator.
+ */
+static bool
+line_key(const char *s, size_t len, char *out, size_t cap)
+{
+    size_t k = 0;
+    while (k < len && s[k] != '=' && s[k] != ':') {
+        k++;
+    }
+    while (k > 0 && isspace((unsigned char) s[k - 1])) {
+        k--;
+    }
+    snprintf(out, cap, "%.*s", (int) (k < 64 ? k : 64), s);
+    return k > 0;
+}
+
+/*
+ * Clean one physical line (see the file comment) into str (num bytes, fgets-style), or into
+ * "\n" when the line is a comment, blank, or already reported as an error.
+ */
+static void
+line_prepare(struct cfg_parse *p, const char *s, size_t len, char *str, int num)
+{
+    char key[72];
+    strcpy(str, "\n");
+    if (len > 0 && s[len - 1] == '\r') {
+        len--;
+    }
+    if (p->lineno == 1 && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) {
+        s += 3;
+        len -= 3;
+    }
+    while (len > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        len--;
+    }
+    if (len == 0 || *s == ';' || *s == '#') {
+        return;
+    }
+    bool is_section = s[0] == '[';
+    if (is_section) {
+        snprintf(key, sizeof key, "section");
+    } else if (!line_key(s, strnlen(s, len), key, sizeof key)) {
+        snprintf(key, sizeof key, "line");
+    }
+    if (memchr(s, '\0', len) != NULL) {
+        ERR(p, p->lineno, key, "line contains a NUL byte");
+        p->sect = is_section ? SECT_IGNORE : p->sect;
+        return;
+    }
+    /* inline comments: ';' or '#' after whitespace, outside double quotes */
+    bool in_quote = false;
+    for (size_t i = 0; i < len; i++) {
+        bool after_space = i > 0 && (s[i - 1] == ' ' || s[i - 1] == '\t');
+        if (s[i] == '"') {
+            in_quote = !in_quote;
+        } else if (after_space && !in_quote && (s[i] == ';' || s[i] == '#')) {
+            len = i;
+            break;
+        } else if (after_space && in_quote && s[i] == ';') {
+            ERR(p, p->lineno, key,
+                "a ';' after a space inside a quoted value is not supported (inih would treat it "
+                "as a comment)");
+            p->sect = is_section ? SECT_IGNORE : p->sect;
+            return;
+        }
+    }
+    while (len > 0 && isspace((unsigned char) s[len - 1])) {
+        len--;
+    }
+    if (num < 2 || len > (size_t) num - 2) {
+        ERR(p, p->lineno, key, "line is longer than %d characters", num - 2);
+        p->sect = is_section ? SECT_IGNORE : p->sect;
+        return;
+    }
+    if (is_section) {
+        if (s[len - 1] != ']' || len < 2) {
+            ERR(p, p->lineno, key, "section header without a closing ']'");
+            p->sect = SECT_IGNORE;
+            return;
+        }
+        const char *a = s + 1, *b = s + len - 1;
+        while (a < b && isspace((unsigned char) *a)) {
+            a++;
+        }
+        while (b > a && isspace((unsigned char) b[-1])) {
+            b--;
+        }
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int) (b - a), a);
+        section_begin(p, name, p->lineno);
+    } else if (memchr(s, '=', len) == NULL && memchr(s, ':', len) == NULL) {
+        ERR(p, p->lineno, key, "expected 'key = value'");
+        return;
+    } else if (strcmp(key, "line") == 0 && (s[0] == '=' || s[0] == ':')) {
+        ERR(p, p->lineno, key, "expected 'key = value', the key is missing");
+        return;
+    }
+    memcpy(str, s, len);
+    str[len] = '\n';
+    str[len + 1] = '\0';
+}
+
+/* inih reader: exactly one physical line per call, so p->lineno is the handler's line. */
+static char *
+ini_line_reader(char *str, int num, void *stream)
+{
+    struct cfg_parse *p = stream;
+    if (p->pos >= p->text_len) {
+        return NULL;
+    }
+    const char *s = p->text + p->pos;
+    size_t avail = p->text_len - p->pos;
+    const char *nl = memchr(s, '\n', avail);
+    size_t len = nl ? (size_t) (nl - s) : avail;
+    p->pos += nl ? len + 1 : len;
+    p->lineno++;
+    line_prepare(p, s, len, str, num);
+    return str;
+}
+
+static int
+ini_key_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct cfg_parse *p = user;
+    (void) section; /* the reader tracks sections, including empty ones */
+    if (p->sect == SECT_IGNORE) {
+        return 1;
+    }
+    if (p->sect == SECT_NONE) {
+        ERR(p, p->lineno, name, "key outside any section (start the file with [pgmux])");
+        return 1;
+    }
+    /* strip one pair of double quotes around the whole value */
+    char buf[CFG_ERR_LINE_MAX];
+    size_t vlen = strlen(value);
+    if (value[0] == '"') {
+        if (vlen < 2 || value[vlen - 1] != '"') {
+            ERR(p, p->lineno, name, "unterminated double quote");
+            return 1;
+        }
+        snprintf(buf, sizeof buf, "%.*s", (int) (vlen - 2), value + 1);
+        value = buf;
+    }
+    if (p->sect == SECT_NODE) {
+        set_node_key(p, name, value);
+        return 1;
+    }
+    for (int id = 0; id < K__COUNT; id++) {
+        const struct key_def *d = &key_defs[id];
+        if (d->sect == p->sect && strcmp(d->name, name) == 0) {
+            if (p->seen[id] != 0) {
+                ERR(p, p->lineno, name, "duplicate key (first set on line %d)", p->seen[id]);
+                return 1;
+            }
+            p->seen[id] = p->lineno;
+            int before = p->n_errs;
+            set_key(p, (enum key_id) id, name, value);
+            p->bad[id] = p->n_errs != before;
+            return 1;
+        }
+    }
+    ERR(p, p->lineno, name, "unknown key in [%s]", p->sect == SECT_PGMUX ? "pgmux" : "pool");
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* auth_file                                                                                 */
+
+/*
+ * Read a double-quoted token starting at *sp ("" inside means one "), into a heap string.
+ * Returns the string, or NULL with *unterminated set when there is no closing quote (or on
+ * OOM, with p->oom set).
+ */
+static char *
+auth_quoted(struct cfg_parse *p, const char **sp, const char *end, bool *unterminated)
+{
+    const char *s = *sp + 1;
+    char *out = malloc((size_t) (end - s) + 1);
+    if (out == NULL) {
+        p->oom = true;
+        *unterminated = false;
+        return NULL;
+    }
+    size_t n = 0;
+    while (s < end) {
+        if (*s == '"') {
+            if (s + 1 < end && s[1] == '"') {
+                out[n++] = '"';
+                s += 2;
+                continue;
+            }
+            out[n] = '\0';
+            *sp = s + 1;
+            return out;
+        }
+        out[n++] = *s++;
+    }
+    OPENSSL_cleanse(out, n);
+    free(out);
+    *unterminated = true;
+    return NULL;
+}
+
+static bool
+is_lower_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char) s[i]) && !(s[i] >= 'a' && s[i] <= 'f')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Check a secret's form. Returns NULL if fine, else the reason (never quoting the secret). */
+static const char *
+auth_secret_check(const char *secret)
+{
+    size_t n = strlen(secret);
+    if (n == 0) {
+        return "empty secret";
+    }
+    if (strncmp(secret, CFG_SCRAM_SECRET_PREFIX, strlen(CFG_SCRAM_SECRET_PREFIX)) == 0) {
+        struct proto_scram_secret sec;
+        bool ok = proto_scram_secret_parse(secret, &sec);
+        OPENSSL_cleanse(&sec, sizeof sec);
+        return ok ? NULL
+                  : "malformed SCRAM-SHA-256 secret (expected "
+                    "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)";
+    }
+    /* PostgreSQL reads "md5" + 32 hex as an md5 hash and anything else as plaintext; a
+     * 35-character "md5..." that is not hex is almost surely a damaged hash, so refuse it
+     * rather than treat it as a password */
+    if (n == CFG_MD5_SECRET_LEN && strncmp(secret, "md5", 3) == 0 &&
+        !is_lower_hex(secret + 3, 32)) {
+        return "malformed md5 secret (expected 'md5' followed by 32 lowercase hex digits)";
+    }
+    return NULL;
+}
+
+static int
+auth_entry_cmp(const void *a, const void *b)
+{
+    const struct auth_entry *x = a, *y = b;
+    int r = strcmp(x->name, y->name);
+    return r != 0 ? r : (x->line > y->line) - (x->line < y->line);
+}
+
+/*
+ * Parse the auth_file text: PgBouncer's userlist.txt, one `"user" "secret"` per line; blank
+ * lines and lines starting with ';' or '#' are skipped, fields after the secret ignored.
+ * Fills c->users sorted by name (cfg_user_find uses bsearch).
+ */
+static void
+auth_parse(struct cfg_parse *p, const char *apath, const char *text, size_t text_len)
+{
+    struct auth_entry *ents = NULL;
+    int n = 0, cap = 0;
+    int lineno = 0;
+    size_t pos = 0;
+    while (pos < text_len) {
+        const char *s = text + pos;
+        const char *nl = memchr(s, '\n', text_len - pos);
+        const char *end = nl ? nl : text + text_len;
+        pos = (size_t) (end - text) + (nl ? 1 : 0);
+        lineno++;
+        if (end > s && end[-1] == '\r') {
+            end--;
+        }
+        while (s < end && (*s == ' ' || *s == '\t')) {
+            s++;
+        }
+        if (s == end || *s == ';' || *s == '#') {
+            continue;
+        }
+        if (memchr(s, '\0', (size_t) (end - s)) != NULL) {
+            err_at(p, apath, lineno, NULL, "line contains a NUL byte");
+            continue;
+        }
+        if (*s != '"') {
+            err_at(p, apath, lineno, NULL, "expected a double-quoted user name");
+            continue;
+        }
+        bool unterminated = false;
+        char *name = auth_quoted(p, &s, end, &unterminated);
+        if (name == NULL) {
+            if (unterminated) {
+                err_at(p, apath, lineno, NULL, "unterminated double-quoted user name");
+            }
+            continue;
+        }
+        if (name[0] == '\0') {
+            err_at(p, apath, lineno, NULL, "empty user name");
+            free(name);
+            continue;
+        }
+        while (s < end && (*s == ' ' || *s == '\t')) {
+            s++;
+        }
+        if (s == end || *s != '"') {
+            err_at(p, apath, lineno, NULL,
+                   "user '%.64s': expected a double-quoted secret after the user name", name);
+            free(name);
+            continue;
+        }
+        char *secret = auth_quoted(p, &s, end, &unterminated);
+        if (secret == NULL) {
+            if (unterminated) {
+                err_at(p, apath, lineno, NULL, "user '%.64s': unterminated double-quoted secret",
+                       name);
+            }
+            free(name);
+            continue;
+        }
+        const char *why = auth_secret_check(secret);
+        if (why != NULL) {
+            err_at(p, apath, lineno, NULL, "user '%.64s': %s", name, why);
+            free(name);
+            wipe_free(secret);
+            continue;
+        }
+        if (n == cap) {
+            int ncap = cap ? cap * 2 : 16;
+            struct auth_entry *ne = realloc(ents, sizeof *ne * (size_t) ncap);
+            if (ne == NULL) {
+                p->oom = true;
+                free(name);
+                wipe_free(secret);
+                break;
+            }
+            ents = ne;
+            cap = ncap;
+        }
+        ents[n++] = (struct auth_entry){ .name = name, .secret = secret, .line = lineno };
+    }
+
+    /* sort by name, then line, so a duplicate is reported on its later line */
+    if (n > 1) {
+        qsort(ents, (size_t) n, sizeof *ents, auth_entry_cmp);
+    }
+    struct cfg *c = p->c;
+    c->users = n ? calloc((size_t) n, sizeof *c->users) : NULL;
+    if (n && c->users == NULL) {
+        p->oom = true;
+        for (int i = 0; i < n; i++) {
+            free(ents[i].name);
+            wipe_free(ents[i].secret);
+        }
+        free(ents);
+        return;
+    }
+    int k = 0, run = 0;
+    for (int i = 0; i < n; i++) {
+        /* ents[run] is the first (kept, so never freed) entry with this name */
+        if (i > 0 && strcmp(ents[i].name, ents[run].name) == 0) {
+            int first = ents[run].line;
+            err_at(p, apath, ents[i].line, NULL, "duplicate user '%.64s' (first on line %d)",
+                   ents[i].name, first);
+            free(ents[i].name);
+            wipe_free(ents[i].secret);
+            continue;
+        }
+        run = i;
+        c->users[k].name = ents[i].name;
+        c->users[k].secret = ents[i].secret;
+        k++;
+    }
+    c->n_users = k;
+    free(ents);
+}
+
+/* Resolve auth_file against the ini file's directory and load it. False if it was unreadable. */
+static bool
+auth_load(struct cfg_parse *p)
+{
+    struct cfg *c = p->c;
+    const char *raw = c->auth_file;
+    int key_line = p->seen[K_AUTH_FILE];
+    if (raw[0] != '/') {
+        const char *slash = strrchr(p->path, '/');
+        if (slash != NULL) {
+            size_t dl = (size_t) (slash - p->path) + 1;
+            size_t rl = strlen(raw);
+            char *full = malloc(dl + rl + 1);
+            if (full == NULL) {
+                p->oom = true;
+                return false;
+            }
+            memcpy(full, p->path, dl);
+            memcpy(full + dl, raw, rl + 1);
+            free(c->auth_file);
+            c->auth_file = full;
+        }
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = file_read_all(c->auth_file, CFG_AUTH_MAX_BYTES, &text, &len);
+    if (rc != 0) {
+        ERR(p, key_line, "auth_file", "cannot read '%s': %s", c->auth_file,
+            rc == EFBIG ? "file too large" : strerror(rc));
+        return false;
+    }
+    auth_parse(p, c->auth_file, text, len);
+    OPENSSL_cleanse(text, len);
+    free(text);
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Whole-file rules                                                                          */
+
+static void
+check_rules(struct cfg_parse *p)
+{
+    struct cfg *c = p->c;
+
+    if (c->n_nodes == 0) {
+        ERR(p, 0, "node", "no [node.NAME] section; at least one node is required");
+    }
+    int primary = -1;
+    for (int i = 0; i < c->n_nodes; i++) {
+        struct cfg_node *n = &c->nodes[i];
+        if (n->host == NULL && p->nseen[i].line[NK_HOST] == 0) {
+            ERR(p, n->line, "host", "missing in [node.%s]", n->name);
+        }
+        if (n->role == CFG_ROLE_PRIMARY) {
+            if (primary >= 0) {
+                ERR(p, p->nseen[i].line[NK_ROLE], "role",
+                    "more than one node with role = primary ([node.%s] on line %d is one)",
+                    c->nodes[primary].name, p->nseen[primary].line[NK_ROLE]);
+            } else {
+                primary = i;
+            }
+        }
+    }
+
+    /* a refused value keeps its default; comparing against it would only confuse */
+    bool limits_bad = p->bad[K_MAX_OPEN_CONNS] || p->bad[K_MAX_IDLE_CONNS];
+    if (p->seen[K_MAX_IDLE_CONNS] == 0 || p->bad[K_MAX_IDLE_CONNS]) {
+        c->max_idle_conns = c->max_open_conns;
+    } else if (!limits_bad && c->max_idle_conns > c->max_open_conns) {
+        ERR(p, p->seen[K_MAX_IDLE_CONNS], "max_idle_conns", "%d is more than max_open_conns (%d)",
+            c->max_idle_conns, c->max_open_conns);
+    }
+    if (!limits_bad && !p->bad[K_MIN_IDLE_CONNS] && c->min_idle_conns > c->max_idle_conns) {
+        ERR(p, p->seen[K_MIN_IDLE_CONNS], "min_idle_conns", "%d is more than max_idle_conns (%d)",
+            c->min_idle_conns, c->max_idle_conns);
+    }
+
+    if (c->workers == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (int) ncpu;
+    }
+
+    bool have_users = false;
+    if (c->auth_file != NULL) {
+        have_users = auth_load(p);
+    } else if (c->auth_type != CFG_AUTH_TRUST && p->seen[K_AUTH_FILE] == 0 &&
+               !p->bad[K_AUTH_TYPE]) {
+        int line = p->seen[K_AUTH_TYPE] ? p->seen[K_AUTH_TYPE] : p->pgmux_line;
+        ERR(p, line, "auth_file", "required when auth_type is %s", cfg_auth_name(c->auth_type));
+    }
+
+    /* a warm pool logs in as its user, so with a password-checking auth_type the user needs a
+     * secret; checked only when the auth_file was read */
+    if (c->auth_type != CFG_AUTH_TRUST && have_users) {
+        for (int i = 0; i < c->n_warm_pools; i++) {
+            if (cfg_user_find(c, c->warm_pools[i].user) == NULL) {
+                ERR(p, p->seen[K_WARM_POOLS], "warm_pools", "user '%s' is not in auth_file",
+                    c->warm_pools[i].user);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Public                                                                                    */
+
+static void
+cfg_free(struct cfg *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    free(c->path);
+    free(c->listen_addr);
+    free(c->auth_file);
+    free_list(c->admin_users, c->n_admin_users);
+    free_list(c->stats_users, c->n_stats_users);
+    free(c->server_reset_query);
+    for (int i = 0; i < c->n_warm_pools; i++) {
+        free(c->warm_pools[i].user);
+        free(c->warm_pools[i].database);
+    }
+    free(c->warm_pools);
+    for (int i = 0; i < c->n_nodes; i++) {
+        free(c->nodes[i].name);
+        free(c->nodes[i].host);
+    }
+    free(c->nodes);
+    for (int i = 0; i < c->n_users; i++) {
+        free(c->users[i].name);
+        wipe_free(c->users[i].secret);
+    }
+    free(c->users);
+    OPENSSL_cleanse(c, sizeof *c);
+    free(c);
+}
+
+static struct cfg *
+cfg_new_defaults(const char *path)
+{
+    struct cfg *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        return NULL;
+    }
+    atomic_init(&c->refs, 1);
+    c->path = strdup(path);
+    c->listen_addr = strdup("127.0.0.1");
+    c->listen_port = 6432;
+    c->workers = 0;
+    c->max_client_conn = 1000;
+    c->auth_type = CFG_AUTH_SCRAM;
+    c->server_reset_query = strdup("DISCARD ALL");
+    c->client_idle_timeout_ms = 0;
+    c->client_login_timeout_ms = 60 * 1000;
+    c->query_wait_timeout_ms = 120 * 1000;
+    c->server_connect_timeout_ms = 15 * 1000;
+    c->server_login_retry_ms = 1000;
+    c->log_level = LOG_INFO;
+    c->max_message_size = CFG_MSG_SIZE_MAX;
+    c->pool_mode = CFG_POOL_SESSION;
+    c->max_open_conns = 20;
+    c->max_idle_conns = 20;
+    c->min_idle_conns = 0;
+    c->conn_max_lifetime_ms = 3600 * 1000;
+    c->conn_max_idle_time_ms = 600 * 1000;
+    if (c->path == NULL || c->listen_addr == NULL || c->server_reset_query == NULL) {
+        cfg_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Copy the collected errors into err, cutting at a line boundary if they do not fit. */
+static void
+err_export(const struct cfg_parse *p, char *err, size_t errlen)
+{
+    if (err == NULL || errlen == 0) {
+        return;
+    }
+    const char *src = p->errs ? p->errs : "";
+    size_t n = p->errs_len;
+    if (p->oom) {
+        src = "out of memory while loading the configuration";
+        n = strlen(src);
+    }
+    if (n < errlen) {
+        memcpy(err, src, n + 1);
+        return;
+    }
+    static const char more[] = "\n(more errors not shown)";
+    size_t keep = errlen > sizeof more ? errlen - sizeof more : 0;
+    while (keep > 0 && src[keep] != '\n') {
+        keep--;
+    }
+    if (keep == 0) {
+        snprintf(err, errlen, "%.*s", (int) (errlen - 1), src);
+        return;
+    }
+    memcpy(err, src, keep);
+    snprintf(err + keep, errlen - keep, "%s", more);
+}
+
+int
+cfg_load(const char *path, struct cfg **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (err != NULL && errlen > 0) {
+        err[0] = '\0';
+    }
+    struct cfg_parse p = { .path = path };
+    char *text = NULL;
+    size_t text_len = 0;
+    p.c = cfg_new_defaults(path);
+    if (p.c == NULL) {
+        p.oom = true;
+        goto done;
+    }
+    int rc = file_read_all(path, CFG_INI_MAX_BYTES, &text, &text_len);
+    if (rc != 0) {
+        ERR(&p, 0, "file", "cannot read: %s", rc == EFBIG ? "file too large" : strerror(rc));
+        goto done;
+    }
+    p.text = text;
+    p.text_len = text_len;
+    int r = ini_parse_stream(ini_line_reader, &p, ini_key_handler, &p);
+    if (r == -2) {
+        p.oom = true;
+    } else if (r > 0 && p.n_errs == 0) {
+        /* the reader hands inih only lines it accepts, so this is a case we did not foresee */
+        ERR(&p, r, "line", "syntax error");
+    }
+    if (!p.oom) {
+        check_rules(&p);
+    }
+done:
+    free(text);
+    free(p.nseen);
+    if (p.oom || p.n_errs > 0) {
+        err_export(&p, err, errlen);
+        free(p.errs);
+        cfg_free(p.c);
+        return -1;
+    }
+    free(p.errs);
+    *out = p.c;
+    return 0;
+}
+
+struct cfg *
+cfg_ref(struct cfg *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void
+cfg_unref(struct cfg *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+        cfg_free(c);
+    }
+}
+
+static int
+user_key_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct cfg_user *) elem)->name);
+}
+
+const struct cfg_user *
+cfg_user_find(const struct cfg *c, const char *name)
+{
+    if (c->n_users == 0) {
+        return NULL;
+    }
+    return bsearch(name, c->users, (size_t) c->n_users, sizeof *c->users, user_key_cmp);
+}

@@ -1,0 +1,125 @@
+/*
+ * config.h - the configuration snapshot read from proxy.ini (inih) and its auth_file.
+ *
+ * A struct cfg is immutable once cfg_load returns and is shared by reference count between the
+ * main thread and workers (CONVENTIONS 6.6): reload builds a new one, publishes it, and the old
+ * one is freed when its last holder lets go. Nothing reads configuration from globals.
+ *
+ * cfg_load runs on the main thread (it reads files). The rest: any thread.
+ */
+#ifndef PGMUX_PROXY_CONFIG_H
+#define PGMUX_PROXY_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/log.h"
+#include "common/macros.h"
+
+enum cfg_role {
+    CFG_ROLE_AUTO,
+    CFG_ROLE_PRIMARY,
+    CFG_ROLE_REPLICA,
+};
+
+enum cfg_auth {
+    CFG_AUTH_TRUST,
+    CFG_AUTH_MD5,
+    CFG_AUTH_SCRAM,
+};
+
+enum cfg_pool_mode {
+    CFG_POOL_SESSION,
+    CFG_POOL_TRANSACTION,
+    CFG_POOL_STATEMENT,
+};
+
+struct cfg_node {
+    char *name; /* the NAME of [node.NAME] */
+    char *host; /* host name or address as written; resolved by main before workers start */
+    int port;
+    enum cfg_role role;
+    int weight; /* relative share of reads among replicas, >= 0 */
+    int line;   /* line of the section header, for messages */
+};
+
+struct cfg_user {
+    char *name;
+    char *secret; /* plaintext, "md5..." or "SCRAM-SHA-256$..."; never logged */
+};
+
+struct cfg_warm_pool {
+    char *user;
+    char *database;
+};
+
+struct cfg {
+    atomic_int refs;
+    char *path; /* the ini file as given */
+
+    /* [pgmux] */
+    char *listen_addr;  /* "127.0.0.1"; "*" means every IPv4 and IPv6 address */
+    int listen_port;    /* 6432 */
+    int workers;        /* threads; 0 in the file means the CPU count, resolved at load */
+    int max_client_conn; /* 1000 */
+    enum cfg_auth auth_type; /* scram-sha-256 */
+    char *auth_file;         /* path, relative names resolved against the ini file's directory */
+    char **admin_users;      /* comma-separated list */
+    int n_admin_users;
+    char **stats_users;
+    int n_stats_users;
+    char *server_reset_query;          /* "DISCARD ALL"; "" means none */
+    int64_t client_idle_timeout_ms;    /* 0 = never */
+    int64_t client_login_timeout_ms;   /* 60 s */
+    int64_t query_wait_timeout_ms;     /* 120 s; 0 = wait forever */
+    int64_t server_connect_timeout_ms; /* 15 s */
+    int64_t server_login_retry_ms;     /* 1 s: after a failed connect, fail waiters this long */
+    enum log_level log_level;          /* info */
+    uint32_t max_message_size;         /* bytes accepted in one client message; 1 GB - 1 */
+
+    /* [pool] */
+    enum cfg_pool_mode pool_mode;  /* session */
+    int max_open_conns;            /* 20, per (node, database, user) pool, across workers */
+    int max_idle_conns;            /* defaults to max_open_conns */
+    int min_idle_conns;            /* 0 */
+    int64_t conn_max_lifetime_ms;  /* 3600 s; 0 = forever */
+    int64_t conn_max_idle_time_ms; /* 600 s; 0 = forever */
+    struct cfg_warm_pool *warm_pools; /* "user@database, ..." pools kept at min_idle_conns from start */
+    int n_warm_pools;
+
+    /* [node.NAME] sections, in file order */
+    struct cfg_node *nodes;
+    int n_nodes;
+
+    /* auth_file contents */
+    struct cfg_user *users;
+    int n_users;
+};
+
+/**
+ * Read path and the auth_file it names. Every bad value, unknown key or section, and missing
+ * required item is reported as one line "FILE:LINE: key: reason" (LINE is 0 for whole-file
+ * problems such as "no [node.*] section"), lines joined with '\n' into err (errlen bytes).
+ * Returns 0 with *out holding one reference, or -1.
+ */
+int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen) MUST_CHECK;
+
+/** Take another reference. Any thread. */
+struct cfg *cfg_ref(struct cfg *c);
+
+/** Drop a reference; the last one frees the snapshot, wiping secrets. Accepts NULL. */
+void cfg_unref(struct cfg *c);
+
+/** The auth_file entry for name, or NULL. */
+const struct cfg_user *cfg_user_find(const struct cfg *c, const char *name);
+
+/** Parse a duration: "250ms", "30s", "5m", "1h", or a bare number of seconds. -1 if invalid. */
+int64_t cfg_parse_duration_ms(const char *s);
+
+const char *cfg_pool_mode_name(enum cfg_pool_mode m);
+const char *cfg_auth_name(enum cfg_auth a);
+const char *cfg_role_name(enum cfg_role r);
+
+#endif

@@ -1,0 +1,825 @@
+/*
+ * test_proxy_config.c - proxy/config.c: proxy.ini and auth_file loading, every error's
+ * "FILE:LINE: key: reason" prefix, defaults, durations. Files are written with mkstemp under
+ * /tmp and removed at the end of each test. Single-threaded.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "proxy/config.h"
+
+#define SCRAM_SECRET                                                                            \
+    "SCRAM-SHA-256$4096:cGdtdXgtdGVzdC1zYWx0IQ==$yKcO3dpZLLiC5VSPjKRnwUtsiCt78iN3+jGTW1Rkeeg=:" \
+    "YCv721DLZqBzDH+NSKI/lw8zdu43zHdsUjuCqCLK9eY="
+#define MD5_SECRET "md5ee69efad287c7423caf0b3229d71f567"
+
+/* Files made by the current test, removed by teardown. */
+static char made[8][64];
+static int n_made;
+static char ini_path[64];   /* the last ini written */
+static char users_path[64]; /* the last auth_file written */
+static char err[8192];
+
+static const char *
+write_tmp(const char *text, char *path_out)
+{
+    char path[64] = "/tmp/pgmux_cfg_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t len = strlen(text);
+    assert_int_equal(write(fd, text, len), (ssize_t) len);
+    assert_int_equal(close(fd), 0);
+    assert_true(n_made < 8);
+    strcpy(made[n_made++], path);
+    strcpy(path_out, path);
+    return path_out;
+}
+
+static int
+teardown(void **state)
+{
+    (void) state;
+    for (int i = 0; i < n_made; i++) {
+        unlink(made[i]);
+    }
+    n_made = 0;
+    return 0;
+}
+
+/* Write a userlist; its base name (the ini resolves it against /tmp) goes into users_path. */
+static const char *
+write_users(const char *text)
+{
+    write_tmp(text, users_path);
+    return users_path + strlen("/tmp/");
+}
+
+/* Load an ini. "@USERS@" in text becomes the last userlist's base name (a relative path). */
+static int
+load_text(const char *text, struct cfg **out)
+{
+    char buf[8192];
+    const char *at = strstr(text, "@USERS@");
+    if (at != NULL) {
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int) (at - text), text, users_path + strlen("/tmp/"),
+                 at + strlen("@USERS@"));
+        text = buf;
+    }
+    write_tmp(text, ini_path);
+    memset(err, 'x', sizeof err); /* must be overwritten with a terminated string */
+    return cfg_load(ini_path, out, err, sizeof err);
+}
+
+static int
+count_lines(const char *s)
+{
+    if (*s == '\0') {
+        return 0;
+    }
+    int n = 1;
+    for (; *s; s++) {
+        n += *s == '\n';
+    }
+    return n;
+}
+
+/* Assert that one line of err starts with "FILE:LINE: rest". */
+static void
+expect_line(const char *file, int line, const char *rest)
+{
+    char want[512];
+    snprintf(want, sizeof want, "%s:%d: %s", file, line, rest);
+    size_t wl = strlen(want);
+    for (const char *s = err; s != NULL && *s;) {
+        if (strncmp(s, want, wl) == 0) {
+            return;
+        }
+        s = strchr(s, '\n');
+        s = s ? s + 1 : NULL;
+    }
+    fail_msg("no error line starting with\n  %s\nin\n%s", want, err);
+}
+
+/* Load text, expect failure with exactly n_lines error lines. */
+static void
+expect_fail(const char *text, int n_lines)
+{
+    struct cfg *c = (struct cfg *) 1;
+    assert_int_equal(load_text(text, &c), -1);
+    assert_null(c);
+    if (n_lines >= 0 && count_lines(err) != n_lines) {
+        fail_msg("expected %d error lines, got:\n%s", n_lines, err);
+    }
+}
+
+#define NODE_A "[node.a]\nhost = db1\n"
+
+/* ---------------------------------------------------------------------------------------- */
+
+static void
+test_full_valid(void **state)
+{
+    (void) state;
+    write_users("; comment\n"
+                "# another comment\n"
+                "\n"
+                "\"alice\" \"" MD5_SECRET "\"\n"
+                "\"bob\" \"" SCRAM_SECRET "\" extra fields ignored\n"
+                "  \"car\"\"ol\"   \"pass \"\"word\"\"\"\r\n"
+                "\"dave\" \"plain\"\n"
+                "\"app@azure\" \"pw\"");
+    const char *ini = "; proxy.ini with every key\n"
+                      "[pgmux]\n"
+                      "listen_addr = \"0.0.0.0\"\n"
+                      "listen_port = 7432 ; inline comment\n"
+                      "workers = 4 # hash comment\n"
+                      "max_client_conn = 500\n"
+                      "auth_type = md5\n"
+                      "auth_file = @USERS@\n"
+                      "admin_users = alice, bob\n"
+                      "stats_users = dave\n"
+                      "server_reset_query = \"RESET ALL; SELECT 1 # not a comment\"\n"
+                      "client_idle_timeout = 5m\n"
+                      "client_login_timeout = 250ms\n"
+                      "query_wait_timeout = 0\n"
+                      "server_connect_timeout = 3s\n"
+                      "server_login_retry = 2\n"
+                      "log_level = debug\n"
+                      "max_message_size = 64kB\n"
+                      "\n"
+                      "[pool]\n"
+                      "    pool_mode = session\n"
+                      "    max_open_conns = 10\n"
+                      "    max_idle_conns = 8\n"
+                      "    min_idle_conns = 2\n"
+                      "    conn_max_lifetime = 1h\n"
+                      "    conn_max_idle_time = 0\n"
+                      "    warm_pools = alice@app, app@azure@y\n"
+                      "\n"
+                      "[node.primary-1]\n"
+                      "host = 10.0.0.1\n"
+                      "port = 5433\n"
+                      "role = primary\n"
+                      "weight = 0\n"
+                      "[node.r_2]\n"
+                      "host: db2.example\n"
+                      "role = replica\n"
+                      "weight = 1000\n";
+    struct cfg *c = NULL;
+    int rc = load_text(ini, &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_non_null(c);
+    assert_string_equal(c->path, ini_path);
+    assert_string_equal(c->listen_addr, "0.0.0.0");
+    assert_int_equal(c->listen_port, 7432);
+    assert_int_equal(c->workers, 4);
+    assert_int_equal(c->max_client_conn, 500);
+    assert_int_equal(c->auth_type, CFG_AUTH_MD5);
+    assert_string_equal(c->auth_file, users_path); /* resolved against the ini's directory */
+    assert_int_equal(c->n_admin_users, 2);
+    assert_string_equal(c->admin_users[0], "alice");
+    assert_string_equal(c->admin_users[1], "bob");
+    assert_int_equal(c->n_stats_users, 1);
+    assert_string_equal(c->stats_users[0], "dave");
+    assert_string_equal(c->server_reset_query, "RESET ALL; SELECT 1 # not a comment");
+    assert_int_equal(c->client_idle_timeout_ms, 300000);
+    assert_int_equal(c->client_login_timeout_ms, 250);
+    assert_int_equal(c->query_wait_timeout_ms, 0);
+    assert_int_equal(c->server_connect_timeout_ms, 3000);
+    assert_int_equal(c->server_login_retry_ms, 2000);
+    assert_int_equal(c->log_level, LOG_DEBUG);
+    assert_int_equal(c->max_message_size, 65536);
+    assert_int_equal(c->pool_mode, CFG_POOL_SESSION);
+    assert_int_equal(c->max_open_conns, 10);
+    assert_int_equal(c->max_idle_conns, 8);
+    assert_int_equal(c->min_idle_conns, 2);
+    assert_int_equal(c->conn_max_lifetime_ms, 3600000);
+    assert_int_equal(c->conn_max_idle_time_ms, 0);
+    assert_int_equal(c->n_warm_pools, 2);
+    assert_string_equal(c->warm_pools[0].user, "alice");
+    assert_string_equal(c->warm_pools[0].database, "app");
+    assert_string_equal(c->warm_pools[1].user, "app@azure");
+    assert_string_equal(c->warm_pools[1].database, "y");
+
+    assert_int_equal(c->n_nodes, 2);
+    assert_string_equal(c->nodes[0].name, "primary-1");
+    assert_string_equal(c->nodes[0].host, "10.0.0.1");
+    assert_int_equal(c->nodes[0].port, 5433);
+    assert_int_equal(c->nodes[0].role, CFG_ROLE_PRIMARY);
+    assert_int_equal(c->nodes[0].weight, 0);
+    assert_int_equal(c->nodes[0].line, 29);
+    assert_string_equal(c->nodes[1].name, "r_2");
+    assert_string_equal(c->nodes[1].host, "db2.example");
+    assert_int_equal(c->nodes[1].port, 5432);
+    assert_int_equal(c->nodes[1].role, CFG_ROLE_REPLICA);
+    assert_int_equal(c->nodes[1].weight, 1000);
+    assert_int_equal(c->nodes[1].line, 34);
+
+    assert_int_equal(c->n_users, 5);
+    assert_string_equal(cfg_user_find(c, "app@azure")->secret, "pw");
+    assert_string_equal(cfg_user_find(c, "alice")->secret, MD5_SECRET);
+    assert_string_equal(cfg_user_find(c, "bob")->secret, SCRAM_SECRET);
+    assert_string_equal(cfg_user_find(c, "car\"ol")->secret, "pass \"word\"");
+    assert_string_equal(cfg_user_find(c, "dave")->secret, "plain");
+    assert_null(cfg_user_find(c, "eve"));
+    assert_null(cfg_user_find(c, "alic"));
+
+    struct cfg *r = cfg_ref(c);
+    assert_ptr_equal(r, c);
+    cfg_unref(c);
+    assert_string_equal(r->listen_addr, "0.0.0.0"); /* still alive */
+    cfg_unref(r);
+    cfg_unref(NULL);
+}
+
+static void
+test_defaults(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    int rc = load_text("[pgmux]\nauth_type = trust\n" NODE_A, &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_string_equal(c->listen_addr, "127.0.0.1");
+    assert_int_equal(c->listen_port, 6432);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(c->workers, ncpu < 1 ? 1 : ncpu > 256 ? 256 : ncpu);
+    assert_int_equal(c->max_client_conn, 1000);
+    assert_int_equal(c->auth_type, CFG_AUTH_TRUST);
+    assert_null(c->auth_file);
+    assert_int_equal(c->n_admin_users, 0);
+    assert_null(c->admin_users);
+    assert_int_equal(c->n_stats_users, 0);
+    assert_string_equal(c->server_reset_query, "DISCARD ALL");
+    assert_int_equal(c->client_idle_timeout_ms, 0);
+    assert_int_equal(c->client_login_timeout_ms, 60000);
+    assert_int_equal(c->query_wait_timeout_ms, 120000);
+    assert_int_equal(c->server_connect_timeout_ms, 15000);
+    assert_int_equal(c->server_login_retry_ms, 1000);
+    assert_int_equal(c->log_level, LOG_INFO);
+    assert_int_equal(c->max_message_size, 1073741823);
+    assert_int_equal(c->pool_mode, CFG_POOL_SESSION);
+    assert_int_equal(c->max_open_conns, 20);
+    assert_int_equal(c->max_idle_conns, 20);
+    assert_int_equal(c->min_idle_conns, 0);
+    assert_int_equal(c->conn_max_lifetime_ms, 3600000);
+    assert_int_equal(c->conn_max_idle_time_ms, 600000);
+    assert_int_equal(c->n_warm_pools, 0);
+    assert_int_equal(c->n_nodes, 1);
+    assert_string_equal(c->nodes[0].name, "a");
+    assert_int_equal(c->nodes[0].port, 5432);
+    assert_int_equal(c->nodes[0].role, CFG_ROLE_AUTO);
+    assert_int_equal(c->nodes[0].weight, 1);
+    assert_int_equal(c->nodes[0].line, 3);
+    assert_int_equal(c->n_users, 0);
+    assert_null(cfg_user_find(c, "alice"));
+    cfg_unref(c);
+}
+
+static void
+test_max_idle_follows_max_open(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    int rc = load_text("[pgmux]\nauth_type = trust\n[pool]\nmax_open_conns = 5\n" NODE_A, &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->max_open_conns, 5);
+    assert_int_equal(c->max_idle_conns, 5);
+    assert_int_equal(c->workers > 0, 1);
+    cfg_unref(c);
+}
+
+static void
+test_empty_admin_list_and_reset_query(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    int rc = load_text("[pgmux]\nauth_type = trust\nadmin_users = \" , ,\"\n"
+                       "server_reset_query = \"\"\n" NODE_A,
+                       &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->n_admin_users, 0);
+    assert_string_equal(c->server_reset_query, "");
+    cfg_unref(c);
+}
+
+static void
+test_unknown_key(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = trust\nlisten_prot = 1\n" NODE_A "hostname = x\n"
+                "[pool]\nmax_conns = 3\n",
+                3);
+    expect_line(ini_path, 3, "listen_prot: unknown key");
+    expect_line(ini_path, 6, "hostname: unknown key");
+    expect_line(ini_path, 8, "max_conns: unknown key");
+}
+
+static void
+test_unknown_section(void **state)
+{
+    (void) state;
+    /* one error for the section; its keys are not reported again */
+    expect_fail("[pgmux]\nauth_type = trust\n[databases]\nfoo = bar\nbaz = 1\n[empty]\n" NODE_A, 2);
+    expect_line(ini_path, 3, "[databases]: unknown section");
+    expect_line(ini_path, 6, "[empty]: unknown section");
+}
+
+static void
+test_bad_section_names(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = trust\n[node.bad name]\nhost = x\n[node.]\n"
+                "[node.a]\nhost = h\n[node.a]\nhost = h2\n[pgmux]\n[pool\n",
+                5);
+    expect_line(ini_path, 3, "[node.bad name]: node name must be");
+    expect_line(ini_path, 5, "[node.]: node name must be");
+    expect_line(ini_path, 8, "[node.a]: duplicate section (first on line 6)");
+    expect_line(ini_path, 10, "[pgmux]: duplicate section (first on line 1)");
+    expect_line(ini_path, 11, "section: section header without a closing ']'");
+}
+
+static void
+test_bad_int(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = trust\nlisten_port = abc\nworkers = 4x\n"
+                "[pool]\nmax_open_conns = 1.5\n[node.a]\nhost = h\nport = \n",
+                4);
+    expect_line(ini_path, 3, "listen_port: 'abc' is not an integer");
+    expect_line(ini_path, 4, "workers: '4x' is not an integer");
+    expect_line(ini_path, 6, "max_open_conns: '1.5' is not an integer");
+    expect_line(ini_path, 9, "port: '' is not an integer");
+}
+
+static void
+test_out_of_range(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\n"
+                "auth_type = trust\n"
+                "listen_port = 70000\n"
+                "workers = 257\n"
+                "max_client_conn = 0\n"
+                "max_message_size = 1000\n"
+                "[pool]\n"
+                "max_open_conns = 0\n"
+                "min_idle_conns = -1\n"
+                "[node.a]\n"
+                "host = h\n"
+                "port = 0\n"
+                "weight = 1001\n"
+                "[node.b]\n"
+                "host = h\n"
+                "weight = -1\n"
+                "port = 99999999999999999999\n",
+                10);
+    expect_line(ini_path, 3, "listen_port: 70000 is out of range 1..65535");
+    expect_line(ini_path, 4, "workers: 257 is out of range 0..256");
+    expect_line(ini_path, 5, "max_client_conn: 0 is out of range 1..1000000");
+    expect_line(ini_path, 6, "max_message_size: '1000' is out of range 1024..1073741823");
+    expect_line(ini_path, 8, "max_open_conns: 0 is out of range 1..");
+    expect_line(ini_path, 9, "min_idle_conns: -1 is out of range 0..");
+    expect_line(ini_path, 12, "port: 0 is out of range 1..65535");
+    expect_line(ini_path, 13, "weight: 1001 is out of range 0..1000");
+    expect_line(ini_path, 16, "weight: -1 is out of range 0..1000");
+    /* too big for int64: not an integer at all */
+    assert_non_null(strstr(err, "17: port: '99999999999999999999' is not an integer"));
+}
+
+static void
+test_max_message_size(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    assert_int_equal(load_text("[pgmux]\nauth_type = trust\nmax_message_size = 16MB\n" NODE_A, &c),
+                     0);
+    assert_int_equal(c->max_message_size, 16 * 1024 * 1024);
+    cfg_unref(c);
+    assert_int_equal(
+        load_text("[pgmux]\nauth_type = trust\nmax_message_size = 1073741823\n" NODE_A, &c), 0);
+    assert_int_equal(c->max_message_size, 1073741823);
+    cfg_unref(c);
+    expect_fail("[pgmux]\nauth_type = trust\nmax_message_size = 1GB\n" NODE_A, 1);
+    expect_line(ini_path, 3, "max_message_size: '1GB' is out of range 1024..1073741823 bytes");
+    expect_fail("[pgmux]\nauth_type = trust\nmax_message_size = 2TB\n" NODE_A, 1);
+    expect_line(ini_path, 3, "max_message_size: '2TB' is not a size");
+}
+
+static void
+test_bad_duration(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = trust\nclient_idle_timeout = 5x\n"
+                "query_wait_timeout = -1s\nserver_connect_timeout = 0\n"
+                "client_login_timeout = 0ms\n[pool]\nconn_max_lifetime = 1.5h\n"
+                "conn_max_idle_time = 9000h\n" NODE_A,
+                6);
+    expect_line(ini_path, 3, "client_idle_timeout: '5x' is not a duration");
+    expect_line(ini_path, 4, "query_wait_timeout: '-1s' is not a duration");
+    expect_line(ini_path, 5, "server_connect_timeout: '0' is out of range 1ms..");
+    expect_line(ini_path, 6, "client_login_timeout: '0ms' is out of range 1ms..");
+    expect_line(ini_path, 8, "conn_max_lifetime: '1.5h' is not a duration");
+    expect_line(ini_path, 9, "conn_max_idle_time: '9000h' is out of range 0s..8784h");
+}
+
+static void
+test_bad_enum(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = password\nlog_level = verbose\n[pool]\npool_mode = txn\n"
+                "[node.a]\nhost = h\nrole = leader\n",
+                4);
+    expect_line(ini_path, 2, "auth_type: 'password' is not one of: trust, md5, scram-sha-256");
+    expect_line(ini_path, 3,
+                "log_level: 'verbose' is not one of: fatal, error, warning, info, debug, trace");
+    expect_line(ini_path, 5, "pool_mode: 'txn' is not one of: session, transaction, statement");
+    expect_line(ini_path, 8, "role: 'leader' is not one of: auto, primary, replica");
+}
+
+static void
+test_duplicate_key(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = trust\nlisten_port = 1\nlisten_port = 2\n"
+                "[node.a]\nhost = h\nhost = h2\n",
+                2);
+    expect_line(ini_path, 4, "listen_port: duplicate key (first set on line 3)");
+    expect_line(ini_path, 7, "host: duplicate key (first set on line 6)");
+}
+
+static void
+test_no_node(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = trust\n", 1);
+    expect_line(ini_path, 0, "node: no [node.NAME] section");
+}
+
+static void
+test_node_without_host(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = trust\n[node.a]\nport = 5433\n[node.b]\nhost =\n", 2);
+    expect_line(ini_path, 3, "host: missing in [node.a]");
+    expect_line(ini_path, 6, "host: must not be empty");
+}
+
+static void
+test_two_primaries(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = trust\n"
+                "[node.a]\nhost = h\nrole = primary\n"
+                "[node.b]\nhost = h\nrole = replica\n"
+                "[node.c]\nhost = h\nrole = primary\n",
+                1);
+    expect_line(ini_path, 11, "role: more than one node with role = primary ([node.a] on line 5");
+}
+
+static void
+test_auth_file_missing(void **state)
+{
+    (void) state;
+    /* absent: reported on the auth_type line, or the [pgmux] line when auth_type is default */
+    expect_fail("[pgmux]\nauth_type = md5\n" NODE_A, 1);
+    expect_line(ini_path, 2, "auth_file: required when auth_type is md5");
+    expect_fail("\n[pgmux]\nlisten_port = 6000\n" NODE_A, 1);
+    expect_line(ini_path, 2, "auth_file: required when auth_type is scram-sha-256");
+    expect_fail(NODE_A, 1);
+    expect_line(ini_path, 0, "auth_file: required when auth_type is scram-sha-256");
+    /* named but not there */
+    expect_fail("[pgmux]\nauth_file = /nonexistent/pgmux/users.txt\n" NODE_A, 1);
+    expect_line(ini_path, 2,
+                "auth_file: cannot read '/nonexistent/pgmux/users.txt': No such file or directory");
+    /* trust needs none */
+    struct cfg *c = NULL;
+    assert_int_equal(load_text("[pgmux]\nauth_type = trust\n" NODE_A, &c), 0);
+    cfg_unref(c);
+}
+
+static void
+test_malformed_userlist(void **state)
+{
+    (void) state;
+    write_users("\"alice\" \"" MD5_SECRET "\"\n"
+                "bob \"secret1\"\n"
+                "\"carol \"secret2\"\n"
+                "\"dave\"\n"
+                "\"erin\" \"secret3\n"
+                "\"\" \"secret4\"\n"
+                "\"frank\" \"SCRAM-SHA-256$4096:bad$secret5\"\n"
+                "\"gina\" \"md5ZZZZefad287c7423caf0b3229d71f567\"\n"
+                "\"hank\" \"\"\n"
+                "\"ivan\" \"md5isnotahash\"\n");
+    expect_fail("[pgmux]\nauth_type = scram-sha-256\nauth_file = @USERS@\n" NODE_A, 8);
+    expect_line(users_path, 2, "expected a double-quoted user name");
+    expect_line(users_path, 3, "user 'carol ': expected a double-quoted secret");
+    expect_line(users_path, 4, "user 'dave': expected a double-quoted secret");
+    expect_line(users_path, 5, "user 'erin': unterminated double-quoted secret");
+    expect_line(users_path, 6, "empty user name");
+    expect_line(users_path, 7, "user 'frank': malformed SCRAM-SHA-256 secret");
+    expect_line(users_path, 8, "user 'gina': malformed md5 secret");
+    expect_line(users_path, 9, "user 'hank': empty secret");
+    /* secrets never appear in messages */
+    assert_null(strstr(err, "secret1"));
+    assert_null(strstr(err, "secret2"));
+    assert_null(strstr(err, "secret3"));
+    assert_null(strstr(err, "secret4"));
+    assert_null(strstr(err, "secret5"));
+    assert_null(strstr(err, "ZZZZ"));
+    assert_null(strstr(err, MD5_SECRET));
+}
+
+static void
+test_duplicate_user(void **state)
+{
+    (void) state;
+    write_users("\"alice\" \"a\"\n\"bob\" \"b\"\n\"alice\" \"c\"\n\"alice\" \"d\"\n");
+    expect_fail("[pgmux]\nauth_file = @USERS@\n" NODE_A, 2);
+    expect_line(users_path, 3, "duplicate user 'alice' (first on line 1)");
+    expect_line(users_path, 4, "duplicate user 'alice' (first on line 1)");
+}
+
+static void
+test_pool_limits(void **state)
+{
+    (void) state;
+    expect_fail(
+        "[pgmux]\nauth_type = trust\n[pool]\nmax_open_conns = 4\nmax_idle_conns = 5\n" NODE_A, 1);
+    expect_line(ini_path, 5, "max_idle_conns: 5 is more than max_open_conns (4)");
+    expect_fail(
+        "[pgmux]\nauth_type = trust\n[pool]\nmax_idle_conns = 2\nmin_idle_conns = 3\n" NODE_A, 1);
+    expect_line(ini_path, 5, "min_idle_conns: 3 is more than max_idle_conns (2)");
+    /* min_idle against the default max_idle (= max_open) */
+    expect_fail(
+        "[pgmux]\nauth_type = trust\n[pool]\nmax_open_conns = 2\nmin_idle_conns = 3\n" NODE_A, 1);
+    expect_line(ini_path, 5, "min_idle_conns: 3 is more than max_idle_conns (2)");
+}
+
+static void
+test_no_cascading_errors(void **state)
+{
+    (void) state;
+    /* a refused value keeps its default; rules comparing against it stay quiet */
+    expect_fail("[pgmux]\nauth_type = bogus\n[pool]\nmax_open_conns = 0\nmax_idle_conns = 50\n"
+                "min_idle_conns = 40\n" NODE_A,
+                2);
+    expect_line(ini_path, 2, "auth_type: 'bogus' is not one of");
+    expect_line(ini_path, 4, "max_open_conns: 0 is out of range");
+}
+
+static void
+test_crlf_bom_and_comments(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    int rc = load_text("\xEF\xBB\xBF[pgmux] ; the main section\r\n"
+                       "auth_type = trust\t# tab before the comment\r\n"
+                       "listen_addr = \"::1\"   ; quoted\r\n"
+                       "\t; indented comment\r\n"
+                       "[node.a]\r\nhost = h\r\n"
+                       "port = 6000",
+                       &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->auth_type, CFG_AUTH_TRUST);
+    assert_string_equal(c->listen_addr, "::1");
+    assert_string_equal(c->nodes[0].host, "h");
+    assert_int_equal(c->nodes[0].port, 6000); /* last line without a newline */
+    assert_int_equal(c->nodes[0].line, 5);
+    cfg_unref(c);
+}
+
+static void
+test_unsupported_pool_mode(void **state)
+{
+    (void) state;
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\npool_mode = transaction\n" NODE_A, 1);
+    expect_line(ini_path, 4, "pool_mode: pool_mode 'transaction' is not supported yet");
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\npool_mode = statement\n" NODE_A, 1);
+    expect_line(ini_path, 4, "pool_mode: pool_mode 'statement' is not supported yet");
+}
+
+static void
+test_warm_pools(void **state)
+{
+    (void) state;
+    write_users("\"alice\" \"a\"\n");
+    expect_fail(
+        "[pgmux]\nauth_file = @USERS@\n[pool]\nwarm_pools = alice@db, bob@db, nodb, @x, y@\n"
+        "" NODE_A,
+        4);
+    expect_line(ini_path, 4, "warm_pools: 'nodb' is not user@database");
+    expect_line(ini_path, 4, "warm_pools: '@x' is not user@database");
+    expect_line(ini_path, 4, "warm_pools: 'y@' is not user@database");
+    expect_line(ini_path, 4, "warm_pools: user 'bob' is not in auth_file");
+}
+
+static void
+test_syntax(void **state)
+{
+    (void) state;
+    char long_line[400];
+    snprintf(long_line, sizeof long_line, "server_reset_query = %0300d\n", 0);
+    char text[1024];
+    snprintf(text, sizeof text,
+             "orphan = 1\n"
+             "[pgmux]\n"
+             "auth_type = trust\n"
+             "justaword\n"
+             "= value\n"
+             "%s"
+             "server_reset_query = \"a ; b\"\n"
+             "listen_addr = \"unterminated\n" NODE_A,
+             long_line);
+    expect_fail(text, 6);
+    expect_line(ini_path, 1, "orphan: key outside any section");
+    expect_line(ini_path, 4, "justaword: expected 'key = value'");
+    expect_line(ini_path, 5, "line: expected 'key = value', the key is missing");
+    expect_line(ini_path, 6, "server_reset_query: line is longer than 198 characters");
+    expect_line(ini_path, 7, "server_reset_query: a ';' after a space inside a quoted value");
+    expect_line(ini_path, 8, "listen_addr: unterminated double quote");
+}
+
+static void
+test_all_errors_collected(void **state)
+{
+    (void) state;
+    /* five problems in five places, one pass */
+    expect_fail("[pgmux]\n"
+                "auth_type = trust\n"
+                "listen_port = x\n"
+                "bogus = 1\n"
+                "[pool]\n"
+                "pool_mode = transaction\n"
+                "[node.a]\n"
+                "host = h\n"
+                "role = primary\n"
+                "[node.b]\n"
+                "host = h\n"
+                "role = primary\n"
+                "[nope]\n",
+                5);
+    expect_line(ini_path, 3, "listen_port: ");
+    expect_line(ini_path, 4, "bogus: ");
+    expect_line(ini_path, 6, "pool_mode: ");
+    expect_line(ini_path, 12, "role: ");
+    expect_line(ini_path, 13, "[nope]: ");
+}
+
+static void
+test_err_truncated(void **state)
+{
+    (void) state;
+    char text[4096] = "[pgmux]\nauth_type = trust\n" NODE_A;
+    for (int i = 0; i < 40; i++) {
+        strcat(text, "[node.a]\n");
+    }
+    write_tmp(text, ini_path);
+    char small[200];
+    struct cfg *c = NULL;
+    assert_int_equal(cfg_load(ini_path, &c, small, sizeof small), -1);
+    assert_null(c);
+    assert_true(strlen(small) < sizeof small);
+    assert_non_null(strstr(small, "(more errors not shown)"));
+    assert_int_equal(strncmp(small, ini_path, strlen(ini_path)), 0);
+    /* no buffer at all is allowed */
+    assert_int_equal(cfg_load(ini_path, &c, NULL, 0), -1);
+}
+
+static void
+test_missing_ini(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    assert_int_equal(cfg_load("/nonexistent/pgmux.ini", &c, err, sizeof err), -1);
+    assert_null(c);
+    assert_string_equal(err,
+                        "/nonexistent/pgmux.ini:0: file: cannot read: No such file or directory");
+}
+
+/* The example proxy.ini at the repository root must load (tests run from tests/unit). */
+static void
+test_example_config(void **state)
+{
+    (void) state;
+    const char *path = access("../../proxy.ini", R_OK) == 0 ? "../../proxy.ini" : "proxy.ini";
+    struct cfg *c = NULL;
+    int rc = cfg_load(path, &c, err, sizeof err);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_string_equal(c->listen_addr, "127.0.0.1");
+    assert_int_equal(c->listen_port, 6432);
+    assert_int_equal(c->auth_type, CFG_AUTH_SCRAM);
+    assert_int_equal(c->pool_mode, CFG_POOL_SESSION);
+    assert_int_equal(c->n_nodes, 2);
+    assert_string_equal(c->nodes[0].name, "primary");
+    assert_int_equal(c->nodes[0].port, 15432);
+    assert_int_equal(c->nodes[0].role, CFG_ROLE_AUTO);
+    assert_string_equal(c->nodes[1].name, "replica");
+    assert_int_equal(c->nodes[1].port, 15433);
+    assert_non_null(cfg_user_find(c, "demo"));
+    assert_string_equal(cfg_user_find(c, "demo")->secret, "demo");
+    cfg_unref(c);
+}
+
+static void
+test_duration_parse(void **state)
+{
+    (void) state;
+    assert_int_equal(cfg_parse_duration_ms("0"), 0);
+    assert_int_equal(cfg_parse_duration_ms("30"), 30000);
+    assert_int_equal(cfg_parse_duration_ms("250ms"), 250);
+    assert_int_equal(cfg_parse_duration_ms("30s"), 30000);
+    assert_int_equal(cfg_parse_duration_ms("30 s"), 30000);
+    assert_int_equal(cfg_parse_duration_ms("5m"), 300000);
+    assert_int_equal(cfg_parse_duration_ms("5min"), 300000);
+    assert_int_equal(cfg_parse_duration_ms("1h"), 3600000);
+    assert_int_equal(cfg_parse_duration_ms("0ms"), 0);
+    assert_int_equal(cfg_parse_duration_ms("9223372036854775807ms"), INT64_MAX);
+    assert_int_equal(cfg_parse_duration_ms("9223372036854775807s"), -1);
+    assert_int_equal(cfg_parse_duration_ms("99999999999999999999"), -1);
+    assert_int_equal(cfg_parse_duration_ms(""), -1);
+    assert_int_equal(cfg_parse_duration_ms("s"), -1);
+    assert_int_equal(cfg_parse_duration_ms("-1"), -1);
+    assert_int_equal(cfg_parse_duration_ms("+1"), -1);
+    assert_int_equal(cfg_parse_duration_ms("1.5s"), -1);
+    assert_int_equal(cfg_parse_duration_ms("1d"), -1);
+    assert_int_equal(cfg_parse_duration_ms("1S"), -1);
+    assert_int_equal(cfg_parse_duration_ms("1s "), -1);
+    assert_int_equal(cfg_parse_duration_ms(" 1s"), -1);
+    assert_int_equal(cfg_parse_duration_ms("1ms5"), -1);
+    assert_int_equal(cfg_parse_duration_ms(NULL), -1);
+}
+
+static void
+test_names(void **state)
+{
+    (void) state;
+    assert_string_equal(cfg_pool_mode_name(CFG_POOL_SESSION), "session");
+    assert_string_equal(cfg_pool_mode_name(CFG_POOL_TRANSACTION), "transaction");
+    assert_string_equal(cfg_pool_mode_name(CFG_POOL_STATEMENT), "statement");
+    assert_string_equal(cfg_auth_name(CFG_AUTH_TRUST), "trust");
+    assert_string_equal(cfg_auth_name(CFG_AUTH_MD5), "md5");
+    assert_string_equal(cfg_auth_name(CFG_AUTH_SCRAM), "scram-sha-256");
+    assert_string_equal(cfg_role_name(CFG_ROLE_AUTO), "auto");
+    assert_string_equal(cfg_role_name(CFG_ROLE_PRIMARY), "primary");
+    assert_string_equal(cfg_role_name(CFG_ROLE_REPLICA), "replica");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_full_valid, teardown),
+        cmocka_unit_test_teardown(test_defaults, teardown),
+        cmocka_unit_test_teardown(test_max_idle_follows_max_open, teardown),
+        cmocka_unit_test_teardown(test_empty_admin_list_and_reset_query, teardown),
+        cmocka_unit_test_teardown(test_unknown_key, teardown),
+        cmocka_unit_test_teardown(test_unknown_section, teardown),
+        cmocka_unit_test_teardown(test_bad_section_names, teardown),
+        cmocka_unit_test_teardown(test_bad_int, teardown),
+        cmocka_unit_test_teardown(test_out_of_range, teardown),
+        cmocka_unit_test_teardown(test_max_message_size, teardown),
+        cmocka_unit_test_teardown(test_bad_duration, teardown),
+        cmocka_unit_test_teardown(test_bad_enum, teardown),
+        cmocka_unit_test_teardown(test_duplicate_key, teardown),
+        cmocka_unit_test_teardown(test_no_node, teardown),
+        cmocka_unit_test_teardown(test_node_without_host, teardown),
+        cmocka_unit_test_teardown(test_two_primaries, teardown),
+        cmocka_unit_test_teardown(test_auth_file_missing, teardown),
+        cmocka_unit_test_teardown(test_malformed_userlist, teardown),
+        cmocka_unit_test_teardown(test_duplicate_user, teardown),
+        cmocka_unit_test_teardown(test_pool_limits, teardown),
+        cmocka_unit_test_teardown(test_no_cascading_errors, teardown),
+        cmocka_unit_test_teardown(test_crlf_bom_and_comments, teardown),
+        cmocka_unit_test_teardown(test_unsupported_pool_mode, teardown),
+        cmocka_unit_test_teardown(test_warm_pools, teardown),
+        cmocka_unit_test_teardown(test_syntax, teardown),
+        cmocka_unit_test_teardown(test_all_errors_collected, teardown),
+        cmocka_unit_test_teardown(test_err_truncated, teardown),
+        cmocka_unit_test_teardown(test_missing_ini, teardown),
+        cmocka_unit_test_teardown(test_example_config, teardown),
+        cmocka_unit_test(test_duration_parse),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
