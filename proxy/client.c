@@ -1,0 +1,1146 @@
+/*
+ * client.c - a client session from accept to close: the startup packet (SSLRequest and
+ * GSSENCRequest answered 'N', CancelRequest routed to the session's worker), authentication
+ * against the auth_file (SCRAM-SHA-256, md5, trust), getting a server connection from the pool,
+ * replaying the client's startup parameters on it, the welcome (ParameterStatus, our own
+ * BackendKeyData, ReadyForQuery), then the relay (relay.c) until one side leaves.
+ *
+ * Every path ends in client_close (CONVENTIONS 3.1.6); every refusal goes through client_fail
+ * and the table in errors.c (4.2.1). Runs on the session's worker.
+ *
+ * Reference: PostgreSQL documentation, "Message Flow" (Start-up, Canceling Requests in
+ * Progress) and "SASL Authentication".
+ */
+#include "proxy/client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "common/log.h"
+#include "common/mono.h"
+#include "protocol/md5.h"
+#include "protocol/messages.h"
+#include "protocol/sqlstate.h"
+#include "protocol/startup.h"
+#include "protocol/wire.h"
+#include "proxy/config.h"
+#include "proxy/errors.h"
+#include "proxy/worker.h"
+#include "router/route.h"
+
+/* Authentication messages are small; anything bigger is an attack or a bug. */
+#define CLIENT_AUTH_MSG_MAX 8192
+
+static void client_login_read_cb(EV_P_ ev_io *io, int revents);
+static void client_out_write_cb(EV_P_ ev_io *io, int revents);
+static void client_acquire(struct client *c);
+
+/* ---- state lists ---- */
+
+static struct ilist *
+client_list(struct worker *w, enum client_state st)
+{
+    switch (st) {
+    case CLIENT_STARTUP:
+    case CLIENT_AUTH:
+        return &w->clients_login;
+    case CLIENT_WAITING:
+    case CLIENT_SETTING:
+        return &w->clients_waiting;
+    case CLIENT_ACTIVE:
+        return &w->clients_active;
+    case CLIENT_CLOSED:
+        return &w->to_free;
+    }
+    return NULL;
+}
+
+/* State and list are one fact (CONVENTIONS 3.1.2). */
+static void
+client_set_state(struct client *c, enum client_state st)
+{
+    struct worker *w = c->w;
+    ASSERT(c->state != CLIENT_CLOSED);
+    ilist_remove(client_list(w, c->state), &c->node);
+    c->state = st;
+    c->since_us = mono_now_us();
+    ilist_push_tail(client_list(w, st), &c->node);
+}
+
+struct client *
+client_by_slot(struct worker *w, uint32_t slot)
+{
+    if (slot >= w->cap_slots) {
+        return NULL;
+    }
+    struct client *c = w->slots[slot];
+    return (c && c->state != CLIENT_CLOSED) ? c : NULL;
+}
+
+static struct client *
+client_by_id(struct worker *w, uint64_t id)
+{
+    struct client *c = client_by_slot(w, (uint32_t) (id & 0xffffffffu));
+    return (c && c->id == id) ? c : NULL;
+}
+
+static bool
+slot_alloc(struct worker *w, uint32_t *out)
+{
+    if (w->n_free_slots == 0) {
+        uint32_t ncap = w->cap_slots ? w->cap_slots * 2 : 1024;
+        if (ncap > WORKER_MAX_SLOTS) {
+            ncap = WORKER_MAX_SLOTS;
+        }
+        if (ncap <= w->cap_slots) {
+            return false;
+        }
+        struct client **ns = realloc(w->slots, ncap * sizeof(*ns));
+        if (!ns) {
+            return false;
+        }
+        w->slots = ns;
+        uint32_t *nf = realloc(w->free_slots, ncap * sizeof(*nf));
+        if (!nf) {
+            return false;
+        }
+        w->free_slots = nf;
+        for (uint32_t i = ncap; i > w->cap_slots; i--) {
+            w->slots[i - 1] = NULL;
+            w->free_slots[w->n_free_slots++] = i - 1;
+        }
+        w->cap_slots = ncap;
+    }
+    *out = w->free_slots[--w->n_free_slots];
+    return true;
+}
+
+/* ---- output during login ---- */
+
+static void
+client_out_flush(struct client *c)
+{
+    int r = pool_sock_flush_out(&c->sock, &c->w->pw.bufs);
+    if (r > 0) {
+        pool_sock_start_write(c->w->loop, &c->sock);
+    } else {
+        pool_sock_stop_write(c->w->loop, &c->sock);
+    }
+}
+
+static void
+client_out_write_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct client *c = io->data;
+    int r = pool_sock_flush_out(&c->sock, &c->w->pw.bufs);
+    if (r < 0) {
+        client_close(c, "could not write to the client");
+    } else if (r == 0) {
+        pool_sock_stop_write(c->w->loop, &c->sock);
+    }
+}
+
+/* Append a built message to the client's output. */
+static enum status
+client_queue(struct client *c, const struct proto_builder *pb)
+{
+    if (proto_builder_failed(pb)) {
+        return ST_ENOMEM;
+    }
+    if (!c->sock.out) {
+        c->sock.out = buf_get(&c->w->pw.bufs);
+        if (!c->sock.out) {
+            return ST_ENOMEM;
+        }
+    }
+    if (buf_append(c->sock.out, pb->data, pb->len) != 0) {
+        return ST_ENOMEM;
+    }
+    return ST_OK;
+}
+
+/* ---- teardown ---- */
+
+static void
+client_free_auth(struct client *c)
+{
+    if (c->auth) {
+        proto_scram_server_fini(&c->auth->scram);
+        OPENSSL_cleanse(c->auth, sizeof(*c->auth));
+        free(c->auth);
+        c->auth = NULL;
+    }
+}
+
+void
+client_close(struct client *c, const char *why)
+{
+    if (c->state == CLIENT_CLOSED) {
+        return;
+    }
+    struct worker *w = c->w;
+    log_debug("client %s user=%s db=%s closed: %s", c->addr, c->user ? c->user : "-",
+              c->database ? c->database : "-", why);
+    if (c->is_queued && c->pool) {
+        /* If a grant is already on its way it will not find us and goes back to the pool. */
+        (void) pool_waiter_cancel(c->pool, &c->waiter);
+        c->is_queued = false;
+    }
+    if (c->sc) {
+        struct pool_conn *sc = c->sc;
+        bool client_clean =
+            c->sock.remain == 0 && (!c->sock.in || buf_pending(c->sock.in) == 0);
+        if (!client_clean) {
+            sc->is_broken = true; /* half a message went to the server */
+        }
+        c->sc = NULL;
+        pool_conn_release(sc);
+    }
+    client_free_auth(c);
+    pool_sock_close(w->loop, &c->sock, &w->pw.bufs);
+    if (c->is_counted) {
+        atomic_fetch_sub(&w->rt->n_clients, 1);
+        c->is_counted = false;
+    }
+    w->slots[c->slot] = NULL;
+    w->free_slots[w->n_free_slots++] = c->slot;
+    ilist_remove(client_list(w, c->state), &c->node);
+    c->state = CLIENT_CLOSED;
+    ilist_push_tail(&w->to_free, &c->node);
+}
+
+void
+client_reap(struct worker *w)
+{
+    struct ilist_node *n;
+    while ((n = ilist_pop_head(&w->to_free)) != NULL) {
+        struct client *c = CONTAINER_OF(n, struct client, node);
+        free(c->startup);
+        free(c);
+    }
+}
+
+/* Send an error (from the table, message optionally replaced) and close. */
+static void
+client_fail_full(struct client *c, enum status st, const char *severity, const char *sqlstate,
+                 const char *message, const char *detail)
+{
+    if (c->state == CLIENT_CLOSED) {
+        return;
+    }
+    const struct errors_entry *e = errors_lookup(st);
+    /* Speak only at a message boundary (CONVENTIONS 4.2.5). */
+    bool mid_message = c->sc && (c->sc->sock.remain != 0 ||
+                                 (c->sc->sock.in && buf_pending(c->sc->sock.in) != 0));
+    if (!mid_message) {
+        struct proto_builder pb;
+        proto_builder_init_dynamic(&pb);
+        proto_build_error(&pb, 'E', severity ? severity : e->severity,
+                          sqlstate ? sqlstate : e->sqlstate, message ? message : e->message,
+                          detail, message ? NULL : e->hint);
+        if (client_queue(c, &pb) == ST_OK) {
+            (void) pool_sock_flush_out(&c->sock, &c->w->pw.bufs);
+        }
+        proto_builder_fini(&pb);
+    }
+    log_info("client %s user=%s db=%s refused: %s%s%s", c->addr, c->user ? c->user : "-",
+             c->database ? c->database : "-", message ? message : e->message,
+             detail ? ": " : "", detail ? detail : "");
+    client_close(c, message ? message : e->message);
+}
+
+void
+client_fail(struct client *c, enum status st, const char *detail)
+{
+    client_fail_full(c, st, NULL, NULL, NULL, detail);
+}
+
+/* Wrong password and unknown user must look the same (no user enumeration). */
+static void
+client_fail_auth(struct client *c)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg), "password authentication failed for user \"%s\"",
+             c->user ? c->user : "");
+    client_fail_full(c, ST_EAUTH, NULL, NULL, msg, NULL);
+}
+
+/* ---- accept ---- */
+
+static void
+format_addr(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *) (const void *) sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) (const void *) sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    } else if (sa->sa_family == AF_UNIX) {
+        snprintf(out, len, "unix");
+        return;
+    }
+    snprintf(out, len, "%s:%d", host, port);
+}
+
+void
+client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    (void) salen;
+    struct client *c = calloc(1, sizeof(*c));
+    uint32_t slot;
+    if (!c || !slot_alloc(w, &slot)) {
+        free(c);
+        close(fd);
+        log_error("out of memory accepting a client");
+        return;
+    }
+    c->w = w;
+    c->slot = slot;
+    c->id = ((uint64_t) ++w->next_gen << 32) | slot;
+    worker_random(w, &c->cancel_key, sizeof(c->cancel_key));
+    c->since_us = c->last_read_us = mono_now_us();
+    format_addr(sa, c->addr, sizeof(c->addr));
+    int n = atomic_fetch_add(&w->rt->n_clients, 1) + 1;
+    c->is_counted = true;
+    c->is_over_limit = n > w->cfg->max_client_conn;
+    w->slots[slot] = c;
+    c->state = CLIENT_STARTUP;
+    ilist_node_init(&c->node);
+    ilist_push_tail(&w->clients_login, &c->node);
+    ilist_node_init(&c->waiter.node);
+    c->waiter.id = c->id;
+    pool_sock_init(&c->sock, fd, c, client_login_read_cb, client_out_write_cb);
+    pool_sock_start_read(w->loop, &c->sock);
+}
+
+/* ---- cancel ---- */
+
+struct cancel_msg {
+    struct pool_msg msg;
+    uint32_t slot;
+    uint32_t key;
+};
+
+static void
+cancel_msg_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    struct cancel_msg *cm = (struct cancel_msg *) m;
+    struct worker *w = pw->owner;
+    struct client *c = client_by_slot(w, cm->slot);
+    /* The key is compared in constant time: it is the only thing that authorizes a cancel. */
+    if (c && CRYPTO_memcmp(&c->cancel_key, &cm->key, sizeof(cm->key)) == 0 && c->sc &&
+        c->sc->be_pid) {
+        log_debug("client %s: forwarding cancel to server conn %llu", c->addr,
+                  (unsigned long long) c->sc->id);
+        cancel_send(w, c->sc->pool->node, c->sc->be_pid, c->sc->be_key);
+    } else {
+        log_debug("cancel request for an unknown or idle session ignored");
+    }
+    free(cm);
+}
+
+void
+client_cancel_dispatch(struct worker *w, uint32_t pid, uint32_t key)
+{
+    uint32_t target = pid >> WORKER_SLOT_BITS;
+    if (target >= (uint32_t) w->rt->n_workers) {
+        return;
+    }
+    struct cancel_msg *cm = malloc(sizeof(*cm));
+    if (!cm) {
+        return;
+    }
+    cm->msg.fn = cancel_msg_run;
+    cm->slot = pid & (WORKER_MAX_SLOTS - 1);
+    cm->key = key;
+    pool_worker_post(&w->rt->workers[target].pw, &cm->msg);
+}
+
+/* ---- authentication ---- */
+
+/* A stable fake secret for an unknown user, so the exchange looks like a real one. */
+static void
+mock_scram_secret(struct worker *w, const char *user, struct proto_scram_secret *out)
+{
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    memset(out, 0, sizeof(*out));
+    HMAC(EVP_sha256(), w->rt->mock_key, sizeof(w->rt->mock_key), (const uint8_t *) user,
+         strlen(user), mac, &mac_len);
+    out->iterations = PROTO_SCRAM_DEFAULT_ITERATIONS;
+    out->salt_len = 16;
+    memcpy(out->salt, mac, 16);
+    worker_random(w, out->stored_key, sizeof(out->stored_key));
+    worker_random(w, out->server_key, sizeof(out->server_key));
+}
+
+/* The SCRAM secret to check this user's proof against. false: the secret is md5 only. */
+static bool
+client_scram_secret(struct client *c, struct proto_scram_secret *out)
+{
+    struct worker *w = c->w;
+    if (!c->cu) {
+        mock_scram_secret(w, c->user, out);
+        return true;
+    }
+    const char *s = c->cu->secret;
+    if (strncmp(s, "SCRAM-SHA-256$", 14) == 0) {
+        return proto_scram_secret_parse(s, out);
+    }
+    if (proto_md5_is_secret(s)) {
+        return false;
+    }
+    int idx = (int) (c->cu - w->cfg->users);
+    if (idx >= 0 && idx < w->n_scram_cache && w->scram_cached[idx]) {
+        *out = w->scram_cache[idx];
+        return true;
+    }
+    uint8_t salt[16];
+    worker_random(w, salt, sizeof(salt));
+    if (!proto_scram_secret_from_password(s, salt, sizeof(salt), PROTO_SCRAM_DEFAULT_ITERATIONS,
+                                          out)) {
+        return false;
+    }
+    if (idx >= 0 && idx < w->n_scram_cache) {
+        w->scram_cache[idx] = *out;
+        w->scram_cached[idx] = true;
+    }
+    return true;
+}
+
+static void
+client_auth_done(struct client *c)
+{
+    struct worker *w = c->w;
+    struct router_session rs = { .is_session_pooled = true, .is_read_only_hint = false };
+    struct router_decision d = router_route_session(&rs);
+    int node = w->rt->primary_node;
+    (void) d; /* every target is the primary until replicas are routed to */
+
+    struct pool_secret ps;
+    memset(&ps, 0, sizeof(ps));
+    const char *s = c->cu->secret;
+    bool is_scram = strncmp(s, "SCRAM-SHA-256$", 14) == 0;
+    if (proto_md5_is_secret(s)) {
+        snprintf(ps.md5, sizeof(ps.md5), "%s", s);
+    } else if (!is_scram) {
+        ps.password = (char *) (uintptr_t) s; /* copied by pool_get */
+    }
+    c->pool = pool_get(&w->rt->pools, node, c->database, c->user, &ps);
+    OPENSSL_cleanse(&ps, sizeof(ps));
+    if (!c->pool) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    if (is_scram && c->auth && c->auth->kind == CLIENT_AUTH_SCRAM) {
+        /* The client's proof gave us its ClientKey: with the secret's ServerKey that logs us
+         * in to a server storing the same secret, with no plaintext password anywhere. */
+        pool_learn_scram_keys(c->pool, c->auth->scram.client_key,
+                              c->auth->scram.secret.server_key);
+    }
+    client_free_auth(c);
+
+    struct proto_builder pb;
+    uint8_t mem[16];
+    proto_builder_init_fixed(&pb, mem, sizeof(mem));
+    proto_build_auth_ok(&pb);
+    if (client_queue(c, &pb) != ST_OK) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    client_out_flush(c);
+    log_debug("client %s user=%s db=%s authenticated", c->addr, c->user, c->database);
+    client_set_state(c, CLIENT_WAITING);
+    /* Nothing is read from the client until it has a server: it must wait for
+     * ReadyForQuery anyway, and unread bytes are the cheapest way to hold it. */
+    pool_sock_stop_read(w->loop, &c->sock);
+    client_acquire(c);
+}
+
+static enum status
+client_auth_begin(struct client *c)
+{
+    struct worker *w = c->w;
+    enum cfg_auth at = w->cfg->auth_type;
+    c->cu = cfg_user_find(w->cfg, c->user);
+    if (at == CFG_AUTH_TRUST) {
+        if (!c->cu) {
+            client_fail_auth(c);
+            return ST_EAUTH;
+        }
+        client_auth_done(c);
+        return ST_OK;
+    }
+    c->auth = calloc(1, sizeof(*c->auth));
+    if (!c->auth) {
+        return ST_ENOMEM;
+    }
+    struct proto_builder pb;
+    uint8_t mem[64];
+    proto_builder_init_fixed(&pb, mem, sizeof(mem));
+    struct proto_scram_secret secret;
+    bool use_scram = false;
+    if (at == CFG_AUTH_SCRAM || (c->cu && strncmp(c->cu->secret, "SCRAM-SHA-256$", 14) == 0)) {
+        /* md5 cannot be checked against a SCRAM secret, and a SCRAM exchange cannot be
+         * checked against an md5 secret: each user gets the method its secret allows. */
+        use_scram = client_scram_secret(c, &secret);
+    } else if (!c->cu) {
+        use_scram = false;
+    }
+    if (use_scram) {
+        c->auth->kind = CLIENT_AUTH_SCRAM;
+        proto_scram_server_init(&c->auth->scram, &secret, NULL);
+        OPENSSL_cleanse(&secret, sizeof(secret));
+        proto_build_auth_sasl(&pb);
+    } else {
+        c->auth->kind = CLIENT_AUTH_MD5;
+        worker_random(w, c->auth->md5_salt, sizeof(c->auth->md5_salt));
+        proto_build_auth_md5(&pb, c->auth->md5_salt);
+    }
+    client_set_state(c, CLIENT_AUTH);
+    enum status st = client_queue(c, &pb);
+    if (st == ST_OK) {
+        client_out_flush(c);
+    }
+    return st;
+}
+
+/* One 'p' message during authentication. Returns ST_OK to go on reading. */
+static enum status
+client_auth_message(struct client *c, const uint8_t *body, size_t len)
+{
+    struct client_auth *a = c->auth;
+    struct proto_err err = { { 0 } };
+    if (a->kind == CLIENT_AUTH_MD5) {
+        const char *pw;
+        if (proto_read_password(body, len, &pw) != ST_OK) {
+            return ST_ECLIENT_PROTOCOL;
+        }
+        bool ok = false;
+        if (c->cu) {
+            char stored[PROTO_MD5_LEN + 1];
+            char expect[PROTO_MD5_LEN + 1];
+            if (proto_md5_is_secret(c->cu->secret)) {
+                snprintf(stored, sizeof(stored), "%s", c->cu->secret);
+            } else {
+                proto_md5_hash_password(c->cu->secret, c->user, stored);
+            }
+            proto_md5_salt(stored, a->md5_salt, expect);
+            ok = strlen(pw) == PROTO_MD5_LEN && CRYPTO_memcmp(pw, expect, PROTO_MD5_LEN) == 0;
+            OPENSSL_cleanse(stored, sizeof(stored));
+            OPENSSL_cleanse(expect, sizeof(expect));
+        }
+        if (!ok) {
+            client_fail_auth(c);
+            return ST_EAUTH;
+        }
+        client_auth_done(c);
+        return ST_OK;
+    }
+    char out[PROTO_SCRAM_MSG_MAX];
+    size_t out_len = 0;
+    struct proto_builder pb;
+    uint8_t mem[PROTO_SCRAM_MSG_MAX + 64];
+    proto_builder_init_fixed(&pb, mem, sizeof(mem));
+    if (a->scram.state == 0) {
+        const char *mech;
+        const uint8_t *data;
+        size_t data_len;
+        if (proto_read_sasl_initial(body, len, &mech, &data, &data_len) != ST_OK || !data) {
+            return ST_ECLIENT_PROTOCOL;
+        }
+        if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+            client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, SQLSTATE_PROTOCOL_VIOLATION,
+                             "client selected an invalid SASL authentication mechanism", NULL);
+            return ST_ECLIENT_PROTOCOL;
+        }
+        if (proto_scram_server_first(&a->scram, data, data_len, out, sizeof(out), &out_len,
+                                     &err) != ST_OK) {
+            client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "malformed SCRAM message",
+                             err.text[0] ? err.text : NULL);
+            return ST_ECLIENT_PROTOCOL;
+        }
+        proto_build_auth_sasl_continue(&pb, out, out_len);
+        enum status st = client_queue(c, &pb);
+        if (st == ST_OK) {
+            client_out_flush(c);
+        }
+        return st;
+    }
+    enum status st = proto_scram_server_final(&a->scram, body, len, out, sizeof(out), &out_len,
+                                              &err);
+    if (st == ST_EAUTH || (st == ST_OK && !c->cu)) {
+        client_fail_auth(c);
+        return ST_EAUTH;
+    }
+    if (st != ST_OK) {
+        client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "malformed SCRAM message",
+                         err.text[0] ? err.text : NULL);
+        return st;
+    }
+    proto_build_auth_sasl_final(&pb, out, out_len);
+    st = client_queue(c, &pb);
+    if (st != ST_OK) {
+        return st;
+    }
+    client_auth_done(c);
+    return ST_OK;
+}
+
+/* ---- startup ---- */
+
+/* Parameters that are part of the connection, not settings to replay with SET. */
+static bool
+param_is_structural(const char *name)
+{
+    return strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
+           strcmp(name, "replication") == 0 || strcmp(name, "options") == 0 ||
+           strncmp(name, "_pq_.", 5) == 0;
+}
+
+static enum status
+client_startup_v3(struct client *c, const uint8_t *pkt, uint32_t len,
+                  const struct proto_startup *st)
+{
+    /* Newer minor versions and protocol options get NegotiateProtocolVersion, as PostgreSQL
+     * answers them: the client then knows we speak 3.0 without the options. */
+    const char *unknown[PROTO_STARTUP_MAX_PARAMS];
+    int n_unknown = 0;
+    for (int i = 0; i < st->n_params; i++) {
+        if (strncmp(st->params[i].name, "_pq_.", 5) == 0) {
+            unknown[n_unknown++] = st->params[i].name;
+        }
+    }
+    if ((st->version & 0xffff) > 0 || n_unknown > 0) {
+        struct proto_builder pb;
+        proto_builder_init_dynamic(&pb);
+        proto_build_negotiate_version(&pb, 0, unknown, n_unknown);
+        enum status s = client_queue(c, &pb);
+        proto_builder_fini(&pb);
+        if (s != ST_OK) {
+            return s;
+        }
+    }
+    const char *repl = proto_startup_param(st, "replication");
+    if (repl && strcasecmp(repl, "false") != 0 && strcasecmp(repl, "off") != 0 &&
+        strcmp(repl, "0") != 0) {
+        client_fail_full(c, ST_ECLIENT_UNSUPPORTED, NULL, NULL,
+                         "replication connections are not supported by pgmux",
+                         "connect to the server directly for replication");
+        return ST_ECLIENT_UNSUPPORTED;
+    }
+    const char *opts = proto_startup_param(st, "options");
+    if (opts && opts[0]) {
+        client_fail_full(c, ST_ECLIENT_UNSUPPORTED, NULL, NULL,
+                         "startup parameter \"options\" is not supported by pgmux",
+                         "set parameters as separate startup parameters or with SET");
+        return ST_ECLIENT_UNSUPPORTED;
+    }
+    c->startup = malloc(len);
+    if (!c->startup) {
+        return ST_ENOMEM;
+    }
+    memcpy(c->startup, pkt, len);
+    c->startup_len = len;
+    c->user = c->startup + (st->user - (const char *) pkt);
+    c->database = c->startup + (st->database - (const char *) pkt);
+    if (c->is_over_limit) {
+        client_fail(c, ST_ETOOMANY, NULL);
+        return ST_ETOOMANY;
+    }
+    return client_auth_begin(c);
+}
+
+/* Handle whole startup packets in c->sock.in. ST_OK: keep reading. */
+static enum status
+client_handle_startup(struct client *c)
+{
+    struct buf *b = c->sock.in;
+    while (c->state == CLIENT_STARTUP && b && buf_unparsed(b) > 0) {
+        const uint8_t *p = (const uint8_t *) b->data + b->parsed;
+        uint32_t len;
+        enum status st = proto_startup_len(p, buf_unparsed(b), &len);
+        if (st == ST_INCOMPLETE) {
+            return ST_OK;
+        }
+        if (st != ST_OK) {
+            client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "invalid length of startup packet",
+                             NULL);
+            return ST_ECLIENT_PROTOCOL;
+        }
+        if (buf_unparsed(b) < len) {
+            if (len > buf_space(b) + buf_unparsed(b)) {
+                buf_compact(b);
+            }
+            return ST_OK;
+        }
+        struct proto_startup su;
+        struct proto_err err = { { 0 } };
+        st = proto_startup_parse(p, len, &su, &err);
+        if (st != ST_OK) {
+            client_fail_full(c, st == ST_ECLIENT_UNSUPPORTED ? ST_ECLIENT_UNSUPPORTED
+                                                             : ST_ECLIENT_PROTOCOL,
+                             NULL, NULL,
+                             st == ST_ECLIENT_UNSUPPORTED ? "unsupported frontend protocol"
+                                                          : "invalid startup packet layout",
+                             err.text[0] ? err.text : NULL);
+            return st;
+        }
+        b->parsed += len;
+        b->sent = b->parsed;
+        switch (su.kind) {
+        case PROTO_STARTUP_SSL:
+        case PROTO_STARTUP_GSSENC: {
+            bool *answered =
+                su.kind == PROTO_STARTUP_SSL ? &c->is_ssl_answered : &c->is_gss_answered;
+            if (*answered) {
+                client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL,
+                                 "encryption requested twice", NULL);
+                return ST_ECLIENT_PROTOCOL;
+            }
+            if (buf_unparsed(b) > 0) {
+                /* Bytes sent before our answer could be spliced in by an attacker
+                 * (CVE-2021-23214 in PostgreSQL's terms): refuse, as PostgreSQL does. */
+                client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL,
+                                 "received unencrypted data after SSL request", NULL);
+                return ST_ECLIENT_PROTOCOL;
+            }
+            *answered = true;
+            /* TLS is not offered yet: 'N' tells the client to go on in the clear. */
+            if (!c->sock.out) {
+                c->sock.out = buf_get(&c->w->pw.bufs);
+            }
+            if (!c->sock.out || buf_append(c->sock.out, "N", 1) != 0) {
+                return ST_ENOMEM;
+            }
+            client_out_flush(c);
+            break;
+        }
+        case PROTO_STARTUP_CANCEL:
+            client_cancel_dispatch(c->w, su.cancel_pid, su.cancel_key);
+            client_close(c, "cancel request forwarded");
+            return ST_DECLINED;
+        case PROTO_STARTUP_V3:
+            st = client_startup_v3(c, p, len, &su);
+            if (st != ST_OK) {
+                if (c->state != CLIENT_CLOSED) {
+                    client_fail(c, st, NULL);
+                }
+                return st;
+            }
+            break;
+        }
+    }
+    return ST_OK;
+}
+
+/* Handle whole authentication messages in c->sock.in. */
+static enum status
+client_handle_auth(struct client *c)
+{
+    struct buf *b = c->sock.in;
+    while (c->state == CLIENT_AUTH && b && buf_unparsed(b) > 0) {
+        const uint8_t *p = (const uint8_t *) b->data + b->parsed;
+        struct proto_header h;
+        enum status st = proto_header_read(p, buf_unparsed(b), CLIENT_AUTH_MSG_MAX, &h);
+        if (st == ST_INCOMPLETE) {
+            return ST_OK;
+        }
+        if (st != ST_OK || (h.type != 'p' && h.type != 'X')) {
+            client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL,
+                             "expected password response", NULL);
+            return ST_ECLIENT_PROTOCOL;
+        }
+        if (h.type == 'X') {
+            client_close(c, "client gave up during authentication");
+            return ST_DECLINED;
+        }
+        if (buf_unparsed(b) < proto_header_total(&h)) {
+            return ST_OK;
+        }
+        b->parsed += (uint32_t) proto_header_total(&h);
+        b->sent = b->parsed;
+        st = client_auth_message(c, p + PROTO_HEADER_LEN, h.len - 4);
+        if (st != ST_OK) {
+            if (c->state != CLIENT_CLOSED) {
+                client_fail(c, st, NULL);
+            }
+            return st;
+        }
+    }
+    return ST_OK;
+}
+
+static void
+client_login_read_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct client *c = io->data;
+    struct worker *w = c->w;
+    if (!c->sock.in) {
+        c->sock.in = buf_get(&w->pw.bufs);
+        if (!c->sock.in) {
+            client_close(c, "out of memory");
+            return;
+        }
+    }
+    struct buf *b = c->sock.in;
+    if (buf_space(b) == 0) {
+        buf_compact(b);
+        if (buf_space(b) == 0) {
+            client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "startup packet too large",
+                             NULL);
+            return;
+        }
+    }
+    ssize_t n;
+    do {
+        n = recv(c->sock.fd, b->data + b->recvd, buf_space(b), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return;
+    }
+    if (n <= 0) {
+        client_close(c, "client disconnected during login");
+        return;
+    }
+    b->recvd += (uint32_t) n;
+    c->last_read_us = mono_now_us();
+    enum status st = ST_OK;
+    if (c->state == CLIENT_STARTUP) {
+        st = client_handle_startup(c);
+    }
+    if (st == ST_OK && c->state == CLIENT_AUTH) {
+        st = client_handle_auth(c);
+    }
+    if (c->state != CLIENT_CLOSED && c->sock.in && buf_is_empty(c->sock.in)) {
+        buf_put(&w->pw.bufs, c->sock.in);
+        c->sock.in = NULL;
+    }
+}
+
+/* ---- getting a server ---- */
+
+static void client_attach(struct client *c, struct pool_conn *sc);
+
+static void
+client_open_server(struct client *c)
+{
+    c->is_opening = true;
+    enum status st = pool_conn_open(&c->w->pw, c->pool, c->id);
+    if (st != ST_OK) {
+        c->is_opening = false;
+        char detail[200];
+        snprintf(detail, sizeof(detail), "server \"%s\" (%s:%d) refused the connection",
+                 c->pool->node->name, c->pool->node->host, c->pool->node->port);
+        client_fail(c, st == ST_ENOMEM ? ST_ENOMEM : ST_ESERVER_CONNECT, detail);
+    }
+}
+
+static void
+client_acquire(struct client *c)
+{
+    struct pool_conn *sc = NULL;
+    switch (pool_acquire(&c->w->pw, c->pool, &c->waiter, &sc)) {
+    case POOL_GOT_CONN:
+        client_attach(c, sc);
+        break;
+    case POOL_MUST_CONNECT:
+        client_open_server(c);
+        break;
+    case POOL_QUEUED:
+        c->is_queued = true;
+        break;
+    }
+}
+
+void
+client_on_grant(struct pool_worker *pw, struct pool *p, struct pool_conn *sc, uint64_t waiter_id)
+{
+    struct worker *w = pw->owner;
+    struct client *c = client_by_id(w, waiter_id);
+    if (!c || c->state != CLIENT_WAITING || !c->is_queued) {
+        pool_grant_orphan(pw, p, sc);
+        return;
+    }
+    c->is_queued = false;
+    if (sc) {
+        client_attach(c, sc);
+    } else {
+        client_open_server(c);
+    }
+}
+
+void
+client_on_ready(struct pool_worker *pw, struct pool_conn *sc, uint64_t opener_id)
+{
+    struct worker *w = pw->owner;
+    struct client *c = client_by_id(w, opener_id);
+    if (!c || c->state != CLIENT_WAITING || !c->is_opening) {
+        pool_grant_orphan(pw, sc->pool, sc);
+        return;
+    }
+    c->is_opening = false;
+    client_attach(c, sc);
+}
+
+void
+client_on_failed(struct pool_worker *pw, struct pool *p, uint64_t opener_id,
+                 const struct pool_failure *f)
+{
+    (void) p;
+    struct worker *w = pw->owner;
+    struct client *c = client_by_id(w, opener_id);
+    if (!c || c->state != CLIENT_WAITING || !c->is_opening) {
+        return;
+    }
+    c->is_opening = false;
+    /* The server's own words (database does not exist, password rejected) help most. */
+    client_fail_full(c, f->st, "FATAL", f->sqlstate, f->message, NULL);
+}
+
+static void client_welcome(struct client *c);
+
+/* Replies to our parameter replay: swallowed, except the first error, which ends the login. */
+static void
+client_setting_read_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct pool_conn *sc = io->data;
+    struct client *c = sc->client;
+    int r = pool_conn_recv(sc);
+    if (r == -2) {
+        return;
+    }
+    if (r <= 0) {
+        sc->is_broken = true;
+        c->sc = NULL;
+        pool_conn_close(sc, "server closed while parameters were set");
+        client_fail(c, ST_ESERVER_CLOSED, NULL);
+        return;
+    }
+    struct proto_header h;
+    const uint8_t *body;
+    enum status st;
+    while ((st = pool_conn_next_msg(sc, &h, &body)) == ST_OK) {
+        size_t blen = h.len - 4;
+        if (h.type == 'E' && !c->has_set_error) {
+            struct proto_error_fields ef;
+            if (proto_read_error(body, blen, &ef) == ST_OK) {
+                snprintf(c->set_error.text, sizeof(c->set_error.text), "%s",
+                         ef.message ? ef.message : "invalid startup parameter");
+                snprintf(c->set_sqlstate, sizeof(c->set_sqlstate), "%s",
+                         ef.code ? ef.code : SQLSTATE_INVALID_PARAMETER_VALUE);
+                c->has_set_error = true;
+            }
+        } else if (h.type == 'S') {
+            const char *name, *value;
+            if (proto_read_parameter_status(body, blen, &name, &value) != ST_OK ||
+                pool_params_set(&sc->params, name, value) != ST_OK) {
+                st = ST_ESERVER_PROTOCOL;
+                break;
+            }
+        } else if (h.type == 'Z') {
+            if (proto_read_ready(body, blen, &sc->txn_status) != ST_OK) {
+                st = ST_ESERVER_PROTOCOL;
+                break;
+            }
+            sc->expect_ready = 0;
+            pool_conn_in_settle(sc);
+            if (c->has_set_error) {
+                client_fail_full(c, ST_ECLIENT_UNSUPPORTED, "FATAL", c->set_sqlstate,
+                                 c->set_error.text, "a startup parameter was refused");
+                return;
+            }
+            client_welcome(c);
+            return;
+        }
+    }
+    if (st != ST_INCOMPLETE) {
+        sc->is_broken = true;
+        c->sc = NULL;
+        pool_conn_close(sc, "protocol error while parameters were set");
+        client_fail(c, ST_ESERVER_PROTOCOL, NULL);
+        return;
+    }
+    pool_conn_in_settle(sc);
+}
+
+/* Append SET statements for the client's startup parameters the server does not have. */
+static int
+client_build_sets(struct client *c, struct pool_conn *sc, char **out)
+{
+    struct proto_startup su;
+    struct proto_err err;
+    *out = NULL;
+    if (proto_startup_parse((const uint8_t *) c->startup, c->startup_len, &su, &err) != ST_OK) {
+        return -1;
+    }
+    size_t cap = 64, len = 0;
+    char *q = NULL;
+    int n = 0;
+    for (int i = 0; i < su.n_params; i++) {
+        const char *name = su.params[i].name;
+        const char *value = su.params[i].value;
+        if (param_is_structural(name)) {
+            continue;
+        }
+        const char *have = NULL;
+        for (int j = 0; j < sc->params.n; j++) {
+            if (strcasecmp(sc->params.v[j].name, name) == 0) {
+                have = sc->params.v[j].value;
+                break;
+            }
+        }
+        if (have && strcmp(have, value) == 0) {
+            continue;
+        }
+        /* Dollar quoting needs no escaping whatever standard_conforming_strings says; a value
+         * containing the tag itself is refused rather than mangled. */
+        if (strstr(value, "$pgmux$") || strchr(name, '"')) {
+            free(q);
+            return -1;
+        }
+        size_t need = len + strlen(name) + strlen(value) + 32;
+        if (need > cap || !q) {
+            while (cap < need) {
+                cap *= 2;
+            }
+            char *nq = realloc(q, cap);
+            if (!nq) {
+                free(q);
+                return -1;
+            }
+            q = nq;
+        }
+        len += (size_t) snprintf(q + len, cap - len, "SET \"%s\" TO $pgmux$%s$pgmux$;", name, value);
+        n++;
+    }
+    *out = q;
+    return n;
+}
+
+static void
+client_attach(struct client *c, struct pool_conn *sc)
+{
+    c->sc = sc;
+    pool_conn_attach(sc, c);
+    char *sets = NULL;
+    int n = client_build_sets(c, sc, &sets);
+    if (n < 0) {
+        client_fail_full(c, ST_ECLIENT_UNSUPPORTED, NULL, SQLSTATE_INVALID_PARAMETER_VALUE,
+                         "invalid startup parameter", NULL);
+        return;
+    }
+    if (n == 0) {
+        client_welcome(c);
+        return;
+    }
+    struct proto_builder pb;
+    proto_builder_init_dynamic(&pb);
+    proto_build_query(&pb, sets);
+    free(sets);
+    client_set_state(c, CLIENT_SETTING);
+    c->has_set_error = false;
+    sc->expect_ready = 1;
+    ev_set_cb(&sc->sock.rio, client_setting_read_cb);
+    enum status st = pool_conn_send(sc, &pb);
+    proto_builder_fini(&pb);
+    if (st != ST_OK) {
+        sc->is_broken = true;
+        c->sc = NULL;
+        pool_conn_close(sc, "could not send parameters");
+        client_fail(c, ST_ESERVER_CLOSED, NULL);
+        return;
+    }
+    pool_sock_start_read(c->w->loop, &sc->sock);
+}
+
+static void
+client_welcome(struct client *c)
+{
+    struct pool_conn *sc = c->sc;
+    struct worker *w = c->w;
+    struct proto_builder pb;
+    proto_builder_init_dynamic(&pb);
+    for (int i = 0; i < sc->params.n; i++) {
+        proto_build_parameter_status(&pb, sc->params.v[i].name, sc->params.v[i].value);
+    }
+    uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | c->slot;
+    proto_build_backend_key(&pb, pid, c->cancel_key);
+    proto_build_ready(&pb, sc->txn_status);
+    enum status st = client_queue(c, &pb);
+    proto_builder_fini(&pb);
+    if (st != ST_OK) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    pool_sock_stop_read(w->loop, &sc->sock);
+    client_set_state(c, CLIENT_ACTIVE);
+    c->last_read_us = mono_now_us();
+    log_debug("client %s user=%s db=%s attached to server conn %llu", c->addr, c->user,
+              c->database, (unsigned long long) sc->id);
+    relay_start(c);
+}
+
+/* ---- timers ---- */
+
+void
+client_tick(struct worker *w, int64_t now)
+{
+    const struct cfg *cfg = w->cfg;
+    struct ilist_node *it, *tmp;
+    int64_t login_to = cfg->client_login_timeout_ms * 1000;
+    if (login_to > 0) {
+        ILIST_FOREACH_SAFE(&w->clients_login, it, tmp)
+        {
+            struct client *c = CONTAINER_OF(it, struct client, node);
+            if (now - c->since_us > login_to) {
+                client_fail(c, ST_ECLIENT_LOGIN_TIMEOUT, NULL);
+            }
+        }
+    }
+    int64_t wait_to = cfg->query_wait_timeout_ms * 1000;
+    if (wait_to > 0) {
+        ILIST_FOREACH_SAFE(&w->clients_waiting, it, tmp)
+        {
+            struct client *c = CONTAINER_OF(it, struct client, node);
+            if (c->state == CLIENT_WAITING && c->is_queued && now - c->since_us > wait_to) {
+                if (pool_waiter_cancel(c->pool, &c->waiter)) {
+                    c->is_queued = false;
+                    client_fail(c, ST_ETIMEOUT, NULL);
+                }
+            }
+        }
+    }
+    int64_t idle_to = cfg->client_idle_timeout_ms * 1000;
+    if (idle_to > 0) {
+        ILIST_FOREACH_SAFE(&w->clients_active, it, tmp)
+        {
+            struct client *c = CONTAINER_OF(it, struct client, node);
+            if (now - c->last_read_us > idle_to && c->sc && c->sc->expect_ready == 0) {
+                client_fail(c, ST_ECLIENT_IDLE_TIMEOUT, NULL);
+            }
+        }
+    }
+}

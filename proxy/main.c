@@ -1,0 +1,304 @@
+/*
+ * main.c - pgmux's entry point: arguments, configuration, resolving nodes, listening sockets,
+ * starting workers, signals, and an orderly exit. The main thread runs libev's default loop for
+ * signals only; all client and server traffic lives on the workers (CONVENTIONS 6.1).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <openssl/rand.h>
+
+#include "common/log.h"
+#include "pool/pool.h"
+#include "proxy/config.h"
+#include "proxy/worker.h"
+
+#define PGMUX_VERSION "0.1.0"
+
+static struct runtime rt;
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: pgmux [-c FILE] [--check]\n"
+               "  -c, --config FILE  configuration file (default: proxy.ini)\n"
+               "      --check        validate the configuration and exit (status 2 if invalid)\n"
+               "  -V, --version      print the version and exit\n"
+               "  -h, --help         this text\n");
+}
+
+static int
+resolve_node(struct pool_node *n, const struct cfg_node *cn, const char *path)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cn->port);
+    int rc = getaddrinfo(cn->host, port, &hints, &res);
+    if (rc != 0 || !res) {
+        fprintf(stderr, "%s:%d: host: cannot resolve \"%s\": %s\n", path, cn->line, cn->host,
+                gai_strerror(rc));
+        return -1;
+    }
+    /* TODO: every address of a name becomes a node, re-resolved every dns_ttl (#4). */
+    memcpy(&n->addr, res->ai_addr, res->ai_addrlen);
+    n->addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    n->name = cn->name;
+    n->host = cn->host;
+    n->port = cn->port;
+    atomic_init(&n->role, cn->role == CFG_ROLE_REPLICA   ? POOL_ROLE_REPLICA
+                          : cn->role == CFG_ROLE_PRIMARY ? POOL_ROLE_PRIMARY
+                                                         : POOL_ROLE_UNKNOWN);
+    atomic_init(&n->is_up, 1);
+    return 0;
+}
+
+static int
+open_listener(const struct cfg *cfg)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    const char *host = strcmp(cfg->listen_addr, "*") == 0 ? NULL : cfg->listen_addr;
+    if (!host) {
+        hints.ai_family = AF_INET6; /* dual-stack socket takes IPv4 too */
+    }
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0 || !res) {
+        log_fatal("cannot resolve listen_addr \"%s\": %s", cfg->listen_addr, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_fatal("socket: %s", strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1, zero = 0;
+    (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* One listener per worker on the same port; also lets a new pgmux start beside a draining
+     * old one. */
+    (void) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (res->ai_family == AF_INET6 && !host) {
+        (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    }
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+        log_fatal("cannot listen on %s:%d: %s", cfg->listen_addr, cfg->listen_port,
+                  strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void
+stop_cb(EV_P_ ev_signal *s, int revents)
+{
+    (void) revents;
+    log_info("received signal %d, shutting down", s->signum);
+    ev_break(EV_A, EVBREAK_ALL);
+}
+
+static void
+hup_cb(EV_P_ ev_signal *s, int revents)
+{
+    (void) loop;
+    (void) s;
+    (void) revents;
+    /* TODO: reload builds and publishes a new snapshot (#6). */
+    log_warning("SIGHUP: configuration reload is not implemented yet; restart to apply changes");
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *path = "proxy.ini";
+    bool check_only = false;
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' }, { "check", no_argument, NULL, 'k' },
+        { "version", no_argument, NULL, 'V' },      { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'k':
+            check_only = true;
+            break;
+        case 'V':
+            printf("pgmux %s\n", PGMUX_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    char err[8192];
+    struct cfg *cfg = NULL;
+    if (cfg_load(path, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    memset(&rt, 0, sizeof(rt));
+    rt.cfg = cfg;
+    rt.n_nodes = cfg->n_nodes;
+    rt.nodes = calloc((size_t) cfg->n_nodes, sizeof(*rt.nodes));
+    if (!rt.nodes) {
+        return 1;
+    }
+    int bad = 0;
+    for (int i = 0; i < cfg->n_nodes; i++) {
+        bad |= resolve_node(&rt.nodes[i], &cfg->nodes[i], path) != 0;
+    }
+    if (bad) {
+        return 2;
+    }
+    if (check_only) {
+        printf("%s: configuration is valid\n", path);
+        cfg_unref(cfg);
+        free(rt.nodes);
+        return 0;
+    }
+
+    log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* Until roles are discovered at run time (#4), sessions go to the node declared primary,
+     * else to the first node that is not declared a replica. */
+    rt.primary_node = -1;
+    for (int i = 0; i < cfg->n_nodes && rt.primary_node < 0; i++) {
+        if (cfg->nodes[i].role == CFG_ROLE_PRIMARY) {
+            rt.primary_node = i;
+        }
+    }
+    for (int i = 0; i < cfg->n_nodes && rt.primary_node < 0; i++) {
+        if (cfg->nodes[i].role == CFG_ROLE_AUTO) {
+            rt.primary_node = i;
+        }
+    }
+    if (rt.primary_node < 0) {
+        fprintf(stderr, "%s:0: node: no node can serve writes (every node is role = replica)\n",
+                path);
+        return 2;
+    }
+    if (RAND_bytes(rt.mock_key, sizeof(rt.mock_key)) != 1) {
+        fprintf(stderr, "random number generator failed\n");
+        return 1;
+    }
+
+    rt.n_workers = cfg->workers > WORKER_MAX ? WORKER_MAX : cfg->workers;
+    struct pool_settings ps = {
+        .max_open = cfg->max_open_conns,
+        .max_idle = cfg->max_idle_conns,
+        .min_idle = cfg->min_idle_conns,
+        .max_lifetime_us = cfg->conn_max_lifetime_ms * 1000,
+        .max_idle_time_us = cfg->conn_max_idle_time_ms * 1000,
+        .connect_timeout_us = cfg->server_connect_timeout_ms * 1000,
+        .reset_query = cfg->server_reset_query,
+    };
+    if (pool_set_init(&rt.pools, rt.nodes, rt.n_nodes, rt.n_workers, &ps) != 0) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    if (log_start() != 0) {
+        fprintf(stderr, "cannot start the logger thread\n");
+        return 1;
+    }
+
+    rt.workers = calloc((size_t) rt.n_workers, sizeof(*rt.workers));
+    if (!rt.workers) {
+        return 1;
+    }
+    for (int i = 0; i < rt.n_workers; i++) {
+        int fd = open_listener(cfg);
+        if (fd < 0 || worker_init(&rt.workers[i], i, &rt, fd) != 0) {
+            log_fatal("cannot start worker %d", i);
+            log_stop();
+            return 1;
+        }
+    }
+
+    /* Warm pools exist from the start so their home workers fill them to min_idle_conns. */
+    for (int i = 0; i < cfg->n_warm_pools; i++) {
+        const struct cfg_user *cu = cfg_user_find(cfg, cfg->warm_pools[i].user);
+        struct pool_secret sec;
+        memset(&sec, 0, sizeof(sec));
+        if (cu && strncmp(cu->secret, "md5", 3) == 0 && strlen(cu->secret) == 35) {
+            snprintf(sec.md5, sizeof(sec.md5), "%s", cu->secret);
+        } else if (cu && strncmp(cu->secret, "SCRAM-SHA-256$", 14) != 0) {
+            sec.password = cu->secret;
+        }
+        if (!pool_get(&rt.pools, rt.primary_node, cfg->warm_pools[i].database,
+                      cfg->warm_pools[i].user, cu ? &sec : NULL)) {
+            log_fatal("out of memory");
+            return 1;
+        }
+    }
+
+    for (int i = 0; i < rt.n_workers; i++) {
+        if (worker_start(&rt.workers[i]) != 0) {
+            log_fatal("cannot start worker thread %d", i);
+            return 1;
+        }
+    }
+    log_info("pgmux %s listening on %s:%d with %d workers, %d nodes, pool_mode %s", PGMUX_VERSION,
+             cfg->listen_addr, cfg->listen_port, rt.n_workers, rt.n_nodes,
+             cfg_pool_mode_name(cfg->pool_mode));
+
+    struct ev_loop *loop = ev_default_loop(0);
+    ev_signal sigint, sigterm, sighup;
+    ev_signal_init(&sigint, stop_cb, SIGINT);
+    ev_signal_init(&sigterm, stop_cb, SIGTERM);
+    ev_signal_init(&sighup, hup_cb, SIGHUP);
+    ev_signal_start(loop, &sigint);
+    ev_signal_start(loop, &sigterm);
+    ev_signal_start(loop, &sighup);
+    ev_run(loop, 0);
+
+    for (int i = 0; i < rt.n_workers; i++) {
+        worker_stop(&rt.workers[i]);
+    }
+    for (int i = 0; i < rt.n_workers; i++) {
+        pthread_join(rt.workers[i].thread, NULL);
+    }
+    for (int i = 0; i < rt.n_workers; i++) {
+        worker_fini(&rt.workers[i]);
+    }
+    pool_set_fini(&rt.pools);
+    free(rt.workers);
+    free(rt.nodes);
+    log_info("pgmux stopped");
+    log_stop();
+    cfg_unref(cfg);
+    ev_loop_destroy(loop);
+    return 0;
+}

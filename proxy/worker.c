@@ -1,0 +1,229 @@
+/*
+ * worker.c - a worker thread: its loop, its SO_REUSEPORT listener, a 250 ms housekeeping tick,
+ * the end-of-iteration reaper that frees what was closed (CONVENTIONS 3.1.5), and orderly
+ * shutdown through the inbox.
+ *
+ * Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new connections
+ * without a hand-off thread; the price is that a busy worker cannot refuse its share. The
+ * alternative (one acceptor dealing sockets through inboxes) costs an extra wake-up per
+ * connection; the -C benchmark decides if that ever pays.
+ */
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "common/log.h"
+#include "common/mono.h"
+#include "proxy/client.h"
+
+#define WORKER_TICK_S 0.25
+
+static void
+listen_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct worker *w = io->data;
+    /* Bounded so one burst of connections cannot starve established sessions. */
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(w->listen_fd, (struct sockaddr *) &ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED) {
+                return;
+            }
+            log_error("accept failed: %s", strerror(e));
+            if (e == EMFILE || e == ENFILE) {
+                /* Stop listening for a tick rather than spin on a full descriptor table. */
+                ev_io_stop(w->loop, &w->listen_io);
+            }
+            return;
+        }
+        (void) pool_sock_setup(fd, ss.ss_family != AF_UNIX);
+        client_accept(w, fd, (struct sockaddr *) &ss, len);
+    }
+}
+
+static void
+tick_cb(EV_P_ ev_timer *t, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct worker *w = t->data;
+    int64_t now = mono_now_us();
+    client_tick(w, now);
+    pool_worker_tick(&w->pw, now);
+    cancel_tick(w, now);
+    if (!w->is_stopping && w->listen_fd >= 0 && !ev_is_active(&w->listen_io)) {
+        ev_io_start(w->loop, &w->listen_io);
+    }
+}
+
+static void
+reap_cb(EV_P_ ev_check *chk, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct worker *w = chk->data;
+    client_reap(w);
+    pool_worker_reap(&w->pw);
+}
+
+struct stop_msg {
+    struct pool_msg msg;
+};
+
+static void
+stop_msg_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    struct worker *w = pw->owner;
+    free(m);
+    w->is_stopping = true;
+    if (ev_is_active(&w->listen_io)) {
+        ev_io_stop(w->loop, &w->listen_io);
+    }
+    struct ilist *lists[] = { &w->clients_active, &w->clients_waiting, &w->clients_login };
+    for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
+        struct ilist_node *it;
+        while ((it = ilist_first(lists[i])) != NULL) {
+            client_fail(CONTAINER_OF(it, struct client, node), ST_ESHUTDOWN, NULL);
+        }
+    }
+    pool_worker_close_all(&w->pw);
+    cancel_close_all(w);
+    ev_timer_stop(w->loop, &w->tick);
+    ev_break(w->loop, EVBREAK_ALL);
+}
+
+void
+worker_random(struct worker *w, void *out, size_t n)
+{
+    uint8_t *o = out;
+    while (n > 0) {
+        if (w->rand_left == 0) {
+            if (RAND_bytes(w->rand_pool, sizeof(w->rand_pool)) != 1) {
+                /* Only cancel keys and salts come from here; a failing RNG must not make them
+                 * predictable, so this is fatal. */
+                log_fatal("random number generator failed");
+                abort();
+            }
+            w->rand_left = sizeof(w->rand_pool);
+        }
+        size_t take = n < w->rand_left ? n : w->rand_left;
+        memcpy(o, w->rand_pool + sizeof(w->rand_pool) - w->rand_left, take);
+        OPENSSL_cleanse(w->rand_pool + sizeof(w->rand_pool) - w->rand_left, take);
+        w->rand_left -= take;
+        o += take;
+        n -= take;
+    }
+}
+
+int
+worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
+{
+    memset(w, 0, sizeof(*w));
+    w->idx = idx;
+    w->rt = rt;
+    w->cfg = cfg_ref(rt->cfg);
+    w->listen_fd = listen_fd;
+    w->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV);
+    if (!w->loop) {
+        w->loop = ev_loop_new(EVFLAG_AUTO);
+    }
+    if (!w->loop) {
+        return -1;
+    }
+    ilist_init(&w->clients_login);
+    ilist_init(&w->clients_waiting);
+    ilist_init(&w->clients_active);
+    ilist_init(&w->to_free);
+    ilist_init(&w->cancels);
+    pool_worker_init(&w->pw, idx, w->loop, &rt->pools, w);
+    w->pw.on_grant = client_on_grant;
+    w->pw.on_ready = client_on_ready;
+    w->pw.on_failed = client_on_failed;
+    w->n_scram_cache = w->cfg->n_users;
+    if (w->n_scram_cache > 0) {
+        w->scram_cache = calloc((size_t) w->n_scram_cache, sizeof(*w->scram_cache));
+        w->scram_cached = calloc((size_t) w->n_scram_cache, sizeof(*w->scram_cached));
+        if (!w->scram_cache || !w->scram_cached) {
+            return -1;
+        }
+    }
+    if (listen_fd >= 0) {
+        ev_io_init(&w->listen_io, listen_cb, listen_fd, EV_READ);
+        w->listen_io.data = w;
+        ev_io_start(w->loop, &w->listen_io);
+    }
+    ev_timer_init(&w->tick, tick_cb, WORKER_TICK_S, WORKER_TICK_S);
+    w->tick.data = w;
+    ev_timer_start(w->loop, &w->tick);
+    ev_check_init(&w->reap, reap_cb);
+    w->reap.data = w;
+    ev_check_start(w->loop, &w->reap);
+    return 0;
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    /* Signals belong to the main thread's loop. */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    ev_run(w->loop, 0);
+    return NULL;
+}
+
+int
+worker_start(struct worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void
+worker_stop(struct worker *w)
+{
+    struct stop_msg *m = malloc(sizeof(*m));
+    if (!m) {
+        return;
+    }
+    m->msg.fn = stop_msg_run;
+    pool_worker_post(&w->pw, &m->msg);
+}
+
+void
+worker_fini(struct worker *w)
+{
+    if (!w->loop) {
+        return;
+    }
+    client_reap(w);
+    pool_worker_fini(&w->pw);
+    ev_check_stop(w->loop, &w->reap);
+    if (w->listen_fd >= 0) {
+        close(w->listen_fd);
+        w->listen_fd = -1;
+    }
+    if (w->scram_cache) {
+        OPENSSL_cleanse(w->scram_cache, (size_t) w->n_scram_cache * sizeof(*w->scram_cache));
+    }
+    free(w->scram_cache);
+    free(w->scram_cached);
+    free(w->slots);
+    free(w->free_slots);
+    ev_loop_destroy(w->loop);
+    w->loop = NULL;
+    cfg_unref(w->cfg);
+}

@@ -1,0 +1,94 @@
+/*
+ * worker.h - a worker thread: one libev loop, its own SO_REUSEPORT listener, the client sessions
+ * it accepted (for their whole life) and the server connections it currently holds.
+ *
+ * struct runtime is built by main before the workers start and is read-only afterwards, except
+ * its atomics. struct worker belongs to its thread; other threads reach it only through the
+ * inbox in w->pw (pool_worker_post).
+ */
+#ifndef PGMUX_PROXY_WORKER_H
+#define PGMUX_PROXY_WORKER_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/list.h"
+#include "pool/pool.h"
+#include "protocol/scram.h"
+#include "proxy/config.h"
+
+/* BackendKeyData pid given to clients: worker index in the high bits, session slot below, so a
+ * CancelRequest arriving on any worker finds the owner (CONVENTIONS 6.5). Stays positive. */
+#define WORKER_SLOT_BITS 23
+#define WORKER_MAX_SLOTS (1u << WORKER_SLOT_BITS)
+#define WORKER_MAX 255
+
+struct worker;
+
+struct runtime {
+    struct cfg *cfg;          /* configuration snapshot (one reference held by main) */
+    struct pool_node *nodes;  /* [n_nodes], from cfg->nodes, resolved */
+    int n_nodes;
+    int primary_node;         /* where sessions go until roles are discovered at run time */
+    struct pool_set pools;
+    struct worker *workers;   /* [n_workers] */
+    int n_workers;
+    atomic_int n_clients;     /* client connections open, all workers (max_client_conn) */
+    uint8_t mock_key[32];     /* derives stable fake SCRAM salts for unknown users */
+};
+
+struct worker {
+    int idx;
+    pthread_t thread;
+    struct ev_loop *loop;
+    struct runtime *rt;
+    struct cfg *cfg; /* this worker's reference to the snapshot it runs with */
+    struct pool_worker pw;
+
+    int listen_fd;
+    ev_io listen_io;
+    ev_timer tick;
+    ev_check reap;
+    bool is_stopping;
+
+    struct ilist clients_login;   /* client: CLIENT_STARTUP, CLIENT_AUTH */
+    struct ilist clients_waiting; /* client: CLIENT_WAITING, CLIENT_SETTING */
+    struct ilist clients_active;  /* client: CLIENT_ACTIVE */
+    struct ilist to_free;         /* client: CLIENT_CLOSED */
+    struct ilist cancels;         /* outgoing cancel requests in flight */
+
+    struct client **slots;  /* [cap_slots]: session by slot, for cancel and grants */
+    uint32_t *free_slots;   /* stack of unused slot numbers */
+    uint32_t n_free_slots;
+    uint32_t cap_slots;
+    uint32_t next_gen;      /* generation counter for client ids */
+
+    /* SCRAM secrets derived from plaintext auth_file passwords, by user index; PBKDF2 once per
+     * user and worker instead of once per login (CONVENTIONS 6.10). */
+    struct proto_scram_secret *scram_cache;
+    bool *scram_cached;
+    int n_scram_cache;
+
+    uint8_t rand_pool[256]; /* random bytes for cancel keys and salts, refilled in bulk */
+    size_t rand_left;
+};
+
+/** Create worker idx's loop, listener watcher and pool context. Main thread, before start. */
+int worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd) MUST_CHECK;
+
+/** Start the thread. */
+int worker_start(struct worker *w) MUST_CHECK;
+
+/** Ask the worker to close everything and leave its loop. Any thread. */
+void worker_stop(struct worker *w);
+
+/** Join and free. Main thread. */
+void worker_fini(struct worker *w);
+
+/** Fill out with n random bytes from the worker's pool. */
+void worker_random(struct worker *w, void *out, size_t n);
+
+#endif
