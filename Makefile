@@ -9,6 +9,7 @@
 #   make run             local primary + replica + pgmux on port 6432 with proxy.ini
 #   make SANITIZE=address,undefined   build into build/asan
 #   make SANITIZE=thread              build into build/tsan
+#   make V=1             show full compiler command lines
 
 CC      ?= cc
 PKGS    := openssl libpq inih
@@ -58,21 +59,26 @@ $(BUILD)/.flags: FORCE
 	@echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)' | cmp -s - $@ || echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)' > $@
 FORCE:
 
+Q := $(if $(V),,@)
+
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
 $(BUILD)/libpgmux.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/pgmux: $(MAIN_OBJ) $(BUILD)/libpgmux.a
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(BASE_LIBS)
+	@$(if $(V),,echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(BASE_LIBS)
 	@if [ "$(BUILD)" = build/release ]; then ln -sf $(BUILD)/pgmux pgmux; fi
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpgmux.a $(BUILD)/.flags
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -MMD -MP -o $@ $< $(BUILD)/libpgmux.a $(LDFLAGS_ALL) $(BASE_LIBS) -lcmocka
+	@$(if $(V),,echo "  TEST-CC $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -o $@ $< $(BUILD)/libpgmux.a $(LDFLAGS_ALL) $(BASE_LIBS) -lcmocka
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d)
 

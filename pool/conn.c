@@ -301,6 +301,7 @@ conn_fail(struct pool_conn *sc, enum status st, const char *sqlstate, const char
                 f.message);
     if (st == ST_ESERVER_CONNECT || st == ST_ETIMEOUT) {
         atomic_store(&p->node->is_up, 0);
+        atomic_store(&p->node->down_until_us, mono_now_us() + p->set.login_retry_us);
     }
     conn_teardown(sc, false);
     pool_slot_release(w, p);
@@ -314,6 +315,10 @@ conn_fail(struct pool_conn *sc, enum status st, const char *sqlstate, const char
 enum status
 pool_conn_open(struct pool_worker *w, struct pool *p, uint64_t opener_id)
 {
+    if (mono_now_us() < atomic_load(&p->node->down_until_us)) {
+        pool_slot_release(w, p);
+        return ST_ESERVER_CONNECT;
+    }
     struct pool_conn *sc = calloc(1, sizeof(*sc));
     if (!sc) {
         pool_slot_release(w, p);
@@ -353,6 +358,7 @@ pool_conn_open(struct pool_worker *w, struct pool *p, uint64_t opener_id)
             p->local[w->idx].n_warming--;
         }
         atomic_store(&p->node->is_up, 0);
+        atomic_store(&p->node->down_until_us, mono_now_us() + p->set.login_retry_us);
         conn_teardown(sc, false);
         pool_slot_release(w, p);
         return ST_ESERVER_CONNECT;

@@ -56,6 +56,7 @@ struct pool_node {
     socklen_t addr_len;
     atomic_int role;  /* enum pool_role */
     atomic_int is_up; /* 0 after a failed connect, 1 after a successful login */
+    _Atomic int64_t down_until_us; /* no new connections before this (server_login_retry) */
 };
 
 struct pool_settings {
@@ -65,6 +66,7 @@ struct pool_settings {
     int64_t max_lifetime_us;  /* 0 = forever */
     int64_t max_idle_time_us; /* 0 = forever */
     int64_t connect_timeout_us;
+    int64_t login_retry_us;   /* after a failed connect, refuse new ones this long */
     char *reset_query;        /* owned; "" for none */
 };
 
@@ -274,7 +276,8 @@ bool pool_waiter_cancel(struct pool *p, struct pool_waiter *wt);
 /**
  * Open a connection in a reserved slot. opener_id comes back with on_ready/on_failed.
  * On ST_OK the connection is logging in; otherwise the slot was released and nothing will be
- * called back.
+ * called back. Within server_login_retry of a failed connect to the node it fails at once
+ * with ST_ESERVER_CONNECT, so a dead server costs waiting clients no connect timeout each.
  */
 enum status pool_conn_open(struct pool_worker *w, struct pool *p, uint64_t opener_id) MUST_CHECK;
 

@@ -62,6 +62,7 @@ resolve_node(struct pool_node *n, const struct cfg_node *cn, const char *path)
                           : cn->role == CFG_ROLE_PRIMARY ? POOL_ROLE_PRIMARY
                                                          : POOL_ROLE_UNKNOWN);
     atomic_init(&n->is_up, 1);
+    atomic_init(&n->down_until_us, 0);
     return 0;
 }
 
@@ -223,6 +224,7 @@ main(int argc, char **argv)
         .max_lifetime_us = cfg->conn_max_lifetime_ms * 1000,
         .max_idle_time_us = cfg->conn_max_idle_time_ms * 1000,
         .connect_timeout_us = cfg->server_connect_timeout_ms * 1000,
+        .login_retry_us = cfg->server_login_retry_ms * 1000,
         .reset_query = cfg->server_reset_query,
     };
     if (pool_set_init(&rt.pools, rt.nodes, rt.n_nodes, rt.n_workers, &ps) != 0) {
