@@ -98,8 +98,8 @@ ilist_pop_head(struct ilist *l)
 }
 
 /* Iterate allowing removal of the current node. */
-#define ILIST_FOREACH_SAFE(l, it, tmp)                                                            \
-    for ((it) = (l)->head.next, (tmp) = (it)->next; (it) != &(l)->head;                           \
+#define ILIST_FOREACH_SAFE(l, it, tmp)                                  \
+    for ((it) = (l)->head.next, (tmp) = (it)->next; (it) != &(l)->head; \
          (it) = (tmp), (tmp) = (it)->next)
 
 #endif

@@ -15,13 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_LINE_MAX 512
+#define LOG_LINE_MAX  512
 #define LOG_QUEUE_LEN 1024
 
 int log_level_current = LOG_INFO;
 
-static const char *const level_names[] = { "FATAL", "ERROR", "WARNING", "INFO", "DEBUG",
-                                           "TRACE" };
+static const char *const level_names[] = { "FATAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE" };
 static const char *const level_keys[] = { "fatal", "error", "warning", "info", "debug", "trace" };
 
 struct log_line {
@@ -170,10 +169,10 @@ log_write(enum log_level level, const char *fmt, ...)
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02d %02d:%02d:%02d.%03d UTC [%d] %s: ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int) (tv.tv_usec / 1000), (int) getpid(),
-                     level_names[level < LOG_TRACE ? level : LOG_TRACE]);
+    int n = snprintf(
+        line, sizeof(line), "%04d-%02d-%02d %02d:%02d:%02d.%03d UTC [%d] %s: ", tm.tm_year + 1900,
+        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (tv.tv_usec / 1000),
+        (int) getpid(), level_names[level < LOG_TRACE ? level : LOG_TRACE]);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - (size_t) n - 1, fmt, ap);

@@ -41,18 +41,18 @@ uint64_t log_dropped(void);
 
 void log_write(enum log_level level, const char *fmt, ...) PRINTF_LIKE(2, 3);
 
-#define LOG_AT(lvl, ...)                                                                          \
-    do {                                                                                          \
-        if ((int) (lvl) <= log_level_current) {                                                   \
-            log_write((lvl), __VA_ARGS__);                                                        \
-        }                                                                                         \
+#define LOG_AT(lvl, ...)                        \
+    do {                                        \
+        if ((int) (lvl) <= log_level_current) { \
+            log_write((lvl), __VA_ARGS__);      \
+        }                                       \
     } while (0)
 
-#define log_fatal(...) LOG_AT(LOG_FATAL, __VA_ARGS__)
-#define log_error(...) LOG_AT(LOG_ERROR, __VA_ARGS__)
+#define log_fatal(...)   LOG_AT(LOG_FATAL, __VA_ARGS__)
+#define log_error(...)   LOG_AT(LOG_ERROR, __VA_ARGS__)
 #define log_warning(...) LOG_AT(LOG_WARNING, __VA_ARGS__)
-#define log_info(...) LOG_AT(LOG_INFO, __VA_ARGS__)
-#define log_debug(...) LOG_AT(LOG_DEBUG, __VA_ARGS__)
-#define log_trace(...) LOG_AT(LOG_TRACE, __VA_ARGS__)
+#define log_info(...)    LOG_AT(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)   LOG_AT(LOG_DEBUG, __VA_ARGS__)
+#define log_trace(...)   LOG_AT(LOG_TRACE, __VA_ARGS__)
 
 #endif

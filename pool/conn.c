@@ -148,8 +148,8 @@ pool_conn_next_msg(struct pool_conn *sc, struct proto_header *h, const uint8_t *
     if (!b) {
         return ST_INCOMPLETE;
     }
-    enum status st = proto_header_read((const uint8_t *) b->data + b->parsed, buf_unparsed(b),
-                                       b->cap - 1, h);
+    enum status st =
+        proto_header_read((const uint8_t *) b->data + b->parsed, buf_unparsed(b), b->cap - 1, h);
     if (st == ST_INCOMPLETE) {
         return st;
     }
@@ -277,9 +277,8 @@ pool_conn_close(struct pool_conn *sc, const char *why)
     pool_slot_release(w, p);
 }
 
-static void
-conn_fail(struct pool_conn *sc, enum status st, const char *sqlstate, const char *fmt, ...)
-    PRINTF_LIKE(4, 5);
+static void conn_fail(struct pool_conn *sc, enum status st, const char *sqlstate, const char *fmt,
+                      ...) PRINTF_LIKE(4, 5);
 
 static void
 conn_fail(struct pool_conn *sc, enum status st, const char *sqlstate, const char *fmt, ...)
@@ -380,8 +379,8 @@ conn_connect_cb(EV_P_ ev_io *io, int revents)
     }
     if (err != 0) {
         conn_fail(sc, ST_ESERVER_CONNECT, SQLSTATE_CONNECTION_FAILURE,
-                  "could not connect to server \"%s\" (%s:%d): %s", p->node->name,
-                  p->node->host, p->node->port, strerror(err));
+                  "could not connect to server \"%s\" (%s:%d): %s", p->node->name, p->node->host,
+                  p->node->port, strerror(err));
         return;
     }
     pool_sock_stop_write(EV_A, &sc->sock);
@@ -424,8 +423,8 @@ conn_auth_scram_start(struct pool_conn *sc, const uint8_t *mechs, size_t mechs_l
         }
         sc->login->used_password = true;
     } else if (p->secret.has_scram_keys) {
-        proto_scram_client_init_keys(&sc->login->scram, p->secret.client_key,
-                                     p->secret.server_key, NULL);
+        proto_scram_client_init_keys(&sc->login->scram, p->secret.client_key, p->secret.server_key,
+                                     NULL);
     } else {
         pthread_mutex_unlock(&p->mu);
         return ST_EAUTH;
@@ -660,9 +659,8 @@ conn_login_read_cb(EV_P_ ev_io *io, int revents)
         }
     }
     if (st != ST_INCOMPLETE && st != ST_OK) {
-        conn_fail(sc, st, SQLSTATE_CONNECTION_FAILURE,
-                  "login to server \"%s\" failed (%s)", p->node->name,
-                  st == ST_ENOMEM ? "out of memory" : "protocol error");
+        conn_fail(sc, st, SQLSTATE_CONNECTION_FAILURE, "login to server \"%s\" failed (%s)",
+                  p->node->name, st == ST_ENOMEM ? "out of memory" : "protocol error");
         return;
     }
     pool_conn_in_settle(sc);
@@ -775,8 +773,7 @@ conn_reset_read_cb(EV_P_ ev_io *io, int revents)
             }
         }
         if (h.type == 'Z') {
-            if (proto_read_ready(body, blen, &sc->txn_status) != ST_OK ||
-                sc->txn_status != 'I') {
+            if (proto_read_ready(body, blen, &sc->txn_status) != ST_OK || sc->txn_status != 'I') {
                 sc->is_broken = true;
                 pool_conn_close(sc, "reset query left a transaction open");
                 return;

@@ -54,8 +54,8 @@ struct pool_node {
     int port;
     struct sockaddr_storage addr; /* resolved before workers start (no DNS on a worker) */
     socklen_t addr_len;
-    atomic_int role;  /* enum pool_role */
-    atomic_int is_up; /* 0 after a failed connect, 1 after a successful login */
+    atomic_int role;               /* enum pool_role */
+    atomic_int is_up;              /* 0 after a failed connect, 1 after a successful login */
     _Atomic int64_t down_until_us; /* no new connections before this (server_login_retry) */
 };
 
@@ -66,18 +66,18 @@ struct pool_settings {
     int64_t max_lifetime_us;  /* 0 = forever */
     int64_t max_idle_time_us; /* 0 = forever */
     int64_t connect_timeout_us;
-    int64_t login_retry_us;   /* after a failed connect, refuse new ones this long */
-    char *reset_query;        /* owned; "" for none */
+    int64_t login_retry_us; /* after a failed connect, refuse new ones this long */
+    char *reset_query;      /* owned; "" for none */
 };
 
 /* How to log in to the server as pool->user. Secrets are wiped on free. */
 struct pool_secret {
-    char *password;                           /* plaintext, or NULL */
-    char md5[36];                             /* "md5..." stored hash, or "" */
-    bool has_scram_keys;                      /* recovered from a client's SCRAM proof */
+    char *password;      /* plaintext, or NULL */
+    char md5[36];        /* "md5..." stored hash, or "" */
+    bool has_scram_keys; /* recovered from a client's SCRAM proof */
     uint8_t client_key[PROTO_SCRAM_KEY_LEN];
     uint8_t server_key[PROTO_SCRAM_KEY_LEN];
-    bool has_salted;                          /* SaltedPassword cache for password logins */
+    bool has_salted; /* SaltedPassword cache for password logins */
     uint8_t salted[PROTO_SCRAM_KEY_LEN];
     uint8_t salt[PROTO_SCRAM_MAX_SALT];
     size_t salt_len;
@@ -146,14 +146,14 @@ struct pool_conn {
     struct pool *pool;
     struct pool_worker *w;
     enum pool_conn_state state;
-    uint64_t id;         /* process-unique, for logs */
-    uint64_t opener_id;  /* who asked for it to be opened (0 = warm pool) */
-    uint32_t be_pid;     /* the server's BackendKeyData, for cancel */
+    uint64_t id;        /* process-unique, for logs */
+    uint64_t opener_id; /* who asked for it to be opened (0 = warm pool) */
+    uint32_t be_pid;    /* the server's BackendKeyData, for cancel */
     uint32_t be_key;
-    uint8_t txn_status;  /* last ReadyForQuery status: 'I', 'T', 'E' */
-    int expect_ready;    /* ReadyForQuery messages still owed by the server */
-    bool is_unsynced;    /* extended-protocol messages sent since the last Sync */
-    bool is_broken;      /* lost sync with the protocol; never pool it */
+    uint8_t txn_status; /* last ReadyForQuery status: 'I', 'T', 'E' */
+    int expect_ready;   /* ReadyForQuery messages still owed by the server */
+    bool is_unsynced;   /* extended-protocol messages sent since the last Sync */
+    bool is_broken;     /* lost sync with the protocol; never pool it */
     int64_t created_us;
     int64_t last_used_us; /* when it last became idle */
     int64_t deadline_us;  /* connect/login/reset must finish by then */

@@ -201,8 +201,7 @@ client_close(struct client *c, const char *why)
     }
     if (c->sc) {
         struct pool_conn *sc = c->sc;
-        bool client_clean =
-            c->sock.remain == 0 && (!c->sock.in || buf_pending(c->sock.in) == 0);
+        bool client_clean = c->sock.remain == 0 && (!c->sock.in || buf_pending(c->sock.in) == 0);
         if (!client_clean) {
             sc->is_broken = true; /* half a message went to the server */
         }
@@ -243,22 +242,22 @@ client_fail_full(struct client *c, enum status st, const char *severity, const c
     }
     const struct errors_entry *e = errors_lookup(st);
     /* Speak only at a message boundary (CONVENTIONS 4.2.5). */
-    bool mid_message = c->sc && (c->sc->sock.remain != 0 ||
-                                 (c->sc->sock.in && buf_pending(c->sc->sock.in) != 0));
+    bool mid_message =
+        c->sc && (c->sc->sock.remain != 0 || (c->sc->sock.in && buf_pending(c->sc->sock.in) != 0));
     if (!mid_message) {
         struct proto_builder pb;
         proto_builder_init_dynamic(&pb);
         proto_build_error(&pb, 'E', severity ? severity : e->severity,
-                          sqlstate ? sqlstate : e->sqlstate, message ? message : e->message,
-                          detail, message ? NULL : e->hint);
+                          sqlstate ? sqlstate : e->sqlstate, message ? message : e->message, detail,
+                          message ? NULL : e->hint);
         if (client_queue(c, &pb) == ST_OK) {
             (void) pool_sock_flush_out(&c->sock, &c->w->pw.bufs);
         }
         proto_builder_fini(&pb);
     }
     log_info("client %s user=%s db=%s refused: %s%s%s", c->addr, c->user ? c->user : "-",
-             c->database ? c->database : "-", message ? message : e->message,
-             detail ? ": " : "", detail ? detail : "");
+             c->database ? c->database : "-", message ? message : e->message, detail ? ": " : "",
+             detail ? detail : "");
     client_close(c, message ? message : e->message);
 }
 
@@ -453,8 +452,7 @@ client_auth_done(struct client *c)
     if (is_scram && c->auth && c->auth->kind == CLIENT_AUTH_SCRAM) {
         /* The client's proof gave us its ClientKey: with the secret's ServerKey that logs us
          * in to a server storing the same secret, with no plaintext password anywhere. */
-        pool_learn_scram_keys(c->pool, c->auth->scram.client_key,
-                              c->auth->scram.secret.server_key);
+        pool_learn_scram_keys(c->pool, c->auth->scram.client_key, c->auth->scram.secret.server_key);
     }
     client_free_auth(c);
 
@@ -572,8 +570,8 @@ client_auth_message(struct client *c, const uint8_t *body, size_t len)
                              "client selected an invalid SASL authentication mechanism", NULL);
             return ST_ECLIENT_PROTOCOL;
         }
-        if (proto_scram_server_first(&a->scram, data, data_len, out, sizeof(out), &out_len,
-                                     &err) != ST_OK) {
+        if (proto_scram_server_first(&a->scram, data, data_len, out, sizeof(out), &out_len, &err) !=
+            ST_OK) {
             client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "malformed SCRAM message",
                              err.text[0] ? err.text : NULL);
             return ST_ECLIENT_PROTOCOL;
@@ -585,8 +583,8 @@ client_auth_message(struct client *c, const uint8_t *body, size_t len)
         }
         return st;
     }
-    enum status st = proto_scram_server_final(&a->scram, body, len, out, sizeof(out), &out_len,
-                                              &err);
+    enum status st =
+        proto_scram_server_final(&a->scram, body, len, out, sizeof(out), &out_len, &err);
     if (st == ST_EAUTH || (st == ST_OK && !c->cu)) {
         client_fail_auth(c);
         return ST_EAUTH;
@@ -696,12 +694,12 @@ client_handle_startup(struct client *c)
         struct proto_err err = { { 0 } };
         st = proto_startup_parse(p, len, &su, &err);
         if (st != ST_OK) {
-            client_fail_full(c, st == ST_ECLIENT_UNSUPPORTED ? ST_ECLIENT_UNSUPPORTED
-                                                             : ST_ECLIENT_PROTOCOL,
-                             NULL, NULL,
-                             st == ST_ECLIENT_UNSUPPORTED ? "unsupported frontend protocol"
-                                                          : "invalid startup packet layout",
-                             err.text[0] ? err.text : NULL);
+            client_fail_full(
+                c, st == ST_ECLIENT_UNSUPPORTED ? ST_ECLIENT_UNSUPPORTED : ST_ECLIENT_PROTOCOL,
+                NULL, NULL,
+                st == ST_ECLIENT_UNSUPPORTED ? "unsupported frontend protocol"
+                                             : "invalid startup packet layout",
+                err.text[0] ? err.text : NULL);
             return st;
         }
         b->parsed += len;
@@ -712,8 +710,8 @@ client_handle_startup(struct client *c)
             bool *answered =
                 su.kind == PROTO_STARTUP_SSL ? &c->is_ssl_answered : &c->is_gss_answered;
             if (*answered) {
-                client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL,
-                                 "encryption requested twice", NULL);
+                client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "encryption requested twice",
+                                 NULL);
                 return ST_ECLIENT_PROTOCOL;
             }
             if (buf_unparsed(b) > 0) {
@@ -765,8 +763,8 @@ client_handle_auth(struct client *c)
             return ST_OK;
         }
         if (st != ST_OK || (h.type != 'p' && h.type != 'X')) {
-            client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL,
-                             "expected password response", NULL);
+            client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "expected password response",
+                             NULL);
             return ST_ECLIENT_PROTOCOL;
         }
         if (h.type == 'X') {
@@ -807,8 +805,7 @@ client_login_read_cb(EV_P_ ev_io *io, int revents)
     if (buf_space(b) == 0) {
         buf_compact(b);
         if (buf_space(b) == 0) {
-            client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "startup packet too large",
-                             NULL);
+            client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "startup packet too large", NULL);
             return;
         }
     }
@@ -1033,7 +1030,8 @@ client_build_sets(struct client *c, struct pool_conn *sc, char **out)
             }
             q = nq;
         }
-        len += (size_t) snprintf(q + len, cap - len, "SET \"%s\" TO $pgmux$%s$pgmux$;", name, value);
+        len +=
+            (size_t) snprintf(q + len, cap - len, "SET \"%s\" TO $pgmux$%s$pgmux$;", name, value);
         n++;
     }
     *out = q;
@@ -1098,8 +1096,8 @@ client_welcome(struct client *c)
     pool_sock_stop_read(w->loop, &sc->sock);
     client_set_state(c, CLIENT_ACTIVE);
     c->last_read_us = mono_now_us();
-    log_debug("client %s user=%s db=%s attached to server conn %llu", c->addr, c->user,
-              c->database, (unsigned long long) sc->id);
+    log_debug("client %s user=%s db=%s attached to server conn %llu", c->addr, c->user, c->database,
+              (unsigned long long) sc->id);
     relay_start(c);
 }
 

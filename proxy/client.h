@@ -45,28 +45,28 @@ struct client {
     struct pool_sock sock;
     struct worker *w;
     enum client_state state;
-    uint64_t id;          /* generation << 32 | slot: stale grants and cancels miss */
+    uint64_t id; /* generation << 32 | slot: stale grants and cancels miss */
     uint32_t slot;
     uint32_t cancel_key;  /* the key of our BackendKeyData */
     int64_t since_us;     /* entered the current state */
     int64_t last_read_us; /* last byte from the client */
 
-    char *startup;        /* copy of the startup packet (owned); params point into it */
+    char *startup; /* copy of the startup packet (owned); params point into it */
     uint32_t startup_len;
-    const char *user;     /* in startup */
-    const char *database; /* in startup */
+    const char *user;          /* in startup */
+    const char *database;      /* in startup */
     const struct cfg_user *cu; /* auth_file entry, NULL for an unknown user */
     struct client_auth *auth;  /* only while authenticating */
     bool is_ssl_answered;      /* an SSLRequest was answered 'N' */
     bool is_gss_answered;
-    bool is_over_limit;        /* accepted beyond max_client_conn: refuse after startup */
-    bool is_counted;           /* holds one unit of rt->n_clients */
+    bool is_over_limit; /* accepted beyond max_client_conn: refuse after startup */
+    bool is_counted;    /* holds one unit of rt->n_clients */
 
     struct pool *pool;
-    struct pool_conn *sc;      /* attached server connection (CLIENT_SETTING, CLIENT_ACTIVE) */
-    struct pool_waiter waiter; /* linked in pool->waiters while queued */
-    bool is_queued;            /* waiter was queued (grant or cancel pending) */
-    bool is_opening;           /* a connection is being opened for us */
+    struct pool_conn *sc;       /* attached server connection (CLIENT_SETTING, CLIENT_ACTIVE) */
+    struct pool_waiter waiter;  /* linked in pool->waiters while queued */
+    bool is_queued;             /* waiter was queued (grant or cancel pending) */
+    bool is_opening;            /* a connection is being opened for us */
     struct proto_err set_error; /* first error while replaying parameters */
     char set_sqlstate[6];
     bool has_set_error;
@@ -113,8 +113,7 @@ void relay_start(struct client *c);
 void relay_stop(struct client *c);
 
 /* cancel.c: send a CancelRequest for a server connection of c. */
-void cancel_send(struct worker *w, const struct pool_node *node, uint32_t be_pid,
-                 uint32_t be_key);
+void cancel_send(struct worker *w, const struct pool_node *node, uint32_t be_pid, uint32_t be_key);
 void cancel_tick(struct worker *w, int64_t now_us);
 void cancel_close_all(struct worker *w);
 

@@ -60,10 +60,10 @@ struct cfg {
     char *path; /* the ini file as given */
 
     /* [pgmux] */
-    char *listen_addr;  /* "127.0.0.1"; "*" means every IPv4 and IPv6 address */
-    int listen_port;    /* 6432 */
-    int workers;        /* threads; 0 in the file means the CPU count, resolved at load */
-    int max_client_conn; /* 1000 */
+    char *listen_addr;       /* "127.0.0.1"; "*" means every IPv4 and IPv6 address */
+    int listen_port;         /* 6432 */
+    int workers;             /* threads; 0 in the file means the CPU count, resolved at load */
+    int max_client_conn;     /* 1000 */
     enum cfg_auth auth_type; /* scram-sha-256 */
     char *auth_file;         /* path, relative names resolved against the ini file's directory */
     char **admin_users;      /* comma-separated list */
@@ -86,7 +86,8 @@ struct cfg {
     int min_idle_conns;            /* 0 */
     int64_t conn_max_lifetime_ms;  /* 3600 s; 0 = forever */
     int64_t conn_max_idle_time_ms; /* 600 s; 0 = forever */
-    struct cfg_warm_pool *warm_pools; /* "user@database, ..." pools kept at min_idle_conns from start */
+    struct cfg_warm_pool
+        *warm_pools; /* "user@database, ..." pools kept at min_idle_conns from start */
     int n_warm_pools;
 
     /* [node.NAME] sections, in file order */

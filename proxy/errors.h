@@ -10,8 +10,8 @@
 struct errors_entry {
     const char *severity; /* "FATAL" or "ERROR" */
     const char *sqlstate;
-    const char *message;  /* lowercase, no trailing period (CONVENTIONS 4.2.4) */
-    const char *hint;     /* what to change, or NULL */
+    const char *message; /* lowercase, no trailing period (CONVENTIONS 4.2.4) */
+    const char *hint;    /* what to change, or NULL */
 };
 
 /** The entry for st; unknown statuses map to the internal-error entry. */

@@ -134,8 +134,10 @@ main(int argc, char **argv)
     const char *path = "proxy.ini";
     bool check_only = false;
     static const struct option opts[] = {
-        { "config", required_argument, NULL, 'c' }, { "check", no_argument, NULL, 'k' },
-        { "version", no_argument, NULL, 'V' },      { "help", no_argument, NULL, 'h' },
+        { "config", required_argument, NULL, 'c' },
+        { "check", no_argument, NULL, 'k' },
+        { "version", no_argument, NULL, 'V' },
+        { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     int ch;

@@ -267,8 +267,8 @@ relay_read(struct client *c, bool from_client)
         if (from_client) {
             client_close(c, n == 0 ? "client disconnected" : "client connection error");
         } else {
-            relay_server_lost(c, n == 0 ? "server closed the connection"
-                                        : "server connection error");
+            relay_server_lost(c,
+                              n == 0 ? "server closed the connection" : "server connection error");
         }
         return;
     }

@@ -24,20 +24,20 @@
  * CancelRequest arriving on any worker finds the owner (CONVENTIONS 6.5). Stays positive. */
 #define WORKER_SLOT_BITS 23
 #define WORKER_MAX_SLOTS (1u << WORKER_SLOT_BITS)
-#define WORKER_MAX 255
+#define WORKER_MAX       255
 
 struct worker;
 
 struct runtime {
-    struct cfg *cfg;          /* configuration snapshot (one reference held by main) */
-    struct pool_node *nodes;  /* [n_nodes], from cfg->nodes, resolved */
+    struct cfg *cfg;         /* configuration snapshot (one reference held by main) */
+    struct pool_node *nodes; /* [n_nodes], from cfg->nodes, resolved */
     int n_nodes;
-    int primary_node;         /* where sessions go until roles are discovered at run time */
+    int primary_node; /* where sessions go until roles are discovered at run time */
     struct pool_set pools;
-    struct worker *workers;   /* [n_workers] */
+    struct worker *workers; /* [n_workers] */
     int n_workers;
-    atomic_int n_clients;     /* client connections open, all workers (max_client_conn) */
-    uint8_t mock_key[32];     /* derives stable fake SCRAM salts for unknown users */
+    atomic_int n_clients; /* client connections open, all workers (max_client_conn) */
+    uint8_t mock_key[32]; /* derives stable fake SCRAM salts for unknown users */
 };
 
 struct worker {
@@ -60,11 +60,11 @@ struct worker {
     struct ilist to_free;         /* client: CLIENT_CLOSED */
     struct ilist cancels;         /* outgoing cancel requests in flight */
 
-    struct client **slots;  /* [cap_slots]: session by slot, for cancel and grants */
-    uint32_t *free_slots;   /* stack of unused slot numbers */
+    struct client **slots; /* [cap_slots]: session by slot, for cancel and grants */
+    uint32_t *free_slots;  /* stack of unused slot numbers */
     uint32_t n_free_slots;
     uint32_t cap_slots;
-    uint32_t next_gen;      /* generation counter for client ids */
+    uint32_t next_gen; /* generation counter for client ids */
 
     /* SCRAM secrets derived from plaintext auth_file passwords, by user index; PBKDF2 once per
      * user and worker instead of once per login (CONVENTIONS 6.10). */
