@@ -283,31 +283,79 @@ pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn
     return true;
 }
 
+static void post_serve(struct pool_worker *from, struct pool *p, int hops);
+
+/*
+ * Serve the wait queue from this worker: with its idle connections first, then with free
+ * slots. When neither is left but another worker still holds idle connections, pass the request
+ * on (at most once around the workers), so a waiter is never left queued beside an idle
+ * connection.
+ */
 static void
 steal_msg_run(struct pool_worker *w, struct pool_msg *m)
 {
     struct pool_steal_msg *sm = (struct pool_steal_msg *) m;
     struct pool *p = sm->pool;
+    int hops = sm->hops;
     free(sm);
     struct pool_local *loc = &p->local[w->idx];
-    while (atomic_load(&p->n_waiting) > 0 && !ilist_empty(&loc->idle)) {
+    while (atomic_load(&p->n_waiting) > 0) {
         pthread_mutex_lock(&p->mu);
         if (ilist_empty(&p->waiters)) {
             pthread_mutex_unlock(&p->mu);
-            break;
+            return;
         }
-        struct pool_conn *sc = CONTAINER_OF(ilist_last(&loc->idle), struct pool_conn, node);
-        pool_conn_detach_idle(sc);
-        ilist_push_tail(&loc->busy, &sc->node);
-        if (!pool_serve_waiter_locked(w, p, sc)) {
+        if (!ilist_empty(&loc->idle)) {
+            struct pool_conn *sc = CONTAINER_OF(ilist_last(&loc->idle), struct pool_conn, node);
+            pool_conn_detach_idle(sc);
+            ilist_push_tail(&loc->busy, &sc->node);
+            if (!pool_serve_waiter_locked(w, p, sc)) {
+                pthread_mutex_unlock(&p->mu);
+                ilist_remove(&loc->busy, &sc->node);
+                pool_conn_make_idle(sc);
+                return;
+            }
+        } else if (atomic_load(&p->n_idle) == 0 && p->n_open < p->set.max_open) {
+            p->n_open++;
+            if (!pool_serve_waiter_locked(w, p, NULL)) {
+                p->n_open--;
+                pthread_mutex_unlock(&p->mu);
+                return;
+            }
+        } else {
             pthread_mutex_unlock(&p->mu);
-            ilist_remove(&loc->busy, &sc->node);
-            sc->state = POOL_CONN_ACTIVE;
-            pool_conn_make_idle(sc);
             break;
         }
         pthread_mutex_unlock(&p->mu);
     }
+    if (atomic_load(&p->n_waiting) > 0 && atomic_load(&p->n_idle) > 0 &&
+        hops < w->set->n_workers) {
+        post_serve(w, p, hops + 1);
+    }
+}
+
+/* Ask the worker most likely to serve the queue: one holding idle connections, else ourselves
+ * (to hand out free slots in arrival order). */
+static void
+post_serve(struct pool_worker *from, struct pool *p, int hops)
+{
+    int target = from->idx;
+    int n = from->set->n_workers;
+    for (int k = 1; k <= n; k++) {
+        int i = (from->idx + k) % n;
+        if (atomic_load(&p->local[i].n_idle) > 0) {
+            target = i;
+            break;
+        }
+    }
+    struct pool_steal_msg *sm = malloc(sizeof(*sm));
+    if (!sm) {
+        return; /* the next release or close serves the queue */
+    }
+    sm->msg.fn = steal_msg_run;
+    sm->pool = p;
+    sm->hops = hops;
+    pool_worker_post(from->set->workers[target], &sm->msg);
 }
 
 enum pool_acquire
@@ -324,30 +372,25 @@ pool_acquire(struct pool_worker *w, struct pool *p, struct pool_waiter *wt, stru
         return POOL_GOT_CONN;
     }
     pthread_mutex_lock(&p->mu);
-    if (p->n_open < p->set.max_open && ilist_empty(&p->waiters)) {
+    /* Open a new connection only when nobody is ahead of us and no worker holds an idle one:
+     * a hop through another worker's inbox costs microseconds, a new server connection
+     * milliseconds and a backend. */
+    if (p->n_open < p->set.max_open && ilist_empty(&p->waiters) &&
+        atomic_load(&p->n_idle) == 0) {
         p->n_open++;
         pthread_mutex_unlock(&p->mu);
         return POOL_MUST_CONNECT;
     }
+    bool has_room = p->n_open < p->set.max_open;
     wt->worker = w->idx;
     wt->since_us = mono_now_us();
     ilist_push_tail(&p->waiters, &wt->node);
     atomic_fetch_add(&p->n_waiting, 1);
     pthread_mutex_unlock(&p->mu);
 
-    /* Idle connections on other workers serve us through their inbox. */
-    if (atomic_load(&p->n_idle) > 0) {
-        for (int i = 0; i < w->set->n_workers; i++) {
-            if (i != w->idx && atomic_load(&p->local[i].n_idle) > 0) {
-                struct pool_steal_msg *sm = malloc(sizeof(*sm));
-                if (sm) {
-                    sm->msg.fn = steal_msg_run;
-                    sm->pool = p;
-                    pool_worker_post(w->set->workers[i], &sm->msg);
-                }
-                break;
-            }
-        }
+    /* Pairs with pool_conn_make_idle, which publishes n_idle and then looks at n_waiting. */
+    if (atomic_load(&p->n_idle) > 0 || has_room) {
+        post_serve(w, p, 0);
     }
     return POOL_QUEUED;
 }

@@ -18,6 +18,7 @@ struct pool_grant_msg {
 struct pool_steal_msg {
     struct pool_msg msg;
     struct pool *pool;
+    int hops; /* workers this request has already visited */
 };
 
 /* conn.c: a just-made-idle or just-opened connection goes to the queue or the idle list. */
