@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install the Debian packages that pgmux's build, tests, benchmark and demo need.
+# Idempotent and quiet when everything is present. Needs root (or sudo) only when installing.
+set -euo pipefail
+
+pkgs=(
+  build-essential pkg-config
+  libev-dev libssl-dev libpq-dev libinih-dev libcmocka-dev
+  postgresql-15 postgresql-client-15
+  python3-pytest python3-psycopg python3-psycopg2
+  pgbouncer procps
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian package starts a cluster of its own on 5432; pgmux's harness never uses it.

@@ -1,0 +1,109 @@
+"""CancelRequest: pgmux hands clients its own BackendKeyData and routes a cancel to the server
+connection serving that client, on whichever worker it lives."""
+
+import time
+
+import psycopg
+import psycopg2
+import psycopg2.extensions
+
+import pgwire
+from helpers import Background, wait_for
+
+
+def sleeping(cluster, n=1):
+    """pgmux's server connections running pg_sleep, once there are at least n of them."""
+
+    def probe():
+        rows = [r for r in cluster.server_conns(state="active") if "pg_sleep" in r["query"]]
+        return rows if len(rows) >= n else None
+
+    return wait_for(probe, timeout=10, what=f"{n} server connection(s) in pg_sleep")
+
+
+def test_cancel_psycopg3(cluster, pgmux):
+    px = pgmux(workers=4)
+    with px.connect() as conn:
+        task = Background(conn.execute, "SELECT pg_sleep(30)")
+        sleeping(cluster)
+        t0 = time.monotonic()
+        conn.cancel()
+        err = task.error(timeout=5)
+        elapsed = task.finished_at - t0
+        assert isinstance(err, psycopg.errors.QueryCanceled), err
+        assert elapsed < 1.0, f"cancel took {elapsed:.2f}s"
+        # The session goes on.
+        assert conn.execute("SELECT 'after cancel'").fetchone() == ("after cancel",)
+
+
+def test_cancel_psycopg2(cluster, pgmux):
+    px = pgmux(workers=4)
+    conn = psycopg2.connect(px.dsn())
+    try:
+        conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+        task = Background(conn.cursor().execute, "SELECT pg_sleep(30)")
+        sleeping(cluster)
+        t0 = time.monotonic()
+        conn.cancel()
+        err = task.error(timeout=5)
+        assert isinstance(err, psycopg2.errors.QueryCanceled), err
+        assert task.finished_at - t0 < 1.0
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
+
+
+def test_cancel_reaches_only_its_own_client(cluster, pgmux):
+    """With several clients spread over 4 workers, each cancel stops exactly its own query."""
+    px = pgmux(workers=4)
+    conns = [px.connect() for _ in range(6)]
+    try:
+        tasks = [Background(c.execute, "SELECT pg_sleep(30)") for c in conns]
+        sleeping(cluster, n=len(conns))
+        for i, (c, t) in enumerate(zip(conns, tasks)):
+            t0 = time.monotonic()
+            c.cancel()
+            assert isinstance(t.error(timeout=5), psycopg.errors.QueryCanceled)
+            assert t.finished_at - t0 < 1.0
+            # Everyone after i is still running.
+            assert all(not other.done() for other in tasks[i + 1 :]), f"cancel {i} hit others"
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_backend_key_is_pgmux_own(cluster, pgmux):
+    """The BackendKeyData a client gets is pgmux's, not the server backend's: a cancel must go
+    through pgmux, which knows the current server connection."""
+    px = pgmux()
+    with px.connect() as conn:
+        server_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert conn.info.backend_pid != server_pid
+
+
+def test_cancel_with_wrong_key_is_ignored(cluster, pgmux):
+    """A CancelRequest with a key pgmux never issued cancels nothing."""
+    px = pgmux()
+    c = pgwire.connect(px.port, "app", "appdb", "app-secret")
+    try:
+        pid, key = c.backend_key
+        c.send(pgwire.query_message("SELECT pg_sleep(1.5), 'done'"))
+        sleeping(cluster)
+        for bad in ((pid, key ^ 0x5A5A5A5A), (pid + 1, key), (0, 0)):
+            s = pgwire.RawConn(px.port)
+            s.send(pgwire.cancel_request(*bad))
+            assert s.read_until_eof(timeout=5) == b""  # pgmux answers nothing, closes
+        rows, error = [], None
+        while True:
+            t, payload = c.recv_msg()
+            if t == b"D":
+                rows.append(t)
+            elif t == b"E":
+                error = pgwire.parse_error_fields(payload)
+            elif t == b"Z":
+                break
+        assert error is None and len(rows) == 1, error
+    finally:
+        c.terminate()
