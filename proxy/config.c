@@ -5,8 +5,10 @@
  * What it does: reads the whole ini file, hands it to inih one physical line at a time through
  * ini_parse_stream, checks every key against a table, then checks the rules that span keys
  * (pool limits, one primary, auth_file needed), then reads the auth_file (PgBouncer's
- * userlist.txt format). Every problem is collected, one line each, "FILE:LINE: key: reason";
- * nothing stops at the first error, so a user fixes a file in one pass.
+ * userlist.txt format). [node.NAME], [database.NAME] and [user.NAME] sections have their own
+ * small setters; cfg_pool_mode_for applies the [user.NAME] > [database.NAME] > [pool] order. Every
+ * problem is collected, one line each, "FILE:LINE: key: reason"; nothing stops at the first error,
+ * so a user fixes a file in one pass.
  *
  * What it deliberately does not do: resolve host names (that would block, and DNS belongs to
  * the monitor thread, CONVENTIONS 6.9: a node's host is stored as written), open sockets, or
@@ -42,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,6 +58,7 @@
 #define CFG_AUTH_MAX_BYTES      (64 * 1024 * 1024) /* room for about a million users */
 #define CFG_ERR_LINE_MAX        512                /* one formatted error line */
 #define CFG_NODE_NAME_MAX       63
+#define CFG_PG_NAME_MAX         63 /* PostgreSQL's NAMEDATALEN - 1: longest database/user name */
 #define CFG_DURATION_MAX_MS     (366LL * 24 * 3600 * 1000) /* a year: catches unit mistakes */
 #define CFG_MSG_SIZE_MIN        1024
 #define CFG_MSG_SIZE_MAX        1073741823 /* PostgreSQL's MaxAllocSize - 1: 1 GB - 1 */
@@ -67,6 +71,18 @@
 static const char *const pool_mode_names[] = { "session", "transaction", "statement" };
 static const char *const auth_names[] = { "trust", "md5", "scram-sha-256" };
 static const char *const role_names[] = { "auto", "primary", "replica" };
+static const char *const bool_true_names[] = { "on", "true", "yes", "1" };
+static const char *const bool_false_names[] = { "off", "false", "no", "0" };
+
+/*
+ * Parameters always followed through ParameterStatus and replayed in transaction and statement
+ * mode: the ones drivers set at startup or with SET and that the server reports (GUC_REPORT).
+ * track_parameters adds to this list; it cannot remove from it.
+ */
+static const char *const tracked_params_builtin[] = {
+    "client_encoding",  "DateStyle",   "TimeZone", "IntervalStyle", "standard_conforming_strings",
+    "application_name", "search_path",
+};
 
 const char *
 cfg_pool_mode_name(enum cfg_pool_mode m)
@@ -95,6 +111,8 @@ enum sect_kind {
     SECT_PGMUX,
     SECT_POOL,
     SECT_NODE,
+    SECT_DATABASE, /* [database.NAME] */
+    SECT_USER,     /* [user.NAME] */
 };
 
 enum key_type {
@@ -104,6 +122,7 @@ enum key_type {
     KT_DURATION, /* cfg_parse_duration_ms, in [min, max] ms */
     KT_SIZE,     /* bytes with optional kB/MB/GB, in [min, max] */
     KT_LIST,     /* comma-separated names */
+    KT_BOOL,     /* on/off, true/false, yes/no, 1/0 (any case) into a bool */
     KT_SPECIAL,  /* enums and warm_pools: handled by key id */
 };
 
@@ -131,6 +150,9 @@ enum key_id {
     K_CONN_MAX_LIFETIME,
     K_CONN_MAX_IDLE_TIME,
     K_WARM_POOLS,
+    K_MAX_PREPARED_STATEMENTS,
+    K_TRACK_PARAMETERS,
+    K_PIN_SESSION_STATE,
     K__COUNT,
 };
 
@@ -138,7 +160,7 @@ struct key_def {
     const char *name;
     enum sect_kind sect;
     enum key_type type;
-    size_t off;   /* field in struct cfg (int, int64_t, uint32_t or char * by type) */
+    size_t off;   /* field in struct cfg (int, int64_t, uint32_t, bool or char * by type) */
     size_t n_off; /* KT_LIST: the count field */
     int64_t min;
     int64_t max;
@@ -182,6 +204,11 @@ static const struct key_def key_defs[K__COUNT] = {
     [K_CONN_MAX_IDLE_TIME] = { "conn_max_idle_time", SECT_POOL, KT_DURATION,
                                F(conn_max_idle_time_ms), 0, 0, CFG_DURATION_MAX_MS },
     [K_WARM_POOLS] = { "warm_pools", SECT_POOL, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_MAX_PREPARED_STATEMENTS] = { "max_prepared_statements", SECT_POOL, KT_INT,
+                                    F(max_prepared_statements), 0, 0, 100000 },
+    [K_TRACK_PARAMETERS] = { "track_parameters", SECT_POOL, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_PIN_SESSION_STATE] = { "pin_session_state", SECT_POOL, KT_BOOL, F(pin_session_state), 0, 0,
+                              0 },
 };
 
 #undef F
@@ -209,6 +236,16 @@ struct auth_entry {
     int line;
 };
 
+/*
+ * Parse-side view of one kind of override section ([database.NAME] or [user.NAME]): the
+ * array lives in struct cfg, the capacity and the line each section set pool_mode on here.
+ */
+struct override_list {
+    const char *kind; /* "database" or "user", for messages */
+    int cap;
+    int *pool_mode_line; /* parallel to the cfg array; 0 = pool_mode not set yet */
+};
+
 struct cfg_parse {
     struct cfg *c;
     const char *path; /* the ini file, for messages */
@@ -227,6 +264,9 @@ struct cfg_parse {
     bool bad[K__COUNT];      /* the key's value was refused: skip rules that depend on it */
     struct node_seen *nseen; /* parallel to c->nodes */
     int nodes_cap;
+    int ovr_idx;                /* SECT_DATABASE, SECT_USER: index into that override array */
+    struct override_list dbs;   /* [database.NAME] */
+    struct override_list users; /* [user.NAME] */
 
     /* collected errors */
     char *errs;
@@ -510,6 +550,18 @@ enum_lookup(const char *value, const char *const *names, size_t n)
     return -1;
 }
 
+/* Booleans follow PostgreSQL, which accepts them in any case. */
+static int
+enum_lookup_nocase(const char *value, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(value, names[i]) == 0) {
+            return (int) i;
+        }
+    }
+    return -1;
+}
+
 static void
 err_bad_enum(struct cfg_parse *p, const char *key, const char *value, const char *const *names,
              size_t n)
@@ -613,6 +665,82 @@ set_warm_pools(struct cfg_parse *p, const char *key, const char *value)
     c->n_warm_pools = k;
 }
 
+/*
+ * A parameter name as PostgreSQL spells GUCs, custom ones ("myapp.tenant") included:
+ * [A-Za-z_][A-Za-z0-9_.]*. Anything else could never arrive in a ParameterStatus, and would be
+ * spliced into a SET when replayed, so it is refused here rather than quoted later.
+ */
+static bool
+param_name_ok(const char *s)
+{
+    if (!isalpha((unsigned char) *s) && *s != '_') {
+        return false;
+    }
+    for (s++; *s != '\0'; s++) {
+        if (!isalnum((unsigned char) *s) && *s != '_' && *s != '.') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool
+param_builtin(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_LEN(tracked_params_builtin); i++) {
+        if (strcasecmp(name, tracked_params_builtin[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * track_parameters: every name checked; built-in names and repeats (compared case-insensitively,
+ * as PostgreSQL does) are dropped, since tracking a parameter twice changes nothing.
+ */
+static void
+set_track_parameters(struct cfg_parse *p, const char *key, const char *value)
+{
+    struct cfg *c = p->c;
+    char **items;
+    int n;
+    if (!split_list(p, value, &items, &n)) {
+        return;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        bool drop = false;
+        if (!param_name_ok(items[i])) {
+            ERR(p, p->lineno, key,
+                "'%s' is not a parameter name (letters, digits, '_' and '.', starting with a "
+                "letter or '_')",
+                items[i]);
+            drop = true;
+        } else if (param_builtin(items[i])) {
+            drop = true;
+        } else {
+            for (int j = 0; j < k; j++) {
+                if (strcasecmp(items[j], items[i]) == 0) {
+                    drop = true;
+                    break;
+                }
+            }
+        }
+        if (drop) {
+            free(items[i]);
+        } else {
+            items[k++] = items[i];
+        }
+    }
+    free_list(c->track_parameters, c->n_track_parameters);
+    c->track_parameters = k ? items : NULL;
+    c->n_track_parameters = k;
+    if (k == 0) {
+        free(items);
+    }
+}
+
 static void
 set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *value)
 {
@@ -643,15 +771,15 @@ set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *va
         v = enum_lookup(value, pool_mode_names, ARRAY_LEN(pool_mode_names));
         if (v < 0) {
             err_bad_enum(p, key, value, pool_mode_names, ARRAY_LEN(pool_mode_names));
-        } else if (v != CFG_POOL_SESSION) {
-            /* TODO(config): accept transaction and statement once the relay supports them */
-            ERR(p, p->lineno, key, "pool_mode '%s' is not supported yet", value);
         } else {
             c->pool_mode = (enum cfg_pool_mode) v;
         }
         break;
     case K_WARM_POOLS:
         set_warm_pools(p, key, value);
+        break;
+    case K_TRACK_PARAMETERS:
+        set_track_parameters(p, key, value);
         break;
     default:
         ASSERT(!"unhandled special key");
@@ -728,6 +856,16 @@ set_key(struct cfg_parse *p, enum key_id id, const char *key, const char *value)
         }
         return;
     }
+    case KT_BOOL:
+        if (enum_lookup_nocase(value, bool_true_names, ARRAY_LEN(bool_true_names)) >= 0) {
+            *(bool *) (void *) (base + d->off) = true;
+        } else if (enum_lookup_nocase(value, bool_false_names, ARRAY_LEN(bool_false_names)) >= 0) {
+            *(bool *) (void *) (base + d->off) = false;
+        } else {
+            ERR(p, p->lineno, key, "'%s' is not a boolean (on, off, true, false, yes, no, 1, 0)",
+                value);
+        }
+        return;
     case KT_SPECIAL:
         set_special(p, id, key, value);
         return;
@@ -793,6 +931,35 @@ set_node_key(struct cfg_parse *p, const char *key, const char *value)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* [database.NAME] and [user.NAME] keys                                                      */
+
+static void
+set_override_key(struct cfg_parse *p, const char *key, const char *value)
+{
+    bool is_db = p->sect == SECT_DATABASE;
+    struct override_list *ol = is_db ? &p->dbs : &p->users;
+    struct cfg_override *o =
+        is_db ? &p->c->db_overrides[p->ovr_idx] : &p->c->user_overrides[p->ovr_idx];
+    if (strcmp(key, "pool_mode") != 0) {
+        ERR(p, p->lineno, key, "unknown key in [%s.%s] (expected pool_mode)", ol->kind, o->name);
+        return;
+    }
+    int *seen = &ol->pool_mode_line[p->ovr_idx];
+    if (*seen != 0) {
+        ERR(p, p->lineno, key, "duplicate key (first set on line %d)", *seen);
+        return;
+    }
+    *seen = p->lineno;
+    int v = enum_lookup(value, pool_mode_names, ARRAY_LEN(pool_mode_names));
+    if (v < 0) {
+        err_bad_enum(p, key, value, pool_mode_names, ARRAY_LEN(pool_mode_names));
+        return;
+    }
+    o->pool_mode = (enum cfg_pool_mode) v;
+    o->has_pool_mode = true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Sections and the inih callbacks                                                           */
 
 static bool
@@ -809,6 +976,73 @@ node_name_ok(const char *name)
         }
     }
     return true;
+}
+
+/* A PostgreSQL database or user name in a section header: 1..63 letters, digits, _ - . */
+static bool
+pg_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > CFG_PG_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char) name[i];
+        if (!isalnum(ch) && ch != '_' && ch != '-' && ch != '.') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Start a [database.NAME] (is_db) or [user.NAME] section. */
+static void
+override_begin(struct cfg_parse *p, bool is_db, const char *name, const char *label, int line)
+{
+    struct cfg *c = p->c;
+    struct override_list *ol = is_db ? &p->dbs : &p->users;
+    struct cfg_override **arr = is_db ? &c->db_overrides : &c->user_overrides;
+    int *n = is_db ? &c->n_db_overrides : &c->n_user_overrides;
+    if (!pg_name_ok(name)) {
+        ERR(p, line, label, "%s name must be 1..%d letters, digits, '_', '-' or '.'", ol->kind,
+            CFG_PG_NAME_MAX);
+        return;
+    }
+    for (int i = 0; i < *n; i++) {
+        if (strcmp((*arr)[i].name, name) == 0) {
+            ERR(p, line, label, "duplicate section (first on line %d)", (*arr)[i].line);
+            return;
+        }
+    }
+    if (*n == ol->cap) {
+        int cap = ol->cap ? ol->cap * 2 : 4;
+        struct cfg_override *na = realloc(*arr, sizeof *na * (size_t) cap);
+        if (na == NULL) {
+            p->oom = true;
+            return;
+        }
+        *arr = na;
+        int *nl = realloc(ol->pool_mode_line, sizeof *nl * (size_t) cap);
+        if (nl == NULL) {
+            p->oom = true;
+            return;
+        }
+        ol->pool_mode_line = nl;
+        ol->cap = cap;
+    }
+    char *dn = dup_str(p, name, strlen(name));
+    if (dn == NULL) {
+        return;
+    }
+    (*arr)[*n] = (struct cfg_override){
+        .name = dn,
+        .pool_mode = CFG_POOL_SESSION,
+        .has_pool_mode = false,
+        .line = line,
+    };
+    ol->pool_mode_line[*n] = 0;
+    p->ovr_idx = (*n)++;
+    p->sect = is_db ? SECT_DATABASE : SECT_USER;
 }
 
 static void
@@ -828,8 +1062,18 @@ section_begin(struct cfg_parse *p, const char *name, int line)
         p->sect = is_pgmux ? SECT_PGMUX : SECT_POOL;
         return;
     }
+    if (strncmp(name, "database.", 9) == 0) {
+        override_begin(p, true, name + 9, label, line);
+        return;
+    }
+    if (strncmp(name, "user.", 5) == 0) {
+        override_begin(p, false, name + 5, label, line);
+        return;
+    }
     if (strncmp(name, "node.", 5) != 0) {
-        ERR(p, line, label, "unknown section (expected [pgmux], [pool] or [node.NAME])");
+        ERR(p, line, label,
+            "unknown section (expected [pgmux], [pool], [node.NAME], [database.NAME] or "
+            "[user.NAME])");
         return;
     }
     const char *nn = name + 5;
@@ -1027,6 +1271,10 @@ ini_key_handler(void *user, const char *section, const char *name, const char *v
     }
     if (p->sect == SECT_NODE) {
         set_node_key(p, name, value);
+        return 1;
+    }
+    if (p->sect == SECT_DATABASE || p->sect == SECT_USER) {
+        set_override_key(p, name, value);
         return 1;
     }
     for (int id = 0; id < K__COUNT; id++) {
@@ -1377,6 +1625,15 @@ cfg_free(struct cfg *c)
         free(c->warm_pools[i].database);
     }
     free(c->warm_pools);
+    free_list(c->track_parameters, c->n_track_parameters);
+    for (int i = 0; i < c->n_db_overrides; i++) {
+        free(c->db_overrides[i].name);
+    }
+    free(c->db_overrides);
+    for (int i = 0; i < c->n_user_overrides; i++) {
+        free(c->user_overrides[i].name);
+    }
+    free(c->user_overrides);
     for (int i = 0; i < c->n_nodes; i++) {
         free(c->nodes[i].name);
         free(c->nodes[i].host);
@@ -1419,6 +1676,8 @@ cfg_new_defaults(const char *path)
     c->min_idle_conns = 0;
     c->conn_max_lifetime_ms = 3600 * 1000;
     c->conn_max_idle_time_ms = 600 * 1000;
+    c->max_prepared_statements = 100;
+    c->pin_session_state = true;
     if (c->path == NULL || c->listen_addr == NULL || c->server_reset_query == NULL) {
         cfg_free(c);
         return NULL;
@@ -1463,7 +1722,11 @@ cfg_load(const char *path, struct cfg **out, char *err, size_t errlen)
     if (err != NULL && errlen > 0) {
         err[0] = '\0';
     }
-    struct cfg_parse p = { .path = path };
+    struct cfg_parse p = {
+        .path = path,
+        .dbs = { .kind = "database" },
+        .users = { .kind = "user" },
+    };
     char *text = NULL;
     size_t text_len = 0;
     p.c = cfg_new_defaults(path);
@@ -1491,6 +1754,8 @@ cfg_load(const char *path, struct cfg **out, char *err, size_t errlen)
 done:
     free(text);
     free(p.nseen);
+    free(p.dbs.pool_mode_line);
+    free(p.users.pool_mode_line);
     if (p.oom || p.n_errs > 0) {
         err_export(&p, err, errlen);
         free(p.errs);
@@ -1533,4 +1798,47 @@ cfg_user_find(const struct cfg *c, const char *name)
         return NULL;
     }
     return bsearch(name, c->users, (size_t) c->n_users, sizeof *c->users, user_key_cmp);
+}
+
+/* Linear: a handful of sections, looked up once per client login. NULL name matches none. */
+static const struct cfg_override *
+override_find(const struct cfg_override *arr, int n, const char *name)
+{
+    if (name == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        if (strcmp(arr[i].name, name) == 0) {
+            return &arr[i];
+        }
+    }
+    return NULL;
+}
+
+enum cfg_pool_mode
+cfg_pool_mode_for(const struct cfg *c, const char *database, const char *user)
+{
+    const struct cfg_override *o = override_find(c->user_overrides, c->n_user_overrides, user);
+    if (o != NULL && o->has_pool_mode) {
+        return o->pool_mode;
+    }
+    o = override_find(c->db_overrides, c->n_db_overrides, database);
+    if (o != NULL && o->has_pool_mode) {
+        return o->pool_mode;
+    }
+    return c->pool_mode;
+}
+
+bool
+cfg_param_tracked(const struct cfg *c, const char *name)
+{
+    if (param_builtin(name)) {
+        return true;
+    }
+    for (int i = 0; i < c->n_track_parameters; i++) {
+        if (strcasecmp(name, c->track_parameters[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
 }

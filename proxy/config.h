@@ -55,6 +55,18 @@ struct cfg_warm_pool {
     char *database;
 };
 
+/*
+ * One [database.NAME] or [user.NAME] section: settings that replace [pool]'s for clients
+ * connecting to that database or as that user. Precedence: user, then database, then [pool]
+ * (cfg_pool_mode_for).
+ */
+struct cfg_override {
+    char *name;                   /* the database or user name, exact (case-sensitive) */
+    enum cfg_pool_mode pool_mode; /* meaningful only when has_pool_mode */
+    bool has_pool_mode;           /* the section set pool_mode */
+    int line;                     /* line of the section header, for messages */
+};
+
 struct cfg {
     atomic_int refs;
     char *path; /* the ini file as given */
@@ -89,6 +101,19 @@ struct cfg {
     struct cfg_warm_pool
         *warm_pools; /* "user@database, ..." pools kept at min_idle_conns from start */
     int n_warm_pools;
+    int max_prepared_statements; /* 100; per server connection cache in transaction and
+                                    statement mode, 0..100000; 0 = named statements refused */
+    char **track_parameters;     /* extra parameters followed and replayed, beyond the built-in
+                                    list (cfg_param_tracked); no repeats, no built-in names */
+    int n_track_parameters;
+    bool pin_session_state; /* on: session state (LISTEN, WITH HOLD, ...) pins the client to its
+                               server connection; off: such statements are refused */
+
+    /* [database.NAME] and [user.NAME] sections, each in file order, names unique */
+    struct cfg_override *db_overrides;
+    int n_db_overrides;
+    struct cfg_override *user_overrides;
+    int n_user_overrides;
 
     /* [node.NAME] sections, in file order */
     struct cfg_node *nodes;
@@ -115,6 +140,21 @@ void cfg_unref(struct cfg *c);
 
 /** The auth_file entry for name, or NULL. */
 const struct cfg_user *cfg_user_find(const struct cfg *c, const char *name);
+
+/**
+ * The pool mode for a client of database as user: the [user.NAME] section's pool_mode if it
+ * sets one, else the [database.NAME] section's, else [pool]'s. database or user may be NULL
+ * (no section matches it). Pure; any thread.
+ */
+enum cfg_pool_mode cfg_pool_mode_for(const struct cfg *c, const char *database, const char *user);
+
+/**
+ * Whether ParameterStatus for name is followed and replayed in transaction and statement mode:
+ * true for the built-in list (client_encoding, DateStyle, TimeZone, IntervalStyle,
+ * standard_conforming_strings, application_name, search_path) and for track_parameters.
+ * Compared case-insensitively, as PostgreSQL compares parameter names. Pure; any thread.
+ */
+bool cfg_param_tracked(const struct cfg *c, const char *name);
 
 /** Parse a duration: "250ms", "30s", "5m", "1h", or a bare number of seconds. -1 if invalid. */
 int64_t cfg_parse_duration_ms(const char *s);

@@ -163,6 +163,9 @@ test_full_valid(void **state)
                       "    conn_max_lifetime = 1h\n"
                       "    conn_max_idle_time = 0\n"
                       "    warm_pools = alice@app, app@azure@y\n"
+                      "    max_prepared_statements = 250\n"
+                      "    track_parameters = statement_timeout, myapp.tenant\n"
+                      "    pin_session_state = off\n"
                       "\n"
                       "[node.primary-1]\n"
                       "host = 10.0.0.1\n"
@@ -210,6 +213,13 @@ test_full_valid(void **state)
     assert_string_equal(c->warm_pools[0].database, "app");
     assert_string_equal(c->warm_pools[1].user, "app@azure");
     assert_string_equal(c->warm_pools[1].database, "y");
+    assert_int_equal(c->max_prepared_statements, 250);
+    assert_int_equal(c->n_track_parameters, 2);
+    assert_string_equal(c->track_parameters[0], "statement_timeout");
+    assert_string_equal(c->track_parameters[1], "myapp.tenant");
+    assert_false(c->pin_session_state);
+    assert_int_equal(c->n_db_overrides, 0);
+    assert_int_equal(c->n_user_overrides, 0);
 
     assert_int_equal(c->n_nodes, 2);
     assert_string_equal(c->nodes[0].name, "primary-1");
@@ -217,13 +227,13 @@ test_full_valid(void **state)
     assert_int_equal(c->nodes[0].port, 5433);
     assert_int_equal(c->nodes[0].role, CFG_ROLE_PRIMARY);
     assert_int_equal(c->nodes[0].weight, 0);
-    assert_int_equal(c->nodes[0].line, 29);
+    assert_int_equal(c->nodes[0].line, 32);
     assert_string_equal(c->nodes[1].name, "r_2");
     assert_string_equal(c->nodes[1].host, "db2.example");
     assert_int_equal(c->nodes[1].port, 5432);
     assert_int_equal(c->nodes[1].role, CFG_ROLE_REPLICA);
     assert_int_equal(c->nodes[1].weight, 1000);
-    assert_int_equal(c->nodes[1].line, 34);
+    assert_int_equal(c->nodes[1].line, 37);
 
     assert_int_equal(c->n_users, 5);
     assert_string_equal(cfg_user_find(c, "app@azure")->secret, "pw");
@@ -276,6 +286,15 @@ test_defaults(void **state)
     assert_int_equal(c->conn_max_lifetime_ms, 3600000);
     assert_int_equal(c->conn_max_idle_time_ms, 600000);
     assert_int_equal(c->n_warm_pools, 0);
+    assert_int_equal(c->max_prepared_statements, 100);
+    assert_int_equal(c->n_track_parameters, 0);
+    assert_null(c->track_parameters);
+    assert_true(c->pin_session_state);
+    assert_int_equal(c->n_db_overrides, 0);
+    assert_null(c->db_overrides);
+    assert_int_equal(c->n_user_overrides, 0);
+    assert_null(c->user_overrides);
+    assert_int_equal(cfg_pool_mode_for(c, "db", "u"), CFG_POOL_SESSION);
     assert_int_equal(c->n_nodes, 1);
     assert_string_equal(c->nodes[0].name, "a");
     assert_int_equal(c->nodes[0].port, 5432);
@@ -608,13 +627,333 @@ test_crlf_bom_and_comments(void **state)
 }
 
 static void
-test_unsupported_pool_mode(void **state)
+test_pool_mode_values(void **state)
 {
     (void) state;
-    expect_fail("[pgmux]\nauth_type = trust\n[pool]\npool_mode = transaction\n" NODE_A, 1);
-    expect_line(ini_path, 4, "pool_mode: pool_mode 'transaction' is not supported yet");
-    expect_fail("[pgmux]\nauth_type = trust\n[pool]\npool_mode = statement\n" NODE_A, 1);
-    expect_line(ini_path, 4, "pool_mode: pool_mode 'statement' is not supported yet");
+    static const struct {
+        const char *text;
+        enum cfg_pool_mode mode;
+    } cases[] = {
+        { "session", CFG_POOL_SESSION },
+        { "transaction", CFG_POOL_TRANSACTION },
+        { "statement", CFG_POOL_STATEMENT },
+        { "\"transaction\"", CFG_POOL_TRANSACTION },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "[pgmux]\nauth_type = trust\n[pool]\npool_mode = %s\n" NODE_A,
+                 cases[i].text);
+        struct cfg *c = NULL;
+        if (load_text(text, &c) != 0) {
+            fail_msg("%s: %s", cases[i].text, err);
+        }
+        assert_int_equal(c->pool_mode, cases[i].mode);
+        assert_int_equal(cfg_pool_mode_for(c, "any", "one"), cases[i].mode);
+        cfg_unref(c);
+        teardown(NULL);
+    }
+    /* enum values are case-sensitive, like the other enums */
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\npool_mode = Transaction\n" NODE_A, 1);
+    expect_line(ini_path, 4,
+                "pool_mode: 'Transaction' is not one of: session, transaction, statement");
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\npool_mode =\n" NODE_A, 1);
+    expect_line(ini_path, 4, "pool_mode: '' is not one of");
+}
+
+static void
+test_max_prepared_statements(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    assert_int_equal(
+        load_text("[pgmux]\nauth_type = trust\n[pool]\nmax_prepared_statements = 0\n" NODE_A, &c),
+        0);
+    assert_int_equal(c->max_prepared_statements, 0);
+    cfg_unref(c);
+    assert_int_equal(
+        load_text("[pgmux]\nauth_type = trust\n[pool]\nmax_prepared_statements = 100000\n" NODE_A,
+                  &c),
+        0);
+    assert_int_equal(c->max_prepared_statements, 100000);
+    cfg_unref(c);
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\nmax_prepared_statements = 100001\n" NODE_A, 1);
+    expect_line(ini_path, 4, "max_prepared_statements: 100001 is out of range 0..100000");
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\nmax_prepared_statements = -1\n" NODE_A, 1);
+    expect_line(ini_path, 4, "max_prepared_statements: -1 is out of range 0..100000");
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\nmax_prepared_statements = lots\n" NODE_A, 1);
+    expect_line(ini_path, 4, "max_prepared_statements: 'lots' is not an integer");
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\nmax_prepared_statements = 1\n"
+                "max_prepared_statements = 2\n" NODE_A,
+                1);
+    expect_line(ini_path, 5, "max_prepared_statements: duplicate key (first set on line 4)");
+    /* a [pool] key, not a [pgmux] one */
+    expect_fail("[pgmux]\nauth_type = trust\nmax_prepared_statements = 5\n" NODE_A, 1);
+    expect_line(ini_path, 3, "max_prepared_statements: unknown key in [pgmux]");
+}
+
+static void
+test_track_parameters(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    /* built-in names and repeats (any case) are dropped: tracking twice changes nothing */
+    int rc = load_text("[pgmux]\nauth_type = trust\n[pool]\n"
+                       "track_parameters = statement_timeout , myapp.tenant_id,_x9, search_path,"
+                       " DATESTYLE, Statement_Timeout, ,lock_timeout\n" NODE_A,
+                       &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->n_track_parameters, 4);
+    assert_string_equal(c->track_parameters[0], "statement_timeout");
+    assert_string_equal(c->track_parameters[1], "myapp.tenant_id");
+    assert_string_equal(c->track_parameters[2], "_x9");
+    assert_string_equal(c->track_parameters[3], "lock_timeout");
+    assert_true(cfg_param_tracked(c, "statement_timeout"));
+    assert_true(cfg_param_tracked(c, "STATEMENT_TIMEOUT"));
+    assert_true(cfg_param_tracked(c, "myapp.tenant_id"));
+    assert_true(cfg_param_tracked(c, "lock_timeout"));
+    assert_true(cfg_param_tracked(c, "DateStyle"));
+    assert_false(cfg_param_tracked(c, "work_mem"));
+    assert_false(cfg_param_tracked(c, "myapp"));
+    cfg_unref(c);
+
+    /* only built-ins, or empty: nothing extra stored */
+    rc = load_text("[pgmux]\nauth_type = trust\n[pool]\ntrack_parameters = TimeZone\n" NODE_A, &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->n_track_parameters, 0);
+    assert_null(c->track_parameters);
+    cfg_unref(c);
+    rc = load_text("[pgmux]\nauth_type = trust\n[pool]\ntrack_parameters = \"\"\n" NODE_A, &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->n_track_parameters, 0);
+    /* the built-in list is tracked with no track_parameters at all */
+    static const char *const builtin[] = {
+        "client_encoding",
+        "DateStyle",
+        "TimeZone",
+        "IntervalStyle",
+        "standard_conforming_strings",
+        "application_name",
+        "search_path",
+        "datestyle",
+        "timezone",
+    };
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
+        assert_true(cfg_param_tracked(c, builtin[i]));
+    }
+    assert_false(cfg_param_tracked(c, "statement_timeout"));
+    assert_false(cfg_param_tracked(c, ""));
+    cfg_unref(c);
+
+    /* every bad name reported, each on the key's line */
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\n"
+                "track_parameters = ok_one, 9lives, .dot, a-b, two words, x;y, \"q\"\n" NODE_A,
+                6);
+    expect_line(ini_path, 4, "track_parameters: '9lives' is not a parameter name");
+    expect_line(ini_path, 4, "track_parameters: '.dot' is not a parameter name");
+    expect_line(ini_path, 4, "track_parameters: 'a-b' is not a parameter name");
+    expect_line(ini_path, 4, "track_parameters: 'two words' is not a parameter name");
+    expect_line(ini_path, 4, "track_parameters: 'x;y' is not a parameter name");
+    expect_line(ini_path, 4, "track_parameters: '\"q\"' is not a parameter name");
+}
+
+static void
+test_pin_session_state(void **state)
+{
+    (void) state;
+    static const struct {
+        const char *text;
+        bool value;
+    } cases[] = {
+        { "on", true },  { "off", false }, { "true", true },    { "false", false },
+        { "yes", true }, { "no", false },  { "1", true },       { "0", false },
+        { "ON", true },  { "Off", false }, { "\"no\"", false },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text,
+                 "[pgmux]\nauth_type = trust\n[pool]\npin_session_state = %s\n" NODE_A,
+                 cases[i].text);
+        struct cfg *c = NULL;
+        if (load_text(text, &c) != 0) {
+            fail_msg("%s: %s", cases[i].text, err);
+        }
+        if (c->pin_session_state != cases[i].value) {
+            fail_msg("pin_session_state = %s read as %d", cases[i].text, c->pin_session_state);
+        }
+        cfg_unref(c);
+        teardown(NULL); /* at most 8 files per test */
+    }
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\npin_session_state = maybe\n" NODE_A, 1);
+    expect_line(
+        ini_path, 4,
+        "pin_session_state: 'maybe' is not a boolean (on, off, true, false, yes, no, 1, 0)");
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\npin_session_state =\n" NODE_A, 1);
+    expect_line(ini_path, 4, "pin_session_state: '' is not a boolean");
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\npin_session_state = 2\n" NODE_A, 1);
+    expect_line(ini_path, 4, "pin_session_state: '2' is not a boolean");
+}
+
+static void
+test_overrides(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    int rc = load_text("[pgmux]\nauth_type = trust\n"
+                       "[pool]\npool_mode = transaction\n"
+                       "[database.reports]\npool_mode = session\n"
+                       "[user.batch]\npool_mode = statement\n"
+                       "[database.my-app.v2_db]\n"
+                       "[user.Admin.1]\npool_mode = session ; comment\n"
+                       "[database.x]\npool_mode = statement\n" NODE_A,
+                       &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->pool_mode, CFG_POOL_TRANSACTION);
+    assert_int_equal(c->n_db_overrides, 3);
+    assert_string_equal(c->db_overrides[0].name, "reports");
+    assert_true(c->db_overrides[0].has_pool_mode);
+    assert_int_equal(c->db_overrides[0].pool_mode, CFG_POOL_SESSION);
+    assert_int_equal(c->db_overrides[0].line, 5);
+    assert_string_equal(c->db_overrides[1].name, "my-app.v2_db");
+    assert_false(c->db_overrides[1].has_pool_mode);
+    assert_int_equal(c->db_overrides[1].line, 9);
+    assert_string_equal(c->db_overrides[2].name, "x");
+    assert_int_equal(c->db_overrides[2].pool_mode, CFG_POOL_STATEMENT);
+    assert_int_equal(c->db_overrides[2].line, 12);
+    assert_int_equal(c->n_user_overrides, 2);
+    assert_string_equal(c->user_overrides[0].name, "batch");
+    assert_true(c->user_overrides[0].has_pool_mode);
+    assert_int_equal(c->user_overrides[0].pool_mode, CFG_POOL_STATEMENT);
+    assert_int_equal(c->user_overrides[0].line, 7);
+    assert_string_equal(c->user_overrides[1].name, "Admin.1");
+    assert_int_equal(c->user_overrides[1].pool_mode, CFG_POOL_SESSION);
+    assert_int_equal(c->user_overrides[1].line, 10);
+    assert_int_equal(c->n_nodes, 1);
+    cfg_unref(c);
+}
+
+static void
+test_pool_mode_for_precedence(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    int rc = load_text("[pgmux]\nauth_type = trust\n"
+                       "[pool]\npool_mode = transaction\n"
+                       "[database.reports]\npool_mode = session\n"
+                       "[database.fast]\npool_mode = statement\n"
+                       "[database.plain]\n"
+                       "[user.batch]\npool_mode = statement\n"
+                       "[user.admin]\npool_mode = session\n"
+                       "[user.nobody]\n" NODE_A,
+                       &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    /* neither section: [pool] */
+    assert_int_equal(cfg_pool_mode_for(c, "app", "alice"), CFG_POOL_TRANSACTION);
+    /* database section only */
+    assert_int_equal(cfg_pool_mode_for(c, "reports", "alice"), CFG_POOL_SESSION);
+    assert_int_equal(cfg_pool_mode_for(c, "fast", "alice"), CFG_POOL_STATEMENT);
+    /* user section only */
+    assert_int_equal(cfg_pool_mode_for(c, "app", "batch"), CFG_POOL_STATEMENT);
+    assert_int_equal(cfg_pool_mode_for(c, "app", "admin"), CFG_POOL_SESSION);
+    /* both: the user section wins */
+    assert_int_equal(cfg_pool_mode_for(c, "reports", "batch"), CFG_POOL_STATEMENT);
+    assert_int_equal(cfg_pool_mode_for(c, "fast", "admin"), CFG_POOL_SESSION);
+    /* a section without pool_mode passes the decision on */
+    assert_int_equal(cfg_pool_mode_for(c, "plain", "alice"), CFG_POOL_TRANSACTION);
+    assert_int_equal(cfg_pool_mode_for(c, "reports", "nobody"), CFG_POOL_SESSION);
+    assert_int_equal(cfg_pool_mode_for(c, "plain", "nobody"), CFG_POOL_TRANSACTION);
+    /* names are exact: case-sensitive, no prefixes, database and user names kept apart */
+    assert_int_equal(cfg_pool_mode_for(c, "Reports", "Batch"), CFG_POOL_TRANSACTION);
+    assert_int_equal(cfg_pool_mode_for(c, "report", "batc"), CFG_POOL_TRANSACTION);
+    assert_int_equal(cfg_pool_mode_for(c, "batch", "reports"), CFG_POOL_TRANSACTION);
+    /* NULL matches no section */
+    assert_int_equal(cfg_pool_mode_for(c, NULL, NULL), CFG_POOL_TRANSACTION);
+    assert_int_equal(cfg_pool_mode_for(c, "reports", NULL), CFG_POOL_SESSION);
+    assert_int_equal(cfg_pool_mode_for(c, NULL, "batch"), CFG_POOL_STATEMENT);
+    cfg_unref(c);
+
+    /* with [pool] left at its default */
+    rc = load_text("[pgmux]\nauth_type = trust\n[user.t]\npool_mode = transaction\n" NODE_A, &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(cfg_pool_mode_for(c, "db", "t"), CFG_POOL_TRANSACTION);
+    assert_int_equal(cfg_pool_mode_for(c, "db", "u"), CFG_POOL_SESSION);
+    cfg_unref(c);
+}
+
+static void
+test_override_errors(void **state)
+{
+    (void) state;
+    char longname[128];
+    memset(longname, 'n', 64);
+    longname[64] = '\0';
+    char text[2048];
+    snprintf(text, sizeof text,
+             "[pgmux]\nauth_type = trust\n" NODE_A /* lines 1-4 */
+             "[database.app]\n"                    /* 5 */
+             "pool_mode = transaction\n"           /* 6 */
+             "pool_mode = session\n"               /* 7: duplicate key */
+             "max_open_conns = 3\n"                /* 8: unknown key */
+             "[user.bob]\n"                        /* 9 */
+             "pool_mode = txn\n"                   /* 10: bad value */
+             "pool_mode = session\n"               /* 11: duplicate even after a bad value */
+             "[database.app]\n"                    /* 12: duplicate section */
+             "pool_mode = session\n"               /* 13: skipped */
+             "[user.bob]\n"                        /* 14: duplicate section */
+             "[user.app]\n"                        /* 15: fine, users and databases apart */
+             "[database.bad name]\n"               /* 16 */
+             "[user.]\n"                           /* 17 */
+             "[database.a@b]\n"                    /* 18 */
+             "[user.%s]\n"                         /* 19: 64 characters */
+             "[database.\"quoted\"]\n"             /* 20 */
+             "[databases.x]\n",                    /* 21 */
+             longname);
+    expect_fail(text, 12);
+    expect_line(ini_path, 7, "pool_mode: duplicate key (first set on line 6)");
+    expect_line(ini_path, 8, "max_open_conns: unknown key in [database.app] (expected pool_mode)");
+    expect_line(ini_path, 10, "pool_mode: 'txn' is not one of: session, transaction, statement");
+    expect_line(ini_path, 11, "pool_mode: duplicate key (first set on line 10)");
+    expect_line(ini_path, 12, "[database.app]: duplicate section (first on line 5)");
+    expect_line(ini_path, 14, "[user.bob]: duplicate section (first on line 9)");
+    expect_line(ini_path, 16, "[database.bad name]: database name must be 1..63 letters");
+    expect_line(ini_path, 17, "[user.]: user name must be 1..63 letters");
+    expect_line(ini_path, 18, "[database.a@b]: database name must be");
+    expect_line(ini_path, 19, "[user.nnnn");
+    expect_line(ini_path, 20, "[database.\"quoted\"]: database name must be");
+    expect_line(ini_path, 21,
+                "[databases.x]: unknown section (expected [pgmux], [pool], "
+                "[node.NAME], [database.NAME] or [user.NAME])");
+}
+
+static void
+test_override_max_name(void **state)
+{
+    (void) state;
+    char name[64];
+    memset(name, 'd', 63);
+    name[63] = '\0';
+    char text[512];
+    snprintf(text, sizeof text,
+             "[pgmux]\nauth_type = trust\n[database.%s]\npool_mode = statement\n" NODE_A, name);
+    struct cfg *c = NULL;
+    if (load_text(text, &c) != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->n_db_overrides, 1);
+    assert_string_equal(c->db_overrides[0].name, name);
+    assert_int_equal(cfg_pool_mode_for(c, name, "u"), CFG_POOL_STATEMENT);
+    cfg_unref(c);
 }
 
 static void
@@ -668,7 +1007,7 @@ test_all_errors_collected(void **state)
                 "listen_port = x\n"
                 "bogus = 1\n"
                 "[pool]\n"
-                "pool_mode = transaction\n"
+                "pool_mode = txn\n"
                 "[node.a]\n"
                 "host = h\n"
                 "role = primary\n"
@@ -811,7 +1150,14 @@ main(void)
         cmocka_unit_test_teardown(test_pool_limits, teardown),
         cmocka_unit_test_teardown(test_no_cascading_errors, teardown),
         cmocka_unit_test_teardown(test_crlf_bom_and_comments, teardown),
-        cmocka_unit_test_teardown(test_unsupported_pool_mode, teardown),
+        cmocka_unit_test_teardown(test_pool_mode_values, teardown),
+        cmocka_unit_test_teardown(test_max_prepared_statements, teardown),
+        cmocka_unit_test_teardown(test_track_parameters, teardown),
+        cmocka_unit_test_teardown(test_pin_session_state, teardown),
+        cmocka_unit_test_teardown(test_overrides, teardown),
+        cmocka_unit_test_teardown(test_pool_mode_for_precedence, teardown),
+        cmocka_unit_test_teardown(test_override_errors, teardown),
+        cmocka_unit_test_teardown(test_override_max_name, teardown),
         cmocka_unit_test_teardown(test_warm_pools, teardown),
         cmocka_unit_test_teardown(test_syntax, teardown),
         cmocka_unit_test_teardown(test_all_errors_collected, teardown),
