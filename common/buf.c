@@ -56,7 +56,7 @@ buf_put(struct buf_pool *p, struct buf *b)
     }
     ASSERT(p->n_lent > 0);
     p->n_lent--;
-    if (p->n_free >= p->max_free) {
+    if (p->n_free >= p->max_free || b->cap != p->buf_size) {
         free(b);
         return;
     }
@@ -93,5 +93,42 @@ buf_append(struct buf *b, const void *data, size_t len)
     memcpy(b->data + b->recvd, data, len);
     b->recvd += (uint32_t) len;
     b->parsed = b->recvd;
+    return 0;
+}
+
+int
+buf_reserve(struct buf_pool *p, struct buf **bp, uint32_t need)
+{
+    if (!*bp) {
+        *bp = buf_get(p);
+        if (!*bp) {
+            return -1;
+        }
+    }
+    struct buf *b = *bp;
+    if (buf_space(b) >= need) {
+        return 0;
+    }
+    buf_compact(b);
+    if (buf_space(b) >= need) {
+        return 0;
+    }
+    uint64_t cap = (uint64_t) b->recvd + need;
+    if (cap > UINT32_MAX - sizeof(*b)) {
+        return -1;
+    }
+    struct buf *nb = malloc(sizeof(*nb) + cap);
+    if (!nb) {
+        return -1;
+    }
+    memcpy(nb->data, b->data, b->recvd);
+    nb->next_free = NULL;
+    nb->sent = b->sent;
+    nb->parsed = b->parsed;
+    nb->recvd = b->recvd;
+    nb->cap = (uint32_t) cap;
+    p->n_lent++; /* buf_put below gives back the old one's count */
+    buf_put(p, b);
+    *bp = nb;
     return 0;
 }

@@ -42,8 +42,16 @@ void buf_pool_fini(struct buf_pool *p);
 /** Lend an empty buffer; NULL when memory is exhausted. The caller owns it until buf_put. */
 struct buf *buf_get(struct buf_pool *p) MUST_CHECK;
 
-/** Take back a buffer; accepts NULL. */
+/** Take back a buffer; accepts NULL. Grown buffers go back to malloc, not the free list. */
 void buf_put(struct buf_pool *p, struct buf *b);
+
+/**
+ * Make room for need more bytes after recvd in *bp (lending one when *bp is NULL): compact,
+ * and when that is not enough move the contents to a larger buffer of its own (for the rare
+ * message that must be seen whole and is larger than a pool buffer). 0, or -1 when out of
+ * memory (*bp unchanged).
+ */
+int buf_reserve(struct buf_pool *p, struct buf **bp, uint32_t need) MUST_CHECK;
 
 static inline void
 buf_check(const struct buf *b)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "common/log.h"
 #include "common/mono.h"
@@ -236,6 +237,9 @@ static void
 conn_unlink(struct pool_conn *sc)
 {
     struct pool_local *loc = &sc->pool->local[sc->w->idx];
+    if (sc->state == POOL_CONN_RESET) {
+        atomic_fetch_sub(&sc->pool->n_resetting, 1);
+    }
     if (sc->state == POOL_CONN_IDLE) {
         ilist_remove(&loc->idle, &sc->node);
         atomic_fetch_sub(&loc->n_idle, 1);
@@ -672,7 +676,7 @@ bool
 pool_conn_is_clean(const struct pool_conn *sc)
 {
     return sc->state == POOL_CONN_ACTIVE && !sc->is_broken && sc->txn_status == 'I' &&
-           sc->expect_ready == 0 && !sc->is_unsynced && sc->sock.remain == 0 &&
+           sc->expect_ready == 0 && sc->reqs.n == 0 && !sc->is_unsynced && sc->sock.remain == 0 &&
            (!sc->sock.in || buf_is_empty(sc->sock.in)) &&
            (!sc->sock.out || buf_is_empty(sc->sock.out)) && sc->sock.fd >= 0;
 }
@@ -691,8 +695,151 @@ conn_too_old(const struct pool_conn *sc, int64_t now)
     return life > 0 && now - sc->created_us >= life;
 }
 
+/* ---- answers still to come ---- */
+
+bool
+pool_reqs_push(struct pool_reqs *r, uint8_t kind, uint8_t flags, uint64_t h1, uint64_t h2)
+{
+    if (r->cap == 0) {
+        r->v = r->inline_v;
+        r->cap = ARRAY_LEN(r->inline_v);
+        r->head = 0;
+        r->n = 0;
+    }
+    if (r->n == r->cap) {
+        /* A deep pipeline: grow once, keep the order. */
+        uint32_t ncap = r->cap * 2;
+        struct pool_req *nv = malloc(ncap * sizeof(*nv));
+        if (!nv) {
+            return false;
+        }
+        for (uint32_t i = 0; i < r->n; i++) {
+            nv[i] = r->v[(r->head + i) & (r->cap - 1)];
+        }
+        if (r->v != r->inline_v) {
+            free(r->v);
+        }
+        r->v = nv;
+        r->cap = ncap;
+        r->head = 0;
+    }
+    struct pool_req *q = &r->v[(r->head + r->n) & (r->cap - 1)];
+    q->kind = kind;
+    q->flags = flags;
+    q->h1 = h1;
+    q->h2 = h2;
+    r->n++;
+    return true;
+}
+
 void
-pool_conn_release(struct pool_conn *sc)
+pool_reqs_clear(struct pool_reqs *r)
+{
+    if (r->v && r->v != r->inline_v) {
+        free(r->v);
+    }
+    r->v = NULL;
+    r->cap = r->n = r->head = 0;
+}
+
+/* ---- prepared statements ---- */
+
+int
+pool_stmts_find(struct pool_stmts *s, uint64_t h1, uint64_t h2)
+{
+    for (int i = 0; i < s->n; i++) {
+        if (s->v[i].h1 == h1 && s->v[i].h2 == h2) {
+            s->v[i].used = ++s->clock;
+            return i;
+        }
+    }
+    return -1;
+}
+
+enum status
+pool_stmts_add(struct pool_stmts *s, uint64_t h1, uint64_t h2)
+{
+    if (s->n == s->cap) {
+        int ncap = s->cap ? s->cap * 2 : 8;
+        struct pool_stmt *nv = realloc(s->v, (size_t) ncap * sizeof(*nv));
+        if (!nv) {
+            return ST_ENOMEM;
+        }
+        s->v = nv;
+        s->cap = ncap;
+    }
+    s->v[s->n].h1 = h1;
+    s->v[s->n].h2 = h2;
+    s->v[s->n].used = ++s->clock;
+    s->n++;
+    return ST_OK;
+}
+
+void
+pool_stmts_remove(struct pool_stmts *s, int i)
+{
+    s->v[i] = s->v[--s->n];
+}
+
+int
+pool_stmts_lru(const struct pool_stmts *s)
+{
+    int best = -1;
+    for (int i = 0; i < s->n; i++) {
+        if (best < 0 || s->v[i].used < s->v[best].used) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+void
+pool_stmt_name(uint64_t h1, uint64_t h2, char *out)
+{
+    snprintf(out, POOL_STMT_NAME_LEN + 1, "pgmux_%016llx%016llx", (unsigned long long) h1,
+             (unsigned long long) h2);
+}
+
+static void
+pool_stmts_clear(struct pool_stmts *s)
+{
+    free(s->v);
+    s->v = NULL;
+    s->n = s->cap = 0;
+}
+
+void
+pool_learn_welcome(struct pool *p, const struct pool_params *params)
+{
+    pthread_mutex_lock(&p->mu);
+    if (!p->has_welcome) {
+        bool ok = true;
+        for (int i = 0; i < params->n && ok; i++) {
+            ok = pool_params_set(&p->welcome, params->v[i].name, params->v[i].value) == ST_OK;
+        }
+        if (ok) {
+            p->has_welcome = true;
+        } else {
+            pool_params_clear(&p->welcome);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+bool
+pool_copy_welcome(struct pool *p, struct pool_params *out)
+{
+    pthread_mutex_lock(&p->mu);
+    bool ok = p->has_welcome;
+    for (int i = 0; ok && i < p->welcome.n; i++) {
+        ok = pool_params_set(out, p->welcome.v[i].name, p->welcome.v[i].value) == ST_OK;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+void
+pool_conn_release(struct pool_conn *sc, bool reset)
 {
     ASSERT(sc->state == POOL_CONN_ACTIVE);
     struct pool_worker *w = sc->w;
@@ -715,13 +862,23 @@ pool_conn_release(struct pool_conn *sc)
         return;
     }
     const char *q = sc->pool->set.reset_query;
-    if (q && q[0]) {
+    if (!reset && sc->is_session_dirty && !(q && q[0])) {
+        /* Session state was left behind and there is no reset query to clear it. */
+        pool_conn_close(sc, "session state left behind and server_reset_query is empty");
+        return;
+    }
+    if ((reset || sc->is_session_dirty) && q && q[0]) {
+        /* The reset forgets prepared statements and settings pgmux made on the server. */
+        pool_stmts_clear(&sc->stmts);
+        pool_params_clear(&sc->applied);
+        sc->is_session_dirty = false;
         uint8_t mem[1024];
         struct proto_builder pb;
         proto_builder_init_dynamic(&pb);
         (void) mem;
         proto_build_query(&pb, q);
         sc->state = POOL_CONN_RESET;
+        atomic_fetch_add(&sc->pool->n_resetting, 1);
         sc->deadline_us = mono_now_us() + sc->pool->set.connect_timeout_us;
         sc->expect_ready = 1;
         ev_set_cb(&sc->sock.rio, conn_reset_read_cb);
@@ -787,6 +944,7 @@ conn_reset_read_cb(EV_P_ ev_io *io, int revents)
             }
             pool_sock_stop_read(EV_A, &sc->sock);
             sc->state = POOL_CONN_ACTIVE;
+            atomic_fetch_sub(&sc->pool->n_resetting, 1);
             pool_conn_make_idle(sc);
             return;
         }
@@ -958,6 +1116,9 @@ pool_worker_reap(struct pool_worker *w)
     while ((n = ilist_pop_head(&w->to_free)) != NULL) {
         struct pool_conn *sc = CONTAINER_OF(n, struct pool_conn, node);
         pool_params_clear(&sc->params);
+        pool_params_clear(&sc->applied);
+        pool_reqs_clear(&sc->reqs);
+        pool_stmts_clear(&sc->stmts);
         free(sc);
     }
 }

@@ -60,6 +60,7 @@ pool_set_fini(struct pool_set *s)
         free(p->database);
         free(p->user);
         free(p->local);
+        pool_params_clear(&p->welcome);
         pthread_mutex_destroy(&p->mu);
         free(p);
     }
@@ -315,7 +316,8 @@ steal_msg_run(struct pool_worker *w, struct pool_msg *m)
                 pool_conn_make_idle(sc);
                 return;
             }
-        } else if (atomic_load(&p->n_idle) == 0 && p->n_open < p->set.max_open) {
+        } else if (atomic_load(&p->n_idle) == 0 && atomic_load(&p->n_resetting) == 0 &&
+                   p->n_open < p->set.max_open) {
             p->n_open++;
             if (!pool_serve_waiter_locked(w, p, NULL)) {
                 p->n_open--;
@@ -328,8 +330,7 @@ steal_msg_run(struct pool_worker *w, struct pool_msg *m)
         }
         pthread_mutex_unlock(&p->mu);
     }
-    if (atomic_load(&p->n_waiting) > 0 && atomic_load(&p->n_idle) > 0 &&
-        hops < w->set->n_workers) {
+    if (atomic_load(&p->n_waiting) > 0 && atomic_load(&p->n_idle) > 0 && hops < w->set->n_workers) {
         post_serve(w, p, hops + 1);
     }
 }
@@ -375,8 +376,8 @@ pool_acquire(struct pool_worker *w, struct pool *p, struct pool_waiter *wt, stru
     /* Open a new connection only when nobody is ahead of us and no worker holds an idle one:
      * a hop through another worker's inbox costs microseconds, a new server connection
      * milliseconds and a backend. */
-    if (p->n_open < p->set.max_open && ilist_empty(&p->waiters) &&
-        atomic_load(&p->n_idle) == 0) {
+    if (p->n_open < p->set.max_open && ilist_empty(&p->waiters) && atomic_load(&p->n_idle) == 0 &&
+        atomic_load(&p->n_resetting) == 0) {
         p->n_open++;
         pthread_mutex_unlock(&p->mu);
         return POOL_MUST_CONNECT;

@@ -84,6 +84,18 @@ struct pool_secret {
     int iterations;
 };
 
+struct pool_param {
+    char *name;
+    char *value;
+};
+
+/* The server's current ParameterStatus values. Owned by the connection. */
+struct pool_params {
+    struct pool_param *v;
+    int n;
+    int cap;
+};
+
 struct pool_local {
     struct ilist idle; /* pool_conn in POOL_CONN_IDLE on this worker, oldest first */
     struct ilist busy; /* pool_conn in any other live state on this worker */
@@ -100,13 +112,17 @@ struct pool {
     struct pool_settings set; /* written at creation (and on reload, under mu) */
 
     pthread_mutex_t mu;
-    int n_open;                /* under mu: every live connection of this pool */
-    struct ilist waiters;      /* under mu: struct pool_waiter, arrival order */
-    struct pool_secret secret; /* under mu */
-    atomic_int n_waiting;      /* == waiters.n, readable without mu */
-    atomic_int n_idle;         /* sum of local[].n_idle */
-    struct pool_local *local;  /* [n_workers]; local[i] touched only by worker i */
-    int home_worker;           /* the worker that keeps min_idle warm */
+    int n_open;                 /* under mu: every live connection of this pool */
+    struct ilist waiters;       /* under mu: struct pool_waiter, arrival order */
+    struct pool_secret secret;  /* under mu */
+    atomic_int n_waiting;       /* == waiters.n, readable without mu */
+    atomic_int n_idle;          /* sum of local[].n_idle */
+    atomic_int n_resetting;     /* connections running the reset query, about to be idle */
+    struct pool_local *local;   /* [n_workers]; local[i] touched only by worker i */
+    int home_worker;            /* the worker that keeps min_idle warm */
+    struct pool_params welcome; /* under mu: a fresh server's ParameterStatus set, so clients
+                                   in transaction pooling can log in without a server */
+    bool has_welcome;           /* under mu */
 };
 
 /* A client waiting for a connection. Memory owned by the client's worker; linked under mu. */
@@ -126,19 +142,56 @@ enum pool_conn_state {
     POOL_CONN_CLOSED,     /* worker to_free: waiting to be freed at the end of the iteration */
 };
 
-struct pool_param {
-    char *name;
-    char *value;
-};
-
-/* The server's current ParameterStatus values. Owned by the connection. */
-struct pool_params {
-    struct pool_param *v;
-    int n;
-    int cap;
-};
 
 struct pool_login;
+
+/* What a request sent to the server will be answered with (transaction and statement
+ * pooling follow every answer, so pgmux can add and remove messages and stay in step). */
+enum pool_req_kind {
+    POOL_REQ_PARSE,    /* ParseComplete */
+    POOL_REQ_BIND,     /* BindComplete */
+    POOL_REQ_DESCRIBE, /* [ParameterDescription] RowDescription | NoData */
+    POOL_REQ_EXECUTE,  /* ... CommandComplete | EmptyQueryResponse | PortalSuspended */
+    POOL_REQ_CLOSE,    /* CloseComplete */
+    POOL_REQ_SYNC,     /* ReadyForQuery */
+    POOL_REQ_QUERY,    /* anything, then ReadyForQuery (Query, FunctionCall) */
+};
+
+#define POOL_REQ_INJECTED 0x1 /* sent by pgmux: its answer is not forwarded */
+#define POOL_REQ_FAKE     0x2 /* not sent: pgmux answers it when its turn comes */
+
+struct pool_req {
+    uint8_t kind;  /* enum pool_req_kind */
+    uint8_t flags; /* POOL_REQ_* */
+    uint64_t h1;   /* statement created by a Parse (0 = unnamed / none) */
+    uint64_t h2;
+};
+
+/* Ring of requests awaiting answers, oldest first. */
+struct pool_reqs {
+    struct pool_req *v; /* inline[] or a heap array when a pipeline runs deep */
+    uint32_t head;
+    uint32_t n;
+    uint32_t cap; /* power of two */
+    struct pool_req inline_v[8];
+};
+
+/* A prepared statement pgmux created on this server connection, named from its text. */
+struct pool_stmt {
+    uint64_t h1; /* first 128 bits of SHA-256 over the Parse body after the name */
+    uint64_t h2;
+    uint64_t used; /* LRU clock */
+};
+
+struct pool_stmts {
+    struct pool_stmt *v;
+    int n;
+    int cap;
+    uint64_t clock;
+};
+
+/* Server-side name of a statement: "pgmux_" + 32 hex digits. */
+#define POOL_STMT_NAME_LEN 38
 
 struct pool_conn {
     struct ilist_node node;
@@ -150,16 +203,20 @@ struct pool_conn {
     uint64_t opener_id; /* who asked for it to be opened (0 = warm pool) */
     uint32_t be_pid;    /* the server's BackendKeyData, for cancel */
     uint32_t be_key;
-    uint8_t txn_status; /* last ReadyForQuery status: 'I', 'T', 'E' */
-    int expect_ready;   /* ReadyForQuery messages still owed by the server */
-    bool is_unsynced;   /* extended-protocol messages sent since the last Sync */
-    bool is_broken;     /* lost sync with the protocol; never pool it */
+    uint8_t txn_status;    /* last ReadyForQuery status: 'I', 'T', 'E' */
+    int expect_ready;      /* ReadyForQuery messages still owed by the server */
+    bool is_unsynced;      /* extended-protocol messages sent since the last Sync */
+    bool is_broken;        /* lost sync with the protocol; never pool it */
+    bool is_session_dirty; /* a pinned client left session state: reset before reuse */
     int64_t created_us;
-    int64_t last_used_us; /* when it last became idle */
-    int64_t deadline_us;  /* connect/login/reset must finish by then */
-    struct pool_params params;
-    struct pool_login *login; /* only while logging in */
-    void *client;             /* the attached session while ACTIVE */
+    int64_t last_used_us;       /* when it last became idle */
+    int64_t deadline_us;        /* connect/login/reset must finish by then */
+    struct pool_params params;  /* ParameterStatus values the server reported */
+    struct pool_params applied; /* unreported parameters pgmux SET on it, with their values */
+    struct pool_reqs reqs;      /* answers still to come (transaction and statement pooling) */
+    struct pool_stmts stmts;    /* prepared statements pgmux made on it (LRU) */
+    struct pool_login *login;   /* only while logging in */
+    void *client;               /* the attached session while ACTIVE */
 };
 
 /* What went wrong logging in, for the client that asked. */
@@ -291,10 +348,54 @@ void pool_grant_orphan(struct pool_worker *w, struct pool *p, struct pool_conn *
 void pool_conn_attach(struct pool_conn *sc, void *client);
 
 /**
- * Give a connection back after use. If its state is clean it is reset and pooled, else closed.
- * The caller has stopped using it; its watchers are taken over by the pool.
+ * Give a connection back after use. If its state is clean it is pooled (after
+ * server_reset_query when reset is true), else closed. The caller has stopped using it; its
+ * watchers are taken over by the pool.
  */
-void pool_conn_release(struct pool_conn *sc);
+void pool_conn_release(struct pool_conn *sc, bool reset);
+
+/* ---- answers still to come (struct pool_reqs) ---- */
+
+/** Append a request; false when out of memory. */
+bool pool_reqs_push(struct pool_reqs *r, uint8_t kind, uint8_t flags, uint64_t h1, uint64_t h2);
+
+static inline struct pool_req *
+pool_reqs_head(struct pool_reqs *r)
+{
+    return r->n ? &r->v[r->head & (r->cap - 1)] : NULL;
+}
+
+static inline void
+pool_reqs_pop(struct pool_reqs *r)
+{
+    r->head++;
+    r->n--;
+}
+
+void pool_reqs_clear(struct pool_reqs *r);
+
+/* ---- prepared statements on a server connection ---- */
+
+/** Index of the statement (h1, h2) in s, or -1. Touches its LRU clock. */
+int pool_stmts_find(struct pool_stmts *s, uint64_t h1, uint64_t h2);
+
+/** Add a statement; ST_OK or ST_ENOMEM. The caller evicts first when full. */
+enum status pool_stmts_add(struct pool_stmts *s, uint64_t h1, uint64_t h2) MUST_CHECK;
+
+/** Remove the statement at index i. */
+void pool_stmts_remove(struct pool_stmts *s, int i);
+
+/** Index of the least recently used statement, or -1 when empty. */
+int pool_stmts_lru(const struct pool_stmts *s);
+
+/** Write the server-side name of (h1, h2) into out (POOL_STMT_NAME_LEN + 1 bytes). */
+void pool_stmt_name(uint64_t h1, uint64_t h2, char *out);
+
+/** Remember a fresh server's parameters as the pool's welcome set (first one wins). */
+void pool_learn_welcome(struct pool *p, const struct pool_params *params);
+
+/** Copy the pool's welcome set into out; false when none is known yet. Any thread. */
+bool pool_copy_welcome(struct pool *p, struct pool_params *out);
 
 /** Close a connection now (server gone, protocol lost, shutdown). */
 void pool_conn_close(struct pool_conn *sc, const char *why);

@@ -36,6 +36,7 @@
 #include "protocol/wire.h"
 #include "proxy/config.h"
 #include "proxy/errors.h"
+#include "proxy/relay_int.h"
 #include "proxy/worker.h"
 #include "router/route.h"
 
@@ -55,6 +56,8 @@ client_list(struct worker *w, enum client_state st)
     case CLIENT_STARTUP:
     case CLIENT_AUTH:
         return &w->clients_login;
+    case CLIENT_IDLE:
+        return &w->clients_idle;
     case CLIENT_WAITING:
     case CLIENT_SETTING:
         return &w->clients_waiting;
@@ -206,9 +209,11 @@ client_close(struct client *c, const char *why)
             sc->is_broken = true; /* half a message went to the server */
         }
         c->sc = NULL;
-        pool_conn_release(sc);
+        pool_conn_release(sc, c->mode == CFG_POOL_SESSION);
     }
     client_free_auth(c);
+    pool_params_clear(&c->want);
+    txn_stmts_clear(c);
     pool_sock_close(w->loop, &c->sock, &w->pw.bufs);
     if (c->is_counted) {
         atomic_fetch_sub(&w->rt->n_clients, 1);
@@ -425,6 +430,9 @@ client_scram_secret(struct client *c, struct proto_scram_secret *out)
     return true;
 }
 
+static void client_welcome_from(struct client *c, const struct pool_params *server);
+static enum status client_init_want(struct client *c);
+
 static void
 client_auth_done(struct client *c)
 {
@@ -466,6 +474,22 @@ client_auth_done(struct client *c)
     }
     client_out_flush(c);
     log_debug("client %s user=%s db=%s authenticated", c->addr, c->user, c->database);
+    c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, c->database, c->user);
+    if (client_init_want(c) != ST_OK) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    if (c->mode != CFG_POOL_SESSION) {
+        /* Transaction pooling: a client that logs in needs no server when the pool already
+         * knows what a fresh server reports. */
+        struct pool_params welcome = { 0 };
+        if (pool_copy_welcome(c->pool, &welcome)) {
+            client_welcome_from(c, &welcome);
+            pool_params_clear(&welcome);
+            return;
+        }
+        pool_params_clear(&welcome);
+    }
     client_set_state(c, CLIENT_WAITING);
     /* Nothing is read from the client until it has a server: it must wait for
      * ReadyForQuery anyway, and unread bytes are the cheapest way to hold it. */
@@ -835,6 +859,250 @@ client_login_read_cb(EV_P_ ev_io *io, int revents)
     }
 }
 
+/* ---- what the client expects of the server's settings ---- */
+
+static const char *
+params_get(const struct pool_params *ps, const char *name)
+{
+    for (int i = 0; i < ps->n; i++) {
+        if (strcasecmp(ps->v[i].name, name) == 0) {
+            return ps->v[i].value;
+        }
+    }
+    return NULL;
+}
+
+static void
+params_remove(struct pool_params *ps, const char *name)
+{
+    for (int i = 0; i < ps->n; i++) {
+        if (strcasecmp(ps->v[i].name, name) == 0) {
+            free(ps->v[i].name);
+            free(ps->v[i].value);
+            ps->v[i] = ps->v[--ps->n];
+            return;
+        }
+    }
+}
+
+/* The client's wanted settings start as its startup parameters. */
+static enum status
+client_init_want(struct client *c)
+{
+    struct proto_startup su;
+    struct proto_err err;
+    if (proto_startup_parse((const uint8_t *) c->startup, c->startup_len, &su, &err) != ST_OK) {
+        return ST_EINTERNAL;
+    }
+    for (int i = 0; i < su.n_params; i++) {
+        if (!param_is_structural(su.params[i].name) &&
+            pool_params_set(&c->want, su.params[i].name, su.params[i].value) != ST_OK) {
+            return ST_ENOMEM;
+        }
+    }
+    return ST_OK;
+}
+
+/*
+ * Transaction pooling: the tracked settings the server reports are part of what the client
+ * expects, even those it never set, because the next server connection may carry another
+ * client's values.
+ */
+static enum status
+client_complete_want(struct client *c, const struct pool_params *server)
+{
+    for (int i = 0; i < server->n; i++) {
+        const char *name = server->v[i].name;
+        if (cfg_param_tracked(c->w->cfg, name) && !params_get(&c->want, name) &&
+            pool_params_set(&c->want, name, server->v[i].value) != ST_OK) {
+            return ST_ENOMEM;
+        }
+    }
+    return ST_OK;
+}
+
+static bool
+set_name_ok(const char *name)
+{
+    return name[0] && !strchr(name, '"');
+}
+
+/*
+ * Statements that make sc's settings what the client wants; NULL when none are needed (*err
+ * tells out-of-memory apart; an unusable name or value returns (char *) -1). set_config() is
+ * used rather than SET because it parses the value as the configuration file would: a list
+ * such as search_path's "a, b" stays a list, where SET would take it as one quoted name.
+ * Dollar quoting needs no escaping whatever standard_conforming_strings says; a value containing
+ * the tag itself is refused rather than mangled.
+ */
+static char *
+client_build_sets(struct client *c, struct pool_conn *sc, bool *err)
+{
+    size_t cap = 256, len = 0;
+    char *q = NULL;
+    *err = false;
+    for (int pass = 0; pass < 2; pass++) {
+        int n = pass == 0 ? c->want.n : sc->applied.n;
+        for (int i = 0; i < n; i++) {
+            const char *name, *value = NULL;
+            if (pass == 0) {
+                name = c->want.v[i].name;
+                value = c->want.v[i].value;
+                const char *have = params_get(&sc->params, name);
+                if (!have) {
+                    have = params_get(&sc->applied, name);
+                }
+                if (have && strcmp(have, value) == 0) {
+                    continue;
+                }
+            } else {
+                /* Set by pgmux for an earlier client, not wanted by this one. */
+                name = sc->applied.v[i].name;
+                if (params_get(&c->want, name)) {
+                    continue;
+                }
+            }
+            if (!set_name_ok(name) || strstr(name, "$pgmux$") ||
+                (value && strstr(value, "$pgmux$"))) {
+                free(q);
+                return (char *) (uintptr_t) -1;
+            }
+            size_t need = len + strlen(name) + (value ? strlen(value) : 0) + 64;
+            if (!q || need > cap) {
+                while (cap < need) {
+                    cap *= 2;
+                }
+                char *nq = realloc(q, cap);
+                if (!nq) {
+                    free(q);
+                    *err = true;
+                    return NULL;
+                }
+                q = nq;
+            }
+            const char *sep = len ? "; " : "";
+            if (value) {
+                len += (size_t) snprintf(q + len, cap - len,
+                                         "%sSELECT pg_catalog.set_config($pgmux$%s$pgmux$, "
+                                         "$pgmux$%s$pgmux$, false)",
+                                         sep, name, value);
+            } else {
+                len += (size_t) snprintf(q + len, cap - len, "%sRESET \"%s\"", sep, name);
+            }
+        }
+    }
+    return q;
+}
+
+/* After the replay succeeded, remember what pgmux set that the server does not report. */
+static enum status
+client_note_applied(struct client *c, struct pool_conn *sc)
+{
+    for (int i = 0; i < c->want.n; i++) {
+        const char *name = c->want.v[i].name;
+        if (!params_get(&sc->params, name) &&
+            pool_params_set(&sc->applied, name, c->want.v[i].value) != ST_OK) {
+            return ST_ENOMEM;
+        }
+    }
+    for (int i = sc->applied.n - 1; i >= 0; i--) {
+        if (!params_get(&c->want, sc->applied.v[i].name)) {
+            params_remove(&sc->applied, sc->applied.v[i].name);
+        }
+    }
+    return ST_OK;
+}
+
+/* Tracked settings the server does not report (search_path, ...): read back after the client
+ * may have changed them. NULL when there is nothing to read. */
+static char *
+client_build_capture(struct client *c, struct pool_conn *sc, bool *err)
+{
+    const struct cfg *cfg = c->w->cfg;
+    size_t cap = 64, len = 0;
+    char *q = malloc(cap);
+    int n = 0;
+    *err = q == NULL;
+    if (!q) {
+        return NULL;
+    }
+    len = (size_t) snprintf(q, cap, "SELECT ");
+    for (int i = 0; i < cfg_tracked_count(cfg); i++) {
+        const char *name = cfg_tracked_name(cfg, i);
+        if (params_get(&sc->params, name) || strchr(name, '\'')) {
+            continue;
+        }
+        size_t need = len + strlen(name) + 40;
+        if (need > cap) {
+            while (cap < need) {
+                cap *= 2;
+            }
+            char *nq = realloc(q, cap);
+            if (!nq) {
+                free(q);
+                *err = true;
+                return NULL;
+            }
+            q = nq;
+        }
+        len += (size_t) snprintf(q + len, cap - len, "%scurrent_setting('%s', true)", n ? ", " : "",
+                                 name);
+        n++;
+    }
+    if (n == 0) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
+/* A captured row: column i is the i-th tracked name the server does not report. */
+static enum status
+client_apply_capture(struct client *c, struct pool_conn *sc, const uint8_t *body, size_t len)
+{
+    const struct cfg *cfg = c->w->cfg;
+    struct proto_reader r;
+    proto_reader_init(&r, body, len);
+    uint16_t ncol;
+    if (proto_reader_u16(&r, &ncol) != ST_OK) {
+        return ST_ESERVER_PROTOCOL;
+    }
+    int col = 0;
+    for (int i = 0; i < cfg_tracked_count(cfg) && col < ncol; i++) {
+        const char *name = cfg_tracked_name(cfg, i);
+        if (params_get(&sc->params, name) || strchr(name, '\'')) {
+            continue;
+        }
+        int32_t vlen;
+        const uint8_t *v;
+        if (proto_reader_i32(&r, &vlen) != ST_OK) {
+            return ST_ESERVER_PROTOCOL;
+        }
+        col++;
+        if (vlen < 0) {
+            params_remove(&c->want, name);
+            params_remove(&sc->applied, name);
+            continue;
+        }
+        if (proto_reader_bytes(&r, (size_t) vlen, &v) != ST_OK) {
+            return ST_ESERVER_PROTOCOL;
+        }
+        char *value = strndup((const char *) v, (size_t) vlen);
+        if (!value) {
+            return ST_ENOMEM;
+        }
+        enum status st = pool_params_set(&c->want, name, value);
+        if (st == ST_OK) {
+            st = pool_params_set(&sc->applied, name, value);
+        }
+        free(value);
+        if (st != ST_OK) {
+            return st;
+        }
+    }
+    return ST_OK;
+}
+
 /* ---- getting a server ---- */
 
 static void client_attach(struct client *c, struct pool_conn *sc);
@@ -916,8 +1184,24 @@ client_on_failed(struct pool_worker *pw, struct pool *p, uint64_t opener_id,
 }
 
 static void client_welcome(struct client *c);
+static void client_idle_read_cb(EV_P_ ev_io *io, int revents);
 
-/* Replies to our parameter replay: swallowed, except the first error, which ends the login. */
+/* The server is ready for this client's bytes. */
+static void
+client_go(struct client *c)
+{
+    if (!c->is_welcomed) {
+        client_welcome(c);
+        return;
+    }
+    client_set_state(c, CLIENT_ACTIVE);
+    relay_start(c);
+}
+
+/*
+ * Replies to pgmux's own queries on the server (parameter replay, reading tracked settings
+ * back): swallowed, except the first error, which ends a replay at login.
+ */
 static void
 client_setting_read_cb(EV_P_ ev_io *io, int revents)
 {
@@ -932,7 +1216,7 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
     if (r <= 0) {
         sc->is_broken = true;
         c->sc = NULL;
-        pool_conn_close(sc, "server closed while parameters were set");
+        pool_conn_close(sc, "server closed while pgmux ran its own query");
         client_fail(c, ST_ESERVER_CLOSED, NULL);
         return;
     }
@@ -957,6 +1241,11 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
                 st = ST_ESERVER_PROTOCOL;
                 break;
             }
+        } else if (h.type == 'D' && c->is_capturing) {
+            st = client_apply_capture(c, sc, body, blen);
+            if (st != ST_OK) {
+                break;
+            }
         } else if (h.type == 'Z') {
             if (proto_read_ready(body, blen, &sc->txn_status) != ST_OK) {
                 st = ST_ESERVER_PROTOCOL;
@@ -969,105 +1258,50 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
                                  c->set_error.text, "a startup parameter was refused");
                 return;
             }
-            client_welcome(c);
+            if (c->is_capturing) {
+                c->is_capturing = false;
+                c->needs_capture = false;
+                client_set_state(c, CLIENT_ACTIVE);
+                client_release_server(c);
+                return;
+            }
+            if (client_note_applied(c, sc) != ST_OK) {
+                client_fail(c, ST_ENOMEM, NULL);
+                return;
+            }
+            client_go(c);
             return;
         }
     }
     if (st != ST_INCOMPLETE) {
         sc->is_broken = true;
         c->sc = NULL;
-        pool_conn_close(sc, "protocol error while parameters were set");
-        client_fail(c, ST_ESERVER_PROTOCOL, NULL);
+        pool_conn_close(sc, "protocol error while pgmux ran its own query");
+        client_fail(c, st == ST_ENOMEM ? ST_ENOMEM : ST_ESERVER_PROTOCOL, NULL);
         return;
     }
     pool_conn_in_settle(sc);
 }
 
-/* Append SET statements for the client's startup parameters the server does not have. */
-static int
-client_build_sets(struct client *c, struct pool_conn *sc, char **out)
-{
-    struct proto_startup su;
-    struct proto_err err;
-    *out = NULL;
-    if (proto_startup_parse((const uint8_t *) c->startup, c->startup_len, &su, &err) != ST_OK) {
-        return -1;
-    }
-    size_t cap = 64, len = 0;
-    char *q = NULL;
-    int n = 0;
-    for (int i = 0; i < su.n_params; i++) {
-        const char *name = su.params[i].name;
-        const char *value = su.params[i].value;
-        if (param_is_structural(name)) {
-            continue;
-        }
-        const char *have = NULL;
-        for (int j = 0; j < sc->params.n; j++) {
-            if (strcasecmp(sc->params.v[j].name, name) == 0) {
-                have = sc->params.v[j].value;
-                break;
-            }
-        }
-        if (have && strcmp(have, value) == 0) {
-            continue;
-        }
-        /* Dollar quoting needs no escaping whatever standard_conforming_strings says; a value
-         * containing the tag itself is refused rather than mangled. */
-        if (strstr(value, "$pgmux$") || strchr(name, '"')) {
-            free(q);
-            return -1;
-        }
-        size_t need = len + strlen(name) + strlen(value) + 32;
-        if (need > cap || !q) {
-            while (cap < need) {
-                cap *= 2;
-            }
-            char *nq = realloc(q, cap);
-            if (!nq) {
-                free(q);
-                return -1;
-            }
-            q = nq;
-        }
-        len +=
-            (size_t) snprintf(q + len, cap - len, "SET \"%s\" TO $pgmux$%s$pgmux$;", name, value);
-        n++;
-    }
-    *out = q;
-    return n;
-}
-
+/* Run one of pgmux's own queries on the client's server connection (CLIENT_SETTING). */
 static void
-client_attach(struct client *c, struct pool_conn *sc)
+client_run_own_query(struct client *c, const char *sql)
 {
-    c->sc = sc;
-    pool_conn_attach(sc, c);
-    char *sets = NULL;
-    int n = client_build_sets(c, sc, &sets);
-    if (n < 0) {
-        client_fail_full(c, ST_ECLIENT_UNSUPPORTED, NULL, SQLSTATE_INVALID_PARAMETER_VALUE,
-                         "invalid startup parameter", NULL);
-        return;
-    }
-    if (n == 0) {
-        client_welcome(c);
-        return;
-    }
+    struct pool_conn *sc = c->sc;
     struct proto_builder pb;
     proto_builder_init_dynamic(&pb);
-    proto_build_query(&pb, sets);
-    free(sets);
+    proto_build_query(&pb, sql);
     client_set_state(c, CLIENT_SETTING);
     c->has_set_error = false;
     sc->expect_ready = 1;
+    pool_sock_stop_read(c->w->loop, &c->sock);
     ev_set_cb(&sc->sock.rio, client_setting_read_cb);
     enum status st = pool_conn_send(sc, &pb);
     proto_builder_fini(&pb);
     if (st != ST_OK) {
         sc->is_broken = true;
         c->sc = NULL;
-        pool_conn_close(sc, "could not send parameters");
+        pool_conn_close(sc, "could not send pgmux's own query");
         client_fail(c, ST_ESERVER_CLOSED, NULL);
         return;
     }
@@ -1075,21 +1309,79 @@ client_attach(struct client *c, struct pool_conn *sc)
 }
 
 static void
+client_attach(struct client *c, struct pool_conn *sc)
+{
+    c->sc = sc;
+    pool_conn_attach(sc, c);
+    if (c->mode != CFG_POOL_SESSION && client_complete_want(c, &sc->params) != ST_OK) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    bool err;
+    char *sets = client_build_sets(c, sc, &err);
+    if (sets == (char *) (uintptr_t) -1) {
+        client_fail_full(c, ST_ECLIENT_UNSUPPORTED, NULL, SQLSTATE_INVALID_PARAMETER_VALUE,
+                         "invalid startup parameter", NULL);
+        return;
+    }
+    if (err) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    if (!sets) {
+        client_go(c);
+        return;
+    }
+    client_run_own_query(c, sets);
+    free(sets);
+}
+
+/* ParameterStatus (the server's values, the client's own for what it set), our
+ * BackendKeyData, ReadyForQuery. */
+static enum status
+client_queue_welcome(struct client *c, const struct pool_params *server, uint8_t txn_status)
+{
+    struct worker *w = c->w;
+    struct proto_builder pb;
+    proto_builder_init_dynamic(&pb);
+    for (int i = 0; i < server->n; i++) {
+        const char *name = server->v[i].name;
+        const char *value = server->v[i].value;
+        const char *mine = params_get(&c->want, name);
+        proto_build_parameter_status(&pb, name, mine ? mine : value);
+    }
+    uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | c->slot;
+    proto_build_backend_key(&pb, pid, c->cancel_key);
+    proto_build_ready(&pb, txn_status);
+    enum status st = client_queue(c, &pb);
+    proto_builder_fini(&pb);
+    c->is_welcomed = true;
+    return st;
+}
+
+/* Transaction pooling with a known welcome set: no server needed to log in. */
+static void
+client_welcome_from(struct client *c, const struct pool_params *server)
+{
+    if (client_complete_want(c, server) != ST_OK || client_queue_welcome(c, server, 'I') != ST_OK) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    client_set_state(c, CLIENT_IDLE);
+    ev_set_cb(&c->sock.rio, client_idle_read_cb);
+    client_out_flush(c);
+    pool_sock_start_read(c->w->loop, &c->sock);
+}
+
+static void
 client_welcome(struct client *c)
 {
     struct pool_conn *sc = c->sc;
     struct worker *w = c->w;
-    struct proto_builder pb;
-    proto_builder_init_dynamic(&pb);
-    for (int i = 0; i < sc->params.n; i++) {
-        proto_build_parameter_status(&pb, sc->params.v[i].name, sc->params.v[i].value);
-    }
-    uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | c->slot;
-    proto_build_backend_key(&pb, pid, c->cancel_key);
-    proto_build_ready(&pb, sc->txn_status);
-    enum status st = client_queue(c, &pb);
-    proto_builder_fini(&pb);
-    if (st != ST_OK) {
+    /* The parameters of a connection nobody has touched yet (the replay changed only what
+     * this client asked for, and the client gets its own values anyway). */
+    pool_learn_welcome(c->pool, &sc->params);
+    if (client_queue_welcome(c, &sc->params, sc->txn_status) != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }
@@ -1101,7 +1393,118 @@ client_welcome(struct client *c)
     relay_start(c);
 }
 
+/* ---- transaction pooling: between transactions ---- */
+
+bool
+client_can_release(const struct client *c)
+{
+    const struct pool_conn *sc = c->sc;
+    return sc && c->state == CLIENT_ACTIVE && c->mode != CFG_POOL_SESSION && !c->is_pinned &&
+           sc->txn_status == 'I' && sc->expect_ready == 0 && sc->reqs.n == 0 && !sc->is_unsynced &&
+           !c->is_c2s_paused && !c->is_s2c_paused && c->sock.remain == 0 &&
+           (!c->sock.in || buf_unparsed(c->sock.in) + buf_pending(c->sock.in) == 0) &&
+           sc->sock.remain == 0 && (!sc->sock.in || buf_unparsed(sc->sock.in) == 0) &&
+           (!sc->sock.out || buf_pending(sc->sock.out) == 0);
+}
+
+void
+client_release_server(struct client *c)
+{
+    struct worker *w = c->w;
+    struct pool_conn *sc = c->sc;
+    if (c->needs_capture) {
+        bool err;
+        char *q = client_build_capture(c, sc, &err);
+        if (err) {
+            client_fail(c, ST_ENOMEM, NULL);
+            return;
+        }
+        if (q) {
+            c->is_capturing = true;
+            client_run_own_query(c, q);
+            free(q);
+            return;
+        }
+        c->needs_capture = false;
+    }
+    /* Bytes of this transaction still on their way to the client leave with the client. */
+    struct buf *b = sc->sock.in;
+    if (b && buf_pending(b)) {
+        if (relay_emit(c, &c->sock, b->data + b->sent, buf_pending(b)) != 0) {
+            client_fail(c, ST_ENOMEM, NULL);
+            return;
+        }
+        b->sent = b->parsed;
+    }
+    pool_conn_in_settle(sc);
+    c->sc = NULL;
+    pool_conn_release(sc, false);
+    client_set_state(c, CLIENT_IDLE);
+    ev_set_cb(&c->sock.rio, client_idle_read_cb);
+    ev_set_cb(&c->sock.wio, client_out_write_cb);
+    client_out_flush(c);
+    pool_sock_start_read(w->loop, &c->sock);
+}
+
+/* A transaction-pooled client with no server sent something: get one. */
+static void
+client_idle_read_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct client *c = io->data;
+    struct worker *w = c->w;
+    if (buf_reserve(&w->pw.bufs, &c->sock.in, 1) != 0) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    struct buf *b = c->sock.in;
+    ssize_t n;
+    do {
+        n = recv(c->sock.fd, b->data + b->recvd, buf_space(b), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return;
+    }
+    if (n <= 0) {
+        client_close(c, n == 0 ? "client disconnected" : "client connection error");
+        return;
+    }
+    b->recvd += (uint32_t) n;
+    c->last_read_us = mono_now_us();
+    struct proto_header h;
+    enum status st = proto_header_read((const uint8_t *) b->data + b->parsed, buf_unparsed(b),
+                                       w->cfg->max_message_size, &h);
+    if (st == ST_INCOMPLETE) {
+        return;
+    }
+    if (st != ST_OK || !proto_frontend_type_valid(h.type)) {
+        client_fail(c, ST_ECLIENT_PROTOCOL, "invalid message length or type");
+        return;
+    }
+    if (h.type == 'X') {
+        client_close(c, "client sent Terminate");
+        return;
+    }
+    client_set_state(c, CLIENT_WAITING);
+    pool_sock_stop_read(w->loop, &c->sock);
+    client_acquire(c);
+}
+
 /* ---- timers ---- */
+
+static void
+client_tick_idle(struct ilist *l, int64_t now, int64_t idle_to)
+{
+    struct ilist_node *it, *tmp;
+    ILIST_FOREACH_SAFE(l, it, tmp)
+    {
+        struct client *c = CONTAINER_OF(it, struct client, node);
+        if (now - c->last_read_us > idle_to && (!c->sc || c->sc->expect_ready == 0)) {
+            client_fail(c, ST_ECLIENT_IDLE_TIMEOUT, NULL);
+        }
+    }
+}
 
 void
 client_tick(struct worker *w, int64_t now)
@@ -1133,12 +1536,7 @@ client_tick(struct worker *w, int64_t now)
     }
     int64_t idle_to = cfg->client_idle_timeout_ms * 1000;
     if (idle_to > 0) {
-        ILIST_FOREACH_SAFE(&w->clients_active, it, tmp)
-        {
-            struct client *c = CONTAINER_OF(it, struct client, node);
-            if (now - c->last_read_us > idle_to && c->sc && c->sc->expect_ready == 0) {
-                client_fail(c, ST_ECLIENT_IDLE_TIMEOUT, NULL);
-            }
-        }
+        client_tick_idle(&w->clients_active, now, idle_to);
+        client_tick_idle(&w->clients_idle, now, idle_to);
     }
 }

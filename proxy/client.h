@@ -21,9 +21,11 @@ struct cfg_user;
 
 enum client_state {
     CLIENT_STARTUP, /* w->clients_login: reading the startup packet */
+    CLIENT_IDLE,    /* w->clients_idle: logged in, no server connection (transaction pooling) */
     CLIENT_AUTH,    /* w->clients_login: exchanging authentication messages */
     CLIENT_WAITING, /* w->clients_waiting: authenticated, waiting for a server connection */
-    CLIENT_SETTING, /* w->clients_waiting: replaying startup parameters on the server */
+    CLIENT_SETTING, /* w->clients_waiting: replaying parameters on the server (or reading
+                       back tracked ones before releasing it) */
     CLIENT_ACTIVE,  /* w->clients_active: relaying to and from its server connection */
     CLIENT_CLOSED,  /* w->to_free: freed at the end of the loop iteration */
 };
@@ -38,6 +40,16 @@ struct client_auth {
     enum client_auth_kind kind;
     uint8_t md5_salt[4];
     struct proto_scram_server scram;
+};
+
+/* A statement the client prepared with a named Parse (transaction and statement pooling). */
+struct client_stmt {
+    char *name;  /* the client's name */
+    uint64_t h1; /* SHA-256 of tail, the server-side name (pool_stmt_name) */
+    uint64_t h2;
+    uint8_t *tail; /* Parse body after the name: query, parameter count and types */
+    uint32_t tail_len;
+    bool is_pending; /* its Parse has not been answered yet: an error there undoes it */
 };
 
 struct client {
@@ -70,6 +82,20 @@ struct client {
     struct proto_err set_error; /* first error while replaying parameters */
     char set_sqlstate[6];
     bool has_set_error;
+    bool is_capturing; /* CLIENT_SETTING reads tracked values back, then releases */
+    bool is_welcomed;  /* ParameterStatus/BackendKeyData/ReadyForQuery were sent */
+
+    uint8_t mode;       /* enum cfg_pool_mode for this session */
+    bool is_pinned;     /* session state keeps the server connection (txn pooling) */
+    bool needs_capture; /* a tracked parameter the server does not report may have
+                           changed: read it back before releasing the server */
+    bool is_c2s_paused; /* the relay waits for bytes to drain before injecting */
+    bool is_s2c_paused;
+    struct pool_params want;   /* the parameter values this client expects (transaction
+                                  pooling replays them on every server connection) */
+    struct client_stmt *stmts; /* named prepared statements (transaction pooling) */
+    int n_stmts;
+    int cap_stmts;
 
     char addr[64]; /* peer address, for logs */
 };
@@ -111,6 +137,19 @@ struct client *client_by_slot(struct worker *w, uint32_t slot);
 /* relay.c: the byte path of an ACTIVE session. */
 void relay_start(struct client *c);
 void relay_stop(struct client *c);
+
+/* client.c: a transaction-pooled client finished its transaction: give the server back. */
+void client_release_server(struct client *c);
+
+/* client.c: whether the session can give its server connection back now. */
+bool client_can_release(const struct client *c);
+
+/* txn.c: message handling for transaction and statement pooling (see relay.c). */
+struct relay_msg;
+int txn_client_msg(struct client *c, struct relay_msg *m);
+int txn_server_msg(struct client *c, struct relay_msg *m);
+int txn_emit_fakes(struct client *c);
+void txn_stmts_clear(struct client *c);
 
 /* cancel.c: send a CancelRequest for a server connection of c. */
 void cancel_send(struct worker *w, const struct pool_node *node, uint32_t be_pid, uint32_t be_key);

@@ -80,8 +80,14 @@ static const char *const bool_false_names[] = { "off", "false", "no", "0" };
  * track_parameters adds to this list; it cannot remove from it.
  */
 static const char *const tracked_params_builtin[] = {
-    "client_encoding",  "DateStyle",   "TimeZone", "IntervalStyle", "standard_conforming_strings",
-    "application_name", "search_path",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "standard_conforming_strings",
+    "application_name",
+    "search_path",
+    "extra_float_digits",
 };
 
 const char *
@@ -1841,4 +1847,17 @@ cfg_param_tracked(const struct cfg *c, const char *name)
         }
     }
     return false;
+}
+
+int
+cfg_tracked_count(const struct cfg *c)
+{
+    return (int) ARRAY_LEN(tracked_params_builtin) + c->n_track_parameters;
+}
+
+const char *
+cfg_tracked_name(const struct cfg *c, int i)
+{
+    int nb = (int) ARRAY_LEN(tracked_params_builtin);
+    return i < nb ? tracked_params_builtin[i] : c->track_parameters[i - nb];
 }

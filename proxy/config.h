@@ -156,6 +156,12 @@ enum cfg_pool_mode cfg_pool_mode_for(const struct cfg *c, const char *database, 
  */
 bool cfg_param_tracked(const struct cfg *c, const char *name);
 
+/** Number of tracked parameters: the built-in ones, then track_parameters. */
+int cfg_tracked_count(const struct cfg *c);
+
+/** The i-th tracked parameter name (0 <= i < cfg_tracked_count). */
+const char *cfg_tracked_name(const struct cfg *c, int i);
+
 /** Parse a duration: "250ms", "30s", "5m", "1h", or a bare number of seconds. -1 if invalid. */
 int64_t cfg_parse_duration_ms(const char *s);
 

@@ -92,7 +92,8 @@ stop_msg_run(struct pool_worker *pw, struct pool_msg *m)
     if (ev_is_active(&w->listen_io)) {
         ev_io_stop(w->loop, &w->listen_io);
     }
-    struct ilist *lists[] = { &w->clients_active, &w->clients_waiting, &w->clients_login };
+    struct ilist *lists[] = { &w->clients_active, &w->clients_waiting, &w->clients_idle,
+                              &w->clients_login };
     for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
         struct ilist_node *it;
         while ((it = ilist_first(lists[i])) != NULL) {
@@ -144,6 +145,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
         return -1;
     }
     ilist_init(&w->clients_login);
+    ilist_init(&w->clients_idle);
     ilist_init(&w->clients_waiting);
     ilist_init(&w->clients_active);
     ilist_init(&w->to_free);

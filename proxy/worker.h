@@ -55,6 +55,7 @@ struct worker {
     bool is_stopping;
 
     struct ilist clients_login;   /* client: CLIENT_STARTUP, CLIENT_AUTH */
+    struct ilist clients_idle;    /* client: CLIENT_IDLE */
     struct ilist clients_waiting; /* client: CLIENT_WAITING, CLIENT_SETTING */
     struct ilist clients_active;  /* client: CLIENT_ACTIVE */
     struct ilist to_free;         /* client: CLIENT_CLOSED */
