@@ -8,8 +8,16 @@ pkgs=(
   libev-dev libssl-dev libpq-dev libinih-dev libcmocka-dev
   postgresql-15 postgresql-client-15
   python3-pytest python3-psycopg python3-psycopg2
-  pgbouncer procps
+  pgbouncer procps strace valgrind
+  openjdk-17-jdk-headless libpostgresql-jdbc-java  # JDBC tests (tests/integration/java)
+  clang-14 libclang-rt-14-dev  # make fuzz / fuzz-smoke: libFuzzer's runtime is in libclang-rt
 )
+
+# node-postgres tests (tests/integration/node): Debian's node and npm, unless a node is
+# already installed (e.g. from NodeSource, whose nodejs package carries npm itself).
+if ! command -v node >/dev/null 2>&1; then
+  pkgs+=(nodejs npm)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -46,6 +46,10 @@ POOL_KEYS = {
     "conn_max_lifetime",
     "conn_max_idle_time",
     "warm_pools",
+    # transaction and statement pooling (issue 3)
+    "max_prepared_statements",
+    "track_parameters",
+    "pin_session_state",
 }
 
 # Test users and their passwords (tests/cluster.sh creates them).
@@ -349,11 +353,13 @@ def pgmux(cluster, request, tmp_path):
       any [pgmux] or [pool] key (see POOL_KEYS); None removes a default key
       userlist="plain" | "hashed" | [(user, secret), ...]
       nodes={name: {key: value}} replaces the two [node.*] sections
+      sections={name: {key: value}} extra sections written after the nodes, e.g.
+               {"database.appdb": {"pool_mode": "session"}, "user.pwuser": {...}}
       binary=path  another pgmux executable (default env PGMUX_BIN or build/asan/pgmux)
     """
     started = []
 
-    def start(userlist="plain", nodes=None, binary=None, **overrides):
+    def start(userlist="plain", nodes=None, binary=None, sections=None, **overrides):
         n = len(started)
         workdir = tmp_path / f"pgmux{n}"
         workdir.mkdir()
@@ -391,6 +397,9 @@ def pgmux(cluster, request, tmp_path):
             }
         for name, keys in nodes.items():
             config[f"node.{name}"] = dict(keys)
+        for name, keys in (sections or {}).items():
+            assert name not in config, f"sections: [{name}] is already written"
+            config[name] = dict(keys)
         ini = workdir / "proxy.ini"
         ini.write_text(_render_ini(config))
         log_path = workdir / "pgmux.log"
@@ -431,6 +440,59 @@ def pgmux(cluster, request, tmp_path):
             problems.append(f"could not check pg_stat_activity: {e}")
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
+
+
+class PeakSampler:
+    """Samples cluster.count(**filters) (pgmux's server connections in pg_stat_activity) in a
+    background thread until stop(); .peak is the highest count seen, .samples how many."""
+
+    def __init__(self, cluster, interval=0.05, **filters):
+        import threading
+
+        self.cluster = cluster
+        self.filters = filters
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self.error = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.cluster.count(**self.filters))
+                self.samples += 1
+            except Exception as e:  # reported by stop()
+                self.error = e
+                return
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        """Stop sampling; returns the peak. Raises what the sampler hit, if anything."""
+        self._stop.set()
+        self._thread.join(10)
+        if self.error is not None:
+            raise self.error
+        return self.peak
+
+
+@pytest.fixture
+def conn_peak(cluster):
+    """Factory: conn_peak(user=..., dbname=..., interval=0.05) starts a PeakSampler over
+    cluster.count(...); stopped at teardown if the test did not stop it."""
+    samplers = []
+
+    def start(interval=0.05, **filters):
+        s = PeakSampler(cluster, interval=interval, **filters)
+        samplers.append(s)
+        return s
+
+    yield start
+    for s in samplers:
+        s._stop.set()
+        s._thread.join(10)
 
 
 @pytest.fixture
