@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -827,6 +828,24 @@ pool_learn_welcome(struct pool *p, const struct pool_params *params)
 }
 
 bool
+pool_welcome_value(struct pool *p, const char *name, char *out, size_t outlen)
+{
+    bool ok = false;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; p->has_welcome && i < p->welcome.n; i++) {
+        if (strcasecmp(p->welcome.v[i].name, name) == 0) {
+            ok = strlen(p->welcome.v[i].value) < outlen;
+            if (ok) {
+                strcpy(out, p->welcome.v[i].value);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+bool
 pool_copy_welcome(struct pool *p, struct pool_params *out)
 {
     pthread_mutex_lock(&p->mu);
@@ -872,6 +891,7 @@ pool_conn_release(struct pool_conn *sc, bool reset)
         pool_stmts_clear(&sc->stmts);
         pool_params_clear(&sc->applied);
         sc->is_session_dirty = false;
+        sc->synced_hash = 0;
         uint8_t mem[1024];
         struct proto_builder pb;
         proto_builder_init_dynamic(&pb);

@@ -228,16 +228,21 @@ static void
 grant_msg_run(struct pool_worker *w, struct pool_msg *m)
 {
     struct pool_grant_msg *g = (struct pool_grant_msg *) m;
-    struct pool_conn *sc = g->sc;
-    if (sc) {
-        /* Adopt: the giver stopped its watchers; they start on this loop when attached. */
-        sc->w = w;
-        ilist_push_tail(&g->pool->local[w->idx].busy, &sc->node);
-    }
     struct pool *p = g->pool;
     uint64_t id = g->waiter_id;
     free(g);
-    w->on_grant(w, p, sc, id);
+    w->on_grant(w, p, NULL, id);
+}
+
+/* A connection handed over through its own embedded message. */
+static void
+grant_conn_run(struct pool_worker *w, struct pool_msg *m)
+{
+    struct pool_conn *sc = CONTAINER_OF(m, struct pool_conn, grant_msg);
+    /* Adopt: the giver stopped its watchers; they start on this loop when attached. */
+    sc->w = w;
+    ilist_push_tail(&sc->pool->local[w->idx].busy, &sc->node);
+    w->on_grant(w, sc->pool, sc, sc->grant_waiter);
 }
 
 void
@@ -262,6 +267,16 @@ pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn
     }
     atomic_fetch_sub(&p->n_waiting, 1);
     struct pool_waiter *wt = CONTAINER_OF(n, struct pool_waiter, node);
+    /* Even a waiter on this very worker is served through the inbox: the grant then runs at the
+     * top of a loop iteration, never inside the callback chain that released the connection. */
+    if (sc) {
+        ilist_remove(&p->local[w->idx].busy, &sc->node);
+        sc->w = NULL;
+        sc->grant_msg.fn = grant_conn_run;
+        sc->grant_waiter = wt->id;
+        pool_worker_post(w->set->workers[wt->worker], &sc->grant_msg);
+        return true;
+    }
     struct pool_grant_msg *g = malloc(sizeof(*g));
     if (!g) {
         /* Cannot tell the waiter; put it back at the head, it will time out or be served by
@@ -270,16 +285,10 @@ pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn
         atomic_fetch_add(&p->n_waiting, 1);
         return false;
     }
-    if (sc) {
-        ilist_remove(&p->local[w->idx].busy, &sc->node);
-        sc->w = NULL;
-    }
     g->msg.fn = grant_msg_run;
     g->pool = p;
-    g->sc = sc;
+    g->sc = NULL;
     g->waiter_id = wt->id;
-    /* Even a waiter on this very worker is served through the inbox: the grant then runs at the
-     * top of a loop iteration, never inside the callback chain that released the connection. */
     pool_worker_post(w->set->workers[wt->worker], &g->msg);
     return true;
 }

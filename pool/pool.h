@@ -144,6 +144,14 @@ enum pool_conn_state {
 
 
 struct pool_login;
+struct pool_worker;
+
+/* Inbox message: fn runs on the receiving worker and owns m. */
+struct pool_msg {
+    struct pool_msg *next;
+    void (*fn)(struct pool_worker *w, struct pool_msg *m);
+};
+
 
 /* What a request sent to the server will be answered with (transaction and statement
  * pooling follow every answer, so pgmux can add and remove messages and stay in step). */
@@ -216,6 +224,11 @@ struct pool_conn {
     struct pool_reqs reqs;      /* answers still to come (transaction and statement pooling) */
     struct pool_stmts stmts;    /* prepared statements pgmux made on it (LRU) */
     struct pool_login *login;   /* only while logging in */
+    struct pool_msg grant_msg;  /* hands this connection to a waiter's worker: at most one
+                                   hand-over is in flight, so no allocation per hand-over */
+    uint64_t grant_waiter;      /* the waiter it is handed to */
+    uint64_t synced_hash;       /* settings hash of the client the server's settings match
+                                   (0: unknown); lets an attach skip comparing settings */
     void *client;               /* the attached session while ACTIVE */
 };
 
@@ -228,11 +241,6 @@ struct pool_failure {
 
 struct pool_worker;
 
-/* Inbox message: fn runs on the receiving worker and owns m. */
-struct pool_msg {
-    struct pool_msg *next;
-    void (*fn)(struct pool_worker *w, struct pool_msg *m);
-};
 
 /* Callbacks into the session layer, run on the worker that owns the waiter or opener. */
 typedef void (*pool_grant_fn)(struct pool_worker *w, struct pool *p, struct pool_conn *sc,
@@ -393,6 +401,9 @@ void pool_stmt_name(uint64_t h1, uint64_t h2, char *out);
 
 /** Remember a fresh server's parameters as the pool's welcome set (first one wins). */
 void pool_learn_welcome(struct pool *p, const struct pool_params *params);
+
+/** The pool's welcome value of name into out (outlen bytes); false when unknown. Any thread. */
+bool pool_welcome_value(struct pool *p, const char *name, char *out, size_t outlen);
 
 /** Copy the pool's welcome set into out; false when none is known yet. Any thread. */
 bool pool_copy_welcome(struct pool *p, struct pool_params *out);

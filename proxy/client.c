@@ -14,6 +14,7 @@
 #include "proxy/client.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -900,25 +901,27 @@ client_init_want(struct client *c)
             return ST_ENOMEM;
         }
     }
+    client_want_rehash(c);
     return ST_OK;
 }
 
-/*
- * Transaction pooling: the tracked settings the server reports are part of what the client
- * expects, even those it never set, because the next server connection may carry another
- * client's values.
- */
-static enum status
-client_complete_want(struct client *c, const struct pool_params *server)
+void
+client_want_rehash(struct client *c)
 {
-    for (int i = 0; i < server->n; i++) {
-        const char *name = server->v[i].name;
-        if (cfg_param_tracked(c->w->cfg, name) && !params_get(&c->want, name) &&
-            pool_params_set(&c->want, name, server->v[i].value) != ST_OK) {
-            return ST_ENOMEM;
+    uint64_t h = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < c->want.n; i++) {
+        /* FNV-1a of "name=value" (name case-folded), summed so order does not matter. */
+        uint64_t e = 0xcbf29ce484222325ull;
+        for (const char *p = c->want.v[i].name; *p; p++) {
+            e = (e ^ (uint8_t) tolower((unsigned char) *p)) * 0x100000001b3ull;
         }
+        e = (e ^ '=') * 0x100000001b3ull;
+        for (const char *p = c->want.v[i].value; *p; p++) {
+            e = (e ^ (uint8_t) *p) * 0x100000001b3ull;
+        }
+        h += e;
     }
-    return ST_OK;
+    c->want_hash = h ? h : 1;
 }
 
 static bool
@@ -941,11 +944,23 @@ client_build_sets(struct client *c, struct pool_conn *sc, bool *err)
     size_t cap = 256, len = 0;
     char *q = NULL;
     *err = false;
-    for (int pass = 0; pass < 2; pass++) {
-        int n = pass == 0 ? c->want.n : sc->applied.n;
+    char dflt[256];
+    for (int pass = 0; pass < 3; pass++) {
+        int n = pass == 0 ? c->want.n : pass == 1 ? sc->applied.n : sc->params.n;
         for (int i = 0; i < n; i++) {
             const char *name, *value = NULL;
-            if (pass == 0) {
+            if (pass == 2) {
+                /* A tracked setting the client never set: another client's value must not
+                 * leak to it, so the pool's default (what a fresh server reports) applies. */
+                name = sc->params.v[i].name;
+                if (c->mode == CFG_POOL_SESSION || params_get(&c->want, name) ||
+                    !cfg_param_tracked(c->w->cfg, name) ||
+                    !pool_welcome_value(c->pool, name, dflt, sizeof(dflt)) ||
+                    strcmp(dflt, sc->params.v[i].value) == 0) {
+                    continue;
+                }
+                value = dflt;
+            } else if (pass == 0) {
                 name = c->want.v[i].name;
                 value = c->want.v[i].value;
                 const char *have = params_get(&sc->params, name);
@@ -1261,6 +1276,8 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
             if (c->is_capturing) {
                 c->is_capturing = false;
                 c->needs_capture = false;
+                client_want_rehash(c);
+                sc->synced_hash = c->want_hash;
                 client_set_state(c, CLIENT_ACTIVE);
                 client_release_server(c);
                 return;
@@ -1269,6 +1286,7 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
                 client_fail(c, ST_ENOMEM, NULL);
                 return;
             }
+            sc->synced_hash = c->want_hash;
             client_go(c);
             return;
         }
@@ -1313,8 +1331,9 @@ client_attach(struct client *c, struct pool_conn *sc)
 {
     c->sc = sc;
     pool_conn_attach(sc, c);
-    if (c->mode != CFG_POOL_SESSION && client_complete_want(c, &sc->params) != ST_OK) {
-        client_fail(c, ST_ENOMEM, NULL);
+    if (c->mode != CFG_POOL_SESSION && sc->synced_hash == c->want_hash) {
+        /* The last client on this connection wanted the same settings: nothing to compare. */
+        client_go(c);
         return;
     }
     bool err;
@@ -1329,6 +1348,7 @@ client_attach(struct client *c, struct pool_conn *sc)
         return;
     }
     if (!sets) {
+        sc->synced_hash = c->want_hash;
         client_go(c);
         return;
     }
@@ -1363,7 +1383,7 @@ client_queue_welcome(struct client *c, const struct pool_params *server, uint8_t
 static void
 client_welcome_from(struct client *c, const struct pool_params *server)
 {
-    if (client_complete_want(c, server) != ST_OK || client_queue_welcome(c, server, 'I') != ST_OK) {
+    if (client_queue_welcome(c, server, 'I') != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }
@@ -1446,6 +1466,31 @@ client_release_server(struct client *c)
     pool_sock_start_read(w->loop, &c->sock);
 }
 
+/* A transaction-pooled client waiting for a server sent more, or hung up. */
+static void
+client_waiting_read_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) revents;
+    struct client *c = io->data;
+    struct buf *b = c->sock.in;
+    if (!b || buf_space(b) == 0) {
+        pool_sock_stop_read(EV_A, &c->sock); /* full: the relay takes over when attached */
+        return;
+    }
+    ssize_t n;
+    do {
+        n = recv(c->sock.fd, b->data + b->recvd, buf_space(b), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return;
+    }
+    if (n <= 0) {
+        client_close(c, n == 0 ? "client disconnected while waiting" : "client connection error");
+        return;
+    }
+    b->recvd += (uint32_t) n;
+}
+
 /* A transaction-pooled client with no server sent something: get one. */
 static void
 client_idle_read_cb(EV_P_ ev_io *io, int revents)
@@ -1487,7 +1532,9 @@ client_idle_read_cb(EV_P_ ev_io *io, int revents)
         return;
     }
     client_set_state(c, CLIENT_WAITING);
-    pool_sock_stop_read(w->loop, &c->sock);
+    /* Read interest stays on while the client waits (no epoll_ctl per transaction): what it
+     * pipelines is buffered, and a client that gives up is noticed at once. */
+    ev_set_cb(&c->sock.rio, client_waiting_read_cb);
     client_acquire(c);
 }
 

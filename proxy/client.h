@@ -91,8 +91,9 @@ struct client {
                            changed: read it back before releasing the server */
     bool is_c2s_paused; /* the relay waits for bytes to drain before injecting */
     bool is_s2c_paused;
-    struct pool_params want;   /* the parameter values this client expects (transaction
-                                  pooling replays them on every server connection) */
+    struct pool_params want;   /* parameter values this client set (startup or SET);
+                                  tracked ones it did not set are the pool's defaults */
+    uint64_t want_hash;        /* order-independent hash of want, never 0 */
     struct client_stmt *stmts; /* named prepared statements (transaction pooling) */
     int n_stmts;
     int cap_stmts;
@@ -140,6 +141,9 @@ void relay_stop(struct client *c);
 
 /* client.c: a transaction-pooled client finished its transaction: give the server back. */
 void client_release_server(struct client *c);
+
+/* client.c: want changed; recompute want_hash. */
+void client_want_rehash(struct client *c);
 
 /* client.c: whether the session can give its server connection back now. */
 bool client_can_release(const struct client *c);

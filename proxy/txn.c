@@ -306,6 +306,7 @@ note_scan(struct client *c, const struct router_scan *s)
         sc->stmts.n = 0;
         if (s->flags & ROUTER_F_DISCARD_ALL) {
             pool_params_clear(&sc->applied);
+            sc->synced_hash = 0;
         }
     }
 }
@@ -727,8 +728,12 @@ txn_server_msg(struct client *c, struct relay_msg *m)
             return RELAY_ENOMEM;
         }
         /* The client changed a setting the server reports: it wants it on every server. */
-        if (cfg_param_tracked(c->w->cfg, name) && pool_params_set(&c->want, name, value) != ST_OK) {
-            return RELAY_ENOMEM;
+        if (cfg_param_tracked(c->w->cfg, name)) {
+            if (pool_params_set(&c->want, name, value) != ST_OK) {
+                return RELAY_ENOMEM;
+            }
+            client_want_rehash(c);
+            sc->synced_hash = c->want_hash;
         }
         return RELAY_OK;
     }

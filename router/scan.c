@@ -259,11 +259,68 @@ scan_set(struct lexer *lx, struct tok *t, bool is_reset, router_tracked_fn is_tr
     }
 }
 
+/* Case-insensitive search for a lowercase needle. */
+static bool
+contains_ci(const char *s, size_t len, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= len; i++) {
+        if ((s[i] | 0x20) == needle[0] && strncasecmp(s + i, needle, n) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The common case, decided without tokenizing: one statement (no ';' but trailing ones) that
+ * starts with a word that never changes session state, and mentions none of the names that
+ * could (advisory locks, set_config, temporary objects). Anything else takes the full scan.
+ */
+static bool
+scan_is_plain(const char *sql, size_t len)
+{
+    static const char *const plain[] = { "select",  "insert", "update",    "delete", "with",
+                                         "values",  "table",  "commit",    "end",    "rollback",
+                                         "abort",   "fetch",  "move",      "close",  "show",
+                                         "explain", "copy",   "savepoint", "release" };
+    size_t i = 0;
+    while (i < len && isspace((unsigned char) sql[i])) {
+        i++;
+    }
+    size_t w = i;
+    while (i < len && isalpha((unsigned char) sql[i])) {
+        i++;
+    }
+    size_t wl = i - w;
+    bool known = false;
+    for (size_t k = 0; k < sizeof(plain) / sizeof(plain[0]) && !known; k++) {
+        known = strlen(plain[k]) == wl && strncasecmp(sql + w, plain[k], wl) == 0;
+    }
+    if (!known || (i < len && (isalnum((unsigned char) sql[i]) || sql[i] == '_'))) {
+        return false;
+    }
+    const char *semi = memchr(sql, ';', len);
+    if (semi) {
+        for (const char *p = semi; p < sql + len; p++) {
+            if (*p != ';' && !isspace((unsigned char) *p)) {
+                return false;
+            }
+        }
+    }
+    return !contains_ci(sql, len, "advisory") && !contains_ci(sql, len, "set_config") &&
+           !contains_ci(sql, len, "temp");
+}
+
 void
 router_scan_sql(const char *sql, size_t len, router_tracked_fn is_tracked, void *arg,
                 struct router_scan *out)
 {
     memset(out, 0, sizeof(*out));
+    if (scan_is_plain(sql, len)) {
+        out->n_statements = 1;
+        return;
+    }
     struct lexer lx = { sql, len, 0 };
     struct tok t, prev = { TOK_END, NULL, 0 };
     bool at_start = true;
