@@ -393,7 +393,6 @@ pool_acquire(struct pool_worker *w, struct pool *p, struct pool_waiter *wt, stru
     }
     bool has_room = p->n_open < p->set.max_open;
     wt->worker = w->idx;
-    wt->since_us = mono_now_us();
     ilist_push_tail(&p->waiters, &wt->node);
     atomic_fetch_add(&p->n_waiting, 1);
     pthread_mutex_unlock(&p->mu);

@@ -128,9 +128,8 @@ struct pool {
 /* A client waiting for a connection. Memory owned by the client's worker; linked under mu. */
 struct pool_waiter {
     struct ilist_node node;
-    int worker;       /* index of the waiting client's worker */
-    uint64_t id;      /* the owner's identifier, handed back with the grant */
-    int64_t since_us; /* when it started waiting */
+    int worker;  /* index of the waiting client's worker */
+    uint64_t id; /* the owner's identifier, handed back with the grant */
 };
 
 enum pool_conn_state {

@@ -196,7 +196,7 @@ client_close(struct client *c, const char *why)
         return;
     }
     struct worker *w = c->w;
-    log_debug("client %s user=%s db=%s closed: %s", c->addr, c->user ? c->user : "-",
+    log_debug("client %s user=%s db=%s closed: %s", client_addr(c), c->user ? c->user : "-",
               c->database ? c->database : "-", why);
     if (c->is_queued && c->pool) {
         /* If a grant is already on its way it will not find us and goes back to the pool. */
@@ -234,6 +234,7 @@ client_reap(struct worker *w)
     while ((n = ilist_pop_head(&w->to_free)) != NULL) {
         struct client *c = CONTAINER_OF(n, struct client, node);
         free(c->startup);
+        free(c->set_error);
         free(c);
     }
 }
@@ -261,7 +262,7 @@ client_fail_full(struct client *c, enum status st, const char *severity, const c
         }
         proto_builder_fini(&pb);
     }
-    log_info("client %s user=%s db=%s refused: %s%s%s", c->addr, c->user ? c->user : "-",
+    log_info("client %s user=%s db=%s refused: %s%s%s", client_addr(c), c->user ? c->user : "-",
              c->database ? c->database : "-", message ? message : e->message, detail ? ": " : "",
              detail ? detail : "");
     client_close(c, message ? message : e->message);
@@ -285,24 +286,35 @@ client_fail_auth(struct client *c)
 
 /* ---- accept ---- */
 
-static void
-format_addr(const struct sockaddr *sa, char *out, size_t len)
+const char *
+client_addr(const struct client *c)
 {
+    static __thread char buf[INET6_ADDRSTRLEN + 8];
     char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
+    if (c->peer_family == AF_INET) {
+        inet_ntop(AF_INET, c->peer, host, sizeof(host));
+    } else if (c->peer_family == AF_INET6) {
+        inet_ntop(AF_INET6, c->peer, host, sizeof(host));
+    } else {
+        return "unix";
+    }
+    snprintf(buf, sizeof(buf), "%s:%u", host, (unsigned) c->peer_port);
+    return buf;
+}
+
+static void
+client_set_peer(struct client *c, const struct sockaddr *sa)
+{
+    c->peer_family = (uint8_t) sa->sa_family;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *) (const void *) sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
+        memcpy(c->peer, &in->sin_addr, 4);
+        c->peer_port = ntohs(in->sin_port);
     } else if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) (const void *) sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-    } else if (sa->sa_family == AF_UNIX) {
-        snprintf(out, len, "unix");
-        return;
+        memcpy(c->peer, &in6->sin6_addr, 16);
+        c->peer_port = ntohs(in6->sin6_port);
     }
-    snprintf(out, len, "%s:%d", host, port);
 }
 
 void
@@ -322,7 +334,7 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
     c->id = ((uint64_t) ++w->next_gen << 32) | slot;
     worker_random(w, &c->cancel_key, sizeof(c->cancel_key));
     c->since_us = c->last_read_us = mono_now_us();
-    format_addr(sa, c->addr, sizeof(c->addr));
+    client_set_peer(c, sa);
     int n = atomic_fetch_add(&w->rt->n_clients, 1) + 1;
     c->is_counted = true;
     c->is_over_limit = n > w->cfg->max_client_conn;
@@ -353,7 +365,7 @@ cancel_msg_run(struct pool_worker *pw, struct pool_msg *m)
     /* The key is compared in constant time: it is the only thing that authorizes a cancel. */
     if (c && CRYPTO_memcmp(&c->cancel_key, &cm->key, sizeof(cm->key)) == 0 && c->sc &&
         c->sc->be_pid) {
-        log_debug("client %s: forwarding cancel to server conn %llu", c->addr,
+        log_debug("client %s: forwarding cancel to server conn %llu", client_addr(c),
                   (unsigned long long) c->sc->id);
         cancel_send(w, c->sc->pool->node, c->sc->be_pid, c->sc->be_key);
     } else {
@@ -474,12 +486,19 @@ client_auth_done(struct client *c)
         return;
     }
     client_out_flush(c);
-    log_debug("client %s user=%s db=%s authenticated", c->addr, c->user, c->database);
+    log_debug("client %s user=%s db=%s authenticated", client_addr(c), c->user, c->database);
     c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, c->database, c->user);
     if (client_init_want(c) != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }
+    /* The startup packet has served its purpose (the wanted settings are parsed out of it);
+     * the names live on in the pool. An idle session keeps only what it must. */
+    c->user = c->pool->user;
+    c->database = c->pool->database;
+    free(c->startup);
+    c->startup = NULL;
+    c->startup_len = 0;
     if (c->mode != CFG_POOL_SESSION) {
         /* Transaction pooling: a client that logs in needs no server when the pool already
          * knows what a fresh server reports. */
@@ -1240,14 +1259,18 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
     enum status st;
     while ((st = pool_conn_next_msg(sc, &h, &body)) == ST_OK) {
         size_t blen = h.len - 4;
-        if (h.type == 'E' && !c->has_set_error) {
+        if (h.type == 'E' && !c->set_error) {
             struct proto_error_fields ef;
             if (proto_read_error(body, blen, &ef) == ST_OK) {
-                snprintf(c->set_error.text, sizeof(c->set_error.text), "%s",
-                         ef.message ? ef.message : "invalid startup parameter");
-                snprintf(c->set_sqlstate, sizeof(c->set_sqlstate), "%s",
-                         ef.code ? ef.code : SQLSTATE_INVALID_PARAMETER_VALUE);
-                c->has_set_error = true;
+                const char *code =
+                    ef.code && strlen(ef.code) == 5 ? ef.code : SQLSTATE_INVALID_PARAMETER_VALUE;
+                const char *msg = ef.message ? ef.message : "invalid startup parameter";
+                size_t ml = strlen(msg);
+                c->set_error = malloc(6 + ml + 1);
+                if (c->set_error) {
+                    memcpy(c->set_error, code, 6);
+                    memcpy(c->set_error + 6, msg, ml + 1);
+                }
             }
         } else if (h.type == 'S') {
             const char *name, *value;
@@ -1268,9 +1291,9 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
             }
             sc->expect_ready = 0;
             pool_conn_in_settle(sc);
-            if (c->has_set_error) {
-                client_fail_full(c, ST_ECLIENT_UNSUPPORTED, "FATAL", c->set_sqlstate,
-                                 c->set_error.text, "a startup parameter was refused");
+            if (c->set_error) {
+                client_fail_full(c, ST_ECLIENT_UNSUPPORTED, "FATAL", c->set_error, c->set_error + 6,
+                                 "a startup parameter was refused");
                 return;
             }
             if (c->is_capturing) {
@@ -1310,7 +1333,8 @@ client_run_own_query(struct client *c, const char *sql)
     proto_builder_init_dynamic(&pb);
     proto_build_query(&pb, sql);
     client_set_state(c, CLIENT_SETTING);
-    c->has_set_error = false;
+    free(c->set_error);
+    c->set_error = NULL;
     sc->expect_ready = 1;
     pool_sock_stop_read(c->w->loop, &c->sock);
     ev_set_cb(&sc->sock.rio, client_setting_read_cb);
@@ -1408,8 +1432,8 @@ client_welcome(struct client *c)
     pool_sock_stop_read(w->loop, &sc->sock);
     client_set_state(c, CLIENT_ACTIVE);
     c->last_read_us = mono_now_us();
-    log_debug("client %s user=%s db=%s attached to server conn %llu", c->addr, c->user, c->database,
-              (unsigned long long) sc->id);
+    log_debug("client %s user=%s db=%s attached to server conn %llu", client_addr(c), c->user,
+              c->database, (unsigned long long) sc->id);
     relay_start(c);
 }
 

@@ -56,41 +56,24 @@ struct client {
     struct ilist_node node;
     struct pool_sock sock;
     struct worker *w;
-    enum client_state state;
     uint64_t id; /* generation << 32 | slot: stale grants and cancels miss */
+    enum client_state state;
     uint32_t slot;
-    uint32_t cancel_key;  /* the key of our BackendKeyData */
+    uint32_t cancel_key; /* the key of our BackendKeyData */
+    uint32_t startup_len;
     int64_t since_us;     /* entered the current state */
     int64_t last_read_us; /* last byte from the client */
 
-    char *startup; /* copy of the startup packet (owned); params point into it */
-    uint32_t startup_len;
-    const char *user;          /* in startup */
-    const char *database;      /* in startup */
+    char *startup;             /* copy of the startup packet until login ends (owned) */
+    const char *user;          /* in startup, then the pool's copy */
+    const char *database;      /* in startup, then the pool's copy */
     const struct cfg_user *cu; /* auth_file entry, NULL for an unknown user */
     struct client_auth *auth;  /* only while authenticating */
-    bool is_ssl_answered;      /* an SSLRequest was answered 'N' */
-    bool is_gss_answered;
-    bool is_over_limit; /* accepted beyond max_client_conn: refuse after startup */
-    bool is_counted;    /* holds one unit of rt->n_clients */
-
     struct pool *pool;
-    struct pool_conn *sc;       /* attached server connection (CLIENT_SETTING, CLIENT_ACTIVE) */
-    struct pool_waiter waiter;  /* linked in pool->waiters while queued */
-    bool is_queued;             /* waiter was queued (grant or cancel pending) */
-    bool is_opening;            /* a connection is being opened for us */
-    struct proto_err set_error; /* first error while replaying parameters */
-    char set_sqlstate[6];
-    bool has_set_error;
-    bool is_capturing; /* CLIENT_SETTING reads tracked values back, then releases */
-    bool is_welcomed;  /* ParameterStatus/BackendKeyData/ReadyForQuery were sent */
-
-    uint8_t mode;       /* enum cfg_pool_mode for this session */
-    bool is_pinned;     /* session state keeps the server connection (txn pooling) */
-    bool needs_capture; /* a tracked parameter the server does not report may have
-                           changed: read it back before releasing the server */
-    bool is_c2s_paused; /* the relay waits for bytes to drain before injecting */
-    bool is_s2c_paused;
+    struct pool_conn *sc;      /* attached server connection (CLIENT_SETTING, CLIENT_ACTIVE) */
+    struct pool_waiter waiter; /* linked in pool->waiters while queued */
+    char *set_error;           /* first error of pgmux's own query: SQLSTATE, NUL, message
+                                  (allocated only when there is one) */
     struct pool_params want;   /* parameter values this client set (startup or SET);
                                   tracked ones it did not set are the pool's defaults */
     uint64_t want_hash;        /* order-independent hash of want, never 0 */
@@ -98,8 +81,28 @@ struct client {
     int n_stmts;
     int cap_stmts;
 
-    char addr[64]; /* peer address, for logs */
+    uint8_t peer[16]; /* peer address (IPv4 in the first 4 bytes), formatted only for log
+                         lines: an idle session should cost little */
+    uint16_t peer_port;
+    uint8_t peer_family;  /* AF_INET, AF_INET6, AF_UNIX */
+    uint8_t mode;         /* enum cfg_pool_mode for this session */
+    bool is_ssl_answered; /* an SSLRequest was answered 'N' */
+    bool is_gss_answered;
+    bool is_over_limit; /* accepted beyond max_client_conn: refuse after startup */
+    bool is_counted;    /* holds one unit of rt->n_clients */
+    bool is_queued;     /* waiter was queued (grant or cancel pending) */
+    bool is_opening;    /* a connection is being opened for us */
+    bool is_capturing;  /* CLIENT_SETTING reads tracked values back, then releases */
+    bool is_welcomed;   /* ParameterStatus/BackendKeyData/ReadyForQuery were sent */
+    bool is_pinned;     /* session state keeps the server connection (txn pooling) */
+    bool needs_capture; /* a tracked parameter the server does not report may have
+                           changed: read it back before releasing the server */
+    bool is_c2s_paused; /* the relay waits for bytes to drain before injecting */
+    bool is_s2c_paused;
 };
+
+/** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */
+const char *client_addr(const struct client *c);
 
 /** Take over an accepted socket (already non-blocking). */
 void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen);

@@ -285,7 +285,7 @@ pin(struct client *c, uint32_t flags)
         c->is_pinned = true;
         c->sc->is_session_dirty = true;
         log_debug("client %s user=%s db=%s pinned to server conn %llu (session state 0x%x)",
-                  c->addr, c->user, c->database, (unsigned long long) c->sc->id, flags);
+                  client_addr(c), c->user, c->database, (unsigned long long) c->sc->id, flags);
     }
 }
 
