@@ -215,6 +215,8 @@ struct pool_conn {
     bool is_unsynced;      /* extended-protocol messages sent since the last Sync */
     bool is_broken;        /* lost sync with the protocol; never pool it */
     bool is_session_dirty; /* a pinned client left session state: reset before reuse */
+    bool is_skipping;      /* after an error in the extended protocol the server ignores
+                              everything up to the next Sync */
     int64_t created_us;
     int64_t last_used_us;       /* when it last became idle */
     int64_t deadline_us;        /* connect/login/reset must finish by then */

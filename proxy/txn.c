@@ -631,6 +631,11 @@ int
 txn_client_msg(struct client *c, struct relay_msg *m)
 {
     struct pool_conn *sc = c->sc;
+    if (sc->is_skipping && m->h.type != 'S' && m->h.type != 'X') {
+        /* The server ignores it and answers nothing: pass it on as it is, expect nothing. A
+         * Parse or Close here creates or removes nothing, on the server or for the client. */
+        return RELAY_OK;
+    }
     switch (m->h.type) {
     case 'X':
         return RELAY_TERMINATE;
@@ -648,6 +653,7 @@ txn_client_msg(struct client *c, struct relay_msg *m)
         return pool_reqs_push(&sc->reqs, POOL_REQ_EXECUTE, 0, 0, 0) ? RELAY_OK : RELAY_ENOMEM;
     case 'S':
         sc->is_unsynced = false;
+        sc->is_skipping = false;
         sc->expect_ready++;
         return pool_reqs_push(&sc->reqs, POOL_REQ_SYNC, 0, 0, 0) ? RELAY_OK : RELAY_ENOMEM;
     case 'F':
@@ -740,6 +746,8 @@ txn_server_msg(struct client *c, struct relay_msg *m)
     case 'E':
         if (q && kind != POOL_REQ_QUERY && kind != POOL_REQ_SYNC) {
             skip_to_sync(c, sc);
+            /* No Sync sent yet: what the client sends until its Sync is ignored too. */
+            sc->is_skipping = pool_reqs_head(&sc->reqs) == NULL;
         }
         return RELAY_OK;
     case '1':

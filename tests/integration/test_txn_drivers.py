@@ -314,11 +314,14 @@ def test_psycopg2_named_cursor_inside_a_transaction(txn):
         plain = conn.cursor()
         plain.execute("SELECT pg_backend_pid()")
         assert plain.fetchone()[0] == cursor_pid[0]
+        # Stop the others while the transaction still holds its connection: after the commit
+        # that connection is theirs to use.
+        stop.set()
+        seen = [t.result(timeout=30) for t in others]
         conn.commit()
     finally:
         stop.set()
         conn.close()
-    seen = [t.result(timeout=30) for t in others]
     assert all(len(s) >= 5 for s in seen), [len(s) for s in seen]
     assert all(cursor_pid[0] not in s for s in seen), "another client ran inside the cursor's txn"
 

@@ -465,3 +465,22 @@ def test_client_that_vanishes_leaves_a_clean_connection(cluster, txn, vanish_tab
     wait_for(lambda: not [r for r in cluster.server_conns(user="app", dbname="appdb")
                           if r["state"].startswith("idle in transaction")],
              what="no server connection idle in transaction")
+
+
+def test_messages_sent_after_an_error_arrived_are_skipped_too(txn):
+    """The client reads the ErrorResponse (after a Flush) before it sends the rest of the batch
+    and its Sync: the server ignores those messages as well, and pgmux must expect no answer to
+    them. The Sync's ReadyForQuery ends the batch and the connection stays usable."""
+    px = txn(max_open_conns=1)
+    a = Wire(px)
+    a.send(parse("", DIV0), bind(""), execute(), pgwire.message(b"H"))
+    before = [a.recv() for _ in range(3)]
+    assert types(before) == ["1", "2", "E"], before
+    # Sent after the error was seen: skipped by the server, answered by nobody.
+    a.send(parse("late", "SELECT 5"), bind("late"), execute(), close(b"S", "late"), SYNC)
+    res = a.until_ready()
+    assert types(res) == ["Z"], res
+    # "late" was never created, on the server or for pgmux.
+    assert error_states(a.sync(bind("late"), execute())) == ["26000"]
+    ok_rows(a.sync(parse("late", "SELECT 5")))
+    assert run_named(a, "late") == [["5"]]
