@@ -259,17 +259,40 @@ scan_set(struct lexer *lx, struct tok *t, bool is_reset, router_tracked_fn is_tr
     }
 }
 
-/* Case-insensitive search for a lowercase needle. */
+/* Words whose mere presence sends a query to the full scan (they may change session state). */
+static const struct {
+    const char *w;
+    size_t n;
+} suspects[] = {
+    { "temp", 4 },
+    { "pg_temp", 7 },
+    { "temporary", 9 },
+    { "set_config", 10 },
+    { "pg_advisory_lock", 16 },
+    { "pg_try_advisory_lock", 20 },
+    { "pg_advisory_lock_shared", 23 },
+    { "pg_try_advisory_lock_shared", 27 },
+};
+
 static bool
-contains_ci(const char *s, size_t len, const char *needle)
+word_is_suspect(const char *w, size_t n)
 {
-    size_t n = strlen(needle);
-    for (size_t i = 0; i + n <= len; i++) {
-        if ((s[i] | 0x20) == needle[0] && strncasecmp(s + i, needle, n) == 0) {
+    for (size_t i = 0; i < sizeof(suspects) / sizeof(suspects[0]); i++) {
+        if (suspects[i].n == n && (w[0] | 0x20) == suspects[i].w[0] &&
+            strncasecmp(w, suspects[i].w, n) == 0) {
             return true;
         }
     }
     return false;
+}
+
+/* ASCII identifier characters without the locale lookups of isalnum(); bytes >= 0x80 count
+ * as identifier characters, as in PostgreSQL's scanner. */
+static inline bool
+ident_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c >= 0x80;
 }
 
 /*
@@ -280,24 +303,30 @@ contains_ci(const char *s, size_t len, const char *needle)
 static bool
 scan_is_plain(const char *sql, size_t len)
 {
-    static const char *const plain[] = { "select",  "insert", "update",    "delete", "with",
-                                         "values",  "table",  "commit",    "end",    "rollback",
-                                         "abort",   "fetch",  "move",      "close",  "show",
-                                         "explain", "copy",   "savepoint", "release" };
+    static const struct {
+        const char *w;
+        size_t n;
+    } plain[] = {
+        { "select", 6 },  { "insert", 6 }, { "update", 6 },    { "delete", 6 },  { "with", 4 },
+        { "values", 6 },  { "table", 5 },  { "commit", 6 },    { "end", 3 },     { "rollback", 8 },
+        { "abort", 5 },   { "fetch", 5 },  { "move", 4 },      { "close", 5 },   { "show", 4 },
+        { "explain", 7 }, { "copy", 4 },   { "savepoint", 9 }, { "release", 7 },
+    };
     size_t i = 0;
-    while (i < len && isspace((unsigned char) sql[i])) {
+    while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r')) {
         i++;
     }
     size_t w = i;
-    while (i < len && isalpha((unsigned char) sql[i])) {
+    while (i < len && ((sql[i] | 0x20) >= 'a' && (sql[i] | 0x20) <= 'z')) {
         i++;
     }
     size_t wl = i - w;
     bool known = false;
     for (size_t k = 0; k < sizeof(plain) / sizeof(plain[0]) && !known; k++) {
-        known = strlen(plain[k]) == wl && strncasecmp(sql + w, plain[k], wl) == 0;
+        known = plain[k].n == wl && (sql[w] | 0x20) == plain[k].w[0] &&
+                strncasecmp(sql + w, plain[k].w, wl) == 0;
     }
-    if (!known || (i < len && (isalnum((unsigned char) sql[i]) || sql[i] == '_'))) {
+    if (!known || (i < len && ident_char((unsigned char) sql[i]))) {
         return false;
     }
     const char *semi = memchr(sql, ';', len);
@@ -308,8 +337,24 @@ scan_is_plain(const char *sql, size_t len)
             }
         }
     }
-    return !contains_ci(sql, len, "advisory") && !contains_ci(sql, len, "set_config") &&
-           !contains_ci(sql, len, "temp");
+    /* One pass over the words; only those of a suspect's length and first letter are compared.
+     * A suspect inside a string literal just costs the full scan. */
+    for (size_t p = i; p < len;) {
+        if (!ident_char((unsigned char) sql[p])) {
+            p++;
+            continue;
+        }
+        size_t b = p;
+        while (p < len && ident_char((unsigned char) sql[p])) {
+            p++;
+        }
+        size_t n = p - b;
+        if ((n == 4 || n == 7 || n == 9 || n == 10 || n == 16 || n == 20 || n == 23 || n == 27) &&
+            word_is_suspect(sql + b, n)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 void

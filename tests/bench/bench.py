@@ -65,6 +65,7 @@ WORKLOADS = [
     ("S extended c=500", ["-S", "-M", "extended"], 500, None),
     # PgBouncer 1.18 cannot pool named prepared statements in transaction mode
     ("S prepared c=10", ["-S", "-M", "prepared"], 10, {"direct", "relay", "pgmux"}),
+    ("S prepared c=100", ["-S", "-M", "prepared"], 100, {"direct", "relay", "pgmux"}),
     ("S -C c=10", ["-S", "-C"], 10, None),
     ("TPC-B c=10", [], 10, None),
     ("TPC-B c=100", [], 100, None),
