@@ -779,6 +779,11 @@ proto_scram_client_final(struct proto_scram_client *c, const uint8_t *msg, size_
                         "malformed SCRAM message (invalid iteration count)");
         goto done;
     }
+    if (c->have_password && iterations > PROTO_SCRAM_MAX_ITERATIONS) {
+        st = scram_fail(err, ST_ESERVER_PROTOCOL,
+                        "server asked for more SCRAM iterations than pgmux will compute");
+        goto done;
+    }
 
     /* With a password: SaltedPassword (from the caller's cache when salt and iterations match,
      * since PBKDF2 is the expensive step, CONVENTIONS 6.10), then the keys. With recovered

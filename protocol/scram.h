@@ -26,6 +26,10 @@
 #define PROTO_SCRAM_NONCE_LEN          24 /* random bytes before base64 */
 #define PROTO_SCRAM_DEFAULT_ITERATIONS 4096
 #define PROTO_SCRAM_MSG_MAX            512 /* generous bound for any SCRAM message we build or accept */
+/* Most iterations pgmux runs PBKDF2 for when a server names them (about a second of CPU): a
+ * hostile or impersonated server must not stall a worker for hours. PostgreSQL's default is
+ * 4096. */
+#define PROTO_SCRAM_MAX_ITERATIONS 1000000
 
 /* A stored secret: "SCRAM-SHA-256$<iterations>:<salt b64>$<StoredKey b64>:<ServerKey b64>". */
 struct proto_scram_secret {

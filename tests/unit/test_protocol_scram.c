@@ -758,6 +758,8 @@ test_client_bad_server_first(void **state)
         "r=" NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4k",
         "r=" NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=",
         "r=" NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=99999999999",
+        "r=" NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1000001", /* over PROTO_SCRAM_MAX_ITERATIONS */
+        "r=" NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=2147483647",
         "r=" NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,x=1",
         "r=" NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,",
         "r=" NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==",
