@@ -5,6 +5,7 @@
 #   make check           unit tests (cmocka) on the release build
 #   make check-asan      unit tests on the ASan+UBSan build
 #   make check-integration  pytest suite against a real primary + replica (ASan+UBSan pgmux)
+#   make check-tsan      the same suite against the ThreadSanitizer build
 #   make test            deps + everything above; what CI runs
 #   make run             local primary + replica + pgmux on port 6432 with proxy.ini
 #   make SANITIZE=address,undefined   build into build/asan
@@ -48,8 +49,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all deps check check-asan check-integration test run bench fuzz clean \
-        check-headers format format-check tidy asan
+.PHONY: all deps check check-asan check-integration check-tsan test run bench fuzz fuzz-smoke clean \
+        check-headers format format-check tidy asan bench-smoke
 
 all: $(BUILD)/pgmux
 
@@ -95,6 +96,14 @@ check-asan:
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined check
 
 # pytest exits 5 when it collected no tests; that is a failure here, not a quiet pass.
+# The integration suite under ThreadSanitizer (CONVENTIONS 6.12); tests/tsan.supp says why
+# libev's own epoll bookkeeping is left out.
+check-tsan: all
+	@$(MAKE) --no-print-directory SANITIZE=thread all
+	PGMUX_BIN=$(CURDIR)/build/tsan/pgmux PGMUX_RELEASE_BIN=$(CURDIR)/build/release/pgmux \
+	    TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=0" \
+	    $(PYTEST) -q -p no:cacheprovider tests/integration
+
 check-integration: all asan
 	@rc=0; PGMUX_BIN=$(CURDIR)/build/asan/pgmux PGMUX_RELEASE_BIN=$(CURDIR)/build/release/pgmux \
 	    $(PYTEST) -q -rfEs -p no:cacheprovider tests/integration || rc=$$?; \
@@ -106,12 +115,21 @@ test: deps
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory check-asan
 	@$(MAKE) --no-print-directory check-integration
+	@$(MAKE) --no-print-directory check-tsan
+	@$(MAKE) --no-print-directory bench-smoke
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 run: deps all
 	@./tests/run-demo.sh
 
+# Side-by-side benchmark (direct, byte relay, PgBouncer, pgmux) -> build/bench/results.md;
+# BENCH_* variables are listed in README.md "Performance". bench-smoke: one short workload,
+# fails only when pgmux errors or has failed transactions (part of `make test`).
 bench: deps all
 	@./tests/bench/run.sh
+
+bench-smoke: all
+	@./tests/bench/run.sh --smoke
 
 check-headers:
 	@set -e; for h in common/*.h protocol/*.h pool/*.h router/*.h proxy/*.h; do \
@@ -126,6 +144,63 @@ format-check:
 tidy:
 	cppcheck --quiet --enable=warning,performance,portability --error-exitcode=1 \
 	    -I. common protocol pool router proxy
+
+# ---- fuzzing (tests/fuzz/, CONVENTIONS 8.7) ----------------------------------------------
+# libFuzzer targets built with clang-14 into build/fuzz/, linked against their own copy of the
+# pure modules (common/, protocol/, router/scan.c, proxy/config.c) built with the same
+# sanitizers; tests/fuzz/README.md lists the targets.
+#   make fuzz                 each target for FUZZ_SECONDS (default 60); new inputs go to
+#                             build/fuzz/corpus-<target>, crashes to build/fuzz/crash-<target>/,
+#                             libFuzzer's output to build/fuzz/fuzz_<target>.log (tests/fuzz/run.sh)
+#   make fuzz-smoke           each target over its kept crashes (tests/fuzz/regressions/) and its
+#                             seeds, then FUZZ_SMOKE_SECONDS (default 10) of fuzzing; what CI runs
+#   make fuzz FUZZ_TARGETS=scram FUZZ_SECONDS=600   one target, longer (FUZZ_ARGS: more flags)
+FUZZ_CC      ?= clang-14
+FUZZ_DIR     := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_ARGS    ?=
+FUZZ_TARGETS ?= startup frontend backend scram config scan
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 $(FUZZ_SAN)
+FUZZ_LIBS    := $(shell pkg-config --libs openssl inih 2>/dev/null) -lpthread
+FUZZ_LIB_SRC := $(wildcard common/*.c protocol/*.c) router/scan.c proxy/config.c
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+# -max_len per target: a startup packet may be 10000 bytes; SCRAM messages at most 512 each;
+# a proxy.ini line at most 198 characters.
+FUZZ_MAXLEN_startup  := 10100
+FUZZ_MAXLEN_frontend := 4096
+FUZZ_MAXLEN_backend  := 4096
+FUZZ_MAXLEN_scram    := 2048
+FUZZ_MAXLEN_config   := 8192
+FUZZ_MAXLEN_scan     := 4096
+
+$(FUZZ_DIR)/.flags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_LIBS)' | cmp -s - $@ || echo '$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_LIBS)' > $@
+
+$(FUZZ_DIR)/obj/%.o: %.c $(FUZZ_DIR)/.flags
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  FUZZ-CC $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJ) $(FUZZ_DIR)/.flags
+	@$(if $(V),,echo "  FUZZ-LD $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -o $@ $< $(FUZZ_LIB_OBJ) $(FUZZ_LIBS)
+
+# named only in a pattern rule, the objects would count as intermediate and be deleted
+.SECONDARY: $(FUZZ_LIB_OBJ)
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)
+
+fuzz: $(FUZZ_BIN)
+	@set -e; $(foreach t,$(FUZZ_TARGETS),\
+	    tests/fuzz/run.sh fuzz $(t) $(FUZZ_SECONDS) $(FUZZ_MAXLEN_$(t)) $(FUZZ_ARGS);)
+
+fuzz-smoke: $(FUZZ_BIN)
+	@set -e; $(foreach t,$(FUZZ_TARGETS),\
+	    tests/fuzz/run.sh smoke $(t) $(FUZZ_SMOKE_SECONDS) $(FUZZ_MAXLEN_$(t)) $(FUZZ_ARGS);)
 
 clean:
 	rm -rf build pgmux
