@@ -110,37 +110,7 @@ pool_conn_param(const struct pool_conn *sc, const char *name)
 int
 pool_conn_recv(struct pool_conn *sc)
 {
-    struct pool_sock *s = &sc->sock;
-    if (!s->in) {
-        s->in = buf_get(&sc->w->bufs);
-        if (!s->in) {
-            return -1;
-        }
-    }
-    if (buf_space(s->in) == 0) {
-        buf_compact(s->in);
-        if (buf_space(s->in) == 0) {
-            errno = EMSGSIZE;
-            return -1;
-        }
-    }
-    for (;;) {
-        ssize_t n = recv(s->fd, s->in->data + s->in->recvd, buf_space(s->in), 0);
-        if (n > 0) {
-            s->in->recvd += (uint32_t) n;
-            return (int) n;
-        }
-        if (n == 0) {
-            return 0;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return -2;
-        }
-        return -1;
-    }
+    return pool_sock_recv(&sc->sock, &sc->w->bufs);
 }
 
 enum status

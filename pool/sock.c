@@ -101,6 +101,40 @@ pool_sock_setup(int fd, bool is_tcp)
 }
 
 int
+pool_sock_recv(struct pool_sock *s, struct buf_pool *bp)
+{
+    if (!s->in) {
+        s->in = buf_get(bp);
+        if (!s->in) {
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+    struct buf *b = s->in;
+    if (buf_space(b) == 0) {
+        buf_compact(b);
+        if (buf_space(b) == 0) {
+            errno = EMSGSIZE;
+            return -1;
+        }
+    }
+    for (;;) {
+        ssize_t n = recv(s->fd, b->data + b->recvd, buf_space(b), 0);
+        if (n > 0) {
+            b->recvd += (uint32_t) n;
+            return (int) n;
+        }
+        if (n == 0) {
+            return 0;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? -2 : -1;
+    }
+}
+
+int
 pool_sock_flush_out(struct pool_sock *s, struct buf_pool *bp)
 {
     struct buf *b = s->out;

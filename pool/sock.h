@@ -42,6 +42,13 @@ void pool_sock_close(struct ev_loop *loop, struct pool_sock *s, struct buf_pool 
 int pool_sock_setup(int fd, bool is_tcp);
 
 /**
+ * recv once into s->in (lent from bp when NULL) after the bytes already there. Returns the
+ * bytes read (> 0), 0 at EOF, -1 on error (errno set; EMSGSIZE when the buffer is full of
+ * undecided bytes), or -2 when nothing is there yet.
+ */
+int pool_sock_recv(struct pool_sock *s, struct buf_pool *bp);
+
+/**
  * Write s->out to the socket. Returns ST_OK when everything went (out is returned to bp),
  * ST_AGAIN when some is left, or ST_ECLIENT_CLOSED/ST_ESERVER_CLOSED-style failure reported as
  * -1 (errno set). Expressed as an int: 0 done, 1 partial, -1 error.

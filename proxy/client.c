@@ -1496,23 +1496,14 @@ client_waiting_read_cb(EV_P_ ev_io *io, int revents)
 {
     (void) revents;
     struct client *c = io->data;
-    struct buf *b = c->sock.in;
-    if (!b || buf_space(b) == 0) {
+    if (!c->sock.in || buf_space(c->sock.in) == 0) {
         pool_sock_stop_read(EV_A, &c->sock); /* full: the relay takes over when attached */
         return;
     }
-    ssize_t n;
-    do {
-        n = recv(c->sock.fd, b->data + b->recvd, buf_space(b), 0);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        return;
-    }
-    if (n <= 0) {
+    int n = pool_sock_recv(&c->sock, &c->w->pw.bufs);
+    if (n == 0 || n == -1) {
         client_close(c, n == 0 ? "client disconnected while waiting" : "client connection error");
-        return;
     }
-    b->recvd += (uint32_t) n;
 }
 
 /* A transaction-pooled client with no server sent something: get one. */
@@ -1523,23 +1514,15 @@ client_idle_read_cb(EV_P_ ev_io *io, int revents)
     (void) revents;
     struct client *c = io->data;
     struct worker *w = c->w;
-    if (buf_reserve(&w->pw.bufs, &c->sock.in, 1) != 0) {
-        client_fail(c, ST_ENOMEM, NULL);
-        return;
-    }
-    struct buf *b = c->sock.in;
-    ssize_t n;
-    do {
-        n = recv(c->sock.fd, b->data + b->recvd, buf_space(b), 0);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    int n = pool_sock_recv(&c->sock, &w->pw.bufs);
+    if (n == -2) {
         return;
     }
     if (n <= 0) {
         client_close(c, n == 0 ? "client disconnected" : "client connection error");
         return;
     }
-    b->recvd += (uint32_t) n;
+    struct buf *b = c->sock.in;
     c->last_read_us = mono_now_us();
     struct proto_header h;
     enum status st = proto_header_read((const uint8_t *) b->data + b->parsed, buf_unparsed(b),
