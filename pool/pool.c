@@ -72,7 +72,7 @@ pool_set_fini(struct pool_set *s)
 
 struct pool *
 pool_get(struct pool_set *s, int node_idx, const char *database, const char *user,
-         const struct pool_secret *secret_init)
+         const struct pool_secret *secret_init, bool may_overtake)
 {
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n_pools; i++) {
@@ -128,6 +128,7 @@ pool_get(struct pool_set *s, int node_idx, const char *database, const char *use
         ilist_init(&p->local[i].busy);
     }
     p->home_worker = (int) (p->id % (uint32_t) s->n_workers);
+    p->may_overtake = may_overtake;
     s->pools[s->n_pools++] = p;
     pthread_mutex_unlock(&s->mu);
     return p;
@@ -163,6 +164,24 @@ inbox_cb(EV_P_ ev_async *a, int revents)
     pool_worker_drain(a->data);
 }
 
+static void
+local_run_cb(EV_P_ ev_prepare *pr, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct pool_worker *w = pr->data;
+    while (w->local_head) {
+        struct pool_msg *m = w->local_head;
+        w->local_head = NULL;
+        w->local_tail = NULL;
+        while (m) {
+            struct pool_msg *next = m->next;
+            m->fn(w, m);
+            m = next;
+        }
+    }
+}
+
 void
 pool_worker_init(struct pool_worker *w, int idx, struct ev_loop *loop, struct pool_set *set,
                  void *owner)
@@ -180,6 +199,9 @@ pool_worker_init(struct pool_worker *w, int idx, struct ev_loop *loop, struct po
     ev_async_init(&w->inbox_wake, inbox_cb);
     w->inbox_wake.data = w;
     ev_async_start(loop, &w->inbox_wake);
+    ev_prepare_init(&w->local_run, local_run_cb);
+    w->local_run.data = w;
+    ev_prepare_start(loop, &w->local_run);
     set->workers[idx] = w;
 }
 
@@ -187,8 +209,10 @@ void
 pool_worker_fini(struct pool_worker *w)
 {
     pool_worker_drain(w);
+    local_run_cb(w->loop, &w->local_run, 0);
     pool_worker_reap(w);
     ev_async_stop(w->loop, &w->inbox_wake);
+    ev_prepare_stop(w->loop, &w->local_run);
     buf_pool_fini(&w->bufs);
     pthread_mutex_destroy(&w->inbox_mu);
 }
@@ -206,6 +230,22 @@ pool_worker_post(struct pool_worker *w, struct pool_msg *m)
     w->inbox_tail = m;
     pthread_mutex_unlock(&w->inbox_mu);
     ev_async_send(w->loop, &w->inbox_wake);
+}
+
+void
+pool_worker_send(struct pool_worker *from, struct pool_worker *to, struct pool_msg *m)
+{
+    if (from != to) {
+        pool_worker_post(to, m);
+        return;
+    }
+    m->next = NULL;
+    if (from->local_tail) {
+        from->local_tail->next = m;
+    } else {
+        from->local_head = m;
+    }
+    from->local_tail = m;
 }
 
 void
@@ -261,10 +301,27 @@ pool_conn_detach_idle(struct pool_conn *sc)
 bool
 pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn *sc)
 {
-    struct ilist_node *n = ilist_pop_head(&p->waiters);
+    struct ilist_node *n = ilist_first(&p->waiters);
     if (!n) {
         return false;
     }
+    /* A waiter on this worker among the first few is served first: the connection then stays
+     * on its loop (no hand-over, no epoll registration moving). Each waiter it overtakes counts
+     * that; one overtaken four times is served next, so nobody waits for ever. */
+    if (p->may_overtake && CONTAINER_OF(n, struct pool_waiter, node)->worker != w->idx &&
+        CONTAINER_OF(n, struct pool_waiter, node)->n_passed < 4) {
+        struct ilist_node *it = n->next;
+        for (int k = 1; k < 8 && it != &p->waiters.head; k++, it = it->next) {
+            if (CONTAINER_OF(it, struct pool_waiter, node)->worker == w->idx) {
+                for (struct ilist_node *q = n; q != it; q = q->next) {
+                    CONTAINER_OF(q, struct pool_waiter, node)->n_passed++;
+                }
+                n = it;
+                break;
+            }
+        }
+    }
+    ilist_remove(&p->waiters, n);
     atomic_fetch_sub(&p->n_waiting, 1);
     struct pool_waiter *wt = CONTAINER_OF(n, struct pool_waiter, node);
     /* Even a waiter on this very worker is served through the inbox: the grant then runs at the
@@ -274,7 +331,7 @@ pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn
         sc->w = NULL;
         sc->grant_msg.fn = grant_conn_run;
         sc->grant_waiter = wt->id;
-        pool_worker_post(w->set->workers[wt->worker], &sc->grant_msg);
+        pool_worker_send(w, w->set->workers[wt->worker], &sc->grant_msg);
         return true;
     }
     struct pool_grant_msg *g = malloc(sizeof(*g));
@@ -289,7 +346,7 @@ pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn
     g->pool = p;
     g->sc = NULL;
     g->waiter_id = wt->id;
-    pool_worker_post(w->set->workers[wt->worker], &g->msg);
+    pool_worker_send(w, w->set->workers[wt->worker], &g->msg);
     return true;
 }
 
@@ -365,7 +422,7 @@ post_serve(struct pool_worker *from, struct pool *p, int hops)
     sm->msg.fn = steal_msg_run;
     sm->pool = p;
     sm->hops = hops;
-    pool_worker_post(from->set->workers[target], &sm->msg);
+    pool_worker_send(from, from->set->workers[target], &sm->msg);
 }
 
 enum pool_acquire
@@ -393,6 +450,7 @@ pool_acquire(struct pool_worker *w, struct pool *p, struct pool_waiter *wt, stru
     }
     bool has_room = p->n_open < p->set.max_open;
     wt->worker = w->idx;
+    wt->n_passed = 0;
     ilist_push_tail(&p->waiters, &wt->node);
     atomic_fetch_add(&p->n_waiting, 1);
     pthread_mutex_unlock(&p->mu);

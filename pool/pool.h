@@ -120,6 +120,9 @@ struct pool {
     atomic_int n_resetting;     /* connections running the reset query, about to be idle */
     struct pool_local *local;   /* [n_workers]; local[i] touched only by worker i */
     int home_worker;            /* the worker that keeps min_idle warm */
+    bool may_overtake;          /* transaction pooling: a waiter on the worker that frees a
+                                   connection may go first (at most 4 times per waiter); session
+                                   pooling serves strictly in arrival order */
     struct pool_params welcome; /* under mu: a fresh server's ParameterStatus set, so clients
                                    in transaction pooling can log in without a server */
     bool has_welcome;           /* under mu */
@@ -128,8 +131,9 @@ struct pool {
 /* A client waiting for a connection. Memory owned by the client's worker; linked under mu. */
 struct pool_waiter {
     struct ilist_node node;
-    int worker;  /* index of the waiting client's worker */
-    uint64_t id; /* the owner's identifier, handed back with the grant */
+    int worker;        /* index of the waiting client's worker */
+    uint64_t id;       /* the owner's identifier, handed back with the grant */
+    uint32_t n_passed; /* times a later waiter on the serving worker went first */
 };
 
 enum pool_conn_state {
@@ -262,6 +266,9 @@ struct pool_worker {
     struct pool_msg *inbox_head; /* under inbox_mu */
     struct pool_msg *inbox_tail;
     ev_async inbox_wake;
+    struct pool_msg *local_head; /* messages this worker sent itself: no lock, no wake-up */
+    struct pool_msg *local_tail;
+    ev_prepare local_run; /* runs them before the loop polls again */
     struct ilist to_free; /* closed pool_conns */
     uint64_t next_conn_id;
     pool_grant_fn on_grant;   /* a waiter got a connection (sc) or the right to open one (NULL) */
@@ -294,7 +301,7 @@ void pool_set_fini(struct pool_set *s);
  * pool is created (copied). NULL when out of memory. Any thread (takes the set's lock).
  */
 struct pool *pool_get(struct pool_set *s, int node_idx, const char *database, const char *user,
-                      const struct pool_secret *secret_init);
+                      const struct pool_secret *secret_init, bool may_overtake);
 
 /** Remember SCRAM keys recovered from a client's proof for server logins. Any thread. */
 void pool_learn_scram_keys(struct pool *p, const uint8_t client_key[PROTO_SCRAM_KEY_LEN],
@@ -310,6 +317,12 @@ void pool_worker_fini(struct pool_worker *w);
 
 /** Queue m for worker w and wake it. Any thread. */
 void pool_worker_post(struct pool_worker *w, struct pool_msg *m);
+
+/**
+ * Queue m for worker to, sent by worker from (the calling thread's): a message to itself skips
+ * the lock and the eventfd wake-up and runs before the loop next polls.
+ */
+void pool_worker_send(struct pool_worker *from, struct pool_worker *to, struct pool_msg *m);
 
 /** Run queued inbox messages; call from the ev_async callback. */
 void pool_worker_drain(struct pool_worker *w);

@@ -464,7 +464,8 @@ client_auth_done(struct client *c)
     } else if (!is_scram) {
         ps.password = (char *) (uintptr_t) s; /* copied by pool_get */
     }
-    c->pool = pool_get(&w->rt->pools, node, c->database, c->user, &ps);
+    c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, c->database, c->user);
+    c->pool = pool_get(&w->rt->pools, node, c->database, c->user, &ps, c->mode != CFG_POOL_SESSION);
     OPENSSL_cleanse(&ps, sizeof(ps));
     if (!c->pool) {
         client_fail(c, ST_ENOMEM, NULL);
@@ -487,7 +488,6 @@ client_auth_done(struct client *c)
     }
     client_out_flush(c);
     log_debug("client %s user=%s db=%s authenticated", client_addr(c), c->user, c->database);
-    c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, c->database, c->user);
     if (client_init_want(c) != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;

@@ -261,8 +261,10 @@ main(int argc, char **argv)
         } else if (cu && strncmp(cu->secret, "SCRAM-SHA-256$", 14) != 0) {
             sec.password = cu->secret;
         }
+        enum cfg_pool_mode mode =
+            cfg_pool_mode_for(cfg, cfg->warm_pools[i].database, cfg->warm_pools[i].user);
         if (!pool_get(&rt.pools, rt.primary_node, cfg->warm_pools[i].database,
-                      cfg->warm_pools[i].user, cu ? &sec : NULL)) {
+                      cfg->warm_pools[i].user, cu ? &sec : NULL, mode != CFG_POOL_SESSION)) {
             log_fatal("out of memory");
             return 1;
         }
