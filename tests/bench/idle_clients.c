@@ -36,42 +36,59 @@ static const char *user, *db, *password;
 static int ep, started, ready;
 static volatile sig_atomic_t stop;
 
-static void on_signal(int sig) {
+static void
+on_signal(int sig)
+{
     (void) sig;
     stop = 1;
 }
 
-static void die(const char *what, int i) {
+static void
+die(const char *what, int i)
+{
     fprintf(stderr, "idle_clients: connection %d: %s (after %d ready)\n", i, what, ready);
     exit(1);
 }
 
-static void put32(char *p, uint32_t v) {
+static void
+put32(char *p, uint32_t v)
+{
     v = htonl(v);
     memcpy(p, &v, 4);
 }
 
-static void md5hex(const char *in, size_t n, char out[33]) {
+static void
+md5hex(const char *in, size_t n, char out[33])
+{
     unsigned char d[16];
     EVP_Digest(in, n, d, NULL, EVP_md5(), NULL);
-    for (int i = 0; i < 16; i++) sprintf(out + 2 * i, "%02x", d[i]);
+    for (int i = 0; i < 16; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
 }
 
-static void send_all(struct conn *c, const char *p, size_t n, int i) {
-    if (send(c->fd, p, n, MSG_NOSIGNAL) != (ssize_t) n) die("short send during login", i);
+static void
+send_all(struct conn *c, const char *p, size_t n, int i)
+{
+    if (send(c->fd, p, n, MSG_NOSIGNAL) != (ssize_t) n)
+        die("short send during login", i);
 }
 
-static void start(struct conn *c, int i, int port, int sources) {
+static void
+start(struct conn *c, int i, int port, int sources)
+{
     struct sockaddr_in src = { .sin_family = AF_INET }, dst = { .sin_family = AF_INET };
     src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t) (i % sources));
     dst.sin_addr.s_addr = htonl(0x7f000001u);
     dst.sin_port = htons((unsigned short) port);
     int one = 1;
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (c->fd < 0) die(strerror(errno), i);
+    if (c->fd < 0)
+        die(strerror(errno), i);
     setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    if (bind(c->fd, (struct sockaddr *) &src, sizeof src) < 0) die("bind", i);
-    if (connect(c->fd, (struct sockaddr *) &dst, sizeof dst) < 0) die(strerror(errno), i);
+    if (bind(c->fd, (struct sockaddr *) &src, sizeof src) < 0)
+        die("bind", i);
+    if (connect(c->fd, (struct sockaddr *) &dst, sizeof dst) < 0)
+        die(strerror(errno), i);
     char pkt[256];
     size_t n = 8;
     put32(pkt + 4, 196608); /* protocol 3.0 */
@@ -86,19 +103,24 @@ static void start(struct conn *c, int i, int port, int sources) {
 }
 
 /* Consume whole messages from the login buffer; returns 1 once ReadyForQuery arrived. */
-static int advance(struct conn *c, int i) {
+static int
+advance(struct conn *c, int i)
+{
     size_t off = 0;
     int done = 0;
     while (c->len - off >= 5) {
         uint32_t mlen;
         memcpy(&mlen, c->buf + off + 1, 4);
         mlen = ntohl(mlen);
-        if (mlen + 1 > LOGINBUF) die("login message too large", i);
-        if (c->len - off < mlen + 1) break;
+        if (mlen + 1 > LOGINBUF)
+            die("login message too large", i);
+        if (c->len - off < mlen + 1)
+            break;
         char type = c->buf[off], *body = c->buf + off + 5;
         if (type == 'E') { /* fields: a type byte then text; report the message ('M') */
             for (char *f = body; *f && f < body + mlen - 4; f += strlen(f) + 1)
-                if (*f == 'M') die(f + 1, i);
+                if (*f == 'M')
+                    die(f + 1, i);
             die("ErrorResponse", i);
         }
         if (type == 'R') {
@@ -127,7 +149,8 @@ static int advance(struct conn *c, int i) {
                 die("unsupported authentication method (use trust, md5 or password)", i);
             }
         }
-        if (type == 'Z') done = 1;
+        if (type == 'Z')
+            done = 1;
         off += mlen + 1;
     }
     memmove(c->buf, c->buf + off, c->len - off);
@@ -135,7 +158,9 @@ static int advance(struct conn *c, int i) {
     return done;
 }
 
-int main(int argc, char **argv) {
+int
+main(int argc, char **argv)
+{
     if (argc < 6) {
         fprintf(stderr, "usage: idle_clients PORT N USER DATABASE PASSWORD [SOURCES]\n");
         return 2;
@@ -144,14 +169,16 @@ int main(int argc, char **argv) {
     user = argv[3];
     db = argv[4];
     password = argv[5];
-    if (n < 1 || sources < 1 || sources > 250) return 2;
+    if (n < 1 || sources < 1 || sources > 250)
+        return 2;
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     struct conn *conns = calloc((size_t) n, sizeof *conns);
     ep = epoll_create1(0);
     struct epoll_event evs[256];
     while (!stop) {
-        while (started < n && started - ready < INFLIGHT) start(&conns[started], started, port, sources);
+        while (started < n && started - ready < INFLIGHT)
+            start(&conns[started], started, port, sources);
         if (ready == n && started == n) {
             printf("ready %d\n", n);
             fflush(stdout);
@@ -161,9 +188,11 @@ int main(int argc, char **argv) {
         for (int j = 0; j < k; j++) {
             int i = (int) evs[j].data.u32;
             struct conn *c = &conns[i];
-            if (c->buf == NULL) die("server closed an idle connection", i);
+            if (c->buf == NULL)
+                die("server closed an idle connection", i);
             ssize_t r = recv(c->fd, c->buf + c->len, LOGINBUF - c->len, 0);
-            if (r <= 0) die(r == 0 ? "closed during login" : strerror(errno), i);
+            if (r <= 0)
+                die(r == 0 ? "closed during login" : strerror(errno), i);
             c->len += (size_t) r;
             if (advance(c, i)) {
                 free(c->buf);

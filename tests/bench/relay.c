@@ -30,14 +30,18 @@ struct end {
 
 static int ep;
 
-static void watch(struct end *e, int op, unsigned ev) {
+static void
+watch(struct end *e, int op, unsigned ev)
+{
     struct epoll_event x = { .events = ev, .data.ptr = e };
     epoll_ctl(ep, op, e->fd, &x);
 }
 
 /* EPOLLIN unless this end still holds bytes for its peer; EPOLLOUT while the peer holds
  * bytes for it. */
-static void rearm(struct end *e) {
+static void
+rearm(struct end *e)
+{
     unsigned ev = (e->off < e->len ? 0 : EPOLLIN) | (e->peer->off < e->peer->len ? EPOLLOUT : 0);
     watch(e, EPOLL_CTL_MOD, ev);
 }
@@ -46,7 +50,9 @@ static void rearm(struct end *e) {
 static struct end *graveyard[512];
 static int ngrave;
 
-static void close_pair(struct end *e) {
+static void
+close_pair(struct end *e)
+{
     struct end *p = e->peer;
     close(e->fd);
     close(p->fd);
@@ -54,13 +60,17 @@ static void close_pair(struct end *e) {
     graveyard[ngrave++] = e < p ? e : p; /* both ends live in one allocation */
 }
 
-static struct sockaddr_in loopback(int port) {
+static struct sockaddr_in
+loopback(int port)
+{
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((unsigned short) port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     return a;
 }
 
-int main(int argc, char **argv) {
+int
+main(int argc, char **argv)
+{
     if (argc != 3) {
         fprintf(stderr, "usage: relay LISTEN_PORT UPSTREAM_PORT\n");
         return 2;
@@ -82,7 +92,8 @@ int main(int argc, char **argv) {
             struct end *e = evs[i].data.ptr;
             if (e == NULL) { /* new client: connect upstream (loopback: completes at once) */
                 int cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
-                if (cfd < 0) continue;
+                if (cfd < 0)
+                    continue;
                 int sfd = socket(AF_INET, SOCK_STREAM, 0);
                 if (connect(sfd, (struct sockaddr *) &ua, sizeof ua) < 0) {
                     close(cfd);
@@ -91,15 +102,16 @@ int main(int argc, char **argv) {
                 }
                 fcntl(sfd, F_SETFL, O_NONBLOCK);
                 struct end *pair = calloc(2, sizeof *pair);
-                pair[0] = (struct end) { .fd = cfd, .peer = &pair[1] };
-                pair[1] = (struct end) { .fd = sfd, .peer = &pair[0] };
+                pair[0] = (struct end){ .fd = cfd, .peer = &pair[1] };
+                pair[1] = (struct end){ .fd = sfd, .peer = &pair[0] };
                 for (int k = 0; k < 2; k++) {
                     setsockopt(pair[k].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                     watch(&pair[k], EPOLL_CTL_ADD, EPOLLIN);
                 }
                 continue;
             }
-            if (e->fd < 0) continue;
+            if (e->fd < 0)
+                continue;
             struct end *src = e, *dst = e->peer;
             if (evs[i].events & EPOLLOUT) { /* e's peer had bytes waiting for e: flush them */
                 src = e->peer;
@@ -110,7 +122,8 @@ int main(int argc, char **argv) {
                     close_pair(src);
                     continue;
                 }
-                if (r < 0) continue;
+                if (r < 0)
+                    continue;
                 src->off = 0;
                 src->len = (size_t) r;
             }
@@ -119,7 +132,8 @@ int main(int argc, char **argv) {
                 close_pair(src);
                 continue;
             }
-            if (w > 0) src->off += (size_t) w;
+            if (w > 0)
+                src->off += (size_t) w;
             if (src->off < src->len || (evs[i].events & EPOLLOUT)) {
                 /* backpressure: src is not read while it holds unsent bytes; dst waits for
                  * EPOLLOUT meanwhile. Interest is recomputed for both ends. */
@@ -127,6 +141,7 @@ int main(int argc, char **argv) {
                 rearm(dst);
             }
         }
-        while (ngrave > 0) free(graveyard[--ngrave]);
+        while (ngrave > 0)
+            free(graveyard[--ngrave]);
     }
 }
