@@ -30,6 +30,7 @@
 
 #include "common/log.h"
 #include "common/mono.h"
+#include "common/strbuf.h"
 #include "protocol/md5.h"
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
@@ -950,20 +951,19 @@ set_name_ok(const char *name)
 }
 
 /*
- * Statements that make sc's settings what the client wants; NULL when none are needed (*err
- * tells out-of-memory apart; an unusable name or value returns (char *) -1). set_config() is
- * used rather than SET because it parses the value as the configuration file would: a list
- * such as search_path's "a, b" stays a list, where SET would take it as one quoted name.
- * Dollar quoting needs no escaping whatever standard_conforming_strings says; a value containing
- * the tag itself is refused rather than mangled.
+ * Statements that make sc's settings what the client wants, into *out (NULL when none are
+ * needed). ST_OK, ST_ENOMEM, or ST_ECLIENT_UNSUPPORTED for a name or value pgmux cannot quote.
+ * set_config() is used rather than SET because it parses the value as the configuration file
+ * would: a list such as search_path's "a, b" stays a list, where SET would take it as one
+ * quoted name. Dollar quoting needs no escaping whatever standard_conforming_strings says; a
+ * value containing the tag itself is refused rather than mangled.
  */
-static char *
-client_build_sets(struct client *c, struct pool_conn *sc, bool *err)
+static enum status
+client_build_sets(struct client *c, struct pool_conn *sc, char **out)
 {
-    size_t cap = 256, len = 0;
-    char *q = NULL;
-    *err = false;
+    struct strbuf q = { 0 };
     char dflt[256];
+    *out = NULL;
     for (int pass = 0; pass < 3; pass++) {
         int n = pass == 0 ? c->want.n : pass == 1 ? sc->applied.n : sc->params.n;
         for (int i = 0; i < n; i++) {
@@ -998,34 +998,26 @@ client_build_sets(struct client *c, struct pool_conn *sc, bool *err)
             }
             if (!set_name_ok(name) || strstr(name, "$pgmux$") ||
                 (value && strstr(value, "$pgmux$"))) {
-                free(q);
-                return (char *) (uintptr_t) -1;
+                strbuf_fini(&q);
+                return ST_ECLIENT_UNSUPPORTED;
             }
-            size_t need = len + strlen(name) + (value ? strlen(value) : 0) + 64;
-            if (!q || need > cap) {
-                while (cap < need) {
-                    cap *= 2;
-                }
-                char *nq = realloc(q, cap);
-                if (!nq) {
-                    free(q);
-                    *err = true;
-                    return NULL;
-                }
-                q = nq;
-            }
-            const char *sep = len ? "; " : "";
+            const char *sep = q.len ? "; " : "";
             if (value) {
-                len += (size_t) snprintf(q + len, cap - len,
-                                         "%sSELECT pg_catalog.set_config($pgmux$%s$pgmux$, "
-                                         "$pgmux$%s$pgmux$, false)",
-                                         sep, name, value);
+                strbuf_appendf(&q,
+                               "%sSELECT pg_catalog.set_config($pgmux$%s$pgmux$, "
+                               "$pgmux$%s$pgmux$, false)",
+                               sep, name, value);
             } else {
-                len += (size_t) snprintf(q + len, cap - len, "%sRESET \"%s\"", sep, name);
+                strbuf_appendf(&q, "%sRESET \"%s\"", sep, name);
             }
         }
     }
-    return q;
+    if (q.failed) {
+        strbuf_fini(&q);
+        return ST_ENOMEM;
+    }
+    *out = strbuf_take(&q);
+    return ST_OK;
 }
 
 /* After the replay succeeded, remember what pgmux set that the server does not report. */
@@ -1048,46 +1040,26 @@ client_note_applied(struct client *c, struct pool_conn *sc)
 }
 
 /* Tracked settings the server does not report (search_path, ...): read back after the client
- * may have changed them. NULL when there is nothing to read. */
-static char *
-client_build_capture(struct client *c, struct pool_conn *sc, bool *err)
+ * may have changed them. *out is NULL when there is nothing to read. ST_OK or ST_ENOMEM. */
+static enum status
+client_build_capture(struct client *c, struct pool_conn *sc, char **out)
 {
     const struct cfg *cfg = c->w->cfg;
-    size_t cap = 64, len = 0;
-    char *q = malloc(cap);
-    int n = 0;
-    *err = q == NULL;
-    if (!q) {
-        return NULL;
-    }
-    len = (size_t) snprintf(q, cap, "SELECT ");
+    struct strbuf q = { 0 };
+    *out = NULL;
     for (int i = 0; i < cfg_tracked_count(cfg); i++) {
         const char *name = cfg_tracked_name(cfg, i);
         if (params_get(&sc->params, name) || strchr(name, '\'')) {
             continue;
         }
-        size_t need = len + strlen(name) + 40;
-        if (need > cap) {
-            while (cap < need) {
-                cap *= 2;
-            }
-            char *nq = realloc(q, cap);
-            if (!nq) {
-                free(q);
-                *err = true;
-                return NULL;
-            }
-            q = nq;
-        }
-        len += (size_t) snprintf(q + len, cap - len, "%scurrent_setting('%s', true)", n ? ", " : "",
-                                 name);
-        n++;
+        strbuf_appendf(&q, "%scurrent_setting('%s', true)", q.len ? ", " : "SELECT ", name);
     }
-    if (n == 0) {
-        free(q);
-        return NULL;
+    if (q.failed) {
+        strbuf_fini(&q);
+        return ST_ENOMEM;
     }
-    return q;
+    *out = strbuf_take(&q);
+    return ST_OK;
 }
 
 /* A captured row: column i is the i-th tracked name the server does not report. */
@@ -1360,14 +1332,14 @@ client_attach(struct client *c, struct pool_conn *sc)
         client_go(c);
         return;
     }
-    bool err;
-    char *sets = client_build_sets(c, sc, &err);
-    if (sets == (char *) (uintptr_t) -1) {
+    char *sets;
+    enum status st = client_build_sets(c, sc, &sets);
+    if (st == ST_ECLIENT_UNSUPPORTED) {
         client_fail_full(c, ST_ECLIENT_UNSUPPORTED, NULL, SQLSTATE_INVALID_PARAMETER_VALUE,
                          "invalid startup parameter", NULL);
         return;
     }
-    if (err) {
+    if (st != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }
@@ -1457,9 +1429,8 @@ client_release_server(struct client *c)
     struct worker *w = c->w;
     struct pool_conn *sc = c->sc;
     if (c->needs_capture) {
-        bool err;
-        char *q = client_build_capture(c, sc, &err);
-        if (err) {
+        char *q;
+        if (client_build_capture(c, sc, &q) != ST_OK) {
             client_fail(c, ST_ENOMEM, NULL);
             return;
         }
