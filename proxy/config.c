@@ -147,6 +147,7 @@ enum key_id {
     K_QUERY_WAIT_TIMEOUT,
     K_SERVER_CONNECT_TIMEOUT,
     K_SERVER_LOGIN_RETRY,
+    K_SHUTDOWN_TIMEOUT,
     K_LOG_LEVEL,
     K_MAX_MESSAGE_SIZE,
     K_POOL_MODE,
@@ -198,6 +199,8 @@ static const struct key_def key_defs[K__COUNT] = {
                                    F(server_connect_timeout_ms), 0, 1, CFG_DURATION_MAX_MS },
     [K_SERVER_LOGIN_RETRY] = { "server_login_retry", SECT_PGMUX, KT_DURATION,
                                F(server_login_retry_ms), 0, 0, CFG_DURATION_MAX_MS },
+    [K_SHUTDOWN_TIMEOUT] = { "shutdown_timeout", SECT_PGMUX, KT_DURATION, F(shutdown_timeout_ms), 0,
+                             0, CFG_DURATION_MAX_MS },
     [K_LOG_LEVEL] = { "log_level", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
     [K_MAX_MESSAGE_SIZE] = { "max_message_size", SECT_PGMUX, KT_SIZE, F(max_message_size), 0,
                              CFG_MSG_SIZE_MIN, CFG_MSG_SIZE_MAX },
@@ -1674,6 +1677,7 @@ cfg_new_defaults(const char *path)
     c->query_wait_timeout_ms = 120 * 1000;
     c->server_connect_timeout_ms = 15 * 1000;
     c->server_login_retry_ms = 1000;
+    c->shutdown_timeout_ms = 30 * 1000;
     c->log_level = LOG_INFO;
     c->max_message_size = CFG_MSG_SIZE_MAX;
     c->pool_mode = CFG_POOL_SESSION;

@@ -88,6 +88,8 @@ struct cfg {
     int64_t query_wait_timeout_ms;     /* 120 s; 0 = wait forever */
     int64_t server_connect_timeout_ms; /* 15 s */
     int64_t server_login_retry_ms;     /* 1 s: after a failed connect, fail waiters this long */
+    int64_t shutdown_timeout_ms;       /* 30 s: SIGTERM lets running transactions finish this
+                                          long; 0 = close at once */
     enum log_level log_level;          /* info */
     uint32_t max_message_size;         /* bytes accepted in one client message; 1 GB - 1 */
 

@@ -110,12 +110,40 @@ open_listener(const struct cfg *cfg)
     return fd;
 }
 
+/* SIGINT: close everything now. */
 static void
 stop_cb(EV_P_ ev_signal *s, int revents)
 {
+    (void) loop;
     (void) revents;
-    log_info("received signal %d, shutting down", s->signum);
-    ev_break(EV_A, EVBREAK_ALL);
+    log_info("received signal %d, shutting down now", s->signum);
+    for (int i = 0; i < rt.n_workers; i++) {
+        worker_stop(&rt.workers[i]);
+    }
+}
+
+/* SIGTERM: stop accepting, let running transactions finish up to shutdown_timeout. */
+static void
+drain_cb(EV_P_ ev_signal *s, int revents)
+{
+    (void) loop;
+    (void) revents;
+    log_info("received signal %d, shutting down once running transactions finish (at most %lld "
+             "ms)",
+             s->signum, (long long) rt.cfg->shutdown_timeout_ms);
+    for (int i = 0; i < rt.n_workers; i++) {
+        worker_drain(&rt.workers[i], rt.cfg->shutdown_timeout_ms * 1000);
+    }
+}
+
+static void
+workers_done_cb(EV_P_ ev_async *a, int revents)
+{
+    (void) a;
+    (void) revents;
+    if (atomic_load(&rt.n_running) == 0) {
+        ev_break(EV_A, EVBREAK_ALL);
+    }
 }
 
 static void
@@ -270,6 +298,11 @@ main(int argc, char **argv)
         }
     }
 
+    struct ev_loop *loop = ev_default_loop(0);
+    rt.main_loop = loop;
+    ev_async_init(&rt.workers_done, workers_done_cb);
+    ev_async_start(loop, &rt.workers_done);
+    atomic_store(&rt.n_running, rt.n_workers);
     for (int i = 0; i < rt.n_workers; i++) {
         if (worker_start(&rt.workers[i]) != 0) {
             log_fatal("cannot start worker thread %d", i);
@@ -280,19 +313,16 @@ main(int argc, char **argv)
              cfg->listen_addr, cfg->listen_port, rt.n_workers, rt.n_nodes,
              cfg_pool_mode_name(cfg->pool_mode));
 
-    struct ev_loop *loop = ev_default_loop(0);
     ev_signal sigint, sigterm, sighup;
     ev_signal_init(&sigint, stop_cb, SIGINT);
-    ev_signal_init(&sigterm, stop_cb, SIGTERM);
+    ev_signal_init(&sigterm, drain_cb, SIGTERM);
     ev_signal_init(&sighup, hup_cb, SIGHUP);
     ev_signal_start(loop, &sigint);
     ev_signal_start(loop, &sigterm);
     ev_signal_start(loop, &sighup);
-    ev_run(loop, 0);
+    ev_run(loop, 0); /* until every worker has finished (SIGINT or SIGTERM) */
+    ev_async_stop(loop, &rt.workers_done);
 
-    for (int i = 0; i < rt.n_workers; i++) {
-        worker_stop(&rt.workers[i]);
-    }
     for (int i = 0; i < rt.n_workers; i++) {
         pthread_join(rt.workers[i].thread, NULL);
     }

@@ -54,6 +54,8 @@ listen_cb(EV_P_ ev_io *io, int revents)
     }
 }
 
+static void worker_drain_check(struct worker *w, int64_t now);
+
 static void
 tick_cb(EV_P_ ev_timer *t, int revents)
 {
@@ -61,10 +63,14 @@ tick_cb(EV_P_ ev_timer *t, int revents)
     (void) revents;
     struct worker *w = t->data;
     int64_t now = mono_now_us();
+    worker_drain_check(w, now);
+    if (w->is_stopping) {
+        return;
+    }
     client_tick(w, now);
     pool_worker_tick(&w->pw, now);
     cancel_tick(w, now);
-    if (!w->is_stopping && w->listen_fd >= 0 && !ev_is_active(&w->listen_io)) {
+    if (!w->is_stopping && !w->is_draining && w->listen_fd >= 0 && !ev_is_active(&w->listen_io)) {
         ev_io_start(w->loop, &w->listen_io);
     }
 }
@@ -84,10 +90,8 @@ struct stop_msg {
 };
 
 static void
-stop_msg_run(struct pool_worker *pw, struct pool_msg *m)
+worker_finish(struct worker *w)
 {
-    struct worker *w = pw->owner;
-    free(m);
     w->is_stopping = true;
     if (ev_is_active(&w->listen_io)) {
         ev_io_stop(w->loop, &w->listen_io);
@@ -104,6 +108,99 @@ stop_msg_run(struct pool_worker *pw, struct pool_msg *m)
     cancel_close_all(w);
     ev_timer_stop(w->loop, &w->tick);
     ev_break(w->loop, EVBREAK_ALL);
+}
+
+static void
+stop_msg_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    free(m);
+    if (!((struct worker *) pw->owner)->is_stopping) {
+        worker_finish(pw->owner);
+    }
+}
+
+/* A session may go once its server (if any) is between transactions: nothing sent to it is
+ * waiting for an answer, so no acknowledged write can be cut. */
+static bool
+session_at_rest(const struct client *c)
+{
+    const struct pool_conn *sc = c->sc;
+    return !sc || (sc->txn_status == 'I' && sc->expect_ready == 0 && sc->reqs.n == 0 &&
+                   !sc->is_unsynced && c->sock.remain == 0);
+}
+
+static void
+worker_drain_check(struct worker *w, int64_t now)
+{
+    if (!w->is_draining || w->is_stopping) {
+        return;
+    }
+    if (now >= w->drain_deadline_us) {
+        log_info("worker %d: shutdown_timeout reached, closing the remaining sessions", w->idx);
+        worker_finish(w);
+        return;
+    }
+    /* Sessions that have not started a transaction, or wait for a server, go now; the others
+     * go as their transaction ends. */
+    struct ilist *now_lists[] = { &w->clients_login, &w->clients_waiting, &w->clients_idle };
+    for (size_t i = 0; i < ARRAY_LEN(now_lists); i++) {
+        struct ilist_node *it;
+        while ((it = ilist_first(now_lists[i])) != NULL) {
+            client_fail(CONTAINER_OF(it, struct client, node), ST_ESHUTDOWN, NULL);
+        }
+    }
+    struct ilist_node *it, *tmp;
+    ILIST_FOREACH_SAFE(&w->clients_active, it, tmp)
+    {
+        struct client *c = CONTAINER_OF(it, struct client, node);
+        if (session_at_rest(c)) {
+            client_fail(c, ST_ESHUTDOWN, NULL);
+        }
+    }
+    if (ilist_empty(&w->clients_active)) {
+        worker_finish(w);
+    }
+}
+
+struct drain_msg {
+    struct pool_msg msg;
+    int64_t timeout_us;
+};
+
+static void
+drain_msg_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    struct worker *w = pw->owner;
+    int64_t timeout = ((struct drain_msg *) m)->timeout_us;
+    free(m);
+    if (w->is_stopping || w->is_draining) {
+        return;
+    }
+    w->is_draining = true;
+    w->drain_deadline_us = mono_now_us() + timeout;
+    /* No more connections here: with SO_REUSEPORT the kernel sends them to whoever still
+     * listens on the port (a new pgmux taking over). */
+    if (w->listen_fd >= 0) {
+        if (ev_is_active(&w->listen_io)) {
+            ev_io_stop(w->loop, &w->listen_io);
+        }
+        close(w->listen_fd);
+        w->listen_fd = -1;
+    }
+    worker_drain_check(w, mono_now_us());
+}
+
+void
+worker_drain(struct worker *w, int64_t timeout_us)
+{
+    struct drain_msg *m = malloc(sizeof(*m));
+    if (!m) {
+        worker_stop(w);
+        return;
+    }
+    m->msg.fn = drain_msg_run;
+    m->timeout_us = timeout_us;
+    pool_worker_post(&w->pw, &m->msg);
 }
 
 void
@@ -185,6 +282,8 @@ worker_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     ev_run(w->loop, 0);
+    atomic_fetch_sub(&w->rt->n_running, 1);
+    ev_async_send(w->rt->main_loop, &w->rt->workers_done);
     return NULL;
 }
 

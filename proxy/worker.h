@@ -36,7 +36,10 @@ struct runtime {
     struct pool_set pools;
     struct worker *workers; /* [n_workers] */
     int n_workers;
-    atomic_int n_clients; /* client connections open, all workers (max_client_conn) */
+    atomic_int n_clients;      /* client connections open, all workers (max_client_conn) */
+    struct ev_loop *main_loop; /* told through workers_done when a worker has finished */
+    ev_async workers_done;
+    atomic_int n_running; /* workers whose loop still runs */
     uint8_t mock_key[32]; /* derives stable fake SCRAM salts for unknown users */
 };
 
@@ -53,6 +56,8 @@ struct worker {
     ev_timer tick;
     ev_check reap;
     bool is_stopping;
+    bool is_draining;          /* SIGTERM: no new clients, sessions end between transactions */
+    int64_t drain_deadline_us; /* then every remaining session is closed */
 
     struct ilist clients_login;   /* client: CLIENT_STARTUP, CLIENT_AUTH */
     struct ilist clients_idle;    /* client: CLIENT_IDLE */
@@ -85,6 +90,12 @@ int worker_start(struct worker *w) MUST_CHECK;
 
 /** Ask the worker to close everything and leave its loop. Any thread. */
 void worker_stop(struct worker *w);
+
+/**
+ * Ask the worker to stop accepting, close each session as soon as its server is between
+ * transactions, and leave its loop when none is left or timeout_us has passed. Any thread.
+ */
+void worker_drain(struct worker *w, int64_t timeout_us);
 
 /** Join and free. Main thread. */
 void worker_fini(struct worker *w);
