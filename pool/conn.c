@@ -862,10 +862,8 @@ pool_conn_release(struct pool_conn *sc, bool reset)
         pool_params_clear(&sc->applied);
         sc->is_session_dirty = false;
         sc->synced_hash = 0;
-        uint8_t mem[1024];
         struct proto_builder pb;
         proto_builder_init_dynamic(&pb);
-        (void) mem;
         proto_build_query(&pb, q);
         sc->state = POOL_CONN_RESET;
         atomic_fetch_add(&sc->pool->n_resetting, 1);
