@@ -182,3 +182,35 @@ def test_random_garbage_storm(px, bystander):
         s.close()
     wait_for(px.alive, timeout=1, what="pgmux alive")
     assert_serving(px, bystander)
+
+
+@pytest.mark.parametrize("body", [
+    (b"P", b"stmt\0SELECT 1"),            # Parse: query not NUL-terminated
+    (b"P", b"stmt"),                      # Parse: name not terminated, no query
+    (b"B", b"portal\0"),                  # Bind: statement name missing
+    (b"B", b"\0stm"),                     # Bind: statement name not terminated
+    (b"D", b""),                          # Describe: no kind byte
+    (b"D", b"Sstmt"),                     # Describe: name not terminated
+    (b"C", b"S"),                         # Close: name missing
+    (b"Q", b"SELECT 1"),                  # Query: not NUL-terminated
+    (b"Q", b""),                          # Query: empty body
+])
+def test_malformed_extended_messages_in_transaction_mode(pgmux, body):
+    """In transaction pooling pgmux parses Parse, Bind, Describe, Close and Query itself (to
+    rename statements and follow session state); a malformed one gets 08P01 and the client is
+    disconnected, while a bystander keeps working."""
+    px = pgmux(pool_mode="transaction", max_open_conns=2)
+    bystander = pgwire.connect(px.port, "app", "appdb", "app-secret")
+    c = pgwire.connect(px.port, "app", "appdb", "app-secret")
+    # A named statement the malformed messages may refer to.
+    c.send(pgwire.message(b"P", b"stmt\0SELECT 1\0\0\0") + pgwire.message(b"S"))
+    while c.recv_msg()[0] != b"Z":
+        pass
+    mtype, payload = body
+    c.send(pgwire.message(mtype, payload) + pgwire.message(b"S"))
+    data = c.read_until_eof(timeout=5)
+    c.close()
+    errs = errors_in(data)
+    assert errs and errs[-1]["C"] == "08P01", (body, data)
+    assert_serving(px, bystander)
+    bystander.terminate()
