@@ -39,6 +39,7 @@
 #include "proxy/config.h"
 #include "proxy/errors.h"
 #include "proxy/relay_int.h"
+#include "proxy/topology.h"
 #include "proxy/worker.h"
 #include "router/route.h"
 
@@ -453,7 +454,8 @@ client_auth_done(struct client *c)
     struct worker *w = c->w;
     struct router_session rs = { .is_session_pooled = true, .is_read_only_hint = false };
     struct router_decision d = router_route_session(&rs);
-    int node = w->rt->primary_node;
+    const struct topo_snapshot *topo = topo_refresh(&w->rt->topology, &w->topo);
+    int node = topo->primary >= 0 ? topo->primary : w->rt->primary_node;
     (void) d; /* every target is the primary until replicas are routed to */
 
     struct pool_secret ps;

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "pool/pool.h"
 #include "proxy/config.h"
+#include "proxy/topology.h"
 #include "proxy/worker.h"
 
 #define PGMUX_VERSION "0.1.0"
@@ -63,6 +64,29 @@ resolve_node(struct pool_node *n, const struct cfg_node *cn, const char *path)
                                                          : POOL_ROLE_UNKNOWN);
     atomic_init(&n->is_up, 1);
     atomic_init(&n->down_until_us, 0);
+    return 0;
+}
+
+/* The first snapshot, before any worker or the monitor runs: declared roles, `auto` nodes
+ * unknown, every node presumed healthy until checked. */
+static int
+publish_initial_topology(struct runtime *r)
+{
+    topo_init(&r->topology);
+    struct topo_snapshot *s = topo_snapshot_new();
+    if (!s) {
+        return -1;
+    }
+    s->n_nodes = r->n_nodes;
+    s->primary = r->primary_node;
+    for (int i = 0; i < r->n_nodes; i++) {
+        struct topo_node *tn = &s->nodes[i];
+        tn->idx = i;
+        tn->role = atomic_load(&r->nodes[i].role);
+        tn->is_healthy = true;
+        tn->weight = r->cfg->nodes[i].weight;
+    }
+    topo_publish(&r->topology, s);
     return 0;
 }
 
@@ -202,7 +226,14 @@ main(int argc, char **argv)
     memset(&rt, 0, sizeof(rt));
     rt.cfg = cfg;
     rt.n_nodes = cfg->n_nodes;
-    rt.nodes = calloc((size_t) cfg->n_nodes, sizeof(*rt.nodes));
+    if (cfg->n_nodes > TOPO_MAX_NODES) {
+        fprintf(stderr, "%s:0: node: %d [node.NAME] sections; at most %d\n", path, cfg->n_nodes,
+                TOPO_MAX_NODES);
+        return 2;
+    }
+    /* Fixed capacity: the monitor appends the extra addresses of a name here, and pools keep
+     * pointers into it, so it is never reallocated. */
+    rt.nodes = calloc(TOPO_MAX_NODES, sizeof(*rt.nodes));
     if (!rt.nodes) {
         return 1;
     }
@@ -240,6 +271,10 @@ main(int argc, char **argv)
         fprintf(stderr, "%s:0: node: no node can serve writes (every node is role = replica)\n",
                 path);
         return 2;
+    }
+    if (publish_initial_topology(&rt) != 0) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
     }
     if (RAND_bytes(rt.mock_key, sizeof(rt.mock_key)) != 1) {
         fprintf(stderr, "random number generator failed\n");
@@ -331,6 +366,7 @@ main(int argc, char **argv)
     }
     pool_set_fini(&rt.pools);
     free(rt.workers);
+    topo_fini(&rt.topology);
     free(rt.nodes);
     log_info("pgmux stopped");
     log_stop();

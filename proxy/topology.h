@@ -79,4 +79,19 @@ const struct topo_snapshot *topo_refresh(struct topology *t, struct topo_snapsho
 /** Publish s (refs == 1, owned by the topology afterwards). Monitor thread, or main at start. */
 void topo_publish(struct topology *t, struct topo_snapshot *s);
 
+/** Set up an empty topology (no snapshot yet). Main thread, before any other thread. */
+void topo_init(struct topology *t);
+
+/** Drop the current snapshot and free the lock. Main thread, after every other thread. */
+void topo_fini(struct topology *t);
+
+/** A zeroed snapshot with refs == 1 and primary == -1, or NULL. Any thread. */
+struct topo_snapshot *topo_snapshot_new(void);
+
+/** A deep copy of from (volatile functions included) with refs == 1, or NULL. Any thread. */
+struct topo_snapshot *topo_snapshot_copy(const struct topo_snapshot *from);
+
+/** Whether name (lower-case "schema.name" or "name") is a learned VOLATILE function. */
+bool topo_has_volatile_function(const struct topo_snapshot *s, const char *name);
+
 #endif

@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/mono.h"
 #include "proxy/client.h"
+#include "proxy/topology.h"
 
 #define WORKER_TICK_S 0.25
 
@@ -67,6 +68,7 @@ tick_cb(EV_P_ ev_timer *t, int revents)
     if (w->is_stopping) {
         return;
     }
+    (void) topo_refresh(&w->rt->topology, &w->topo);
     client_tick(w, now);
     pool_worker_tick(&w->pw, now);
     cancel_tick(w, now);
@@ -233,6 +235,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     w->idx = idx;
     w->rt = rt;
     w->cfg = cfg_ref(rt->cfg);
+    w->topo = topo_get(&rt->topology);
     w->listen_fd = listen_fd;
     w->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV);
     if (!w->loop) {
@@ -326,5 +329,7 @@ worker_fini(struct worker *w)
     free(w->free_slots);
     ev_loop_destroy(w->loop);
     w->loop = NULL;
+    topo_put(w->topo);
+    w->topo = NULL;
     cfg_unref(w->cfg);
 }

@@ -19,6 +19,7 @@
 #include "pool/pool.h"
 #include "protocol/scram.h"
 #include "proxy/config.h"
+#include "proxy/topology.h"
 
 /* BackendKeyData pid given to clients: worker index in the high bits, session slot below, so a
  * CancelRequest arriving on any worker finds the owner (CONVENTIONS 6.5). Stays positive. */
@@ -30,9 +31,11 @@ struct worker;
 
 struct runtime {
     struct cfg *cfg;         /* configuration snapshot (one reference held by main) */
-    struct pool_node *nodes; /* [n_nodes], from cfg->nodes, resolved */
-    int n_nodes;
-    int primary_node; /* where sessions go until roles are discovered at run time */
+    struct pool_node *nodes; /* [TOPO_MAX_NODES], n_nodes used; from cfg->nodes, resolved, and
+                                appended to by the monitor (DNS): never moved or shrunk */
+    int n_nodes;             /* nodes known at start; the live count is a snapshot's n_nodes */
+    int primary_node;        /* the primary of the first snapshot; prefer w->topo->primary */
+    struct topology topology; /* node states published by the monitor thread */
     struct pool_set pools;
     struct worker *workers; /* [n_workers] */
     int n_workers;
@@ -49,6 +52,7 @@ struct worker {
     struct ev_loop *loop;
     struct runtime *rt;
     struct cfg *cfg; /* this worker's reference to the snapshot it runs with */
+    struct topo_snapshot *topo; /* this worker's reference to the node states (topo_refresh) */
     struct pool_worker pw;
 
     int listen_fd;
