@@ -64,6 +64,50 @@ log_level_parse(const char *s, enum log_level *out)
     return false;
 }
 
+const char *
+log_value(const char *s, char *out, size_t outlen)
+{
+    if (!s) {
+        s = "-";
+    }
+    bool plain = *s != '\0';
+    for (const char *p = s; *p && plain; p++) {
+        unsigned char ch = (unsigned char) *p;
+        plain = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                strchr("._-:/@+", ch) != NULL;
+    }
+    if (plain) {
+        snprintf(out, outlen, "%s", s);
+        return out;
+    }
+    size_t o = 0;
+    out[o++] = '"';
+    for (const char *p = s; *p; p++) {
+        unsigned char ch = (unsigned char) *p;
+        char esc[5];
+        size_t n;
+        if (ch == '"' || ch == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char) ch;
+            n = 2;
+        } else if (ch < 0x20 || ch >= 0x7f) {
+            snprintf(esc, sizeof(esc), "\\x%02x", ch);
+            n = 4;
+        } else {
+            esc[0] = (char) ch;
+            n = 1;
+        }
+        if (o + n + 2 > outlen) { /* room for the closing quote and the NUL */
+            break;
+        }
+        memcpy(out + o, esc, n);
+        o += n;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return out;
+}
+
 uint64_t
 log_dropped(void)
 {

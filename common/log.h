@@ -9,6 +9,7 @@
 #define PGMUX_COMMON_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/macros.h"
@@ -40,6 +41,14 @@ void log_stop(void);
 uint64_t log_dropped(void);
 
 void log_write(enum log_level level, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+/**
+ * s (NULL reads as "-") as the value of a key=value pair in a log line: bare when it holds only
+ * letters, digits and ._-:/@+, else in double quotes with '"', '\\' and bytes outside printable
+ * ASCII escaped (\\xNN), so a client-chosen user name cannot forge a line or a key. Cut to fit
+ * out (outlen >= 4 bytes). Returns out. Any thread.
+ */
+const char *log_value(const char *s, char *out, size_t outlen);
 
 #define LOG_AT(lvl, ...)                        \
     do {                                        \

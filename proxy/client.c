@@ -39,6 +39,7 @@
 #include "proxy/config.h"
 #include "proxy/errors.h"
 #include "proxy/relay_int.h"
+#include "proxy/stats.h"
 #include "proxy/topology.h"
 #include "proxy/worker.h"
 #include "router/route.h"
@@ -72,15 +73,51 @@ client_list(struct worker *w, enum client_state st)
     return NULL;
 }
 
-/* State and list are one fact (CONVENTIONS 3.1.2). */
+/* The pool gauge a session in state st counts in, or NULL. */
+static stats_gauge *
+client_gauge(struct stats_pool *sp, enum client_state st)
+{
+    switch (st) {
+    case CLIENT_IDLE:
+        return &sp->cl_idle;
+    case CLIENT_WAITING:
+        return &sp->cl_waiting;
+    case CLIENT_SETTING:
+        return &sp->cl_setting;
+    case CLIENT_ACTIVE:
+        return &sp->cl_active;
+    default:
+        return NULL;
+    }
+}
+
+/* State and list are one fact (CONVENTIONS 3.1.2), and so are the pool's client gauges. */
 static void
 client_set_state(struct client *c, enum client_state st)
 {
     struct worker *w = c->w;
     ASSERT(c->state != CLIENT_CLOSED);
+    int64_t now = mono_now_us();
+    struct stats_pool *sp = c->stats;
+    if (sp) {
+        stats_gauge *from = client_gauge(sp, c->state);
+        stats_gauge *to = client_gauge(sp, st);
+        if (from) {
+            stats_gauge_add(from, -1);
+        }
+        if (to) {
+            stats_gauge_add(to, 1);
+        }
+        if (c->state == CLIENT_WAITING) {
+            /* Got a server connection (or a replay on one): the wait is over. */
+            stats_hist_observe(&sp->wait, now - c->since_us);
+            stats_add(&sp->wait_count, 1);
+            stats_add(&sp->wait_time_us, (uint64_t) (now - c->since_us));
+        }
+    }
     ilist_remove(client_list(w, c->state), &c->node);
     c->state = st;
-    c->since_us = mono_now_us();
+    c->since_us = now;
     ilist_push_tail(client_list(w, st), &c->node);
 }
 
@@ -198,8 +235,21 @@ client_close(struct client *c, const char *why)
         return;
     }
     struct worker *w = c->w;
-    log_debug("client %s user=%s db=%s closed: %s", client_addr(c), c->user ? c->user : "-",
-              c->database ? c->database : "-", why);
+    if (log_level_current >= LOG_INFO) {
+        char u[96], d[96], r[160];
+        log_info("event=disconnect client=" CLIENT_ID_FMT
+                 " addr=%s db=%s user=%s node=%s duration_ms=%lld reason=%s",
+                 CLIENT_ID(c), client_addr(c), log_value(c->database, d, sizeof(d)),
+                 log_value(c->user, u, sizeof(u)), c->pool ? c->pool->node->name : "-",
+                 (long long) ((mono_now_us() - c->connected_us) / 1000),
+                 log_value(why, r, sizeof(r)));
+    }
+    if (c->stats) {
+        stats_gauge *g = client_gauge(c->stats, c->state);
+        if (g) {
+            stats_gauge_add(g, -1);
+        }
+    }
     if (c->is_queued && c->pool) {
         /* If a grant is already on its way it will not find us and goes back to the pool. */
         (void) pool_waiter_cancel(c->pool, &c->waiter);
@@ -237,6 +287,7 @@ client_reap(struct worker *w)
         struct client *c = CONTAINER_OF(n, struct client, node);
         free(c->startup);
         free(c->set_error);
+        free(c->query_text);
         free(c);
     }
 }
@@ -250,23 +301,40 @@ client_fail_full(struct client *c, enum status st, const char *severity, const c
         return;
     }
     const struct errors_entry *e = errors_lookup(st);
+    const char *code = sqlstate ? sqlstate : e->sqlstate;
     /* Speak only at a message boundary (CONVENTIONS 4.2.5). */
     bool mid_message =
         c->sc && (c->sc->sock.remain != 0 || (c->sc->sock.in && buf_pending(c->sc->sock.in) != 0));
+    int cls = stats_sqlstate_class(code);
+    if (c->stats) {
+        stats_add(&c->stats->errors[STATS_ERR_PGMUX][cls], 1);
+    } else {
+        stats_add(&c->w->stats->g.errors_nopool[cls], 1);
+    }
+    if (st == ST_EAUTH || st == ST_EAUTH_USER) {
+        stats_add(&c->w->stats->g.logins_failed, 1);
+    }
     if (!mid_message) {
         struct proto_builder pb;
         proto_builder_init_dynamic(&pb);
-        proto_build_error(&pb, 'E', severity ? severity : e->severity,
-                          sqlstate ? sqlstate : e->sqlstate, message ? message : e->message, detail,
-                          message ? NULL : e->hint);
+        proto_build_error(&pb, 'E', severity ? severity : e->severity, code,
+                          message ? message : e->message, detail, message ? NULL : e->hint);
         if (client_queue(c, &pb) == ST_OK) {
             (void) pool_sock_flush_out(&c->sock, &c->w->pw.bufs);
         }
         proto_builder_fini(&pb);
     }
-    log_info("client %s user=%s db=%s refused: %s%s%s", client_addr(c), c->user ? c->user : "-",
-             c->database ? c->database : "-", message ? message : e->message, detail ? ": " : "",
-             detail ? detail : "");
+    if (log_level_current >= LOG_INFO) {
+        char u[96], d[96], m[200], dt[200], cs[16];
+        log_info("event=%s client=" CLIENT_ID_FMT
+                 " addr=%s db=%s user=%s node=%s sqlstate=%s message=%s detail=%s",
+                 st == ST_EAUTH || st == ST_EAUTH_USER ? "login_failed" : "refused", CLIENT_ID(c),
+                 client_addr(c), log_value(c->database, d, sizeof(d)),
+                 log_value(c->user, u, sizeof(u)), c->pool ? c->pool->node->name : "-",
+                 log_value(code, cs, sizeof(cs)),
+                 log_value(message ? message : e->message, m, sizeof(m)),
+                 log_value(detail, dt, sizeof(dt)));
+    }
     client_close(c, message ? message : e->message);
 }
 
@@ -335,8 +403,9 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
     c->slot = slot;
     c->id = ((uint64_t) ++w->next_gen << 32) | slot;
     worker_random(w, &c->cancel_key, sizeof(c->cancel_key));
-    c->since_us = c->last_read_us = mono_now_us();
+    c->since_us = c->last_read_us = c->connected_us = mono_now_us();
     client_set_peer(c, sa);
+    stats_add(&w->stats->g.clients_accepted, 1);
     int n = atomic_fetch_add(&w->rt->n_clients, 1) + 1;
     c->is_counted = true;
     c->is_over_limit = n > w->cfg->max_client_conn;
@@ -348,6 +417,7 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
     c->waiter.id = c->id;
     pool_sock_init(&c->sock, fd, c, client_login_read_cb, client_out_write_cb);
     pool_sock_start_read(w->loop, &c->sock);
+    log_info("event=connect client=" CLIENT_ID_FMT " addr=%s", CLIENT_ID(c), client_addr(c));
 }
 
 /* ---- cancel ---- */
@@ -457,6 +527,9 @@ client_auth_done(struct client *c)
     const struct topo_snapshot *topo = topo_refresh(&w->rt->topology, &w->topo);
     int node = topo->primary >= 0 ? topo->primary : w->rt->primary_node;
     (void) d; /* every target is the primary until replicas are routed to */
+    if (node >= 0 && node < STATS_MAX_NODES) {
+        stats_add(&w->stats->nodes[node].routed[STATS_ROUTE_PRIMARY], 1);
+    }
 
     struct pool_secret ps;
     memset(&ps, 0, sizeof(ps));
@@ -474,6 +547,8 @@ client_auth_done(struct client *c)
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }
+    c->stats = stats_pool_get(w->stats, c->pool->id);
+    stats_add(&w->stats->g.logins_ok, 1);
     if (is_scram && c->auth && c->auth->kind == CLIENT_AUTH_SCRAM) {
         /* The client's proof gave us its ClientKey: with the secret's ServerKey that logs us
          * in to a server storing the same secret, with no plaintext password anywhere. */
@@ -490,7 +565,13 @@ client_auth_done(struct client *c)
         return;
     }
     client_out_flush(c);
-    log_debug("client %s user=%s db=%s authenticated", client_addr(c), c->user, c->database);
+    if (log_level_current >= LOG_INFO) {
+        char u[96], db[96];
+        log_info("event=login client=" CLIENT_ID_FMT " addr=%s db=%s user=%s node=%s mode=%s",
+                 CLIENT_ID(c), client_addr(c), log_value(c->database, db, sizeof(db)),
+                 log_value(c->user, u, sizeof(u)), c->pool->node->name,
+                 cfg_pool_mode_name((enum cfg_pool_mode) c->mode));
+    }
     if (client_init_want(c) != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
@@ -1476,6 +1557,8 @@ client_waiting_read_cb(EV_P_ ev_io *io, int revents)
     int n = pool_sock_recv(&c->sock, &c->w->pw.bufs);
     if (n == 0 || n == -1) {
         client_close(c, n == 0 ? "client disconnected while waiting" : "client connection error");
+    } else if (n > 0 && c->stats) {
+        stats_add(&c->stats->bytes_in, (uint64_t) n);
     }
 }
 
@@ -1497,6 +1580,9 @@ client_idle_read_cb(EV_P_ ev_io *io, int revents)
     }
     struct buf *b = c->sock.in;
     c->last_read_us = mono_now_us();
+    if (c->stats) {
+        stats_add(&c->stats->bytes_in, (uint64_t) n);
+    }
     struct proto_header h;
     enum status st = proto_header_read((const uint8_t *) b->data + b->parsed, buf_unparsed(b),
                                        w->cfg->max_message_size, &h);

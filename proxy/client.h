@@ -18,6 +18,14 @@
 
 struct worker;
 struct cfg_user;
+struct stats_pool;
+
+/* Bytes of query text kept for the slow-query log, with the NUL. */
+#define CLIENT_QUERY_TEXT_LEN 128
+
+/* How log lines name a session: worker.generation, unique in the process. */
+#define CLIENT_ID_FMT "%d.%u"
+#define CLIENT_ID(c)  (c)->w->idx, (unsigned) ((c)->id >> 32)
 
 enum client_state {
     CLIENT_STARTUP, /* w->clients_login: reading the startup packet */
@@ -77,6 +85,14 @@ struct client {
     struct pool_params want;   /* parameter values this client set (startup or SET);
                                   tracked ones it did not set are the pool's defaults */
     uint64_t want_hash;        /* order-independent hash of want, never 0 */
+    struct stats_pool *stats;  /* this worker's counters for the pool the session's gauges
+                                  are counted in (stats.h); NULL before login */
+    int64_t connected_us;      /* accepted (mono_now_us), for the disconnect line */
+    int64_t req_start_us;      /* first message of a request awaiting ReadyForQuery, 0 = none */
+    int64_t xact_start_us;     /* first message of the running transaction, 0 = none */
+    char *query_text;          /* start of the request's SQL for the slow-query log, NUL-ended
+                                  (CLIENT_QUERY_TEXT_LEN bytes, allocated once when
+                                  log_min_duration is set) */
     struct client_stmt *stmts; /* named prepared statements (transaction pooling) */
     int n_stmts;
     int cap_stmts;

@@ -1679,6 +1679,7 @@ cfg_new_defaults(const char *path)
     c->server_login_retry_ms = 1000;
     c->shutdown_timeout_ms = 30 * 1000;
     c->log_level = LOG_INFO;
+    c->log_min_duration_ms = -1;
     c->max_message_size = CFG_MSG_SIZE_MAX;
     c->pool_mode = CFG_POOL_SESSION;
     c->max_open_conns = 20;

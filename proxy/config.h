@@ -91,6 +91,7 @@ struct cfg {
     int64_t shutdown_timeout_ms;       /* 30 s: SIGTERM lets running transactions finish this
                                           long; 0 = close at once */
     enum log_level log_level;          /* info */
+    int64_t log_min_duration_ms;       /* requests slower than this are logged; -1 = off */
     uint32_t max_message_size;         /* bytes accepted in one client message; 1 GB - 1 */
 
     /* [pool] */

@@ -302,7 +302,8 @@ main(int argc, char **argv)
     }
 
     rt.workers = calloc((size_t) rt.n_workers, sizeof(*rt.workers));
-    if (!rt.workers) {
+    rt.stats = calloc((size_t) rt.n_workers, sizeof(*rt.stats));
+    if (!rt.workers || !rt.stats) {
         return 1;
     }
     for (int i = 0; i < rt.n_workers; i++) {
@@ -367,6 +368,7 @@ main(int argc, char **argv)
     pool_set_fini(&rt.pools);
     free(rt.workers);
     topo_fini(&rt.topology);
+    free(rt.stats);
     free(rt.nodes);
     log_info("pgmux stopped");
     log_stop();

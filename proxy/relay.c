@@ -17,17 +17,21 @@
  * Runs on the session's worker.
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "common/log.h"
+#include "common/mono.h"
 #include "pool/pool.h"
 #include "protocol/messages.h"
 #include "protocol/wire.h"
 #include "proxy/client.h"
 #include "proxy/config.h"
 #include "proxy/relay_int.h"
+#include "proxy/stats.h"
 #include "proxy/worker.h"
 
 static bool relay_flush(struct client *c, bool from_client);
@@ -102,6 +106,134 @@ session_server_msg(struct client *c, const struct relay_msg *m)
     return pool_params_set(&sc->params, name, value) == ST_OK ? RELAY_OK : RELAY_ENOMEM;
 }
 
+/*
+ * Keep the start of a request's SQL for the slow-query log: a Query's text, or a Parse's after
+ * the statement name; avail is how much of the body is in the buffer (the rest is never waited
+ * for). A Bind/Execute of a statement prepared earlier leaves a placeholder.
+ */
+static void
+relay_note_text(struct client *c, const struct relay_msg *m, uint32_t avail)
+{
+    if (!c->query_text) {
+        c->query_text = malloc(CLIENT_QUERY_TEXT_LEN);
+        if (!c->query_text) {
+            return;
+        }
+    }
+    const char *p = (const char *) m->body;
+    uint32_t n = avail;
+    if (m->h.type == 'P') {
+        const char *nul = memchr(p, '\0', n);
+        if (!nul) {
+            n = 0;
+        } else {
+            n -= (uint32_t) (nul + 1 - p);
+            p = nul + 1;
+        }
+    } else if (m->h.type != 'Q') {
+        snprintf(c->query_text, CLIENT_QUERY_TEXT_LEN, "(prepared statement)");
+        return;
+    }
+    const char *nul = memchr(p, '\0', n);
+    if (nul) {
+        n = (uint32_t) (nul - p);
+    }
+    if (n > CLIENT_QUERY_TEXT_LEN - 1) {
+        n = CLIENT_QUERY_TEXT_LEN - 1;
+    }
+    memcpy(c->query_text, p, n);
+    c->query_text[n] = '\0';
+    /* ALTER ROLE ... PASSWORD '...' and friends: the log never carries a secret. */
+    if (strcasestr(c->query_text, "password") || strcasestr(c->query_text, "secret")) {
+        snprintf(c->query_text, CLIENT_QUERY_TEXT_LEN, "(text hidden: it may hold a password)");
+    }
+}
+
+/* A request's answer ended with ReadyForQuery: latency, transaction end, slow-query log. */
+static void
+relay_request_done(struct client *c, struct stats_pool *sp)
+{
+    struct pool_conn *sc = c->sc;
+    int64_t now = mono_now_us();
+    if (c->req_start_us) {
+        int64_t us = now - c->req_start_us;
+        if (sp) {
+            stats_hist_observe(&sp->query_latency, us);
+            stats_add(&sp->query_time_us, (uint64_t) (us > 0 ? us : 0));
+        }
+        int64_t min_ms = c->w->cfg->log_min_duration_ms;
+        if (min_ms >= 0 && us >= min_ms * 1000) {
+            stats_add(&c->w->stats->g.slow_queries, 1);
+            char u[96], d[96], q[CLIENT_QUERY_TEXT_LEN * 4 + 4];
+            log_warning("event=slow_query client=" CLIENT_ID_FMT
+                        " addr=%s db=%s user=%s node=%s server=%llu duration_ms=%.3f query=%s",
+                        CLIENT_ID(c), client_addr(c), log_value(c->database, d, sizeof(d)),
+                        log_value(c->user, u, sizeof(u)), c->pool->node->name,
+                        (unsigned long long) sc->id, (double) us / 1000.0,
+                        log_value(c->query_text ? c->query_text : "", q, sizeof(q)));
+        }
+        /* Pipelined requests: the next answer's clock starts now. */
+        c->req_start_us = sc->expect_ready > 0 ? now : 0;
+    }
+    if (sc->txn_status == 'I' && c->xact_start_us) {
+        if (sp) {
+            stats_add(&sp->xact_count, 1);
+            stats_add(&sp->xact_time_us, (uint64_t) (now - c->xact_start_us));
+        }
+        c->xact_start_us = 0;
+    }
+}
+
+/* Count a message that was forwarded (or answered by pgmux in its place). */
+static void
+relay_account(struct client *c, bool from_client, const struct relay_msg *m, uint32_t avail)
+{
+    struct stats_pool *sp = c->stats;
+    if (from_client) {
+        switch (m->h.type) {
+        case 'Q':
+        case 'E':
+        case 'F':
+            if (sp) {
+                stats_add(&sp->query_count, 1);
+            }
+            /* fall through */
+        case 'P':
+        case 'B':
+        case 'D':
+        case 'C':
+        case 'S':
+            if (!c->req_start_us) {
+                c->req_start_us = mono_now_us();
+                if (!c->xact_start_us) {
+                    c->xact_start_us = c->req_start_us;
+                }
+                if (c->w->cfg->log_min_duration_ms >= 0) {
+                    relay_note_text(c, m, avail);
+                }
+            } else if (m->h.type == 'Q' || m->h.type == 'P') {
+                /* A later statement in the same request names it better than a Bind did. */
+                if (c->w->cfg->log_min_duration_ms >= 0 && c->query_text &&
+                    strcmp(c->query_text, "(prepared statement)") == 0) {
+                    relay_note_text(c, m, avail);
+                }
+            }
+            break;
+        default:
+            break;
+        }
+        return;
+    }
+    if (m->h.type == 'Z') {
+        relay_request_done(c, sp);
+    } else if (m->h.type == 'E' && sp) {
+        struct proto_error_fields ef;
+        if (m->has_full && proto_read_error(m->body, m->h.len - 4, &ef) == ST_OK) {
+            stats_add(&sp->errors[STATS_ERR_SERVER][stats_sqlstate_class(ef.code)], 1);
+        }
+    }
+}
+
 /* Decide about messages in src->in one by one; see the file comment. */
 static enum relay_action
 relay_parse(struct client *c, bool from_client)
@@ -137,11 +269,21 @@ relay_parse(struct client *c, bool from_client)
         m.pending = buf_pending(b);
         m.src = src;
         m.dst = dst;
+        if (!from_client && m.h.type == 'E' && !m.has_full) {
+            return RELAY_OK; /* counted by SQLSTATE class: wait for the whole (small) message */
+        }
+        uint32_t avail = buf_unparsed(b) - PROTO_HEADER_LEN;
+        if (avail > m.h.len - 4) {
+            avail = m.h.len - 4;
+        }
         enum relay_action a;
         if (is_txn) {
             a = (enum relay_action)(from_client ? txn_client_msg(c, &m) : txn_server_msg(c, &m));
         } else {
             a = from_client ? session_client_msg(c, &m) : session_server_msg(c, &m);
+        }
+        if (a == RELAY_OK || a == RELAY_DROP) {
+            relay_account(c, from_client, &m, avail);
         }
         switch (a) {
         case RELAY_OK:
@@ -364,6 +506,9 @@ relay_read(struct client *c, bool from_client)
         return;
     }
     b->recvd += (uint32_t) n;
+    if (c->stats) {
+        stats_add(from_client ? &c->stats->bytes_in : &c->stats->bytes_out, (uint64_t) n);
+    }
     if (from_client) {
         c->last_read_us = (int64_t) (ev_now(w->loop) * 1e6);
     }

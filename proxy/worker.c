@@ -254,6 +254,13 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     w->pw.on_grant = client_on_grant;
     w->pw.on_ready = client_on_ready;
     w->pw.on_failed = client_on_failed;
+    w->stats = stats_worker_new();
+    if (!w->stats) {
+        return -1;
+    }
+    if (rt->stats) {
+        rt->stats[idx] = w->stats;
+    }
     w->n_scram_cache = w->cfg->n_users;
     if (w->n_scram_cache > 0) {
         w->scram_cache = calloc((size_t) w->n_scram_cache, sizeof(*w->scram_cache));
@@ -332,4 +339,9 @@ worker_fini(struct worker *w)
     topo_put(w->topo);
     w->topo = NULL;
     cfg_unref(w->cfg);
+    if (w->rt->stats) {
+        w->rt->stats[w->idx] = NULL;
+    }
+    stats_worker_free(w->stats);
+    w->stats = NULL;
 }

@@ -19,6 +19,7 @@
 #include "pool/pool.h"
 #include "protocol/scram.h"
 #include "proxy/config.h"
+#include "proxy/stats.h"
 #include "proxy/topology.h"
 
 /* BackendKeyData pid given to clients: worker index in the high bits, session slot below, so a
@@ -42,8 +43,10 @@ struct runtime {
     atomic_int n_clients;      /* client connections open, all workers (max_client_conn) */
     struct ev_loop *main_loop; /* told through workers_done when a worker has finished */
     ev_async workers_done;
-    atomic_int n_running; /* workers whose loop still runs */
-    uint8_t mock_key[32]; /* derives stable fake SCRAM salts for unknown users */
+    atomic_int n_running;        /* workers whose loop still runs */
+    uint8_t mock_key[32];        /* derives stable fake SCRAM salts for unknown users */
+    struct stats_worker **stats; /* [n_workers]: each worker's counters, for readers (stats.h);
+                                    filled by worker_init, emptied by worker_fini */
 };
 
 struct worker {
@@ -54,6 +57,7 @@ struct worker {
     struct cfg *cfg; /* this worker's reference to the snapshot it runs with */
     struct topo_snapshot *topo; /* this worker's reference to the node states (topo_refresh) */
     struct pool_worker pw;
+    struct stats_worker *stats; /* this worker's counters; only this thread writes them */
 
     int listen_fd;
     ev_io listen_io;
