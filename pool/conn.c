@@ -1,5 +1,6 @@
 /*
- * conn.c - a server connection's own life: non-blocking connect, startup and authentication
+ * conn.c - a server connection's own life: non-blocking connect, TLS negotiation
+ * (server_tls_mode: SSLRequest, then a non-blocking handshake), startup and authentication
  * (SCRAM-SHA-256, md5, cleartext password), the reset query on release, idle watching, retiring
  * and closing. While a client session is attached (POOL_CONN_ACTIVE) the session layer owns the
  * socket's callbacks; everything else here runs on the connection's owning worker.
@@ -17,8 +18,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "common/log.h"
 #include "common/mono.h"
@@ -40,6 +45,8 @@ static void conn_reset_read_cb(EV_P_ ev_io *io, int revents);
 static void conn_idle_read_cb(EV_P_ ev_io *io, int revents);
 static void conn_write_cb(EV_P_ ev_io *io, int revents);
 static void conn_connect_cb(EV_P_ ev_io *io, int revents);
+static void conn_tls_answer_cb(EV_P_ ev_io *io, int revents);
+static void conn_send_startup(struct pool_conn *sc);
 
 /* ---- parameters ---- */
 
@@ -227,8 +234,10 @@ conn_teardown(struct pool_conn *sc, bool polite)
     struct pool_worker *w = sc->w;
     if (polite && sc->sock.fd >= 0 && (!sc->sock.out || buf_is_empty(sc->sock.out))) {
         static const uint8_t terminate[5] = { 'X', 0, 0, 0, 4 };
-        (void) !send(sc->sock.fd, terminate, sizeof(terminate), MSG_NOSIGNAL | MSG_DONTWAIT);
+        pool_sock_send_nowait(&sc->sock, terminate, sizeof(terminate));
     }
+    SSL_CTX_free(sc->tls_ctx);
+    sc->tls_ctx = NULL;
     conn_unlink(sc);
     pool_sock_close(w->loop, &sc->sock, &w->bufs);
     conn_free_login(sc);
@@ -362,6 +371,33 @@ conn_connect_cb(EV_P_ ev_io *io, int revents)
     ev_set_cb(&sc->sock.wio, conn_write_cb);
     sc->state = POOL_CONN_LOGIN;
 
+    enum pool_tls mode = POOL_TLS_DISABLE;
+    if (sc->w->set->tls_get) {
+        sc->tls_ctx = sc->w->set->tls_get(sc->w->set->tls_arg, &mode);
+    }
+    sc->tls_mode = (uint8_t) mode;
+    if (mode != POOL_TLS_DISABLE) {
+        /* PostgreSQL documentation, "SSL Session Encryption": SSLRequest, one byte back. */
+        uint8_t ssl_request[8] = { 0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f };
+        struct proto_builder pb;
+        proto_builder_init_fixed(&pb, ssl_request, sizeof(ssl_request));
+        pb.len = sizeof(ssl_request);
+        if (pool_conn_send(sc, &pb) != ST_OK) {
+            conn_fail(sc, ST_ESERVER_CONNECT, SQLSTATE_CONNECTION_FAILURE,
+                      "could not send SSLRequest to server \"%s\"", p->node->name);
+            return;
+        }
+        ev_set_cb(&sc->sock.rio, conn_tls_answer_cb);
+        pool_sock_start_read(EV_A, &sc->sock);
+        return;
+    }
+    conn_send_startup(sc);
+}
+
+static void
+conn_send_startup(struct pool_conn *sc)
+{
+    struct pool *p = sc->pool;
     const char *names[] = { "user", "database" };
     const char *values[] = { p->user, p->database };
     uint8_t mem[1024];
@@ -373,7 +409,120 @@ conn_connect_cb(EV_P_ ev_io *io, int revents)
                   "could not send startup packet to server \"%s\"", p->node->name);
         return;
     }
-    pool_sock_start_read(EV_A, &sc->sock);
+    ev_set_cb(&sc->sock.rio, conn_login_read_cb);
+    pool_sock_start_read(sc->w->loop, &sc->sock);
+}
+
+/* Set up the TLS session towards the node: SNI and the checks server_tls_mode asks for. */
+static bool
+conn_tls_setup(struct pool_conn *sc)
+{
+    struct pool_node *node = sc->pool->node;
+    SSL *ssl = SSL_new(sc->tls_ctx);
+    SSL_CTX_free(sc->tls_ctx); /* the session holds its own reference */
+    sc->tls_ctx = NULL;
+    if (!ssl || SSL_set_fd(ssl, sc->sock.fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return false;
+    }
+    SSL_set_connect_state(ssl);
+    unsigned char addr[16];
+    bool is_ip = inet_pton(AF_INET, node->host, addr) == 1 || inet_pton(AF_INET6, node->host, addr) == 1;
+    bool ok = true;
+    if (!is_ip) {
+        /* RFC 6066: SNI carries host names only, never addresses (libpq does the same). */
+        ok = SSL_set_tlsext_host_name(ssl, node->host) == 1;
+    }
+    if (sc->tls_mode >= POOL_TLS_VERIFY_CA) {
+        SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    }
+    if (ok && sc->tls_mode == POOL_TLS_VERIFY_FULL) {
+        /* The name must match the node's host as configured: a DNS name against the
+         * certificate's DNS names (CN only without any), an address against its IP entries. */
+        if (is_ip) {
+            ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), node->host) == 1;
+        } else {
+            SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            ok = SSL_set1_host(ssl, node->host) == 1;
+        }
+    }
+    if (!ok) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return false;
+    }
+    sc->sock.ssl = ssl;
+    return true;
+}
+
+static void
+conn_tls_handshake_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct pool_conn *sc = io->data;
+    int r = pool_sock_handshake(&sc->sock);
+    if (r == 0) {
+        return;
+    }
+    if (r < 0) {
+        conn_fail(sc, ST_ESERVER_CLOSED, SQLSTATE_CONNECTION_FAILURE,
+                  "TLS handshake with server \"%s\" failed: %s", sc->pool->node->name,
+                  pool_sock_tls_error());
+        return;
+    }
+    conn_send_startup(sc);
+}
+
+/* The server's one-byte answer to the SSLRequest. */
+static void
+conn_tls_answer_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) revents;
+    struct pool_conn *sc = io->data;
+    struct pool *p = sc->pool;
+    uint8_t answer;
+    /* Exactly one byte: anything after it belongs to the TLS handshake, and a server that
+     * sends plaintext there (CVE-2021-23222) only makes the handshake fail. */
+    ssize_t n;
+    do {
+        n = recv(sc->sock.fd, &answer, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return;
+    }
+    if (n <= 0) {
+        conn_fail(sc, ST_ESERVER_CLOSED, SQLSTATE_CONNECTION_FAILURE,
+                  "server \"%s\" closed the connection after SSLRequest", p->node->name);
+        return;
+    }
+    if (answer == 'S') {
+        if (!conn_tls_setup(sc)) {
+            conn_fail(sc, ST_ENOMEM, SQLSTATE_OUT_OF_MEMORY,
+                      "could not set up TLS towards server \"%s\"", p->node->name);
+            return;
+        }
+        ev_set_cb(&sc->sock.rio, conn_tls_handshake_cb);
+        conn_tls_handshake_cb(EV_A, &sc->sock.rio, EV_READ);
+        return;
+    }
+    SSL_CTX_free(sc->tls_ctx);
+    sc->tls_ctx = NULL;
+    if (answer == 'N' && sc->tls_mode == POOL_TLS_PREFER) {
+        conn_send_startup(sc);
+        return;
+    }
+    if (answer == 'N') {
+        conn_fail(sc, ST_ESERVER_CLOSED, SQLSTATE_CONNECTION_FAILURE,
+                  "server \"%s\" does not support TLS, and server_tls_mode requires it",
+                  p->node->name);
+    } else {
+        conn_fail(sc, ST_ESERVER_PROTOCOL, SQLSTATE_CONNECTION_FAILURE,
+                  "server \"%s\" sent an invalid answer to SSLRequest", p->node->name);
+    }
 }
 
 /* ---- login ---- */

@@ -59,6 +59,21 @@ struct pool_node {
     _Atomic int64_t down_until_us; /* no new connections before this (server_login_retry) */
 };
 
+/* TLS towards servers: libpq's sslmode values, in the order of enum cfg_server_tls. */
+enum pool_tls {
+    POOL_TLS_DISABLE,
+    POOL_TLS_PREFER,      /* SSLRequest; plaintext when the server answers 'N' */
+    POOL_TLS_REQUIRE,     /* TLS or fail; the certificate is not checked */
+    POOL_TLS_VERIFY_CA,   /* and it must chain to a trusted root */
+    POOL_TLS_VERIFY_FULL, /* and name the node's host (DNS name, or IP address) */
+};
+
+/*
+ * Where new server connections get their TLS context: a new reference (the caller frees it)
+ * and the mode; NULL with POOL_TLS_DISABLE when TLS is off. Any thread.
+ */
+typedef struct ssl_ctx_st *(*pool_tls_fn)(void *arg, enum pool_tls *mode);
+
 struct pool_settings {
     int max_open;             /* hard cap on server connections of one pool, all workers */
     int max_idle;             /* idle connections kept, all workers */
@@ -235,6 +250,8 @@ struct pool_conn {
     uint64_t synced_hash;       /* settings hash of the client the server's settings match
                                    (0: unknown); lets an attach skip comparing settings */
     void *client;               /* the attached session while ACTIVE */
+    struct ssl_ctx_st *tls_ctx; /* from the SSLRequest until the handshake starts (owned) */
+    uint8_t tls_mode;           /* enum pool_tls this connection was opened with */
 };
 
 /* What went wrong logging in, for the client that asked. */
@@ -286,6 +303,8 @@ struct pool_set {
     struct pool_worker **workers;
     int n_workers;
     struct pool_settings defaults; /* for pools created from now on */
+    pool_tls_fn tls_get;           /* NULL: never TLS; set before workers start */
+    void *tls_arg;
     atomic_uint_fast64_t next_conn_id;
 };
 

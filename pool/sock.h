@@ -4,6 +4,12 @@
  * server connections (pool/) both embed one, so the relay is written once for both directions
  * (CONVENTIONS 3.2.4).
  *
+ * With TLS (s->ssl set) the same calls go through OpenSSL, non-blocking: SSL_read and SSL_write
+ * may each need the other direction of the socket (a handshake step, a TLS 1.3 KeyUpdate
+ * answer), so the watcher that asked is pointed at that direction until the call goes through
+ * (pool_sock_read/pool_sock_write); and bytes OpenSSL has already decrypted raise no epoll
+ * readiness, so starting the read watcher feeds it an event when some are waiting.
+ *
  * Owned by the thread whose loop the watchers are started on.
  */
 #ifndef PGMUX_POOL_SOCK_H
@@ -15,6 +21,8 @@
 
 #include "common/buf.h"
 
+struct ssl_st; /* OpenSSL's SSL, kept opaque so this header stays light */
+
 struct pool_sock {
     int fd;          /* -1 when closed */
     ev_io rio;       /* read interest: on while the peer can take more */
@@ -24,6 +32,11 @@ struct pool_sock {
     uint32_t remain; /* bytes of the message being forwarded that are not yet parsed past */
     bool is_reading; /* rio started */
     bool is_writing; /* wio started */
+    bool is_rio_flipped; /* TLS: rio waits for EV_WRITE (SSL_read must write first) */
+    bool is_wio_flipped; /* TLS: wio waits for EV_READ (SSL_write must read first) */
+    bool is_tls_failed;  /* TLS: a fatal error happened: no close_notify */
+    struct ssl_st *ssl;  /* TLS session, owned (freed by pool_sock_close); NULL = plaintext */
+    struct ev_loop *loop; /* the loop the watchers last started on (TLS re-points them) */
 };
 
 /** Prepare s for fd (already non-blocking); watchers are set but not started. data: owner. */
@@ -40,6 +53,42 @@ void pool_sock_close(struct ev_loop *loop, struct pool_sock *s, struct buf_pool 
 
 /** Set O_NONBLOCK and FD_CLOEXEC; for TCP also TCP_NODELAY and keepalive. -1 with errno. */
 int pool_sock_setup(int fd, bool is_tcp);
+
+/**
+ * Read up to len bytes into p: plaintext recv, or SSL_read (which also drives the handshake of
+ * a session in accept or connect state). Returns the bytes read (> 0), 0 at EOF, -1 on error
+ * (errno set; for TLS, pool_sock_tls_error() says why), or -2 when nothing can be read yet.
+ */
+int pool_sock_read(struct pool_sock *s, char *p, size_t len);
+
+/**
+ * Write up to len bytes: plaintext send, or one SSL_write. Returns the bytes written (>= 0;
+ * fewer than len, or 0, when the socket is full) or -1 on error (errno set). With TLS a short
+ * write must be retried with the same bytes at the front (OpenSSL's rule, met because callers
+ * only advance past what was written); the buffer may move between calls.
+ */
+long pool_sock_write(struct pool_sock *s, const char *p, size_t len);
+
+/**
+ * TLS only: advance the handshake. 1 done, 0 in progress (the watchers wait for the direction
+ * OpenSSL needs: s->rio for both, its callback runs again), -1 failed (pool_sock_tls_error()).
+ */
+int pool_sock_handshake(struct pool_sock *s);
+
+/** Why the last TLS call of this thread failed (a per-thread buffer), "" when unknown. */
+const char *pool_sock_tls_error(void);
+
+/** TLS: whether OpenSSL holds decrypted bytes not yet read (they raise no epoll readiness). */
+bool pool_sock_has_pending(const struct pool_sock *s);
+
+/**
+ * If s is reading and OpenSSL holds decrypted bytes, queue a read event for s->rio so its
+ * callback runs again in this loop iteration. pool_sock_read and pool_sock_start_read do it.
+ */
+void pool_sock_feed_pending(struct pool_sock *s);
+
+/** Best effort, never blocks: write a few bytes (a Terminate) if the socket takes them. */
+void pool_sock_send_nowait(struct pool_sock *s, const void *p, size_t len);
 
 /**
  * recv once into s->in (lent from bp when NULL) after the bytes already there. Returns the

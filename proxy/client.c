@@ -1,6 +1,8 @@
 /*
- * client.c - a client session from accept to close: the startup packet (SSLRequest and
- * GSSENCRequest answered 'N', CancelRequest routed to the session's worker), authentication
+ * client.c - a client session from accept to close: the startup packet (SSLRequest answered
+ * 'S' and the TLS handshake begun when client TLS is on, else 'N'; GSSENCRequest answered 'N';
+ * CancelRequest routed to the session's worker; plaintext refused under
+ * client_tls_mode = require), authentication
  * against the auth_file (SCRAM-SHA-256, md5, trust), getting a server connection from the pool,
  * replaying the client's startup parameters on it, the welcome (ParameterStatus, our own
  * BackendKeyData, ReadyForQuery), then the relay (relay.c) until one side leaves.
@@ -25,8 +27,10 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/ssl.h>
 
 #include "common/log.h"
 #include "common/mono.h"
@@ -40,6 +44,7 @@
 #include "proxy/errors.h"
 #include "proxy/relay_int.h"
 #include "proxy/stats.h"
+#include "proxy/tls.h"
 #include "proxy/topology.h"
 #include "proxy/worker.h"
 #include "router/route.h"
@@ -788,11 +793,63 @@ client_startup_v3(struct client *c, const uint8_t *pkt, uint32_t len,
     c->startup_len = len;
     c->user = c->startup + (st->user - (const char *) pkt);
     c->database = c->startup + (st->database - (const char *) pkt);
+    if (!c->sock.ssl && c->peer_family != AF_UNIX &&
+        tls_client_mode(&c->w->rt->tls) == CFG_CLIENT_TLS_REQUIRE) {
+        /* After the startup packet, as PostgreSQL's hostssl does, so the client learns why. */
+        client_fail_full(c, ST_EAUTH_USER, "FATAL", SQLSTATE_INVALID_AUTHORIZATION,
+                         "SSL required: pgmux accepts only TLS connections",
+                         "connect with sslmode=require or stronger");
+        return ST_EAUTH_USER;
+    }
     if (c->is_over_limit) {
         client_fail(c, ST_ETOOMANY, NULL);
         return ST_ETOOMANY;
     }
     return client_auth_begin(c);
+}
+
+/*
+ * Answer an SSLRequest ('S' and start the TLS handshake when client TLS is on and the client
+ * is on TCP) or a GSSENCRequest ('N': GSSAPI encryption is not offered). After 'N' the client
+ * goes on in the clear, or gives up if its sslmode demands TLS.
+ */
+static enum status
+client_answer_encryption(struct client *c, bool is_ssl)
+{
+    struct worker *w = c->w;
+    SSL_CTX *ctx = NULL;
+    if (is_ssl && c->peer_family != AF_UNIX) {
+        ctx = tls_client_ctx(&w->rt->tls);
+    }
+    if (!c->sock.out) {
+        c->sock.out = buf_get(&w->pw.bufs);
+    }
+    if (!c->sock.out || buf_append(c->sock.out, ctx ? "S" : "N", 1) != 0) {
+        SSL_CTX_free(ctx);
+        return ST_ENOMEM;
+    }
+    client_out_flush(c);
+    if (!ctx) {
+        return ST_OK;
+    }
+    if (c->sock.out) {
+        /* One byte to a fresh socket always goes; if it did not, it must not be encrypted. */
+        SSL_CTX_free(ctx);
+        client_close(c, "could not write to the client");
+        return ST_ECLIENT_CLOSED;
+    }
+    SSL *ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx); /* the session holds its own reference */
+    if (!ssl || SSL_set_fd(ssl, c->sock.fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return ST_ENOMEM;
+    }
+    SSL_set_accept_state(ssl);
+    /* The handshake runs inside the next reads (SSL_read drives it), under the same
+     * client_login_timeout as the rest of the login. */
+    c->sock.ssl = ssl;
+    return ST_OK;
 }
 
 /* Handle whole startup packets in c->sock.in. ST_OK: keep reading. */
@@ -850,14 +907,10 @@ client_handle_startup(struct client *c)
                 return ST_ECLIENT_PROTOCOL;
             }
             *answered = true;
-            /* TLS is not offered yet: 'N' tells the client to go on in the clear. */
-            if (!c->sock.out) {
-                c->sock.out = buf_get(&c->w->pw.bufs);
+            st = client_answer_encryption(c, su.kind == PROTO_STARTUP_SSL);
+            if (st != ST_OK) {
+                return st;
             }
-            if (!c->sock.out || buf_append(c->sock.out, "N", 1) != 0) {
-                return ST_ENOMEM;
-            }
-            client_out_flush(c);
             break;
         }
         case PROTO_STARTUP_CANCEL:
@@ -937,14 +990,17 @@ client_login_read_cb(EV_P_ ev_io *io, int revents)
             return;
         }
     }
-    ssize_t n;
-    do {
-        n = recv(c->sock.fd, b->data + b->recvd, buf_space(b), 0);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    int n = pool_sock_read(&c->sock, b->data + b->recvd, buf_space(b));
+    if (n == -2) {
         return;
     }
     if (n <= 0) {
+        if (n < 0 && c->sock.ssl) {
+            log_info("client %s: TLS handshake or read failed: %s", client_addr(c),
+                     pool_sock_tls_error());
+            client_close(c, "TLS error during login");
+            return;
+        }
         client_close(c, "client disconnected during login");
         return;
     }

@@ -50,6 +50,7 @@
 
 #include <ini.h>
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 
 #include "common/macros.h"
 #include "protocol/scram.h"
@@ -71,6 +72,9 @@
 static const char *const pool_mode_names[] = { "session", "transaction", "statement" };
 static const char *const auth_names[] = { "trust", "md5", "scram-sha-256" };
 static const char *const role_names[] = { "auto", "primary", "replica" };
+static const char *const client_tls_names[] = { "disable", "allow", "prefer", "require" };
+static const char *const server_tls_names[] = { "disable", "prefer", "require", "verify-ca",
+                                                "verify-full" };
 static const char *const bool_true_names[] = { "on", "true", "yes", "1" };
 static const char *const bool_false_names[] = { "off", "false", "no", "0" };
 
@@ -106,6 +110,18 @@ const char *
 cfg_role_name(enum cfg_role r)
 {
     return (unsigned) r < ARRAY_LEN(role_names) ? role_names[r] : "?";
+}
+
+const char *
+cfg_client_tls_name(enum cfg_client_tls m)
+{
+    return (unsigned) m < ARRAY_LEN(client_tls_names) ? client_tls_names[m] : "?";
+}
+
+const char *
+cfg_server_tls_name(enum cfg_server_tls m)
+{
+    return (unsigned) m < ARRAY_LEN(server_tls_names) ? server_tls_names[m] : "?";
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -150,6 +166,17 @@ enum key_id {
     K_SHUTDOWN_TIMEOUT,
     K_LOG_LEVEL,
     K_MAX_MESSAGE_SIZE,
+    K_CLIENT_TLS_MODE,
+    K_CLIENT_TLS_CERT_FILE,
+    K_CLIENT_TLS_KEY_FILE,
+    K_CLIENT_TLS_CA_FILE,
+    K_CLIENT_TLS_PROTOCOLS,
+    K_CLIENT_TLS_CIPHERS,
+    K_CLIENT_TLS_CIPHERSUITES,
+    K_SERVER_TLS_MODE,
+    K_SERVER_TLS_CA_FILE,
+    K_SERVER_TLS_CERT_FILE,
+    K_SERVER_TLS_KEY_FILE,
     K_POOL_MODE,
     K_MAX_OPEN_CONNS,
     K_MAX_IDLE_CONNS,
@@ -204,6 +231,25 @@ static const struct key_def key_defs[K__COUNT] = {
     [K_LOG_LEVEL] = { "log_level", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
     [K_MAX_MESSAGE_SIZE] = { "max_message_size", SECT_PGMUX, KT_SIZE, F(max_message_size), 0,
                              CFG_MSG_SIZE_MIN, CFG_MSG_SIZE_MAX },
+    [K_CLIENT_TLS_MODE] = { "client_tls_mode", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_CLIENT_TLS_CERT_FILE] = { "client_tls_cert_file", SECT_PGMUX, KT_STR,
+                                 F(client_tls_cert_file), 0, 0, 0 },
+    [K_CLIENT_TLS_KEY_FILE] = { "client_tls_key_file", SECT_PGMUX, KT_STR, F(client_tls_key_file),
+                                0, 0, 0 },
+    [K_CLIENT_TLS_CA_FILE] = { "client_tls_ca_file", SECT_PGMUX, KT_STR, F(client_tls_ca_file), 0,
+                               0, 0 },
+    [K_CLIENT_TLS_PROTOCOLS] = { "client_tls_protocols", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_CLIENT_TLS_CIPHERS] = { "client_tls_ciphers", SECT_PGMUX, KT_STR, F(client_tls_ciphers), 0,
+                               0, 0 },
+    [K_CLIENT_TLS_CIPHERSUITES] = { "client_tls_ciphersuites", SECT_PGMUX, KT_STR,
+                                    F(client_tls_ciphersuites), 0, 0, 0 },
+    [K_SERVER_TLS_MODE] = { "server_tls_mode", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_SERVER_TLS_CA_FILE] = { "server_tls_ca_file", SECT_PGMUX, KT_STR, F(server_tls_ca_file), 0,
+                               0, 0 },
+    [K_SERVER_TLS_CERT_FILE] = { "server_tls_cert_file", SECT_PGMUX, KT_STR,
+                                 F(server_tls_cert_file), 0, 0, 0 },
+    [K_SERVER_TLS_KEY_FILE] = { "server_tls_key_file", SECT_PGMUX, KT_STR, F(server_tls_key_file),
+                                0, 0, 0 },
     [K_POOL_MODE] = { "pool_mode", SECT_POOL, KT_SPECIAL, 0, 0, 0, 0 },
     [K_MAX_OPEN_CONNS] = { "max_open_conns", SECT_POOL, KT_INT, F(max_open_conns), 0, 1, 100000 },
     [K_MAX_IDLE_CONNS] = { "max_idle_conns", SECT_POOL, KT_INT, F(max_idle_conns), 0, 0, 100000 },
@@ -750,6 +796,58 @@ set_track_parameters(struct cfg_parse *p, const char *key, const char *value)
     }
 }
 
+/*
+ * client_tls_protocols: a comma- or space-separated list of tlsv1.2 and tlsv1.3, or "secure"
+ * / "all" for both (PgBouncer's names). TLS 1.0 and 1.1 are refused by name: they are broken,
+ * and PostgreSQL itself has required 1.2 by default since version 14. The versions must be
+ * contiguous, as OpenSSL only takes a minimum and a maximum.
+ */
+static void
+set_tls_protocols(struct cfg_parse *p, const char *key, const char *value)
+{
+    struct cfg *c = p->c;
+    bool want12 = false, want13 = false;
+    const char *s = value;
+    while (*s) {
+        while (*s == ',' || *s == ' ' || *s == '\t') {
+            s++;
+        }
+        const char *e = s;
+        while (*e && *e != ',' && *e != ' ' && *e != '\t') {
+            e++;
+        }
+        size_t n = (size_t) (e - s);
+        if (n == 0) {
+            break;
+        }
+        if ((n == 7 && strncasecmp(s, "tlsv1.2", n) == 0)) {
+            want12 = true;
+        } else if (n == 7 && strncasecmp(s, "tlsv1.3", n) == 0) {
+            want13 = true;
+        } else if ((n == 6 && strncasecmp(s, "secure", n) == 0) ||
+                   (n == 3 && strncasecmp(s, "all", n) == 0)) {
+            want12 = want13 = true;
+        } else if ((n == 7 && (strncasecmp(s, "tlsv1.0", n) == 0 ||
+                               strncasecmp(s, "tlsv1.1", n) == 0)) ||
+                   (n == 5 && strncasecmp(s, "tlsv1", n) == 0) ||
+                   (n == 6 && strncasecmp(s, "legacy", n) == 0)) {
+            ERR(p, p->lineno, key, "'%.*s' is not supported: the minimum is tlsv1.2", (int) n, s);
+            return;
+        } else {
+            ERR(p, p->lineno, key, "unknown protocol '%.*s' (expected tlsv1.2, tlsv1.3, secure or all)",
+                (int) n, s);
+            return;
+        }
+        s = e;
+    }
+    if (!want12 && !want13) {
+        ERR(p, p->lineno, key, "must name at least one protocol (tlsv1.2, tlsv1.3)");
+        return;
+    }
+    c->client_tls_min_version = want12 ? TLS1_2_VERSION : TLS1_3_VERSION;
+    c->client_tls_max_version = want13 ? TLS1_3_VERSION : TLS1_2_VERSION;
+}
+
 static void
 set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *value)
 {
@@ -783,6 +881,25 @@ set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *va
         } else {
             c->pool_mode = (enum cfg_pool_mode) v;
         }
+        break;
+    case K_CLIENT_TLS_MODE:
+        v = enum_lookup(value, client_tls_names, ARRAY_LEN(client_tls_names));
+        if (v < 0) {
+            err_bad_enum(p, key, value, client_tls_names, ARRAY_LEN(client_tls_names));
+        } else {
+            c->client_tls_mode = (enum cfg_client_tls) v;
+        }
+        break;
+    case K_SERVER_TLS_MODE:
+        v = enum_lookup(value, server_tls_names, ARRAY_LEN(server_tls_names));
+        if (v < 0) {
+            err_bad_enum(p, key, value, server_tls_names, ARRAY_LEN(server_tls_names));
+        } else {
+            c->server_tls_mode = (enum cfg_server_tls) v;
+        }
+        break;
+    case K_CLIENT_TLS_PROTOCOLS:
+        set_tls_protocols(p, key, value);
         break;
     case K_WARM_POOLS:
         set_warm_pools(p, key, value);
@@ -1510,13 +1627,11 @@ auth_parse(struct cfg_parse *p, const char *apath, const char *text, size_t text
     free(ents);
 }
 
-/* Resolve auth_file against the ini file's directory and load it. False if it was unreadable. */
+/* A relative file name in *pathp is taken as relative to the ini file's directory. */
 static bool
-auth_load(struct cfg_parse *p)
+resolve_path(struct cfg_parse *p, char **pathp)
 {
-    struct cfg *c = p->c;
-    const char *raw = c->auth_file;
-    int key_line = p->seen[K_AUTH_FILE];
+    const char *raw = *pathp;
     if (raw[0] != '/') {
         const char *slash = strrchr(p->path, '/');
         if (slash != NULL) {
@@ -1529,9 +1644,21 @@ auth_load(struct cfg_parse *p)
             }
             memcpy(full, p->path, dl);
             memcpy(full + dl, raw, rl + 1);
-            free(c->auth_file);
-            c->auth_file = full;
+            free(*pathp);
+            *pathp = full;
         }
+    }
+    return true;
+}
+
+/* Resolve auth_file against the ini file's directory and load it. False if it was unreadable. */
+static bool
+auth_load(struct cfg_parse *p)
+{
+    struct cfg *c = p->c;
+    int key_line = p->seen[K_AUTH_FILE];
+    if (!resolve_path(p, &c->auth_file)) {
+        return false;
     }
     char *text = NULL;
     size_t len = 0;
@@ -1550,10 +1677,63 @@ auth_load(struct cfg_parse *p)
 /* ---------------------------------------------------------------------------------------- */
 /* Whole-file rules                                                                          */
 
+/*
+ * TLS keys that depend on each other. The files are only named here; proxy/tls.c reads them
+ * (at start, with --check, and on reload) and reports what is wrong with their contents.
+ */
+static void
+check_tls(struct cfg_parse *p)
+{
+    struct cfg *c = p->c;
+    struct cfg_tls_lines *tl = &c->tls_lines;
+    tl->client_mode = p->seen[K_CLIENT_TLS_MODE];
+    tl->client_cert = p->seen[K_CLIENT_TLS_CERT_FILE];
+    tl->client_key = p->seen[K_CLIENT_TLS_KEY_FILE];
+    tl->client_ca = p->seen[K_CLIENT_TLS_CA_FILE];
+    tl->client_protocols = p->seen[K_CLIENT_TLS_PROTOCOLS];
+    tl->client_ciphers = p->seen[K_CLIENT_TLS_CIPHERS];
+    tl->client_ciphersuites = p->seen[K_CLIENT_TLS_CIPHERSUITES];
+    tl->server_mode = p->seen[K_SERVER_TLS_MODE];
+    tl->server_ca = p->seen[K_SERVER_TLS_CA_FILE];
+    tl->server_cert = p->seen[K_SERVER_TLS_CERT_FILE];
+    tl->server_key = p->seen[K_SERVER_TLS_KEY_FILE];
+
+    char **files[] = { &c->client_tls_cert_file, &c->client_tls_key_file, &c->client_tls_ca_file,
+                       &c->server_tls_ca_file, &c->server_tls_cert_file, &c->server_tls_key_file };
+    for (size_t i = 0; i < ARRAY_LEN(files); i++) {
+        if (*files[i] != NULL && !resolve_path(p, files[i])) {
+            return;
+        }
+    }
+    if (c->client_tls_mode != CFG_CLIENT_TLS_DISABLE && !p->bad[K_CLIENT_TLS_MODE]) {
+        if (c->client_tls_cert_file == NULL) {
+            ERR(p, tl->client_mode, "client_tls_cert_file", "required when client_tls_mode is %s",
+                cfg_client_tls_name(c->client_tls_mode));
+        }
+        if (c->client_tls_key_file == NULL) {
+            ERR(p, tl->client_mode, "client_tls_key_file", "required when client_tls_mode is %s",
+                cfg_client_tls_name(c->client_tls_mode));
+        }
+    }
+    if ((c->client_tls_cert_file == NULL) != (c->client_tls_key_file == NULL) &&
+        c->client_tls_mode == CFG_CLIENT_TLS_DISABLE) {
+        int line = tl->client_cert ? tl->client_cert : tl->client_key;
+        ERR(p, line, c->client_tls_cert_file ? "client_tls_key_file" : "client_tls_cert_file",
+            "client_tls_cert_file and client_tls_key_file go together");
+    }
+    if ((c->server_tls_cert_file == NULL) != (c->server_tls_key_file == NULL)) {
+        int line = tl->server_cert ? tl->server_cert : tl->server_key;
+        ERR(p, line, c->server_tls_cert_file ? "server_tls_key_file" : "server_tls_cert_file",
+            "server_tls_cert_file and server_tls_key_file go together");
+    }
+}
+
 static void
 check_rules(struct cfg_parse *p)
 {
     struct cfg *c = p->c;
+
+    check_tls(p);
 
     if (c->n_nodes == 0) {
         ERR(p, 0, "node", "no [node.NAME] section; at least one node is required");
@@ -1629,6 +1809,14 @@ cfg_free(struct cfg *c)
     free_list(c->admin_users, c->n_admin_users);
     free_list(c->stats_users, c->n_stats_users);
     free(c->server_reset_query);
+    free(c->client_tls_cert_file);
+    free(c->client_tls_key_file);
+    free(c->client_tls_ca_file);
+    free(c->client_tls_ciphers);
+    free(c->client_tls_ciphersuites);
+    free(c->server_tls_ca_file);
+    free(c->server_tls_cert_file);
+    free(c->server_tls_key_file);
     for (int i = 0; i < c->n_warm_pools; i++) {
         free(c->warm_pools[i].user);
         free(c->warm_pools[i].database);
@@ -1689,7 +1877,14 @@ cfg_new_defaults(const char *path)
     c->conn_max_idle_time_ms = 600 * 1000;
     c->max_prepared_statements = 100;
     c->pin_session_state = true;
-    if (c->path == NULL || c->listen_addr == NULL || c->server_reset_query == NULL) {
+    c->client_tls_mode = CFG_CLIENT_TLS_DISABLE;
+    c->client_tls_min_version = TLS1_2_VERSION;
+    c->client_tls_max_version = TLS1_3_VERSION;
+    /* PostgreSQL's ssl_ciphers default without the 3DES and MEDIUM it keeps for old clients */
+    c->client_tls_ciphers = strdup("HIGH:!aNULL:!MD5");
+    c->server_tls_mode = CFG_SERVER_TLS_DISABLE;
+    if (c->path == NULL || c->listen_addr == NULL || c->server_reset_query == NULL ||
+        c->client_tls_ciphers == NULL) {
         cfg_free(c);
         return NULL;
     }

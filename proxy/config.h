@@ -36,6 +36,40 @@ enum cfg_pool_mode {
     CFG_POOL_STATEMENT,
 };
 
+/* client_tls_mode: PgBouncer's client_tls_sslmode values that make sense without client
+ * certificates being mandatory (client_tls_ca_file makes them mandatory). */
+enum cfg_client_tls {
+    CFG_CLIENT_TLS_DISABLE, /* SSLRequest answered 'N' */
+    CFG_CLIENT_TLS_ALLOW,   /* TLS when the client asks for it */
+    CFG_CLIENT_TLS_PREFER,  /* same as allow: the client decides */
+    CFG_CLIENT_TLS_REQUIRE, /* plaintext clients refused (28000) */
+};
+
+/* server_tls_mode: libpq's sslmode values. */
+enum cfg_server_tls {
+    CFG_SERVER_TLS_DISABLE,
+    CFG_SERVER_TLS_PREFER,      /* TLS when the server offers it, certificate not checked */
+    CFG_SERVER_TLS_REQUIRE,     /* TLS or no connection, certificate not checked */
+    CFG_SERVER_TLS_VERIFY_CA,   /* and the certificate chains to server_tls_ca_file */
+    CFG_SERVER_TLS_VERIFY_FULL, /* and names the node's host (DNS name or IP address) */
+};
+
+/* Where each TLS key was set, so problems found when the files are loaded (proxy/tls.c) name
+ * the line; 0 = not set. */
+struct cfg_tls_lines {
+    int client_mode;
+    int client_cert;
+    int client_key;
+    int client_ca;
+    int client_protocols;
+    int client_ciphers;
+    int client_ciphersuites;
+    int server_mode;
+    int server_ca;
+    int server_cert;
+    int server_key;
+};
+
 struct cfg_node {
     char *name; /* the NAME of [node.NAME] */
     char *host; /* host name or address as written; resolved by main before workers start */
@@ -93,6 +127,22 @@ struct cfg {
     enum log_level log_level;          /* info */
     int64_t log_min_duration_ms;       /* requests slower than this are logged; -1 = off */
     uint32_t max_message_size;         /* bytes accepted in one client message; 1 GB - 1 */
+
+    /* TLS ([pgmux]); file names are resolved against the ini file's directory at load, the
+     * files themselves are read by proxy/tls.c */
+    enum cfg_client_tls client_tls_mode; /* disable */
+    char *client_tls_cert_file;          /* required unless client_tls_mode = disable */
+    char *client_tls_key_file;
+    char *client_tls_ca_file;            /* set: clients must present a certificate it signed */
+    int client_tls_min_version;          /* OpenSSL TLS1_2_VERSION or TLS1_3_VERSION */
+    int client_tls_max_version;          /* >= min */
+    char *client_tls_ciphers;            /* TLS 1.2 cipher list, OpenSSL syntax */
+    char *client_tls_ciphersuites;       /* TLS 1.3 suites; NULL = OpenSSL's default */
+    enum cfg_server_tls server_tls_mode; /* disable */
+    char *server_tls_ca_file;            /* NULL: the system's trusted roots (verify-*) */
+    char *server_tls_cert_file;          /* client certificate presented to servers */
+    char *server_tls_key_file;
+    struct cfg_tls_lines tls_lines;
 
     /* [pool] */
     enum cfg_pool_mode pool_mode;  /* session */
@@ -171,5 +221,7 @@ int64_t cfg_parse_duration_ms(const char *s);
 const char *cfg_pool_mode_name(enum cfg_pool_mode m);
 const char *cfg_auth_name(enum cfg_auth a);
 const char *cfg_role_name(enum cfg_role r);
+const char *cfg_client_tls_name(enum cfg_client_tls m);
+const char *cfg_server_tls_name(enum cfg_server_tls m);
 
 #endif

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "pool/pool.h"
 #include "proxy/config.h"
+#include "proxy/tls.h"
 #include "proxy/topology.h"
 #include "proxy/worker.h"
 
@@ -244,8 +245,18 @@ main(int argc, char **argv)
     if (bad) {
         return 2;
     }
+    /* Certificates and keys are read now, so --check catches a bad one too. */
+    if (tls_init(&rt.tls) != 0) {
+        fprintf(stderr, "cannot initialize TLS\n");
+        return 1;
+    }
+    if (tls_load(&rt.tls, cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
     if (check_only) {
         printf("%s: configuration is valid\n", path);
+        tls_fini(&rt.tls);
         cfg_unref(cfg);
         free(rt.nodes);
         return 0;
@@ -296,6 +307,8 @@ main(int argc, char **argv)
         fprintf(stderr, "out of memory\n");
         return 1;
     }
+    rt.pools.tls_get = tls_server_ctx;
+    rt.pools.tls_arg = &rt.tls;
     if (log_start() != 0) {
         fprintf(stderr, "cannot start the logger thread\n");
         return 1;
@@ -366,6 +379,7 @@ main(int argc, char **argv)
         worker_fini(&rt.workers[i]);
     }
     pool_set_fini(&rt.pools);
+    tls_fini(&rt.tls);
     free(rt.workers);
     topo_fini(&rt.topology);
     free(rt.stats);

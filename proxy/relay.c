@@ -7,6 +7,9 @@
  * (bytes pgmux wrote itself, approved relay bytes). Forwarded bodies are never copied (3.2.3).
  * When the destination cannot take more, reading from the source stops until it drains: that
  * is the backpressure that keeps a slow reader of a huge result from growing pgmux's memory.
+ * A TLS destination takes the same bytes through relay_flush_tls (one test of dst->ssl is all
+ * the plaintext path pays); a TLS source is read with pool_sock_read, which also comes back
+ * for bytes OpenSSL decrypted but the buffer had no room for.
  *
  * Session pooling looks at the client's type bytes (Terminate, and which messages owe a
  * ReadyForQuery) and at the server's ReadyForQuery and ParameterStatus. Transaction and
@@ -339,12 +342,64 @@ relay_server_lost(struct client *c, const char *why)
  * Write dst->out, then src->in's approved bytes, in one system call. Returns false when the
  * session was torn down (a peer is gone).
  */
+/*
+ * TLS destination: the approved source bytes are copied behind dst->out and the lot goes out
+ * in as few SSL_write calls as the records allow, instead of one TLS record per piece. Once
+ * copied they count as sent for the source (its buffer goes back to the worker); what the
+ * socket did not take waits in dst->out, which is what blocks reading from the source. The
+ * copy is cheap next to the encryption, and it keeps OpenSSL's retry rule (the same bytes
+ * first on the next SSL_write) trivially true.
+ */
+static bool
+relay_flush_tls(struct client *c, bool from_client)
+{
+    struct worker *w = c->w;
+    struct pool_sock *src = from_client ? &c->sock : &c->sc->sock;
+    struct pool_sock *dst = from_client ? &c->sc->sock : &c->sock;
+    struct buf *b = src->in;
+    if (b && buf_pending(b)) {
+        uint32_t n = buf_pending(b);
+        if (buf_reserve(&w->pw.bufs, &dst->out, n) != 0) {
+            client_fail(c, ST_ENOMEM, NULL);
+            return false;
+        }
+        struct buf *o = dst->out;
+        memcpy(o->data + o->recvd, b->data + b->sent, n);
+        o->recvd += n;
+        o->parsed = o->recvd;
+        b->sent += n;
+    }
+    if (pool_sock_flush_out(dst, &w->pw.bufs) < 0) {
+        if (from_client) {
+            relay_server_lost(c, "could not write to the server");
+        } else {
+            client_close(c, "could not write to the client");
+        }
+        return false;
+    }
+    if (b && buf_is_empty(b)) {
+        buf_put(&w->pw.bufs, b);
+        src->in = NULL;
+    }
+    if (dst->out && buf_pending(dst->out)) {
+        pool_sock_stop_read(w->loop, src);
+        pool_sock_start_write(w->loop, dst);
+    } else {
+        pool_sock_stop_write(w->loop, dst);
+        pool_sock_start_read(w->loop, src);
+    }
+    return true;
+}
+
 static bool
 relay_flush(struct client *c, bool from_client)
 {
     struct worker *w = c->w;
     struct pool_sock *src = from_client ? &c->sock : &c->sc->sock;
     struct pool_sock *dst = from_client ? &c->sc->sock : &c->sock;
+    if (dst->ssl) {
+        return relay_flush_tls(c, from_client);
+    }
     struct buf *o = dst->out;
     struct buf *b = src->in;
     struct iovec iov[2];
@@ -489,17 +544,21 @@ relay_read(struct client *c, bool from_client)
         }
     }
     struct buf *b = src->in;
-    ssize_t n;
-    do {
-        n = recv(src->fd, b->data + b->recvd, buf_space(b), 0);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    int n = pool_sock_read(src, b->data + b->recvd, buf_space(b));
+    if (n == -2) {
         return;
     }
     if (n <= 0) {
         if (from_client) {
+            if (n < 0 && src->ssl) {
+                log_info("client %s: TLS error: %s", client_addr(c), pool_sock_tls_error());
+            }
             client_close(c, n == 0 ? "client disconnected" : "client connection error");
         } else {
+            if (n < 0 && src->ssl) {
+                log_warning("server conn %llu: TLS error: %s", (unsigned long long) c->sc->id,
+                            pool_sock_tls_error());
+            }
             relay_server_lost(c,
                               n == 0 ? "server closed the connection" : "server connection error");
         }

@@ -20,6 +20,7 @@
 #include "protocol/scram.h"
 #include "proxy/config.h"
 #include "proxy/stats.h"
+#include "proxy/tls.h"
 #include "proxy/topology.h"
 
 /* BackendKeyData pid given to clients: worker index in the high bits, session slot below, so a
@@ -47,6 +48,7 @@ struct runtime {
     uint8_t mock_key[32];        /* derives stable fake SCRAM salts for unknown users */
     struct stats_worker **stats; /* [n_workers]: each worker's counters, for readers (stats.h);
                                     filled by worker_init, emptied by worker_fini */
+    struct tls_state tls;        /* TLS contexts towards clients and servers (swapped on reload) */
 };
 
 struct worker {

@@ -9,6 +9,7 @@ pkgs=(
   postgresql-15 postgresql-client-15
   python3-pytest python3-psycopg python3-psycopg2
   pgbouncer procps strace valgrind
+  openssl  # tests/integration/test_tls.py makes its certificates with the openssl command
   openjdk-17-jdk-headless libpostgresql-jdbc-java  # JDBC tests (tests/integration/java)
   clang-14 libclang-rt-14-dev  # make fuzz / fuzz-smoke: libFuzzer's runtime is in libclang-rt
 )
