@@ -18,7 +18,7 @@
 #define LOG_LINE_MAX  512
 #define LOG_QUEUE_LEN 1024
 
-int log_level_current = LOG_INFO;
+atomic_int log_level_current = LOG_INFO;
 
 static const char *const level_names[] = { "FATAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE" };
 static const char *const level_keys[] = { "fatal", "error", "warning", "info", "debug", "trace" };
@@ -49,7 +49,7 @@ assert_fail(const char *expr, const char *file, int line)
 void
 log_set_level(enum log_level level)
 {
-    log_level_current = (int) level;
+    atomic_store_explicit(&log_level_current, (int) level, memory_order_relaxed);
 }
 
 bool

@@ -8,6 +8,7 @@
 #ifndef PGMUX_COMMON_LOG_H
 #define PGMUX_COMMON_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,7 +24,9 @@ enum log_level {
     LOG_TRACE,
 };
 
-extern int log_level_current; /* read racily on purpose: a stale level only costs a line */
+/* Relaxed loads: a reload may change the level while workers log, and a line logged at the old
+ * level just after the change costs nothing; a plain int would be a data race. */
+extern atomic_int log_level_current;
 
 /** Set the level; any thread. */
 void log_set_level(enum log_level level);
@@ -50,11 +53,11 @@ void log_write(enum log_level level, const char *fmt, ...) PRINTF_LIKE(2, 3);
  */
 const char *log_value(const char *s, char *out, size_t outlen);
 
-#define LOG_AT(lvl, ...)                        \
-    do {                                        \
-        if ((int) (lvl) <= log_level_current) { \
-            log_write((lvl), __VA_ARGS__);      \
-        }                                       \
+#define LOG_AT(lvl, ...)                                                                     \
+    do {                                                                                     \
+        if ((int) (lvl) <= atomic_load_explicit(&log_level_current, memory_order_relaxed)) { \
+            log_write((lvl), __VA_ARGS__);                                                   \
+        }                                                                                    \
     } while (0)
 
 #define log_fatal(...)   LOG_AT(LOG_FATAL, __VA_ARGS__)

@@ -37,7 +37,8 @@
 struct pool_login {
     struct proto_scram_client scram;
     bool is_scram_started;
-    bool used_password; /* SCRAM with a plaintext password: cache the SaltedPassword */
+    bool used_password;  /* SCRAM with a plaintext password: cache the SaltedPassword */
+    uint32_t secret_gen; /* pool->secret_gen when the secret was read */
 };
 
 static void conn_login_read_cb(EV_P_ ev_io *io, int revents);
@@ -254,7 +255,8 @@ pool_conn_close(struct pool_conn *sc, const char *why)
     }
     struct pool *p = sc->pool;
     struct pool_worker *w = sc->w;
-    bool polite = sc->state == POOL_CONN_IDLE && !sc->is_broken;
+    /* A clean connection closed on release (lifetime, limits) says goodbye too. */
+    bool polite = (sc->state == POOL_CONN_IDLE && !sc->is_broken) || pool_conn_is_clean(sc);
     log_debug("server conn %llu to %s (%s@%s) closed: %s", (unsigned long long) sc->id,
               p->node->name, p->user, p->database, why);
     conn_teardown(sc, polite);
@@ -539,6 +541,7 @@ conn_auth_scram_start(struct pool_conn *sc, const uint8_t *mechs, size_t mechs_l
         return ST_ENOMEM;
     }
     pthread_mutex_lock(&p->mu);
+    sc->login->secret_gen = p->secret_gen;
     if (p->secret.password) {
         proto_scram_client_init_password(&sc->login->scram, p->secret.password, NULL);
         if (p->secret.has_salted) {
@@ -586,11 +589,13 @@ conn_auth_scram_continue(struct pool_conn *sc, const uint8_t *data, size_t len,
     if (sc->login->used_password && sc->login->scram.have_salted) {
         /* PBKDF2 costs milliseconds; remember it for the next login (CONVENTIONS 6.10). */
         pthread_mutex_lock(&p->mu);
-        memcpy(p->secret.salted, sc->login->scram.salted_password, PROTO_SCRAM_KEY_LEN);
-        memcpy(p->secret.salt, sc->login->scram.salted_salt, sc->login->scram.salted_salt_len);
-        p->secret.salt_len = sc->login->scram.salted_salt_len;
-        p->secret.iterations = sc->login->scram.salted_iterations;
-        p->secret.has_salted = true;
+        if (sc->login->secret_gen == p->secret_gen) { /* else a reload changed the password */
+            memcpy(p->secret.salted, sc->login->scram.salted_password, PROTO_SCRAM_KEY_LEN);
+            memcpy(p->secret.salt, sc->login->scram.salted_salt, sc->login->scram.salted_salt_len);
+            p->secret.salt_len = sc->login->scram.salted_salt_len;
+            p->secret.iterations = sc->login->scram.salted_iterations;
+            p->secret.has_salted = true;
+        }
         pthread_mutex_unlock(&p->mu);
     }
     uint8_t mem[PROTO_SCRAM_MSG_MAX + 64];
@@ -1151,8 +1156,14 @@ pool_conn_make_idle(struct pool_conn *sc)
 
     if (atomic_load(&p->n_waiting) > 0) {
         pthread_mutex_lock(&p->mu);
-        bool served = pool_serve_waiter_locked(w, p, sc);
+        /* A reload lowered max_open_conns: shrink by not handing this one on. */
+        bool over = p->n_open > atomic_load(&p->set.max_open);
+        bool served = !over && pool_serve_waiter_locked(w, p, sc);
         pthread_mutex_unlock(&p->mu);
+        if (over) {
+            pool_conn_close(sc, "max_open_conns lowered");
+            return;
+        }
         if (served) {
             return;
         }
@@ -1217,6 +1228,7 @@ pool_local_tick(struct pool_worker *w, struct pool *p, int64_t now)
             pool_conn_close(sc, "reset query timed out");
         }
     }
+    int excess = ilist_empty(&loc->idle) ? 0 : pool_open_excess(p);
     ILIST_FOREACH_SAFE(&loc->idle, it, tmp)
     {
         struct pool_conn *sc = CONTAINER_OF(it, struct pool_conn, node);
@@ -1226,6 +1238,12 @@ pool_local_tick(struct pool_worker *w, struct pool *p, int64_t now)
             pool_conn_close(sc, "conn_max_lifetime reached");
         } else if (idle_max > 0 && now - sc->last_used_us >= idle_max && !keep_warm) {
             pool_conn_close(sc, "conn_max_idle_time reached");
+        } else if (atomic_load(&p->n_idle) > p->set.max_idle) {
+            /* Only after a reload lowered max_idle_conns: releases keep it otherwise. */
+            pool_conn_close(sc, "max_idle_conns lowered");
+        } else if (excess > 0) {
+            excess--;
+            pool_conn_close(sc, "max_open_conns lowered");
         }
     }
     if (w->idx == p->home_worker && p->set.min_idle > 0) {

@@ -30,14 +30,120 @@ pool_set_init(struct pool_set *s, struct pool_node *nodes, int n_nodes, int n_wo
     s->n_workers = n_workers;
     s->workers = calloc((size_t) n_workers, sizeof(*s->workers));
     s->defaults = *defaults;
-    s->defaults.reset_query = strdup(defaults->reset_query ? defaults->reset_query : "");
+    s->queries = calloc(1, sizeof(*s->queries));
     atomic_init(&s->next_conn_id, 1);
-    if (!s->workers || !s->defaults.reset_query) {
+    if (!s->workers || !s->queries ||
+        !(s->queries[0] = strdup(defaults->reset_query ? defaults->reset_query : ""))) {
         free(s->workers);
-        free(s->defaults.reset_query);
+        free(s->queries);
         return -1;
     }
+    s->n_queries = 1;
+    s->defaults.reset_query = s->queries[0];
     return 0;
+}
+
+/* The set's copy of q, made once per distinct text: readers hold borrowed pointers with no
+ * reference, so a string stays until pool_set_fini. Under s->mu. */
+static const char *
+query_intern(struct pool_set *s, const char *q)
+{
+    for (int i = 0; i < s->n_queries; i++) {
+        if (strcmp(s->queries[i], q) == 0) {
+            return s->queries[i];
+        }
+    }
+    char **nq = realloc(s->queries, (size_t) (s->n_queries + 1) * sizeof(*nq));
+    if (!nq) {
+        return NULL;
+    }
+    s->queries = nq;
+    char *copy = strdup(q);
+    if (!copy) {
+        return NULL;
+    }
+    s->queries[s->n_queries++] = copy;
+    return copy;
+}
+
+/* Field by field: each store is atomic, a struct assignment would not be. */
+static void
+settings_store(struct pool_settings *dst, const struct pool_settings *src, const char *query)
+{
+    atomic_store(&dst->max_open, atomic_load(&src->max_open));
+    atomic_store(&dst->max_idle, atomic_load(&src->max_idle));
+    atomic_store(&dst->min_idle, atomic_load(&src->min_idle));
+    atomic_store(&dst->max_lifetime_us, atomic_load(&src->max_lifetime_us));
+    atomic_store(&dst->max_idle_time_us, atomic_load(&src->max_idle_time_us));
+    atomic_store(&dst->connect_timeout_us, atomic_load(&src->connect_timeout_us));
+    atomic_store(&dst->login_retry_us, atomic_load(&src->login_retry_us));
+    atomic_store(&dst->reset_query, query);
+}
+
+static void post_serve(struct pool_worker *from, struct pool *p, int hops);
+static void post_serve_from_outside(struct pool_set *s, struct pool *p);
+
+enum status
+pool_set_apply(struct pool_set *s, const struct pool_settings *ps)
+{
+    pthread_mutex_lock(&s->mu);
+    const char *q = query_intern(s, ps->reset_query ? ps->reset_query : "");
+    if (!q) {
+        pthread_mutex_unlock(&s->mu);
+        return ST_ENOMEM;
+    }
+    settings_store(&s->defaults, ps, q);
+    for (int i = 0; i < s->n_pools; i++) {
+        struct pool *p = s->pools[i];
+        pthread_mutex_lock(&p->mu);
+        settings_store(&p->set, ps, q);
+        /* A raised max_open_conns serves the queue now: nobody else would until a connection
+         * is released. */
+        bool kick = !ilist_empty(&p->waiters) && p->n_open < atomic_load(&p->set.max_open);
+        pthread_mutex_unlock(&p->mu);
+        if (kick) {
+            post_serve_from_outside(s, p);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ST_OK;
+}
+
+enum status
+pool_set_secret(struct pool *p, const struct pool_secret *secret)
+{
+    char *pw = NULL;
+    if (secret->password && !(pw = strdup(secret->password))) {
+        return ST_ENOMEM;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->secret.password) {
+        OPENSSL_cleanse(p->secret.password, strlen(p->secret.password));
+        free(p->secret.password);
+    }
+    OPENSSL_cleanse(&p->secret, sizeof(p->secret));
+    p->secret.password = pw;
+    memcpy(p->secret.md5, secret->md5, sizeof(p->secret.md5));
+    p->secret_gen++;
+    pthread_mutex_unlock(&p->mu);
+    return ST_OK;
+}
+
+int
+pool_open_excess(struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int excess = p->n_open - atomic_load(&p->set.max_open);
+    pthread_mutex_unlock(&p->mu);
+    return excess > 0 ? excess : 0;
+}
+
+void
+pool_set_may_overtake(struct pool *p, bool may_overtake)
+{
+    pthread_mutex_lock(&p->mu);
+    p->may_overtake = may_overtake;
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void
@@ -56,7 +162,6 @@ pool_set_fini(struct pool_set *s)
     for (int i = 0; i < s->n_pools; i++) {
         struct pool *p = s->pools[i];
         secret_wipe(&p->secret);
-        free(p->set.reset_query);
         free(p->database);
         free(p->user);
         free(p->local);
@@ -66,7 +171,10 @@ pool_set_fini(struct pool_set *s)
     }
     free(s->pools);
     free(s->workers);
-    free(s->defaults.reset_query);
+    for (int i = 0; i < s->n_queries; i++) {
+        free(s->queries[i]);
+    }
+    free(s->queries);
     pthread_mutex_destroy(&s->mu);
 }
 
@@ -103,18 +211,16 @@ pool_get(struct pool_set *s, int node_idx, const char *database, const char *use
     p->node = &s->nodes[node_idx];
     p->database = strdup(database);
     p->user = strdup(user);
-    p->set = s->defaults;
-    p->set.reset_query = strdup(s->defaults.reset_query);
+    p->set = s->defaults; /* p is not published yet: a plain copy is enough */
     p->local = calloc((size_t) s->n_workers, sizeof(*p->local));
     if (secret_init) {
         p->secret = *secret_init;
         p->secret.password = dup_or_null(secret_init->password);
     }
-    if (!p->database || !p->user || !p->set.reset_query || !p->local ||
+    if (!p->database || !p->user || !p->local ||
         (secret_init && secret_init->password && !p->secret.password)) {
         free(p->database);
         free(p->user);
-        free(p->set.reset_query);
         free(p->local);
         secret_wipe(&p->secret);
         free(p);
@@ -350,8 +456,6 @@ pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn
     return true;
 }
 
-static void post_serve(struct pool_worker *from, struct pool *p, int hops);
-
 /*
  * Serve the wait queue from this worker: with its idle connections first, then with free
  * slots. When neither is left but another worker still holds idle connections, pass the request
@@ -425,6 +529,21 @@ post_serve(struct pool_worker *from, struct pool *p, int hops)
     pool_worker_send(from, from->set->workers[target], &sm->msg);
 }
 
+/* The same from a thread that is no worker (reload on the main thread): through the inbox of
+ * the pool's home worker. */
+static void
+post_serve_from_outside(struct pool_set *s, struct pool *p)
+{
+    struct pool_steal_msg *sm = malloc(sizeof(*sm));
+    if (!sm) {
+        return; /* the next release or close serves the queue */
+    }
+    sm->msg.fn = steal_msg_run;
+    sm->pool = p;
+    sm->hops = 0;
+    pool_worker_post(s->workers[p->home_worker], &sm->msg);
+}
+
 enum pool_acquire
 pool_acquire(struct pool_worker *w, struct pool *p, struct pool_waiter *wt, struct pool_conn **out)
 {
@@ -480,8 +599,9 @@ void
 pool_slot_release(struct pool_worker *w, struct pool *p)
 {
     pthread_mutex_lock(&p->mu);
-    /* The slot goes straight to the oldest waiter, who opens a connection in it. */
-    if (!pool_serve_waiter_locked(w, p, NULL)) {
+    /* The slot goes straight to the oldest waiter, who opens a connection in it, unless a
+     * reload lowered max_open_conns below what is open. */
+    if (p->n_open > atomic_load(&p->set.max_open) || !pool_serve_waiter_locked(w, p, NULL)) {
         ASSERT(p->n_open > 0);
         p->n_open--;
     }

@@ -74,15 +74,21 @@ enum pool_tls {
  */
 typedef struct ssl_ctx_st *(*pool_tls_fn)(void *arg, enum pool_tls *mode);
 
+/*
+ * Limits and timeouts of a pool. Workers read them without a lock; a reload changes them while
+ * they run (pool_set_apply), so every field is atomic: a reader sees the old or the new value of
+ * each, never a torn one. reset_query points to a string the pool set owns until
+ * pool_set_fini, so a worker that loaded the old pointer can still use it.
+ */
 struct pool_settings {
-    int max_open;             /* hard cap on server connections of one pool, all workers */
-    int max_idle;             /* idle connections kept, all workers */
-    int min_idle;             /* idle connections kept open (warm) */
-    int64_t max_lifetime_us;  /* 0 = forever */
-    int64_t max_idle_time_us; /* 0 = forever */
-    int64_t connect_timeout_us;
-    int64_t login_retry_us; /* after a failed connect, refuse new ones this long */
-    char *reset_query;      /* owned; "" for none */
+    atomic_int max_open;              /* hard cap on server connections of one pool, all workers */
+    atomic_int max_idle;              /* idle connections kept, all workers */
+    atomic_int min_idle;              /* idle connections kept open (warm) */
+    _Atomic int64_t max_lifetime_us;  /* 0 = forever */
+    _Atomic int64_t max_idle_time_us; /* 0 = forever */
+    _Atomic int64_t connect_timeout_us;
+    _Atomic int64_t login_retry_us;  /* after a failed connect, refuse new ones this long */
+    const char *_Atomic reset_query; /* owned by the pool set; "" for none */
 };
 
 /* How to log in to the server as pool->user. Secrets are wiped on free. */
@@ -124,12 +130,14 @@ struct pool {
     struct pool_node *node;
     char *database;
     char *user;
-    struct pool_settings set; /* written at creation (and on reload, under mu) */
+    struct pool_settings set; /* written at creation and by pool_set_apply (reload) */
 
     pthread_mutex_t mu;
     int n_open;                 /* under mu: every live connection of this pool */
     struct ilist waiters;       /* under mu: struct pool_waiter, arrival order */
     struct pool_secret secret;  /* under mu */
+    uint32_t secret_gen;        /* under mu: grows when a reload replaces the secret, so a login
+                                   that started with the old one does not cache its keys */
     atomic_int n_waiting;       /* == waiters.n, readable without mu */
     atomic_int n_idle;          /* sum of local[].n_idle */
     atomic_int n_resetting;     /* connections running the reset query, about to be idle */
@@ -302,8 +310,11 @@ struct pool_set {
     int n_nodes;
     struct pool_worker **workers;
     int n_workers;
-    struct pool_settings defaults; /* for pools created from now on */
-    pool_tls_fn tls_get;           /* NULL: never TLS; set before workers start */
+    struct pool_settings defaults; /* under mu: for pools created from now on */
+    char **queries;                /* under mu: every reset_query string ever used, freed by
+                                      pool_set_fini (readers hold no reference) */
+    int n_queries;
+    pool_tls_fn tls_get; /* NULL: never TLS; set before workers start */
     void *tls_arg;
     atomic_uint_fast64_t next_conn_id;
 };
@@ -311,6 +322,24 @@ struct pool_set {
 /** Set up a pool set over nodes (borrowed) for n_workers workers (filled in later). */
 int pool_set_init(struct pool_set *s, struct pool_node *nodes, int n_nodes, int n_workers,
                   const struct pool_settings *defaults) MUST_CHECK;
+
+/**
+ * Reload: make ps (reset_query copied) the settings of every existing pool and of pools created
+ * from now on. Raised limits serve queued clients at once; lowered ones are reached as
+ * connections are released (one over max_open is closed instead of handed on, idle ones beyond
+ * max_idle_conns are closed by the next tick). Any thread; ST_OK or ST_ENOMEM (nothing changed).
+ */
+enum status pool_set_apply(struct pool_set *s, const struct pool_settings *ps) MUST_CHECK;
+
+/**
+ * Reload: log in to servers as p->user with secret from now on (copied; learned SCRAM keys and
+ * cached salted passwords are dropped). Connections already open are not touched. Any thread;
+ * ST_OK or ST_ENOMEM.
+ */
+enum status pool_set_secret(struct pool *p, const struct pool_secret *secret) MUST_CHECK;
+
+/** Set whether p serves waiters on the releasing worker first (transaction pooling). */
+void pool_set_may_overtake(struct pool *p, bool may_overtake);
 
 /** Free every pool. Workers must have stopped and closed their connections. */
 void pool_set_fini(struct pool_set *s);

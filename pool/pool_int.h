@@ -34,6 +34,10 @@ void pool_slot_release(struct pool_worker *w, struct pool *p);
 /* pool.c: move an idle connection out of w's list and its loop, ready to be given away. */
 void pool_conn_detach_idle(struct pool_conn *sc);
 
+/* pool.c: how many more connections are open than max_open_conns allows (after a reload
+ * lowered it), 0 when none. Takes p->mu. */
+int pool_open_excess(struct pool *p);
+
 /* conn.c: worker-side housekeeping of one pool. */
 void pool_local_tick(struct pool_worker *w, struct pool *p, int64_t now_us);
 

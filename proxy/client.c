@@ -227,6 +227,8 @@ client_free_auth(struct client *c)
 {
     if (c->auth) {
         proto_scram_server_fini(&c->auth->scram);
+        cfg_unref(c->auth->cfg);
+        c->cu = NULL;
         OPENSSL_cleanse(c->auth, sizeof(*c->auth));
         free(c->auth);
         c->auth = NULL;
@@ -548,6 +550,7 @@ client_auth_done(struct client *c)
     c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, c->database, c->user);
     c->pool = pool_get(&w->rt->pools, node, c->database, c->user, &ps, c->mode != CFG_POOL_SESSION);
     OPENSSL_cleanse(&ps, sizeof(ps));
+    c->cu = NULL; /* the snapshot it points into may go with the next reload */
     if (!c->pool) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
@@ -624,6 +627,7 @@ client_auth_begin(struct client *c)
     if (!c->auth) {
         return ST_ENOMEM;
     }
+    c->auth->cfg = cfg_ref(w->cfg);
     struct proto_builder pb;
     uint8_t mem[64];
     proto_builder_init_fixed(&pb, mem, sizeof(mem));

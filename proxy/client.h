@@ -17,6 +17,7 @@
 #include "protocol/scram.h"
 
 struct worker;
+struct cfg;
 struct cfg_user;
 struct stats_pool;
 
@@ -45,6 +46,8 @@ enum client_auth_kind {
 };
 
 struct client_auth {
+    struct cfg *cfg; /* the snapshot c->cu points into: a reload during the exchange must not
+                        free it (one reference) */
     enum client_auth_kind kind;
     uint8_t md5_salt[4];
     struct proto_scram_server scram;
@@ -75,7 +78,8 @@ struct client {
     char *startup;             /* copy of the startup packet until login ends (owned) */
     const char *user;          /* in startup, then the pool's copy */
     const char *database;      /* in startup, then the pool's copy */
-    const struct cfg_user *cu; /* auth_file entry, NULL for an unknown user */
+    const struct cfg_user *cu; /* auth_file entry, NULL for an unknown user; only during login
+                                  (points into auth->cfg, or w->cfg without an exchange) */
     struct client_auth *auth;  /* only while authenticating */
     struct pool *pool;
     struct pool_conn *sc;      /* attached server connection (CLIENT_SETTING, CLIENT_ACTIVE) */

@@ -21,6 +21,7 @@
 #include "pool/pool.h"
 #include "proxy/config.h"
 #include "proxy/tls.h"
+#include "proxy/runtime.h"
 #include "proxy/topology.h"
 #include "proxy/worker.h"
 
@@ -142,6 +143,7 @@ stop_cb(EV_P_ ev_signal *s, int revents)
     (void) loop;
     (void) revents;
     log_info("received signal %d, shutting down now", s->signum);
+    rt.is_stopping = true;
     for (int i = 0; i < rt.n_workers; i++) {
         worker_stop(&rt.workers[i]);
     }
@@ -156,6 +158,7 @@ drain_cb(EV_P_ ev_signal *s, int revents)
     log_info("received signal %d, shutting down once running transactions finish (at most %lld "
              "ms)",
              s->signum, (long long) rt.cfg->shutdown_timeout_ms);
+    rt.is_stopping = true;
     for (int i = 0; i < rt.n_workers; i++) {
         worker_drain(&rt.workers[i], rt.cfg->shutdown_timeout_ms * 1000);
     }
@@ -171,14 +174,14 @@ workers_done_cb(EV_P_ ev_async *a, int revents)
     }
 }
 
+/* SIGHUP: the same path as the console's RELOAD. */
 static void
 hup_cb(EV_P_ ev_signal *s, int revents)
 {
     (void) loop;
     (void) s;
     (void) revents;
-    /* TODO: reload builds and publishes a new snapshot (#6). */
-    log_warning("SIGHUP: configuration reload is not implemented yet; restart to apply changes");
+    runtime_request_reload(&rt);
 }
 
 int
@@ -225,7 +228,9 @@ main(int argc, char **argv)
         return 2;
     }
     memset(&rt, 0, sizeof(rt));
-    rt.cfg = cfg;
+    /* rt.cfg is the current snapshot and changes with reloads; cfg stays referenced until exit
+     * because rt.nodes borrows its node names and hosts. */
+    rt.cfg = cfg_ref(cfg);
     rt.n_nodes = cfg->n_nodes;
     if (cfg->n_nodes > TOPO_MAX_NODES) {
         fprintf(stderr, "%s:0: node: %d [node.NAME] sections; at most %d\n", path, cfg->n_nodes,
@@ -257,6 +262,7 @@ main(int argc, char **argv)
     if (check_only) {
         printf("%s: configuration is valid\n", path);
         tls_fini(&rt.tls);
+        cfg_unref(rt.cfg);
         cfg_unref(cfg);
         free(rt.nodes);
         return 0;
@@ -351,6 +357,7 @@ main(int argc, char **argv)
     rt.main_loop = loop;
     ev_async_init(&rt.workers_done, workers_done_cb);
     ev_async_start(loop, &rt.workers_done);
+    runtime_reload_init(&rt);
     atomic_store(&rt.n_running, rt.n_workers);
     for (int i = 0; i < rt.n_workers; i++) {
         if (worker_start(&rt.workers[i]) != 0) {
@@ -371,6 +378,7 @@ main(int argc, char **argv)
     ev_signal_start(loop, &sighup);
     ev_run(loop, 0); /* until every worker has finished (SIGINT or SIGTERM) */
     ev_async_stop(loop, &rt.workers_done);
+    runtime_reload_fini(&rt);
 
     for (int i = 0; i < rt.n_workers; i++) {
         pthread_join(rt.workers[i].thread, NULL);
@@ -386,6 +394,7 @@ main(int argc, char **argv)
     free(rt.nodes);
     log_info("pgmux stopped");
     log_stop();
+    cfg_unref(rt.cfg);
     cfg_unref(cfg);
     ev_loop_destroy(loop);
     return 0;

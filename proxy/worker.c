@@ -205,6 +205,68 @@ worker_drain(struct worker *w, int64_t timeout_us)
     pool_worker_post(&w->pw, &m->msg);
 }
 
+struct cfg_msg {
+    struct pool_msg msg;
+    struct cfg *cfg; /* one reference, handed to the worker */
+};
+
+/* The SCRAM cache is by user index, which the new snapshot may have reordered, and a password
+ * may have changed: start it afresh. */
+static void
+scram_cache_reset(struct worker *w, int n_users)
+{
+    if (w->scram_cache) {
+        OPENSSL_cleanse(w->scram_cache, (size_t) w->n_scram_cache * sizeof(*w->scram_cache));
+    }
+    free(w->scram_cache);
+    free(w->scram_cached);
+    w->scram_cache = NULL;
+    w->scram_cached = NULL;
+    w->n_scram_cache = 0;
+    if (n_users > 0) {
+        w->scram_cache = calloc((size_t) n_users, sizeof(*w->scram_cache));
+        w->scram_cached = calloc((size_t) n_users, sizeof(*w->scram_cached));
+        if (!w->scram_cache || !w->scram_cached) {
+            /* Without a cache, logins only pay PBKDF2 each time. */
+            free(w->scram_cache);
+            free(w->scram_cached);
+            w->scram_cache = NULL;
+            w->scram_cached = NULL;
+            return;
+        }
+        w->n_scram_cache = n_users;
+    }
+}
+
+static void
+cfg_msg_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    struct worker *w = pw->owner;
+    struct cfg *next = ((struct cfg_msg *) m)->cfg;
+    free(m);
+    /* Clients in the middle of an exchange hold their own reference (client_auth.cfg), so the
+     * old snapshot may go now if nobody else holds it. */
+    struct cfg *old = w->cfg;
+    w->cfg = next;
+    scram_cache_reset(w, next->n_users);
+    cfg_unref(old);
+}
+
+void
+worker_set_cfg(struct worker *w, struct cfg *cfg)
+{
+    struct cfg_msg *m = malloc(sizeof(*m));
+    if (!m) {
+        /* The worker keeps the previous snapshot; the reload is reported as partial. */
+        log_error("worker %d: out of memory adopting the new configuration", w->idx);
+        cfg_unref(cfg);
+        return;
+    }
+    m->msg.fn = cfg_msg_run;
+    m->cfg = cfg;
+    pool_worker_post(&w->pw, &m->msg);
+}
+
 void
 worker_random(struct worker *w, void *out, size_t n)
 {
@@ -261,13 +323,9 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     if (rt->stats) {
         rt->stats[idx] = w->stats;
     }
-    w->n_scram_cache = w->cfg->n_users;
-    if (w->n_scram_cache > 0) {
-        w->scram_cache = calloc((size_t) w->n_scram_cache, sizeof(*w->scram_cache));
-        w->scram_cached = calloc((size_t) w->n_scram_cache, sizeof(*w->scram_cached));
-        if (!w->scram_cache || !w->scram_cached) {
-            return -1;
-        }
+    scram_cache_reset(w, w->cfg->n_users);
+    if (w->cfg->n_users > 0 && w->n_scram_cache == 0) {
+        return -1;
     }
     if (listen_fd >= 0) {
         ev_io_init(&w->listen_io, listen_cb, listen_fd, EV_READ);

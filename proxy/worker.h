@@ -32,11 +32,18 @@
 struct worker;
 
 struct runtime {
-    struct cfg *cfg;         /* configuration snapshot (one reference held by main) */
-    struct pool_node *nodes; /* [TOPO_MAX_NODES], n_nodes used; from cfg->nodes, resolved, and
-                                appended to by the monitor (DNS): never moved or shrunk */
-    int n_nodes;             /* nodes known at start; the live count is a snapshot's n_nodes */
-    int primary_node;        /* the primary of the first snapshot; prefer w->topo->primary */
+    struct cfg *cfg;               /* current configuration snapshot, one reference held here;
+                                      replaced by a reload on the main thread under cfg_mu (other
+                                      threads use runtime_cfg_get) */
+    pthread_mutex_t cfg_mu;        /* guards cfg's replacement against runtime_cfg_get */
+    ev_async reload_async;         /* runtime_request_reload: a reload to run on the main thread */
+    atomic_uint n_reloads;         /* configurations applied by a reload since start */
+    atomic_uint n_reload_failures; /* reloads refused because the file was invalid */
+    bool is_stopping;              /* main thread: SIGTERM or SIGINT seen; reloads are ignored */
+    struct pool_node *nodes;       /* [TOPO_MAX_NODES], n_nodes used; from cfg->nodes, resolved, and
+                                      appended to by the monitor (DNS): never moved or shrunk */
+    int n_nodes;              /* nodes known at start; the live count is a snapshot's n_nodes */
+    int primary_node;         /* the primary of the first snapshot; prefer w->topo->primary */
     struct topology topology; /* node states published by the monitor thread */
     struct pool_set pools;
     struct worker *workers; /* [n_workers] */
@@ -56,7 +63,7 @@ struct worker {
     pthread_t thread;
     struct ev_loop *loop;
     struct runtime *rt;
-    struct cfg *cfg; /* this worker's reference to the snapshot it runs with */
+    struct cfg *cfg;            /* this worker's reference to the snapshot it runs with */
     struct topo_snapshot *topo; /* this worker's reference to the node states (topo_refresh) */
     struct pool_worker pw;
     struct stats_worker *stats; /* this worker's counters; only this thread writes them */
@@ -106,6 +113,14 @@ void worker_stop(struct worker *w);
  * transactions, and leave its loop when none is left or timeout_us has passed. Any thread.
  */
 void worker_drain(struct worker *w, int64_t timeout_us);
+
+/**
+ * Hand the worker a new configuration snapshot (reload). Takes over the caller's reference to
+ * cfg; the worker adopts it between events and drops its old one. Sessions already logged in
+ * keep going; what they read from w->cfg (timeouts, limits) follows the new snapshot. Any
+ * thread.
+ */
+void worker_set_cfg(struct worker *w, struct cfg *cfg);
 
 /** Join and free. Main thread. */
 void worker_fini(struct worker *w);

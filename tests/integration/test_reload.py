@@ -1,0 +1,247 @@
+"""Configuration reload (SIGHUP): a changed proxy.ini is applied to the running pgmux without
+dropping a client; an invalid one is refused with its reasons and the running configuration
+stays. Keys that need a restart are reported and keep their value."""
+
+import re
+import signal
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import PASSWORDS, _render_ini, write_userlist
+from helpers import Background, wait_for
+
+
+def reloads(px, word="configuration reloaded from"):
+    return px.log_text().count(word)
+
+
+def rewrite(px, userlist=None, **changes):
+    """Rewrite px's proxy.ini with changes ({key: value}, None removes; a key of [pool] goes
+    there), and its auth_file when userlist is given."""
+    from conftest import POOL_KEYS
+
+    for key, value in changes.items():
+        section = "pool" if key in POOL_KEYS else "pgmux"
+        if value is None:
+            px.config[section].pop(key, None)
+        else:
+            px.config[section][key] = value
+    (px.dir / "proxy.ini").write_text(_render_ini(px.config))
+    if userlist is not None:
+        write_userlist(px.dir / "userlist.txt", userlist)
+
+
+def sighup_and_wait(px, word="configuration reloaded from"):
+    before = reloads(px, word)
+    px.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: reloads(px, word) > before, timeout=10, what=f"'{word}' in the log")
+
+
+class Load:
+    """Threads running short transactions through pgmux (a new connection every few
+    transactions, and long-lived sessions) until stop(); counts what failed."""
+
+    def __init__(self, px, n_short=4, n_long=2):
+        self.px = px
+        self.stop_ev = threading.Event()
+        self.lock = threading.Lock()
+        self.txns = 0
+        self.failures = []
+        self.threads = [threading.Thread(target=self._run, args=(i < n_long,), daemon=True)
+                        for i in range(n_short + n_long)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, long_lived):
+        conn = None
+        done = 0
+        while not self.stop_ev.is_set():
+            try:
+                if conn is None:
+                    conn = self.px.connect(autocommit=False)
+                with conn.transaction():
+                    conn.execute("INSERT INTO reload_load VALUES (1)")
+                    conn.execute("SELECT count(*) FROM pg_class").fetchone()
+                with self.lock:
+                    self.txns += 1
+                done += 1
+                if not long_lived and done % 5 == 0:
+                    conn.close()
+                    conn = None
+            except Exception as e:
+                with self.lock:
+                    self.failures.append(repr(e))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def count(self):
+        with self.lock:
+            return self.txns
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(30)
+        return self.txns, self.failures
+
+
+@pytest.fixture
+def load_table(cluster):
+    with cluster.su(dbname="appdb") as su:
+        su.execute("DROP TABLE IF EXISTS reload_load")
+        su.execute("CREATE TABLE reload_load (v int)")
+        su.execute("GRANT ALL ON reload_load TO app")
+
+
+def hold_transactions(px, n):
+    """n connections, each inside a transaction (holding a server connection)."""
+    conns = []
+    for _ in range(n):
+        c = px.connect(autocommit=False)
+        c.execute("SELECT 1")
+        conns.append(c)
+    return conns
+
+
+def test_reload_under_load(cluster, pgmux, load_table):
+    app_only = [("app", PASSWORDS["app"])]
+    px = pgmux(pool_mode="transaction", max_open_conns=3, userlist=app_only, workers=2)
+    # pwuser is not in the auth_file yet.
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        px.connect(user="pwuser", password=PASSWORDS["pwuser"])
+
+    load = Load(px)
+    wait_for(lambda: load.count() > 20, timeout=20, what="the load to run")
+
+    # 1. A new user, a smaller pool, a shorter timeout, debug logging: all live.
+    rewrite(px, userlist=app_only + [("pwuser", PASSWORDS["pwuser"])], max_open_conns=2,
+            query_wait_timeout="20s", log_level="debug")
+    sighup_and_wait(px)
+    log = px.log_text()
+    assert re.search(r"changed: [^\n]*query_wait_timeout", log), log[-3000:]
+    assert re.search(r"changed: [^\n]*max_open_conns", log)
+    assert re.search(r"users: 1 added, 0 removed", log)
+    with px.connect(user="pwuser", password=PASSWORDS["pwuser"]) as c:
+        assert c.execute("SELECT current_user").fetchone() == ("pwuser",)
+    wait_for(lambda: "DEBUG" in px.log_text(), timeout=5, what="debug lines after the reload")
+    # The pool shrinks to the new max_open_conns as connections are released, under load.
+    wait_for(lambda: cluster.count(user="app", dbname="appdb") <= 2, timeout=10,
+             what="the app pool to shrink to 2")
+    n = load.count()
+    wait_for(lambda: load.count() > n + 20, timeout=20, what="the load to go on")
+    for _ in range(10):
+        assert cluster.count(user="app", dbname="appdb") <= 2
+        time.sleep(0.05)
+
+    # 2. Repeated SIGHUPs, some changing nothing, some changing values back and forth.
+    for i in range(6):
+        rewrite(px, max_open_conns=2 + i % 3, conn_max_idle_time=f"{5 + i}m",
+                log_level="info" if i % 2 else "debug")
+        sighup_and_wait(px)
+    rewrite(px, max_open_conns=4, log_level="info")
+    sighup_and_wait(px)
+    sighup_and_wait(px)  # unchanged file: applied again, nothing dropped
+
+    # 3. An invalid file is refused; the running configuration stays (pwuser can still log in,
+    # max_open_conns stays 4).
+    ini = px.dir / "proxy.ini"
+    good = ini.read_text()
+    bad = good.replace("max_open_conns = 4", "max_open_conns = 4\nmax_idle_conns = 9")
+    bad = bad.replace("[pgmux]", "[pgmux]\nno_such_key = 1")
+    ini.write_text(bad)
+    write_userlist(px.dir / "userlist.txt", app_only)
+    sighup_and_wait(px, word="configuration reload refused")
+    log = px.log_text()
+    assert re.search(r"proxy\.ini:\d+: no_such_key: ", log), log[-3000:]
+    assert re.search(r"proxy\.ini:\d+: max_idle_conns: 9 is more than max_open_conns \(4\)", log)
+    with px.connect(user="pwuser", password=PASSWORDS["pwuser"]) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+    total, failures = load.stop()
+    print(f"\nreload under load: {total} transactions, {len(failures)} failed, "
+          f"{reloads(px)} reloads applied, 1 refused")
+    assert failures == []
+    assert total > 100
+    assert px.alive()
+    with cluster.su(dbname="appdb") as su:
+        assert su.execute("SELECT count(*) AS n FROM reload_load").fetchone()["n"] == total
+
+
+def test_raised_pool_limit_serves_waiters_at_once(cluster, pgmux):
+    px = pgmux(pool_mode="transaction", max_open_conns=2)
+    held = hold_transactions(px, 2)
+    waiter = Background(lambda: px.connect().execute("SELECT 42").fetchone())
+    time.sleep(0.3)
+    assert not waiter.done()  # queued: the pool is full
+    rewrite(px, max_open_conns=3)
+    sighup_and_wait(px)
+    assert waiter.result(timeout=5) == (42,)
+    for c in held:
+        c.rollback()
+        c.close()
+
+
+def test_shorter_wait_timeout_applies_to_queued_clients(cluster, pgmux):
+    px = pgmux(pool_mode="transaction", max_open_conns=1, query_wait_timeout="60s")
+    held = hold_transactions(px, 1)
+    waiter = Background(lambda: px.connect().execute("SELECT 1").fetchone())
+    time.sleep(0.3)
+    rewrite(px, query_wait_timeout="500ms")
+    started = time.monotonic()
+    sighup_and_wait(px)
+    err = waiter.error(timeout=10)
+    assert "query_wait_timeout" in str(err) or getattr(err, "sqlstate", None) == "53300", err
+    assert time.monotonic() - started < 5
+    # The client holding the connection was not touched.
+    assert held[0].execute("SELECT 2").fetchone() == (2,)
+    held[0].commit()
+
+
+def test_restart_only_keys_are_reported_and_kept(cluster, pgmux):
+    px = pgmux(pool_mode="transaction", workers=2)
+    keep = px.connect(autocommit=False)
+    keep.execute("SELECT 1")
+    port = px.port
+    rewrite(px, listen_port=port + 1 if port < 65535 else port - 1, workers=3,
+            track_parameters="work_mem", max_client_conn=50)
+    sighup_and_wait(px)
+    log = px.log_text()
+    assert re.search(r"listen_port: changed from \d+ to \d+; takes effect after a restart", log)
+    assert "workers: changed from 2 to 3; takes effect after a restart" in log
+    assert "track_parameters: changed; takes effect after a restart" in log
+    assert re.search(r"changed: [^\n]*max_client_conn", log)
+    # Still on the old port; the session in its transaction goes on.
+    with px.connect() as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    keep.execute("SELECT 2")
+    keep.commit()
+
+
+def test_rotated_password_is_used_for_new_logins(cluster, pgmux):
+    """The server's password and the auth_file change together: a session opened before the
+    reload keeps going; new client logins need the new password, and the pool logs in to the
+    server with it (session pooling: the second client needs a new server connection)."""
+    px = pgmux(pool_mode="session", userlist=[("pwuser", PASSWORDS["pwuser"])])
+    before = px.connect(user="pwuser", password=PASSWORDS["pwuser"])
+    assert before.execute("SELECT 1").fetchone() == (1,)
+    try:
+        with cluster.su() as su:
+            su.execute("ALTER ROLE pwuser PASSWORD 'rotated-secret'")
+        rewrite(px, userlist=[("pwuser", "rotated-secret")])
+        sighup_and_wait(px)
+        assert re.search(r"users: 0 added, 0 removed, 1 with a new secret \(1 pools", px.log_text())
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            px.connect(user="pwuser", password=PASSWORDS["pwuser"])
+        with px.connect(user="pwuser", password="rotated-secret") as c:
+            assert c.execute("SELECT current_user").fetchone() == ("pwuser",)
+        assert before.execute("SELECT 2").fetchone() == (2,)
+        before.close()
+    finally:
+        with cluster.su() as su:
+            su.execute(f"ALTER ROLE pwuser PASSWORD '{PASSWORDS['pwuser']}'")
