@@ -27,6 +27,7 @@
 #include "common/strbuf.h"
 #include "pool/pool.h"
 #include "protocol/md5.h"
+#include "proxy/tls.h"
 
 static void
 reload_cb(EV_P_ ev_async *a, int revents)
@@ -355,6 +356,19 @@ count_user_changes(const struct cfg *n, const struct cfg *o, int *added, int *re
     }
 }
 
+/* Problems come as lines joined with '\n': one log line each, as at start. */
+static void
+log_lines(char *err)
+{
+    for (char *line = err, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) {
+            *nl = '\0';
+        }
+        log_error("%s", line);
+    }
+}
+
 int
 runtime_reload(struct runtime *rt)
 {
@@ -367,14 +381,7 @@ runtime_reload(struct runtime *rt)
     char err[8192];
     struct cfg *next = NULL;
     if (cfg_load(cur->path, &next, err, sizeof(err)) != 0) {
-        /* One log line per problem, as at start; then say plainly that nothing changed. */
-        for (char *line = err, *nl; line && *line; line = nl ? nl + 1 : NULL) {
-            nl = strchr(line, '\n');
-            if (nl) {
-                *nl = '\0';
-            }
-            log_error("%s", line);
-        }
+        log_lines(err);
         log_error("configuration reload refused: %s is invalid; the running configuration stays",
                   cur->path);
         atomic_fetch_add(&rt->n_reload_failures, 1);
@@ -382,6 +389,16 @@ runtime_reload(struct runtime *rt)
     }
     if (keep_restart_keys(next, cur) != 0) {
         log_error("configuration reload failed: out of memory; the running configuration stays");
+        cfg_unref(next);
+        atomic_fetch_add(&rt->n_reload_failures, 1);
+        return -1;
+    }
+    /* Certificates and keys are read first: a file that does not load refuses the whole reload,
+     * like a bad key. On success new TLS connections use them; existing ones keep theirs. */
+    if (tls_reload(rt, next, err, sizeof(err)) != 0) {
+        log_lines(err);
+        log_error("configuration reload refused: TLS files do not load; the running "
+                  "configuration stays");
         cfg_unref(next);
         atomic_fetch_add(&rt->n_reload_failures, 1);
         return -1;
