@@ -1,8 +1,8 @@
 /*
- * scan.c - see scan.h. One pass over the text: a tokenizer that skips whitespace, comments
- * (nested block comments as PostgreSQL allows), string constants and dollar-quoted bodies, and
- * hands words, quoted identifiers and punctuation to a per-statement recognizer that looks at
- * the first few words of each statement and at function names followed by '('.
+ * scan.c - see scan.h. One pass over the text: the router's tokenizer (lex_int.h) skips
+ * whitespace, comments, string constants and dollar-quoted bodies, and hands words, quoted
+ * identifiers and punctuation to a per-statement recognizer that looks at the first few words of
+ * each statement and at function names followed by '('.
  */
 #include "router/scan.h"
 
@@ -10,183 +10,22 @@
 #include <string.h>
 #include <strings.h>
 
-enum tok_kind {
-    TOK_END,
-    TOK_WORD,   /* identifier or keyword (unquoted) */
-    TOK_QIDENT, /* "quoted identifier" */
-    TOK_STRING, /* any string constant */
-    TOK_PUNCT,  /* one character: ; ( ) . , = etc. */
-    TOK_OTHER,  /* numbers, operators, parameters */
-};
-
-struct tok {
-    enum tok_kind kind;
-    const char *p; /* start of the token's text (inside quotes for TOK_QIDENT) */
-    size_t len;
-};
-
-struct lexer {
-    const char *s;
-    size_t len;
-    size_t pos;
-};
+#include "router/lex_int.h"
 
 static bool
-is_ident_start(unsigned char c)
+punct_is(const struct router_tok *t, char c)
 {
-    return isalpha(c) || c == '_' || c >= 0x80;
-}
-
-static bool
-is_ident_char(unsigned char c)
-{
-    return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
-}
-
-/* Skip whitespace and comments. */
-static void
-skip_space(struct lexer *lx)
-{
-    while (lx->pos < lx->len) {
-        char c = lx->s[lx->pos];
-        if (isspace((unsigned char) c)) {
-            lx->pos++;
-        } else if (c == '-' && lx->pos + 1 < lx->len && lx->s[lx->pos + 1] == '-') {
-            while (lx->pos < lx->len && lx->s[lx->pos] != '\n') {
-                lx->pos++;
-            }
-        } else if (c == '/' && lx->pos + 1 < lx->len && lx->s[lx->pos + 1] == '*') {
-            int depth = 1;
-            lx->pos += 2;
-            while (lx->pos < lx->len && depth > 0) {
-                if (lx->s[lx->pos] == '/' && lx->pos + 1 < lx->len && lx->s[lx->pos + 1] == '*') {
-                    depth++;
-                    lx->pos += 2;
-                } else if (lx->s[lx->pos] == '*' && lx->pos + 1 < lx->len &&
-                           lx->s[lx->pos + 1] == '/') {
-                    depth--;
-                    lx->pos += 2;
-                } else {
-                    lx->pos++;
-                }
-            }
-        } else {
-            return;
-        }
-    }
-}
-
-/* A quoted run ending at an unescaped q; doubled q is an escape, and backslash too when
- * backslashes is set (E'' strings). Leaves pos after the closing quote (or at the end). */
-static void
-skip_quoted(struct lexer *lx, char q, bool backslashes)
-{
-    while (lx->pos < lx->len) {
-        char c = lx->s[lx->pos++];
-        if (backslashes && c == '\\') {
-            lx->pos++;
-        } else if (c == q) {
-            if (lx->pos < lx->len && lx->s[lx->pos] == q) {
-                lx->pos++;
-            } else {
-                return;
-            }
-        }
-    }
-}
-
-static bool
-next_token(struct lexer *lx, struct tok *t)
-{
-    skip_space(lx);
-    if (lx->pos >= lx->len) {
-        t->kind = TOK_END;
-        return false;
-    }
-    const char *s = lx->s;
-    size_t start = lx->pos;
-    unsigned char c = (unsigned char) s[start];
-    t->p = s + start;
-    if (c == '\'') {
-        lx->pos++;
-        /* Without knowing standard_conforming_strings, '' doubling is the common ground;
-         * a backslash before a quote could end the scan early, never start a keyword. */
-        skip_quoted(lx, '\'', false);
-        t->kind = TOK_STRING;
-    } else if ((c == 'E' || c == 'e') && start + 1 < lx->len && s[start + 1] == '\'') {
-        lx->pos += 2;
-        skip_quoted(lx, '\'', true);
-        t->kind = TOK_STRING;
-    } else if (c == '"') {
-        lx->pos++;
-        skip_quoted(lx, '"', false);
-        t->kind = TOK_QIDENT;
-        t->p = s + start + 1;
-        t->len = lx->pos - start - 2;
-        if (lx->pos - start < 2) {
-            t->len = 0;
-        }
-        return true;
-    } else if (c == '$') {
-        /* $tag$ ... $tag$ or a parameter $1. */
-        size_t q = start + 1;
-        while (q < lx->len && (is_ident_char((unsigned char) s[q]) && s[q] != '$')) {
-            q++;
-        }
-        if (q < lx->len && s[q] == '$' &&
-            !(q > start + 1 && isdigit((unsigned char) s[start + 1]))) {
-            size_t tag_len = q - start + 1;
-            size_t body = q + 1;
-            const char *end = NULL;
-            for (size_t i = body; i + tag_len <= lx->len; i++) {
-                if (s[i] == '$' && memcmp(s + i, s + start, tag_len) == 0) {
-                    end = s + i;
-                    break;
-                }
-            }
-            lx->pos = end ? (size_t) (end - s) + tag_len : lx->len;
-            t->kind = TOK_STRING;
-        } else {
-            lx->pos = q;
-            t->kind = TOK_OTHER;
-        }
-    } else if (is_ident_start(c)) {
-        while (lx->pos < lx->len && is_ident_char((unsigned char) s[lx->pos])) {
-            lx->pos++;
-        }
-        t->kind = TOK_WORD;
-    } else if (strchr(";().,=", c)) {
-        lx->pos++;
-        t->kind = TOK_PUNCT;
-    } else {
-        lx->pos++;
-        t->kind = TOK_OTHER;
-    }
-    t->len = lx->pos - start;
-    return true;
-}
-
-static bool
-word_is(const struct tok *t, const char *kw)
-{
-    size_t n = strlen(kw);
-    return t->kind == TOK_WORD && t->len == n && strncasecmp(t->p, kw, n) == 0;
-}
-
-static bool
-punct_is(const struct tok *t, char c)
-{
-    return t->kind == TOK_PUNCT && t->p[0] == c;
+    return t->kind == ROUTER_TOK_PUNCT && t->p[0] == c;
 }
 
 /* Copy a name token, folding unquoted ones to lower case as PostgreSQL does. */
 static void
-copy_name(const struct tok *t, char *out, bool *truncated)
+copy_name(const struct router_tok *t, char *out, bool *truncated)
 {
     size_t n = t->len < ROUTER_NAME_MAX - 1 ? t->len : ROUTER_NAME_MAX - 1;
     *truncated = t->len > n;
     for (size_t i = 0; i < n; i++) {
-        out[i] = t->kind == TOK_WORD ? (char) tolower((unsigned char) t->p[i]) : t->p[i];
+        out[i] = t->kind == ROUTER_TOK_WORD ? (char) tolower((unsigned char) t->p[i]) : t->p[i];
     }
     out[n] = '\0';
 }
@@ -200,29 +39,30 @@ static const char *const advisory_fns[] = {
 
 /* SET/RESET target: words up to '=', TO, FROM or the statement's end; "a.b" names allowed. */
 static void
-scan_set(struct lexer *lx, struct tok *t, bool is_reset, router_tracked_fn is_tracked, void *arg,
-         struct router_scan *out)
+scan_set(struct router_lexer *lx, struct router_tok *t, bool is_reset, router_tracked_fn is_tracked,
+         void *arg, struct router_scan *out)
 {
-    if (!next_token(lx, t)) {
+    if (!router_lex_next(lx, t)) {
         return;
     }
-    if (word_is(t, "local") || word_is(t, "transaction") || word_is(t, "constraints")) {
+    if (router_tok_word_is(t, "local") || router_tok_word_is(t, "transaction") ||
+        router_tok_word_is(t, "constraints")) {
         return; /* transaction-scoped: gone at COMMIT */
     }
-    if (word_is(t, "session")) {
-        if (!next_token(lx, t)) {
+    if (router_tok_word_is(t, "session")) {
+        if (!router_lex_next(lx, t)) {
             return;
         }
-        if (word_is(t, "characteristics") || word_is(t, "authorization")) {
+        if (router_tok_word_is(t, "characteristics") || router_tok_word_is(t, "authorization")) {
             out->flags |= ROUTER_F_SET_SESSION;
             return;
         }
     }
-    if (is_reset && word_is(t, "all")) {
+    if (is_reset && router_tok_word_is(t, "all")) {
         out->flags |= ROUTER_F_SET_TRACKED;
         return;
     }
-    if (word_is(t, "time")) {
+    if (router_tok_word_is(t, "time")) {
         /* SET TIME ZONE is TimeZone */
         if (is_tracked && is_tracked("timezone", 8, arg)) {
             out->flags |= ROUTER_F_SET_TRACKED;
@@ -231,7 +71,7 @@ scan_set(struct lexer *lx, struct tok *t, bool is_reset, router_tracked_fn is_tr
         }
         return;
     }
-    if (t->kind != TOK_WORD && t->kind != TOK_QIDENT) {
+    if (t->kind != ROUTER_TOK_WORD && t->kind != ROUTER_TOK_QIDENT) {
         out->flags |= ROUTER_F_SET_SESSION;
         return;
     }
@@ -239,12 +79,13 @@ scan_set(struct lexer *lx, struct tok *t, bool is_reset, router_tracked_fn is_tr
     size_t n = 0;
     for (;;) {
         for (size_t i = 0; i < t->len && n < sizeof(name) - 1; i++) {
-            name[n++] = t->kind == TOK_WORD ? (char) tolower((unsigned char) t->p[i]) : t->p[i];
+            name[n++] =
+                t->kind == ROUTER_TOK_WORD ? (char) tolower((unsigned char) t->p[i]) : t->p[i];
         }
-        struct lexer save = *lx;
-        struct tok dot;
-        if (next_token(lx, &dot) && punct_is(&dot, '.') && next_token(lx, t) &&
-            (t->kind == TOK_WORD || t->kind == TOK_QIDENT) && n < sizeof(name) - 1) {
+        struct router_lexer save = *lx;
+        struct router_tok dot;
+        if (router_lex_next(lx, &dot) && punct_is(&dot, '.') && router_lex_next(lx, t) &&
+            (t->kind == ROUTER_TOK_WORD || t->kind == ROUTER_TOK_QIDENT) && n < sizeof(name) - 1) {
             name[n++] = '.';
             continue;
         }
@@ -366,15 +207,15 @@ router_scan_sql(const char *sql, size_t len, router_tracked_fn is_tracked, void 
         out->n_statements = 1;
         return;
     }
-    struct lexer lx = { sql, len, 0 };
-    struct tok t, prev = { TOK_END, NULL, 0 };
+    struct router_lexer lx = { .s = sql, .len = len };
+    struct router_tok t, prev = { .kind = ROUTER_TOK_END };
     bool at_start = true;
     int word_no = 0; /* words since the statement started */
     bool in_declare = false;
     bool in_create = false;
     bool saw_into = false;
 
-    while (next_token(&lx, &t)) {
+    while (router_lex_next(&lx, &t)) {
         if (punct_is(&t, ';')) {
             at_start = true;
             word_no = 0;
@@ -385,46 +226,46 @@ router_scan_sql(const char *sql, size_t len, router_tracked_fn is_tracked, void 
         if (at_start) {
             at_start = false;
             out->n_statements++;
-            if (word_is(&t, "begin") || word_is(&t, "start")) {
+            if (router_tok_word_is(&t, "begin") || router_tok_word_is(&t, "start")) {
                 out->flags |= ROUTER_F_BEGIN;
-            } else if (word_is(&t, "listen")) {
+            } else if (router_tok_word_is(&t, "listen")) {
                 out->flags |= ROUTER_F_LISTEN;
-            } else if (word_is(&t, "unlisten")) {
+            } else if (router_tok_word_is(&t, "unlisten")) {
                 out->flags |= ROUTER_F_UNLISTEN;
-            } else if (word_is(&t, "execute")) {
+            } else if (router_tok_word_is(&t, "execute")) {
                 out->flags |= ROUTER_F_EXECUTE;
-            } else if (word_is(&t, "prepare")) {
-                struct lexer save = lx;
-                struct tok n2;
+            } else if (router_tok_word_is(&t, "prepare")) {
+                struct router_lexer save = lx;
+                struct router_tok n2;
                 /* PREPARE TRANSACTION ends a transaction; it leaves nothing behind. */
-                if (!(next_token(&lx, &n2) && word_is(&n2, "transaction"))) {
+                if (!(router_lex_next(&lx, &n2) && router_tok_word_is(&n2, "transaction"))) {
                     out->flags |= ROUTER_F_PREPARE;
                 }
                 lx = save;
-            } else if (word_is(&t, "deallocate")) {
-                struct tok n2;
-                if (next_token(&lx, &n2) && word_is(&n2, "prepare")) {
-                    (void) next_token(&lx, &n2);
+            } else if (router_tok_word_is(&t, "deallocate")) {
+                struct router_tok n2;
+                if (router_lex_next(&lx, &n2) && router_tok_word_is(&n2, "prepare")) {
+                    (void) router_lex_next(&lx, &n2);
                 }
-                if (word_is(&n2, "all")) {
+                if (router_tok_word_is(&n2, "all")) {
                     out->flags |= ROUTER_F_DEALLOCATE_ALL;
-                } else if ((n2.kind == TOK_WORD || n2.kind == TOK_QIDENT) &&
+                } else if ((n2.kind == ROUTER_TOK_WORD || n2.kind == ROUTER_TOK_QIDENT) &&
                            !(out->flags & ROUTER_F_DEALLOCATE)) {
                     out->flags |= ROUTER_F_DEALLOCATE;
                     copy_name(&n2, out->deallocate_name, &out->is_truncated_name);
                 }
-            } else if (word_is(&t, "discard")) {
-                struct tok n2;
-                if (next_token(&lx, &n2) && word_is(&n2, "all")) {
+            } else if (router_tok_word_is(&t, "discard")) {
+                struct router_tok n2;
+                if (router_lex_next(&lx, &n2) && router_tok_word_is(&n2, "all")) {
                     out->flags |= ROUTER_F_DISCARD_ALL;
                 }
-            } else if (word_is(&t, "set")) {
+            } else if (router_tok_word_is(&t, "set")) {
                 scan_set(&lx, &t, false, is_tracked, arg, out);
-            } else if (word_is(&t, "reset")) {
+            } else if (router_tok_word_is(&t, "reset")) {
                 scan_set(&lx, &t, true, is_tracked, arg, out);
-            } else if (word_is(&t, "declare")) {
+            } else if (router_tok_word_is(&t, "declare")) {
                 in_declare = true;
-            } else if (word_is(&t, "create")) {
+            } else if (router_tok_word_is(&t, "create")) {
                 in_create = true;
             }
             word_no = 1;
@@ -432,30 +273,32 @@ router_scan_sql(const char *sql, size_t len, router_tracked_fn is_tracked, void 
             continue;
         }
         word_no++;
-        if (in_declare && word_is(&prev, "with") && word_is(&t, "hold")) {
+        if (in_declare && router_tok_word_is(&prev, "with") && router_tok_word_is(&t, "hold")) {
             out->flags |= ROUTER_F_WITH_HOLD;
         }
-        if (in_create && word_no <= 4 && (word_is(&t, "temp") || word_is(&t, "temporary"))) {
+        if (in_create && word_no <= 4 &&
+            (router_tok_word_is(&t, "temp") || router_tok_word_is(&t, "temporary"))) {
             out->flags |= ROUTER_F_TEMP;
         }
-        if (word_is(&t, "into")) {
+        if (router_tok_word_is(&t, "into")) {
             saw_into = true;
-        } else if (saw_into && (word_is(&t, "temp") || word_is(&t, "temporary"))) {
+        } else if (saw_into &&
+                   (router_tok_word_is(&t, "temp") || router_tok_word_is(&t, "temporary"))) {
             out->flags |= ROUTER_F_TEMP; /* SELECT ... INTO TEMP t */
             saw_into = false;
-        } else if (t.kind == TOK_WORD) {
+        } else if (t.kind == ROUTER_TOK_WORD) {
             saw_into = false;
         }
-        if (punct_is(&t, '.') && word_is(&prev, "pg_temp")) {
+        if (punct_is(&t, '.') && router_tok_word_is(&prev, "pg_temp")) {
             out->flags |= ROUTER_F_TEMP;
         }
-        if (punct_is(&t, '(') && prev.kind == TOK_WORD) {
+        if (punct_is(&t, '(') && prev.kind == ROUTER_TOK_WORD) {
             for (size_t i = 0; i < sizeof(advisory_fns) / sizeof(advisory_fns[0]); i++) {
-                if (word_is(&prev, advisory_fns[i])) {
+                if (router_tok_word_is(&prev, advisory_fns[i])) {
                     out->flags |= ROUTER_F_ADVISORY;
                 }
             }
-            if (word_is(&prev, "set_config")) {
+            if (router_tok_word_is(&prev, "set_config")) {
                 out->flags |= ROUTER_F_SET_SESSION;
             }
         }
