@@ -21,7 +21,9 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
            -Wundef -Wpointer-arith -Wcast-qual -Wvla
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(WARN) -I. $(LIBEV_CFLAGS) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-BASE_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(LIBEV_LIBS) -lpthread
+# libpg_query (Debian libpg-query-dev) ships no .pc file either.
+PG_QUERY_LIBS ?= -lpg_query
+BASE_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(LIBEV_LIBS) $(PG_QUERY_LIBS) -lpthread
 
 ifeq ($(SANITIZE),)
   BUILD := build/release
@@ -160,11 +162,12 @@ FUZZ_DIR     := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_ARGS    ?=
-FUZZ_TARGETS ?= startup frontend backend scram config scan
+FUZZ_TARGETS ?= startup frontend backend scram config scan classify
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 $(FUZZ_SAN)
-FUZZ_LIBS    := $(shell pkg-config --libs openssl inih 2>/dev/null) -lpthread
-FUZZ_LIB_SRC := $(wildcard common/*.c protocol/*.c) router/scan.c proxy/config.c
+FUZZ_LIBS    := $(shell pkg-config --libs openssl inih 2>/dev/null) $(PG_QUERY_LIBS) -lpthread
+FUZZ_LIB_SRC := $(wildcard common/*.c protocol/*.c) router/lex.c router/scan.c router/classify.c \
+                proxy/config.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 # -max_len per target: a startup packet may be 10000 bytes; SCRAM messages at most 512 each;
@@ -175,6 +178,7 @@ FUZZ_MAXLEN_backend  := 4096
 FUZZ_MAXLEN_scram    := 2048
 FUZZ_MAXLEN_config   := 8192
 FUZZ_MAXLEN_scan     := 4096
+FUZZ_MAXLEN_classify := 4096
 
 $(FUZZ_DIR)/.flags: FORCE
 	@mkdir -p $(@D)
