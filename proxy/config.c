@@ -177,6 +177,7 @@ enum key_id {
     K_SERVER_TLS_CA_FILE,
     K_SERVER_TLS_CERT_FILE,
     K_SERVER_TLS_KEY_FILE,
+    K_PRIMARY_FUNCTIONS,
     K_POOL_MODE,
     K_MAX_OPEN_CONNS,
     K_MAX_IDLE_CONNS,
@@ -250,6 +251,7 @@ static const struct key_def key_defs[K__COUNT] = {
                                  F(server_tls_cert_file), 0, 0, 0 },
     [K_SERVER_TLS_KEY_FILE] = { "server_tls_key_file", SECT_PGMUX, KT_STR, F(server_tls_key_file),
                                 0, 0, 0 },
+    [K_PRIMARY_FUNCTIONS] = { "primary_functions", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
     [K_POOL_MODE] = { "pool_mode", SECT_POOL, KT_SPECIAL, 0, 0, 0, 0 },
     [K_MAX_OPEN_CONNS] = { "max_open_conns", SECT_POOL, KT_INT, F(max_open_conns), 0, 1, 100000 },
     [K_MAX_IDLE_CONNS] = { "max_idle_conns", SECT_POOL, KT_INT, F(max_idle_conns), 0, 0, 100000 },
@@ -848,6 +850,115 @@ set_tls_protocols(struct cfg_parse *p, const char *key, const char *value)
     c->client_tls_max_version = want13 ? TLS1_3_VERSION : TLS1_2_VERSION;
 }
 
+/*
+ * One part of a function name as it can be written unquoted: [A-Za-z_][A-Za-z0-9_$]*, at most
+ * 63 bytes (PostgreSQL truncates longer identifiers, so a longer name could never match a call).
+ * Quoted names are refused rather than half supported: the classifier compares names after
+ * PostgreSQL's case folding, and a list entry is folded to lower case here.
+ */
+static bool
+func_part_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 63 || (!isalpha((unsigned char) s[0]) && s[0] != '_')) {
+        return false;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if (!isalnum((unsigned char) s[i]) && s[i] != '_' && s[i] != '$') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/*
+ * primary_functions: "name" or "schema.name" items, folded to lower case. A qualified item also
+ * adds its bare name, because an unqualified call may reach the function through search_path;
+ * the classifier then treats that name as primary-only in every schema, which errs towards the
+ * primary. Stored sorted and without repeats, as the classifier's bsearch needs.
+ */
+static void
+set_primary_functions(struct cfg_parse *p, const char *key, const char *value)
+{
+    struct cfg *c = p->c;
+    char **items;
+    int n;
+    if (!split_list(p, value, &items, &n)) {
+        return;
+    }
+    char **out = n ? calloc((size_t) n * 2, sizeof *out) : NULL;
+    if (n && out == NULL) {
+        p->oom = true;
+        free_list(items, n);
+        return;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        char *it = items[i];
+        char *dot = strchr(it, '.');
+        size_t len = strlen(it);
+        bool ok = dot == NULL ? func_part_ok(it, len)
+                              : func_part_ok(it, (size_t) (dot - it)) &&
+                                    func_part_ok(dot + 1, len - (size_t) (dot - it) - 1);
+        if (!ok) {
+            ERR(p, p->lineno, key,
+                "'%s' is not a function name (name or schema.name; letters, digits, '_' and "
+                "'$', starting with a letter or '_', at most 63 bytes each, unquoted)",
+                it);
+            continue;
+        }
+        for (char *q = it; *q != '\0'; q++) {
+            *q = (char) tolower((unsigned char) *q);
+        }
+        out[k] = dup_str(p, it, len);
+        if (out[k] == NULL) {
+            break;
+        }
+        k++;
+        if (dot != NULL) {
+            out[k] = dup_str(p, dot + 1, strlen(dot + 1));
+            if (out[k] == NULL) {
+                break;
+            }
+            k++;
+        }
+    }
+    free_list(items, n);
+    if (k > 1) {
+        qsort(out, (size_t) k, sizeof *out, cmp_str);
+    }
+    int u = 0;
+    for (int i = 0; i < k; i++) {
+        if (u > 0 && strcmp(out[u - 1], out[i]) == 0) {
+            free(out[i]);
+        } else {
+            out[u++] = out[i];
+        }
+    }
+    free_list(c->primary_functions, c->n_primary_functions);
+    c->primary_functions = u ? out : NULL;
+    c->n_primary_functions = u;
+    if (u == 0) {
+        free(out);
+    }
+    /* FNV-1a over the list: the same list after a reload keeps classification caches warm */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < u; i++) {
+        for (const char *q = out[i];; q++) {
+            h = (h ^ (unsigned char) *q) * 0x100000001b3ULL;
+            if (*q == '\0') {
+                break;
+            }
+        }
+    }
+    c->primary_functions_hash = h;
+}
+
 static void
 set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *value)
 {
@@ -906,6 +1017,9 @@ set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *va
         break;
     case K_TRACK_PARAMETERS:
         set_track_parameters(p, key, value);
+        break;
+    case K_PRIMARY_FUNCTIONS:
+        set_primary_functions(p, key, value);
         break;
     default:
         ASSERT(!"unhandled special key");
@@ -1823,6 +1937,7 @@ cfg_free(struct cfg *c)
     }
     free(c->warm_pools);
     free_list(c->track_parameters, c->n_track_parameters);
+    free_list(c->primary_functions, c->n_primary_functions);
     for (int i = 0; i < c->n_db_overrides; i++) {
         free(c->db_overrides[i].name);
     }

@@ -127,6 +127,13 @@ struct cfg {
     enum log_level log_level;          /* info */
     int64_t log_min_duration_ms;       /* requests slower than this are logged; -1 = off */
     uint32_t max_message_size;         /* bytes accepted in one client message; 1 GB - 1 */
+    /* primary_functions: functions whose call makes a statement a write, beyond the
+     * classifier's built-in list; lower case, "name" or "schema.name" plus the bare name of each
+     * qualified one, sorted (strcmp), no repeats, as struct router_functions.primary wants */
+    char **primary_functions;
+    int n_primary_functions;
+    uint64_t primary_functions_hash; /* of the list's contents: a router_functions generation
+                                        that a reload keeping the list keeps too */
 
     /* TLS ([pgmux]); file names are resolved against the ini file's directory at load, the
      * files themselves are read by proxy/tls.c */

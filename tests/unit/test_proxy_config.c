@@ -692,6 +692,62 @@ test_max_prepared_statements(void **state)
 }
 
 static void
+test_primary_functions(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    /* folded to lower case; a qualified name adds its bare one; sorted; repeats dropped */
+    int rc = load_text(
+        "[pgmux]\nauth_type = trust\n"
+        "primary_functions = Audit.Log_Event, bump, next_id$, audit.log_event, BUMP\n" NODE_A,
+        &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->n_primary_functions, 4);
+    assert_string_equal(c->primary_functions[0], "audit.log_event");
+    assert_string_equal(c->primary_functions[1], "bump");
+    assert_string_equal(c->primary_functions[2], "log_event");
+    assert_string_equal(c->primary_functions[3], "next_id$");
+    uint64_t h = c->primary_functions_hash;
+    cfg_unref(c);
+
+    /* the same list written differently: the same hash; none: an empty list */
+    rc = load_text("[pgmux]\nauth_type = trust\n"
+                   "primary_functions = next_id$,bump,audit.log_event\n" NODE_A,
+                   &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_true(c->primary_functions_hash == h);
+    cfg_unref(c);
+    rc = load_text("[pgmux]\nauth_type = trust\n" NODE_A, &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->n_primary_functions, 0);
+    assert_null(c->primary_functions);
+    assert_true(c->primary_functions_hash != h);
+    cfg_unref(c);
+
+    expect_fail("[pgmux]\nauth_type = trust\n"
+                "primary_functions = ok, 1st, a.b.c, \"Quoted\"x, .f, s., with space, "
+                "f(), x123456789012345678901234567890123456789012345678901234567890123\n" NODE_A,
+                8);
+    expect_line(ini_path, 3, "primary_functions: '1st' is not a function name");
+    expect_line(ini_path, 3, "primary_functions: 'a.b.c' is not a function name");
+    expect_line(ini_path, 3, "primary_functions: '\"Quoted\"x' is not a function name");
+    expect_line(ini_path, 3, "primary_functions: '.f' is not a function name");
+    expect_line(ini_path, 3, "primary_functions: 's.' is not a function name");
+    expect_line(ini_path, 3, "primary_functions: 'with space' is not a function name");
+    expect_line(ini_path, 3, "primary_functions: 'f()' is not a function name");
+    expect_line(ini_path, 3, "primary_functions: 'x12345678901234567890");
+    /* a [pgmux] key */
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\nprimary_functions = f\n" NODE_A, 1);
+    expect_line(ini_path, 4, "primary_functions: unknown key in [pool]");
+}
+
+static void
 test_track_parameters(void **state)
 {
     (void) state;
@@ -1153,6 +1209,7 @@ main(void)
         cmocka_unit_test_teardown(test_pool_mode_values, teardown),
         cmocka_unit_test_teardown(test_max_prepared_statements, teardown),
         cmocka_unit_test_teardown(test_track_parameters, teardown),
+        cmocka_unit_test_teardown(test_primary_functions, teardown),
         cmocka_unit_test_teardown(test_pin_session_state, teardown),
         cmocka_unit_test_teardown(test_overrides, teardown),
         cmocka_unit_test_teardown(test_pool_mode_for_precedence, teardown),
