@@ -8,6 +8,7 @@
 #   make check-tsan      the same suite against the ThreadSanitizer build
 #   make test            deps + everything above; what CI runs
 #   make run             local primary + replica + pgmux on port 6432 with proxy.ini
+#   make bench-classify  statement classification cost per statement (ns), each path
 #   make SANITIZE=address,undefined   build into build/asan
 #   make SANITIZE=thread              build into build/tsan
 #   make V=1             show full compiler command lines
@@ -52,7 +53,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PYTEST := /usr/bin/python3 -m pytest
 
 .PHONY: all deps check check-asan check-integration check-tsan test run bench fuzz fuzz-smoke clean \
-        check-headers format format-check tidy asan bench-smoke
+        check-headers format format-check tidy asan bench-smoke bench-classify bench-classify-smoke
 
 all: $(BUILD)/pgmux
 
@@ -119,6 +120,7 @@ test: deps
 	@$(MAKE) --no-print-directory check-integration
 	@$(MAKE) --no-print-directory check-tsan
 	@$(MAKE) --no-print-directory bench-smoke
+	@$(MAKE) --no-print-directory bench-classify-smoke
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 run: deps all
@@ -132,6 +134,22 @@ bench: deps all
 
 bench-smoke: all
 	@./tests/bench/run.sh --smoke
+
+# Classification cost per statement (router/classify.c) on each path: lexer, parser uncached,
+# cached parser result; medians in ns. bench-classify-smoke: one short round that fails when a
+# text takes the wrong path (part of `make test`, about a second).
+$(BUILD)/tests/classify_bench: tests/bench/classify_bench.c $(BUILD)/libpgmux.a $(BUILD)/.flags
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  BENCH-CC $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -o $@ $< $(BUILD)/libpgmux.a $(LDFLAGS_ALL) $(BASE_LIBS)
+
+-include $(BUILD)/tests/classify_bench.d
+
+bench-classify: $(BUILD)/tests/classify_bench
+	@$(BUILD)/tests/classify_bench
+
+bench-classify-smoke: $(BUILD)/tests/classify_bench
+	@$(BUILD)/tests/classify_bench --smoke
 
 check-headers:
 	@set -e; for h in common/*.h protocol/*.h pool/*.h router/*.h proxy/*.h; do \
@@ -149,8 +167,8 @@ tidy:
 
 # ---- fuzzing (tests/fuzz/, CONVENTIONS 8.7) ----------------------------------------------
 # libFuzzer targets built with clang-14 into build/fuzz/, linked against their own copy of the
-# pure modules (common/, protocol/, router/scan.c, proxy/config.c) built with the same
-# sanitizers; tests/fuzz/README.md lists the targets.
+# pure modules (common/, protocol/, router/, proxy/config.c) built with the same sanitizers, and
+# libpg_query as installed; tests/fuzz/README.md lists the targets.
 #   make fuzz                 each target for FUZZ_SECONDS (default 60); new inputs go to
 #                             build/fuzz/corpus-<target>, crashes to build/fuzz/crash-<target>/,
 #                             libFuzzer's output to build/fuzz/fuzz_<target>.log (tests/fuzz/run.sh)

@@ -166,3 +166,16 @@ put("scan", "dealloc", "\0DEALLOCATE PREPARE \"Q1\"; DEALLOCATE ALL; DISCARD ALL
     "UNLISTEN *; RESET ALL; reset DateStyle; set session time zone local")
 put("scan", "quoting", "\2select $tag$ ; listen x $tag$, E'it\\'s; listen', U&\"d\\0061t\", "
     "/* nested /* listen */ ; */ $1, 1.5e3::text; PREPARE TRANSACTION 'x'")
+
+# ---- classify: option byte (bit 0: cache, bit 1: function lists), then SQL text -------------
+put("classify", "plain", "\x01SELECT a, b FROM t WHERE id IN ($1, 2) ORDER BY a")
+put("classify", "writes", "\x03INSERT INTO t VALUES (1); UPDATE t SET a = nextval('s')")
+put("classify", "cte", "\x03WITH x AS (DELETE FROM t RETURNING *) SELECT touch(id) FROM x")
+put("classify", "locks", "\x01SELECT * FROM (SELECT 1 UNION SELECT 2) s FOR NO KEY UPDATE SKIP LOCKED")
+put("classify", "txn", "\x01BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SET TRANSACTION READ WRITE; "
+    "COMMIT AND CHAIN; PREPARE TRANSACTION 'x'; SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+put("classify", "explain", "\x02EXPLAIN (ANALYZE off, COSTS) INSERT INTO t SELECT 1; "
+    "EXPLAIN ANALYZE SELECT pg_catalog.NEXTVAL('s'); COPY (SELECT 1) TO STDOUT")
+put("classify", "hint", "\x00/* pgmux: replica */ -- x\nSELECT E'\\'', $q$ ; $q$, \"a\"\"b\" INTO t2")
+put("classify", "set", "\x00SET default_transaction_read_only = on; SET transaction_read_only TO off; "
+    "RESET ALL; SHOW x; TABLE t; VALUES (1)")
