@@ -185,7 +185,7 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit
 FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 $(FUZZ_SAN)
 FUZZ_LIBS    := $(shell pkg-config --libs openssl inih 2>/dev/null) $(PG_QUERY_LIBS) -lpthread
 FUZZ_LIB_SRC := $(wildcard common/*.c protocol/*.c) router/lex.c router/scan.c router/classify.c \
-                proxy/config.c
+                proxy/config.c proxy/hba.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 # -max_len per target: a startup packet may be 10000 bytes; SCRAM messages at most 512 each;
