@@ -31,6 +31,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/ssl.h>
+#include <openssl/sha.h>
 
 #include "common/log.h"
 #include "common/mono.h"
@@ -42,6 +43,8 @@
 #include "protocol/wire.h"
 #include "proxy/config.h"
 #include "proxy/errors.h"
+#include "proxy/hba.h"
+#include "proxy/peers.h"
 #include "proxy/relay_int.h"
 #include "proxy/stats.h"
 #include "proxy/tls.h"
@@ -279,6 +282,10 @@ client_close(struct client *c, const char *why)
         atomic_fetch_sub(&w->rt->n_clients, 1);
         c->is_counted = false;
     }
+    if (c->is_addr_counted) {
+        peers_release(&w->rt->peers, c->peer_family, c->peer);
+        c->is_addr_counted = false;
+    }
     w->slots[c->slot] = NULL;
     w->free_slots[w->n_free_slots++] = c->slot;
     ilist_remove(client_list(w, c->state), &c->node);
@@ -379,6 +386,21 @@ client_addr(const struct client *c)
     return buf;
 }
 
+/* The peer address without the port, as PostgreSQL names hosts in its messages (a per-thread
+ * buffer, valid until the next call). */
+static const char *
+client_host(const struct client *c)
+{
+    static __thread char buf[INET6_ADDRSTRLEN];
+    if (c->peer_family == AF_INET || c->peer_family == AF_INET6) {
+        if (inet_ntop(c->peer_family, c->peer, buf, sizeof(buf))) {
+            return buf;
+        }
+        return "?";
+    }
+    return "[local]";
+}
+
 static void
 client_set_peer(struct client *c, const struct sockaddr *sa)
 {
@@ -416,6 +438,11 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
     int n = atomic_fetch_add(&w->rt->n_clients, 1) + 1;
     c->is_counted = true;
     c->is_over_limit = n > w->cfg->max_client_conn;
+    int per_addr = w->cfg->max_client_conn_per_addr;
+    if (per_addr > 0 && (c->peer_family == AF_INET || c->peer_family == AF_INET6)) {
+        c->is_addr_counted = peers_acquire(&w->rt->peers, c->peer_family, c->peer, per_addr);
+        c->is_over_addr_limit = !c->is_addr_counted;
+    }
     w->slots[slot] = c;
     c->state = CLIENT_STARTUP;
     ilist_node_init(&c->node);
@@ -557,7 +584,8 @@ client_auth_done(struct client *c)
     }
     c->stats = stats_pool_get(w->stats, c->pool->id);
     stats_add(&w->stats->g.logins_ok, 1);
-    if (is_scram && c->auth && c->auth->kind == CLIENT_AUTH_SCRAM) {
+    if (is_scram && c->auth &&
+        (c->auth->kind == CLIENT_AUTH_SCRAM || c->auth->kind == CLIENT_AUTH_PASSWORD)) {
         /* The client's proof gave us its ClientKey: with the secret's ServerKey that logs us
          * in to a server storing the same secret, with no plaintext password anywhere. */
         pool_learn_scram_keys(c->pool, c->auth->scram.client_key, c->auth->scram.secret.server_key);
@@ -613,9 +641,9 @@ static enum status
 client_auth_begin(struct client *c)
 {
     struct worker *w = c->w;
-    enum cfg_auth at = w->cfg->auth_type;
+    enum hba_method m = (enum hba_method) c->method;
     c->cu = cfg_user_find(w->cfg, c->user);
-    if (at == CFG_AUTH_TRUST) {
+    if (m == HBA_TRUST) {
         if (!c->cu) {
             client_fail_auth(c);
             return ST_EAUTH;
@@ -633,7 +661,18 @@ client_auth_begin(struct client *c)
     proto_builder_init_fixed(&pb, mem, sizeof(mem));
     struct proto_scram_secret secret;
     bool use_scram = false;
-    if (at == CFG_AUTH_SCRAM || (c->cu && strncmp(c->cu->secret, "SCRAM-SHA-256$", 14) == 0)) {
+    if (m == HBA_PASSWORD) {
+        /* The password itself comes back, so any form of secret can check it. */
+        c->auth->kind = CLIENT_AUTH_PASSWORD;
+        proto_build_auth_cleartext(&pb);
+        client_set_state(c, CLIENT_AUTH);
+        enum status st = client_queue(c, &pb);
+        if (st == ST_OK) {
+            client_out_flush(c);
+        }
+        return st;
+    }
+    if (m == HBA_SCRAM || (c->cu && strncmp(c->cu->secret, "SCRAM-SHA-256$", 14) == 0)) {
         /* md5 cannot be checked against a SCRAM secret, and a SCRAM exchange cannot be
          * checked against an md5 secret: each user gets the method its secret allows. */
         use_scram = client_scram_secret(c, &secret);
@@ -658,12 +697,63 @@ client_auth_begin(struct client *c)
     return st;
 }
 
+/*
+ * A cleartext password against the user's secret, whatever its form. Against a SCRAM secret
+ * the password yields the ClientKey, kept in c->auth like a SCRAM exchange's so that pgmux
+ * can log in to servers storing the same secret.
+ */
+static bool
+client_check_cleartext(struct client *c, const char *pw)
+{
+    const char *s = c->cu->secret;
+    bool ok = false;
+    if (strncmp(s, "SCRAM-SHA-256$", 14) == 0) {
+        struct proto_scram_secret *sec = &c->auth->scram.secret;
+        uint8_t salted[PROTO_SCRAM_KEY_LEN], stored[SHA256_DIGEST_LENGTH];
+        uint8_t *client_key = c->auth->scram.client_key;
+        unsigned int klen = 0;
+        if (proto_scram_secret_parse(s, sec) &&
+            proto_scram_salted_password(pw, sec->salt, sec->salt_len, sec->iterations, salted) &&
+            HMAC(EVP_sha256(), salted, sizeof(salted), (const uint8_t *) "Client Key", 10,
+                 client_key, &klen) != NULL &&
+            klen == PROTO_SCRAM_KEY_LEN) {
+            SHA256(client_key, PROTO_SCRAM_KEY_LEN, stored);
+            ok = CRYPTO_memcmp(stored, sec->stored_key, PROTO_SCRAM_KEY_LEN) == 0;
+        }
+        OPENSSL_cleanse(salted, sizeof(salted));
+        OPENSSL_cleanse(stored, sizeof(stored));
+    } else if (proto_md5_is_secret(s)) {
+        char hashed[PROTO_MD5_LEN + 1];
+        proto_md5_hash_password(pw, c->user, hashed);
+        ok = strlen(s) == PROTO_MD5_LEN && CRYPTO_memcmp(hashed, s, PROTO_MD5_LEN) == 0;
+        OPENSSL_cleanse(hashed, sizeof(hashed));
+    } else {
+        size_t n = strlen(s);
+        ok = strlen(pw) == n && CRYPTO_memcmp(pw, s, n) == 0;
+    }
+    return ok;
+}
+
 /* One 'p' message during authentication. Returns ST_OK to go on reading. */
 static enum status
 client_auth_message(struct client *c, const uint8_t *body, size_t len)
 {
     struct client_auth *a = c->auth;
     struct proto_err err = { { 0 } };
+    if (a->kind == CLIENT_AUTH_PASSWORD) {
+        const char *pw;
+        if (proto_read_password(body, len, &pw) != ST_OK) {
+            return ST_ECLIENT_PROTOCOL;
+        }
+        bool ok = c->cu && client_check_cleartext(c, pw);
+        OPENSSL_cleanse((void *) (uintptr_t) body, len);
+        if (!ok) {
+            client_fail_auth(c);
+            return ST_EAUTH;
+        }
+        client_auth_done(c);
+        return ST_OK;
+    }
     if (a->kind == CLIENT_AUTH_MD5) {
         const char *pw;
         if (proto_read_password(body, len, &pw) != ST_OK) {
@@ -740,6 +830,56 @@ client_auth_message(struct client *c, const uint8_t *body, size_t len)
     return ST_OK;
 }
 
+/* Whether the session runs over TLS (hostssl and hostnossl lines ask). */
+static bool
+client_is_tls(const struct client *c)
+{
+    return c->sock.ssl != NULL;
+}
+
+/*
+ * Which authentication method this client gets: auth_type, or with hba_file the method of the
+ * first line that matches its connection type, database, user and address. No line, or a
+ * reject line, refuses it with 28000 before any password is asked, as PostgreSQL does.
+ */
+static enum status
+client_check_access(struct client *c)
+{
+    const struct cfg *cfg = c->w->cfg;
+    if (!cfg->has_hba) {
+        c->method = cfg->auth_type == CFG_AUTH_TRUST ? HBA_TRUST
+                    : cfg->auth_type == CFG_AUTH_MD5 ? HBA_MD5
+                                                     : HBA_SCRAM;
+        return ST_OK;
+    }
+    bool tls = client_is_tls(c);
+    struct hba_conn hc = {
+        .is_local = c->peer_family == AF_UNIX,
+        .is_tls = tls,
+        .family = c->peer_family,
+        .addr = c->peer,
+        .database = c->database,
+        .user = c->user,
+    };
+    const struct hba_rule *r = hba_match(&cfg->hba, &hc);
+    if (r && r->method != HBA_REJECT) {
+        c->method = r->method;
+        log_debug("client %s user=%s db=%s: hba_file line %d, method %s", client_addr(c), c->user,
+                  c->database, r->line, hba_method_name((enum hba_method) r->method));
+        return ST_OK;
+    }
+    if (r) {
+        log_debug("client %s user=%s db=%s: rejected by hba_file line %d", client_addr(c), c->user,
+                  c->database, r->line);
+    }
+    char msg[320];
+    snprintf(msg, sizeof(msg), "%s for host \"%s\", user \"%.64s\", database \"%.64s\", %s",
+             r ? "pgmux hba_file rejects connection" : "no pgmux hba_file entry", client_host(c),
+             c->user, c->database, tls ? "SSL encryption" : "no encryption");
+    client_fail_full(c, ST_EAUTH_USER, NULL, SQLSTATE_INVALID_AUTHORIZATION, msg, NULL);
+    return ST_EAUTH_USER;
+}
+
 /* ---- startup ---- */
 
 /* Parameters that are part of the connection, not settings to replay with SET. */
@@ -808,6 +948,18 @@ client_startup_v3(struct client *c, const uint8_t *pkt, uint32_t len,
     if (c->is_over_limit) {
         client_fail(c, ST_ETOOMANY, NULL);
         return ST_ETOOMANY;
+    }
+    if (c->is_over_addr_limit) {
+        char msg[160], detail[80];
+        snprintf(msg, sizeof(msg), "too many connections from address %s", client_host(c));
+        snprintf(detail, sizeof(detail), "max_client_conn_per_addr is %d",
+                 c->w->cfg->max_client_conn_per_addr);
+        client_fail_full(c, ST_ETOOMANY, NULL, NULL, msg, detail);
+        return ST_ETOOMANY;
+    }
+    enum status s = client_check_access(c);
+    if (s != ST_OK) {
+        return s;
     }
     return client_auth_begin(c);
 }
@@ -943,7 +1095,10 @@ client_handle_auth(struct client *c)
     while (c->state == CLIENT_AUTH && b && buf_unparsed(b) > 0) {
         const uint8_t *p = (const uint8_t *) b->data + b->parsed;
         struct proto_header h;
-        enum status st = proto_header_read(p, buf_unparsed(b), CLIENT_AUTH_MSG_MAX, &h);
+        uint32_t max = c->w->cfg->max_message_size < CLIENT_AUTH_MSG_MAX
+                           ? c->w->cfg->max_message_size
+                           : CLIENT_AUTH_MSG_MAX;
+        enum status st = proto_header_read(p, buf_unparsed(b), max, &h);
         if (st == ST_INCOMPLETE) {
             return ST_OK;
         }
@@ -1689,7 +1844,9 @@ client_tick(struct worker *w, int64_t now)
         ILIST_FOREACH_SAFE(&w->clients_login, it, tmp)
         {
             struct client *c = CONTAINER_OF(it, struct client, node);
-            if (now - c->since_us > login_to) {
+            /* From accept, not from the last state change: a client that trickles its startup
+             * packet and then its password gets no more time than one that sends nothing. */
+            if (now - c->connected_us > login_to) {
                 client_fail(c, ST_ECLIENT_LOGIN_TIMEOUT, NULL);
             }
         }

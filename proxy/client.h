@@ -43,6 +43,7 @@ enum client_auth_kind {
     CLIENT_AUTH_NONE,
     CLIENT_AUTH_MD5,
     CLIENT_AUTH_SCRAM,
+    CLIENT_AUTH_PASSWORD, /* cleartext password (hba method "password") */
 };
 
 struct client_auth {
@@ -91,7 +92,8 @@ struct client {
     uint64_t want_hash;        /* order-independent hash of want, never 0 */
     struct stats_pool *stats;  /* this worker's counters for the pool the session's gauges
                                   are counted in (stats.h); NULL before login */
-    int64_t connected_us;      /* accepted (mono_now_us), for the disconnect line */
+    int64_t connected_us;      /* accepted (mono_now_us), for the disconnect line and
+                                  client_login_timeout, which counts from here */
     int64_t req_start_us;      /* first message of a request awaiting ReadyForQuery, 0 = none */
     int64_t xact_start_us;     /* first message of the running transaction, 0 = none */
     char *query_text;          /* start of the request's SQL for the slow-query log, NUL-ended
@@ -106,6 +108,8 @@ struct client {
     uint16_t peer_port;
     uint8_t peer_family;  /* AF_INET, AF_INET6, AF_UNIX */
     uint8_t mode;         /* enum cfg_pool_mode for this session */
+    uint8_t method;       /* enum hba_method: how this client must authenticate (auth_type, or
+                             its hba_file line) */
     bool is_ssl_answered; /* an SSLRequest was answered 'N' */
     bool is_gss_answered;
     bool is_over_limit; /* accepted beyond max_client_conn: refuse after startup */
@@ -119,6 +123,8 @@ struct client {
                            changed: read it back before releasing the server */
     bool is_c2s_paused; /* the relay waits for bytes to drain before injecting */
     bool is_s2c_paused;
+    bool is_over_addr_limit; /* beyond max_client_conn_per_addr: refuse after startup */
+    bool is_addr_counted;    /* holds one unit of its address in rt->peers */
 };
 
 /** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */

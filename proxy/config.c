@@ -178,6 +178,8 @@ enum key_id {
     K_SERVER_TLS_CERT_FILE,
     K_SERVER_TLS_KEY_FILE,
     K_PRIMARY_FUNCTIONS,
+    K_MAX_CLIENT_CONN_PER_ADDR,
+    K_HBA_FILE,
     K_POOL_MODE,
     K_MAX_OPEN_CONNS,
     K_MAX_IDLE_CONNS,
@@ -252,6 +254,9 @@ static const struct key_def key_defs[K__COUNT] = {
     [K_SERVER_TLS_KEY_FILE] = { "server_tls_key_file", SECT_PGMUX, KT_STR, F(server_tls_key_file),
                                 0, 0, 0 },
     [K_PRIMARY_FUNCTIONS] = { "primary_functions", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_MAX_CLIENT_CONN_PER_ADDR] = { "max_client_conn_per_addr", SECT_PGMUX, KT_INT,
+                                     F(max_client_conn_per_addr), 0, 0, 1000000 },
+    [K_HBA_FILE] = { "hba_file", SECT_PGMUX, KT_STR, F(hba_file), 0, 0, 0 },
     [K_POOL_MODE] = { "pool_mode", SECT_POOL, KT_SPECIAL, 0, 0, 0, 0 },
     [K_MAX_OPEN_CONNS] = { "max_open_conns", SECT_POOL, KT_INT, F(max_open_conns), 0, 1, 100000 },
     [K_MAX_IDLE_CONNS] = { "max_idle_conns", SECT_POOL, KT_INT, F(max_idle_conns), 0, 0, 100000 },
@@ -1789,6 +1794,42 @@ auth_load(struct cfg_parse *p)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* hba_file                                                                                  */
+
+struct hba_err_ctx {
+    struct cfg_parse *p;
+    const char *file;
+};
+
+static void
+hba_err(void *ctx, int line, const char *field, const char *reason)
+{
+    struct hba_err_ctx *e = ctx;
+    err_at(e->p, e->file, line, field, "%s", reason);
+}
+
+static void
+hba_load(struct cfg_parse *p)
+{
+    struct cfg *c = p->c;
+    if (!resolve_path(p, &c->hba_file)) {
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = file_read_all(c->hba_file, CFG_INI_MAX_BYTES, &text, &len);
+    if (rc != 0) {
+        ERR(p, p->seen[K_HBA_FILE], "hba_file", "cannot read '%s': %s", c->hba_file,
+            rc == EFBIG ? "file too large" : strerror(rc));
+        return;
+    }
+    struct hba_err_ctx e = { .p = p, .file = c->hba_file };
+    (void) hba_parse(text, len, &c->hba, hba_err, &e);
+    c->has_hba = true;
+    free(text);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Whole-file rules                                                                          */
 
 /*
@@ -1896,6 +1937,10 @@ check_rules(struct cfg_parse *p)
         ERR(p, line, "auth_file", "required when auth_type is %s", cfg_auth_name(c->auth_type));
     }
 
+    if (c->hba_file != NULL && !p->bad[K_HBA_FILE]) {
+        hba_load(p);
+    }
+
     /* a warm pool logs in as its user, so with a password-checking auth_type the user needs a
      * secret; checked only when the auth_file was read */
     if (c->auth_type != CFG_AUTH_TRUST && have_users) {
@@ -1920,6 +1965,8 @@ cfg_free(struct cfg *c)
     free(c->path);
     free(c->listen_addr);
     free(c->auth_file);
+    free(c->hba_file);
+    hba_rules_free(&c->hba);
     free_list(c->admin_users, c->n_admin_users);
     free_list(c->stats_users, c->n_stats_users);
     free(c->server_reset_query);
@@ -1984,6 +2031,7 @@ cfg_new_defaults(const char *path)
     c->log_level = LOG_INFO;
     c->log_min_duration_ms = -1;
     c->max_message_size = CFG_MSG_SIZE_MAX;
+    c->max_client_conn_per_addr = 0;
     c->pool_mode = CFG_POOL_SESSION;
     c->max_open_conns = 20;
     c->max_idle_conns = 20;

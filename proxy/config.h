@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "common/macros.h"
+#include "proxy/hba.h"
 
 enum cfg_role {
     CFG_ROLE_AUTO,
@@ -134,6 +135,11 @@ struct cfg {
     int n_primary_functions;
     uint64_t primary_functions_hash; /* of the list's contents: a router_functions generation
                                         that a reload keeping the list keeps too */
+    int max_client_conn_per_addr;      /* client connections from one address; 0 = no cap */
+    char *hba_file;                    /* path (resolved like auth_file), or NULL */
+    struct hba_rules hba;              /* hba_file's rules, checked after the startup packet;
+                                          meaningful only when has_hba */
+    bool has_hba;
 
     /* TLS ([pgmux]); file names are resolved against the ini file's directory at load, the
      * files themselves are read by proxy/tls.c */

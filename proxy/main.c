@@ -289,7 +289,7 @@ main(int argc, char **argv)
                 path);
         return 2;
     }
-    if (publish_initial_topology(&rt) != 0) {
+    if (peers_init(&rt.peers) != 0 || publish_initial_topology(&rt) != 0) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
@@ -388,6 +388,7 @@ main(int argc, char **argv)
     }
     pool_set_fini(&rt.pools);
     tls_fini(&rt.tls);
+    peers_fini(&rt.peers);
     free(rt.workers);
     topo_fini(&rt.topology);
     free(rt.stats);

@@ -19,6 +19,7 @@
 #include "pool/pool.h"
 #include "protocol/scram.h"
 #include "proxy/config.h"
+#include "proxy/peers.h"
 #include "proxy/stats.h"
 #include "proxy/tls.h"
 #include "proxy/topology.h"
@@ -56,6 +57,7 @@ struct runtime {
     struct stats_worker **stats; /* [n_workers]: each worker's counters, for readers (stats.h);
                                     filled by worker_init, emptied by worker_fini */
     struct tls_state tls;        /* TLS contexts towards clients and servers (swapped on reload) */
+    struct peers peers;          /* client connections per address (max_client_conn_per_addr) */
 };
 
 struct worker {
