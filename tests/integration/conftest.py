@@ -58,6 +58,56 @@ PASSWORDS = {"app": "app-secret", "md5user": "md5-secret", "pwuser": "pw-secret"
 # What a sanitizer writes when it finds something; any of these in pgmux's log fails the test.
 SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer", "ThreadSanitizer")
 
+# Every pgmux log file this session produced, and every secret pgmux was given (passwords,
+# their md5 forms, SCRAM StoredKey/ServerKey); _no_secrets_in_logs greps the first for the
+# second when the session ends. Tests that hand pgmux other secrets (auth_query roles) add
+# them with register_secret().
+PGMUX_LOGS = []
+SECRETS = set()
+
+
+def register_secret(secret, user=None):
+    """Remember a secret that must never reach a pgmux log: a password (with user: also its md5
+    forms), an md5 hash, or a SCRAM-SHA-256 verifier (its StoredKey and ServerKey)."""
+    if secret.startswith("SCRAM-SHA-256$"):
+        keys = secret.split("$", 2)[2]
+        SECRETS.update(k for k in keys.split(":") if k)
+        return
+    if len(secret) == 35 and secret.startswith("md5"):
+        SECRETS.update((secret, secret[3:]))
+        return
+    SECRETS.add(secret)
+    if user is not None:
+        digest = hashlib.md5((secret + user).encode()).hexdigest()
+        SECRETS.update((digest, "md5" + digest))
+
+
+for _user, _password in PASSWORDS.items():
+    # "demo" is also a user and database name that log lines rightly carry; its md5 forms are
+    # still checked.
+    if _password != _user:
+        register_secret(_password, _user)
+    else:
+        _digest = hashlib.md5((_password + _user).encode()).hexdigest()
+        SECRETS.update((_digest, "md5" + _digest))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secrets_in_logs():
+    """After the last test: no pgmux log line of the whole session holds a secret."""
+    yield
+    found = []
+    for path in PGMUX_LOGS:
+        try:
+            text = Path(path).read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        for secret in SECRETS:
+            if secret in text:
+                line = next(ln for ln in text.splitlines() if secret in ln)
+                found.append(f"{path}: {line[:200]!r}")
+    assert not found, "secrets in pgmux logs:\n" + "\n".join(found)
+
 
 def _free_port():
     with socket.socket() as s:
@@ -301,6 +351,8 @@ def write_userlist(path, entries):
     """PgBouncer-style userlist: one `"user" "secret"` line per entry."""
     with open(path, "w") as f:
         for user, secret in entries:
+            if secret != user:
+                register_secret(secret, user)
             f.write(f'"{user}" "{secret}"\n')
 
 
@@ -359,14 +411,18 @@ def pgmux(cluster, request, tmp_path):
       sections={name: {key: value}} extra sections written after the nodes, e.g.
                {"database.appdb": {"pool_mode": "session"}, "user.pwuser": {...}}
       binary=path  another pgmux executable (default env PGMUX_BIN or build/asan/pgmux)
+      hba=text     written to hba.conf next to proxy.ini and named by hba_file
     """
     started = []
 
-    def start(userlist="plain", nodes=None, binary=None, sections=None, **overrides):
+    def start(userlist="plain", nodes=None, binary=None, sections=None, hba=None, **overrides):
         n = len(started)
         workdir = tmp_path / f"pgmux{n}"
         workdir.mkdir()
         write_userlist(workdir / "userlist.txt", userlist_entries(cluster, userlist))
+        if hba is not None:
+            (workdir / "hba.conf").write_text(hba)
+            overrides["hba_file"] = str(workdir / "hba.conf")
         port = _free_port()
         config = {
             "pgmux": {
@@ -409,6 +465,7 @@ def pgmux(cluster, request, tmp_path):
         ini = workdir / "proxy.ini"
         ini.write_text(_render_ini(config))
         log_path = workdir / "pgmux.log"
+        PGMUX_LOGS.append(log_path)
 
         env = dict(os.environ)
         env["ASAN_OPTIONS"] = "detect_leaks=1:halt_on_error=1:abort_on_error=0:" + env.get(

@@ -101,8 +101,11 @@ class RawConn:
     """One client connection. Use connect() for a full login, or RawConn(port) + send() for
     hand-made bytes."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10.0, rcvbuf=None):
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, rcvbuf=None, source=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source:
+            # Any 127.0.0.0/8 address is local on Linux: a second client address for tests.
+            self.sock.bind((source, 0))
         if rcvbuf:
             # Before connect, so that the advertised window is small from the start.
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -259,9 +262,10 @@ class RawConn:
                 return rows
 
 
-def connect(port, user, database, password=None, extra=None, timeout=10.0, rcvbuf=None):
-    """A logged-in RawConn, or PgError from the login."""
-    conn = RawConn(port, timeout=timeout, rcvbuf=rcvbuf)
+def connect(port, user, database, password=None, extra=None, timeout=10.0, rcvbuf=None,
+            source=None):
+    """A logged-in RawConn, or PgError from the login. source: local address to connect from."""
+    conn = RawConn(port, timeout=timeout, rcvbuf=rcvbuf, source=source)
     try:
         conn.login(user, database, password, extra)
     except BaseException:
@@ -270,10 +274,10 @@ def connect(port, user, database, password=None, extra=None, timeout=10.0, rcvbu
     return conn
 
 
-def login_error(port, user, database, password=None, timeout=10.0):
+def login_error(port, user, database, password=None, timeout=10.0, source=None):
     """Attempt a login that must fail; returns the PgError. AssertionError if it succeeds."""
     try:
-        conn = connect(port, user, database, password, timeout=timeout)
+        conn = connect(port, user, database, password, timeout=timeout, source=source)
     except PgError as e:
         return e
     conn.terminate()
