@@ -133,6 +133,37 @@ def test_hba_password_method_against_stored_hashes(cluster, pgmux):
     assert pgwire.login_error(px.port, "nosuch", "appdb", "x").sqlstate == "28P01"
 
 
+def test_hba_hostssl_and_hostnossl(pgmux, tmp_path):
+    """hostssl lines match TLS clients only, hostnossl lines the others; the refusal says which
+    kind of connection found no line."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", "px.key", "-out", "px.crt", "-subj", "/CN=localhost", "-days", "2"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )
+    px = pgmux(
+        client_tls_mode="prefer",
+        client_tls_cert_file=str(tmp_path / "px.crt"),
+        client_tls_key_file=str(tmp_path / "px.key"),
+        hba="hostssl   appdb  app     all  scram-sha-256\n"
+        "hostnossl appdb  app     all  reject\n"
+        "hostnossl appdb  md5user all  md5\n",
+    )
+    with px.connect(sslmode="require") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+        assert conn.pgconn.ssl_in_use
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(px.dsn(sslmode="disable")).close()
+    assert 'pgmux hba_file rejects connection for host "127.0.0.1", user "app", database ' \
+        '"appdb", no encryption' in str(e.value)
+    with px.connect("md5user", "md5-secret", sslmode="disable") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("md5user",)
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(px.dsn("md5user", "md5-secret", sslmode="require")).close()
+    assert 'no pgmux hba_file entry for host "127.0.0.1", user "md5user", database "appdb", ' \
+        "SSL encryption" in str(e.value)
+
+
 def _check(pgmux_bin, tmp_path, hba_text):
     (tmp_path / "hba.conf").write_text(hba_text)
     ini = tmp_path / "proxy.ini"
