@@ -1,17 +1,26 @@
 /*
  * log.c - see log.h. The queue is a fixed ring of fixed-size lines under one mutex; the
  * critical section is a memcpy, so a worker holds the lock for well under a microsecond and
- * never waits on the terminal or a pipe. The logger thread writes batches to stderr.
+ * never waits on the terminal or a pipe. The logger thread writes batches to stderr, or sends
+ * each line as one datagram to the local syslog daemon.
+ *
+ * syslog is spoken directly (RFC 3164 over a unix datagram socket, what glibc's syslog(3)
+ * sends to /dev/log) rather than through syslog(3): <syslog.h> would define LOG_INFO and
+ * friends as macros over our enum, the socket path becomes configurable (containers, tests),
+ * and a daemon that stops reading costs a bounded send timeout on the logger thread only.
  */
 #include "common/log.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,9 +32,22 @@ atomic_int log_level_current = LOG_INFO;
 static const char *const level_names[] = { "FATAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE" };
 static const char *const level_keys[] = { "fatal", "error", "warning", "info", "debug", "trace" };
 
+/* syslog severities (RFC 5424) by enum log_level. */
+static const int level_severity[] = { 2 /* crit */, 3, 4, 6, 7, 7 };
+
 struct log_line {
     unsigned short len;
+    unsigned short msg_off; /* where the message starts, after the stderr prefix */
+    unsigned char level;
     char text[LOG_LINE_MAX];
+};
+
+/* A line in a batch taken off the ring. */
+struct log_meta {
+    unsigned off;
+    unsigned short len;
+    unsigned short msg_off;
+    unsigned char level;
 };
 
 static struct {
@@ -37,7 +59,14 @@ static struct {
     unsigned head, tail; /* ring positions; head == tail means empty */
     struct log_line *ring;
     atomic_uint_fast64_t dropped;
-} lg = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    /* syslog: set before log_start, then used by whoever writes (logger thread, or the caller
+     * of log_write while the thread is not running) */
+    bool use_syslog;
+    int facility;
+    char ident[33];
+    struct sockaddr_un addr;
+    int fd; /* connected datagram socket, -1 when not connected */
+} lg = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = -1 };
 
 void
 assert_fail(const char *expr, const char *file, int line)
@@ -127,11 +156,83 @@ write_all(const char *p, size_t len)
     }
 }
 
+int
+log_use_syslog(const char *ident, int facility, const char *socket_path)
+{
+    if (strlen(ident) >= sizeof(lg.ident) || strlen(socket_path) >= sizeof(lg.addr.sun_path) ||
+        facility < 0 || facility > 23) {
+        return -1;
+    }
+    pthread_mutex_lock(&lg.mu);
+    snprintf(lg.ident, sizeof(lg.ident), "%s", ident);
+    lg.facility = facility;
+    memset(&lg.addr, 0, sizeof(lg.addr));
+    lg.addr.sun_family = AF_UNIX;
+    memcpy(lg.addr.sun_path, socket_path, strlen(socket_path) + 1);
+    lg.use_syslog = true;
+    pthread_mutex_unlock(&lg.mu);
+    tzset(); /* syslog timestamps are local time; localtime_r does not promise to read TZ */
+    return 0;
+}
+
+static bool
+syslog_connect(void)
+{
+    lg.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (lg.fd < 0) {
+        return false;
+    }
+    /* A daemon that stops reading must not hold the logger for long: after this, the line
+     * goes to stderr instead. */
+    struct timeval tv = { .tv_sec = 1, .tv_usec = 0 };
+    (void) setsockopt(lg.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(lg.fd, (const struct sockaddr *) &lg.addr, sizeof(lg.addr)) != 0) {
+        close(lg.fd);
+        lg.fd = -1;
+        return false;
+    }
+    return true;
+}
+
+/* One line (text[0..len), ending in '\n', message from msg_off) to syslog; stderr when that
+ * fails, so nothing is lost silently. */
+static void
+syslog_line(const char *text, size_t len, size_t msg_off, int level)
+{
+    char dgram[LOG_LINE_MAX + 96];
+    char stamp[32];
+    struct tm tm;
+    time_t now = time(NULL);
+    localtime_r(&now, &tm);
+    strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
+    int sev = level_severity[level < LOG_TRACE ? level : LOG_TRACE];
+    size_t mlen = len > msg_off ? len - msg_off - 1 : 0; /* without the newline */
+    int n = snprintf(dgram, sizeof(dgram), "<%d>%s %s[%d]: %.*s", lg.facility * 8 + sev, stamp,
+                     lg.ident, (int) getpid(), (int) mlen, text + msg_off);
+    size_t dlen = n < 0 ? 0 : (size_t) n >= sizeof(dgram) ? sizeof(dgram) - 1 : (size_t) n;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (lg.fd < 0 && !syslog_connect()) {
+            break;
+        }
+        if (send(lg.fd, dgram, dlen, MSG_NOSIGNAL) == (ssize_t) dlen) {
+            return;
+        }
+        int e = errno;
+        close(lg.fd);
+        lg.fd = -1;
+        if (e != ECONNREFUSED && e != ENOTCONN && e != EBADF && e != ENOENT) {
+            break; /* a timeout or a full buffer: do not wait twice */
+        }
+    }
+    write_all(text, len);
+}
+
 static void *
 logger_main(void *arg)
 {
     (void) arg;
     char *batch = malloc((size_t) LOG_QUEUE_LEN * (LOG_LINE_MAX + 1));
+    struct log_meta *meta = malloc((size_t) LOG_QUEUE_LEN * sizeof(*meta));
     pthread_mutex_lock(&lg.mu);
     for (;;) {
         while (lg.head == lg.tail && !lg.stopping) {
@@ -141,22 +242,33 @@ logger_main(void *arg)
             break;
         }
         size_t blen = 0;
+        int n = 0;
         while (lg.head != lg.tail) {
             struct log_line *l = &lg.ring[lg.tail % LOG_QUEUE_LEN];
-            if (batch) {
+            if (batch && meta) {
                 memcpy(batch + blen, l->text, l->len);
+                meta[n] = (struct log_meta){ (unsigned) blen, l->len, l->msg_off, l->level };
+                n++;
                 blen += l->len;
             }
             lg.tail++;
         }
+        bool to_syslog = lg.use_syslog;
         pthread_mutex_unlock(&lg.mu);
-        if (batch) {
-            write_all(batch, blen);
+        if (batch && meta) {
+            if (to_syslog) {
+                for (int i = 0; i < n; i++) {
+                    syslog_line(batch + meta[i].off, meta[i].len, meta[i].msg_off, meta[i].level);
+                }
+            } else {
+                write_all(batch, blen);
+            }
         }
         pthread_mutex_lock(&lg.mu);
     }
     pthread_mutex_unlock(&lg.mu);
     free(batch);
+    free(meta);
     return NULL;
 }
 
@@ -217,6 +329,8 @@ log_write(enum log_level level, const char *fmt, ...)
         line, sizeof(line), "%04d-%02d-%02d %02d:%02d:%02d.%03d UTC [%d] %s: ", tm.tm_year + 1900,
         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (tv.tv_usec / 1000),
         (int) getpid(), level_names[level < LOG_TRACE ? level : LOG_TRACE]);
+    /* The stderr prefix minus its level, which syslog carries in the priority. */
+    size_t msg_off = (size_t) n;
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - (size_t) n - 1, fmt, ap);
@@ -229,8 +343,14 @@ log_write(enum log_level level, const char *fmt, ...)
 
     pthread_mutex_lock(&lg.mu);
     if (!lg.running) {
+        /* Start-up and shutdown are single-threaded: write directly, under the lock so the
+         * syslog socket has one user. */
+        if (lg.use_syslog) {
+            syslog_line(line, len, msg_off, (int) level);
+        } else {
+            write_all(line, len);
+        }
         pthread_mutex_unlock(&lg.mu);
-        write_all(line, len);
         return;
     }
     if (lg.head - lg.tail >= LOG_QUEUE_LEN) {
@@ -241,6 +361,8 @@ log_write(enum log_level level, const char *fmt, ...)
     struct log_line *l = &lg.ring[lg.head % LOG_QUEUE_LEN];
     memcpy(l->text, line, len);
     l->len = (unsigned short) len;
+    l->msg_off = (unsigned short) msg_off;
+    l->level = (unsigned char) level;
     lg.head++;
     pthread_cond_signal(&lg.cv);
     pthread_mutex_unlock(&lg.mu);

@@ -40,6 +40,15 @@ int log_start(void) MUST_CHECK;
 /** Flush queued lines and stop the logger thread. */
 void log_stop(void);
 
+/**
+ * Send lines to the local syslog daemon instead of stderr: one RFC 3164 datagram per line
+ * ("<PRI>Mmm dd hh:mm:ss ident[pid]: message") to the unix datagram socket socket_path
+ * (normally /dev/log), with facility (a syslog facility code, 0..23). A line the daemon does
+ * not take (no socket, send timeout of 1 s) goes to stderr. Call before log_start. Returns 0,
+ * or -1 when ident (32 bytes) or the path (107 bytes) is too long.
+ */
+int log_use_syslog(const char *ident, int facility, const char *socket_path) MUST_CHECK;
+
 /** Lines dropped because the queue was full. */
 uint64_t log_dropped(void);
 

@@ -257,8 +257,14 @@ pool_conn_close(struct pool_conn *sc, const char *why)
     struct pool_worker *w = sc->w;
     /* A clean connection closed on release (lifetime, limits) says goodbye too. */
     bool polite = (sc->state == POOL_CONN_IDLE && !sc->is_broken) || pool_conn_is_clean(sc);
-    log_debug("server conn %llu to %s (%s@%s) closed: %s", (unsigned long long) sc->id,
-              p->node->name, p->user, p->database, why);
+    if (log_level_current >= LOG_INFO) {
+        char d[96], u[96], r[160];
+        log_info("event=server_close server=%llu node=%s db=%s user=%s age_ms=%lld reason=%s",
+                 (unsigned long long) sc->id, p->node->name, log_value(p->database, d, sizeof(d)),
+                 log_value(p->user, u, sizeof(u)),
+                 (long long) ((mono_now_us() - sc->created_us) / 1000),
+                 log_value(why, r, sizeof(r)));
+    }
     conn_teardown(sc, polite);
     pool_slot_release(w, p);
 }
@@ -282,8 +288,14 @@ conn_fail(struct pool_conn *sc, enum status st, const char *sqlstate, const char
     if (sc->opener_id == 0 && p->local[w->idx].n_warming > 0) {
         p->local[w->idx].n_warming--;
     }
-    log_warning("login to server %s (%s@%s) failed: %s", p->node->name, p->user, p->database,
-                f.message);
+    if (log_level_current >= LOG_WARNING) {
+        char d[96], u[96], m[240];
+        log_warning("event=server_login_failed server=%llu node=%s db=%s user=%s sqlstate=%s "
+                    "message=%s",
+                    (unsigned long long) sc->id, p->node->name,
+                    log_value(p->database, d, sizeof(d)), log_value(p->user, u, sizeof(u)),
+                    f.sqlstate[0] ? f.sqlstate : "-", log_value(f.message, m, sizeof(m)));
+    }
     if (st == ST_ESERVER_CONNECT || st == ST_ETIMEOUT) {
         atomic_store(&p->node->is_up, 0);
         atomic_store(&p->node->down_until_us, mono_now_us() + p->set.login_retry_us);
@@ -658,8 +670,14 @@ conn_login_done(struct pool_conn *sc)
     struct pool_worker *w = sc->w;
     conn_free_login(sc);
     atomic_store(&p->node->is_up, 1);
-    log_debug("server conn %llu to %s (%s@%s) logged in, backend pid %u",
-              (unsigned long long) sc->id, p->node->name, p->user, p->database, sc->be_pid);
+    if (log_level_current >= LOG_INFO) {
+        char d[96], u[96];
+        log_info("event=server_connect server=%llu node=%s db=%s user=%s backend_pid=%u "
+                 "login_ms=%lld",
+                 (unsigned long long) sc->id, p->node->name, log_value(p->database, d, sizeof(d)),
+                 log_value(p->user, u, sizeof(u)), sc->be_pid,
+                 (long long) ((mono_now_us() - sc->created_us) / 1000));
+    }
     pool_conn_in_settle(sc);
     if (sc->sock.in) {
         pool_conn_close(sc, "server sent data after ReadyForQuery");

@@ -75,6 +75,12 @@ static const char *const role_names[] = { "auto", "primary", "replica" };
 static const char *const client_tls_names[] = { "disable", "allow", "prefer", "require" };
 static const char *const server_tls_names[] = { "disable", "prefer", "require", "verify-ca",
                                                 "verify-full" };
+static const char *const log_dest_names[] = { "stderr", "syslog" };
+/* syslog facility names and their codes (RFC 5424 table 1); the security and time facilities
+ * have no business here. */
+static const char *const facility_names[] = { "user",   "daemon", "local0", "local1", "local2",
+                                              "local3", "local4", "local5", "local6", "local7" };
+static const int facility_codes[] = { 1, 3, 16, 17, 18, 19, 20, 21, 22, 23 };
 static const char *const bool_true_names[] = { "on", "true", "yes", "1" };
 static const char *const bool_false_names[] = { "off", "false", "no", "0" };
 
@@ -124,6 +130,23 @@ cfg_server_tls_name(enum cfg_server_tls m)
     return (unsigned) m < ARRAY_LEN(server_tls_names) ? server_tls_names[m] : "?";
 }
 
+const char *
+cfg_log_dest_name(enum cfg_log_dest d)
+{
+    return (unsigned) d < ARRAY_LEN(log_dest_names) ? log_dest_names[d] : "?";
+}
+
+const char *
+cfg_syslog_facility_name(int code)
+{
+    for (size_t i = 0; i < ARRAY_LEN(facility_codes); i++) {
+        if (facility_codes[i] == code) {
+            return facility_names[i];
+        }
+    }
+    return "?";
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Key table for [pgmux] and [pool]                                                         */
 
@@ -165,6 +188,13 @@ enum key_id {
     K_SERVER_LOGIN_RETRY,
     K_SHUTDOWN_TIMEOUT,
     K_LOG_LEVEL,
+    K_LOG_MIN_DURATION,
+    K_LOG_DESTINATION,
+    K_SYSLOG_IDENT,
+    K_SYSLOG_FACILITY,
+    K_SYSLOG_SOCKET,
+    K_METRICS_ADDR,
+    K_METRICS_PORT,
     K_MAX_MESSAGE_SIZE,
     K_CLIENT_TLS_MODE,
     K_CLIENT_TLS_CERT_FILE,
@@ -232,6 +262,13 @@ static const struct key_def key_defs[K__COUNT] = {
     [K_SHUTDOWN_TIMEOUT] = { "shutdown_timeout", SECT_PGMUX, KT_DURATION, F(shutdown_timeout_ms), 0,
                              0, CFG_DURATION_MAX_MS },
     [K_LOG_LEVEL] = { "log_level", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_LOG_MIN_DURATION] = { "log_min_duration", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_LOG_DESTINATION] = { "log_destination", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_SYSLOG_IDENT] = { "syslog_ident", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_SYSLOG_FACILITY] = { "syslog_facility", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_SYSLOG_SOCKET] = { "syslog_socket", SECT_PGMUX, KT_STR, F(syslog_socket), 0, 0, 0 },
+    [K_METRICS_ADDR] = { "metrics_addr", SECT_PGMUX, KT_STR, F(metrics_addr), 0, 0, 0 },
+    [K_METRICS_PORT] = { "metrics_port", SECT_PGMUX, KT_INT, F(metrics_port), 0, 0, 65535 },
     [K_MAX_MESSAGE_SIZE] = { "max_message_size", SECT_PGMUX, KT_SIZE, F(max_message_size), 0,
                              CFG_MSG_SIZE_MIN, CFG_MSG_SIZE_MAX },
     [K_CLIENT_TLS_MODE] = { "client_tls_mode", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
@@ -987,6 +1024,64 @@ set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *va
             err_bad_enum(p, key, value, levels, ARRAY_LEN(levels));
         } else {
             c->log_level = lv;
+        }
+        break;
+    }
+    case K_LOG_MIN_DURATION: {
+        /* "0" logs every request, as PostgreSQL's log_min_duration_statement does. */
+        int64_t ms = -1;
+        if (strcmp(value, "off") != 0 && strcmp(value, "-1") != 0) {
+            ms = cfg_parse_duration_ms(value);
+            if (ms < 0) {
+                ERR(p, p->lineno, key,
+                    "'%s' is not a duration (a number with ms, s, m or h; a bare number is "
+                    "seconds) or off",
+                    value);
+                break;
+            }
+            if (ms > CFG_DURATION_MAX_MS) {
+                ERR(p, p->lineno, key, "'%s' is out of range (at most %lld ms)", value,
+                    (long long) CFG_DURATION_MAX_MS);
+                break;
+            }
+        }
+        c->log_min_duration_ms = ms;
+        break;
+    }
+    case K_LOG_DESTINATION:
+        v = enum_lookup(value, log_dest_names, ARRAY_LEN(log_dest_names));
+        if (v < 0) {
+            err_bad_enum(p, key, value, log_dest_names, ARRAY_LEN(log_dest_names));
+        } else {
+            c->log_destination = (enum cfg_log_dest) v;
+        }
+        break;
+    case K_SYSLOG_FACILITY:
+        v = enum_lookup(value, facility_names, ARRAY_LEN(facility_names));
+        if (v < 0) {
+            err_bad_enum(p, key, value, facility_names, ARRAY_LEN(facility_names));
+        } else {
+            c->syslog_facility = facility_codes[v];
+        }
+        break;
+    case K_SYSLOG_IDENT: {
+        /* It goes into every syslog message header: a tag of printable characters without
+         * spaces, colons or brackets, as RFC 3164 expects. */
+        size_t len = strlen(value);
+        bool ok = len > 0 && len <= 32;
+        for (size_t i = 0; ok && i < len; i++) {
+            unsigned char ch = (unsigned char) value[i];
+            ok = ch > 0x20 && ch < 0x7f && ch != ':' && ch != '[' && ch != ']';
+        }
+        if (!ok) {
+            ERR(p, p->lineno, key,
+                "'%s' must be 1 to 32 printable characters without spaces, ':', '[' or ']'", value);
+            break;
+        }
+        char *dup = dup_str(p, value, len);
+        if (dup) {
+            free(c->syslog_ident);
+            c->syslog_ident = dup;
         }
         break;
     }
@@ -1923,6 +2018,18 @@ check_rules(struct cfg_parse *p)
             c->min_idle_conns, c->max_idle_conns);
     }
 
+    if (c->metrics_port != 0 && c->metrics_port == c->listen_port && !p->bad[K_METRICS_PORT] &&
+        !p->bad[K_LISTEN_PORT]) {
+        ERR(p, p->seen[K_METRICS_PORT], "metrics_port", "%d is also listen_port", c->metrics_port);
+    }
+    if (c->syslog_socket[0] != '/' && !p->bad[K_SYSLOG_SOCKET]) {
+        ERR(p, p->seen[K_SYSLOG_SOCKET], "syslog_socket", "'%s' is not an absolute path",
+            c->syslog_socket);
+    } else if (strlen(c->syslog_socket) >= 108) {
+        ERR(p, p->seen[K_SYSLOG_SOCKET], "syslog_socket",
+            "longer than a unix socket path can be (107 bytes)");
+    }
+
     if (c->workers == 0) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (int) ncpu;
@@ -1964,6 +2071,9 @@ cfg_free(struct cfg *c)
     }
     free(c->path);
     free(c->listen_addr);
+    free(c->metrics_addr);
+    free(c->syslog_ident);
+    free(c->syslog_socket);
     free(c->auth_file);
     free(c->hba_file);
     hba_rules_free(&c->hba);
@@ -2030,6 +2140,12 @@ cfg_new_defaults(const char *path)
     c->shutdown_timeout_ms = 30 * 1000;
     c->log_level = LOG_INFO;
     c->log_min_duration_ms = -1;
+    c->log_destination = CFG_LOG_STDERR;
+    c->syslog_ident = strdup("pgmux");
+    c->syslog_facility = 3; /* daemon */
+    c->syslog_socket = strdup("/dev/log");
+    c->metrics_addr = strdup("127.0.0.1");
+    c->metrics_port = 0;
     c->max_message_size = CFG_MSG_SIZE_MAX;
     c->max_client_conn_per_addr = 0;
     c->pool_mode = CFG_POOL_SESSION;
@@ -2047,7 +2163,8 @@ cfg_new_defaults(const char *path)
     c->client_tls_ciphers = strdup("HIGH:!aNULL:!MD5");
     c->server_tls_mode = CFG_SERVER_TLS_DISABLE;
     if (c->path == NULL || c->listen_addr == NULL || c->server_reset_query == NULL ||
-        c->client_tls_ciphers == NULL) {
+        c->client_tls_ciphers == NULL || c->syslog_ident == NULL || c->syslog_socket == NULL ||
+        c->metrics_addr == NULL) {
         cfg_free(c);
         return NULL;
     }

@@ -31,6 +31,11 @@ enum cfg_auth {
     CFG_AUTH_SCRAM,
 };
 
+enum cfg_log_dest {
+    CFG_LOG_STDERR,
+    CFG_LOG_SYSLOG,
+};
+
 enum cfg_pool_mode {
     CFG_POOL_SESSION,
     CFG_POOL_TRANSACTION,
@@ -127,6 +132,12 @@ struct cfg {
                                           long; 0 = close at once */
     enum log_level log_level;          /* info */
     int64_t log_min_duration_ms;       /* requests slower than this are logged; -1 = off */
+    enum cfg_log_dest log_destination; /* stderr */
+    char *syslog_ident;                /* "pgmux" */
+    int syslog_facility;               /* syslog facility code (LOG_DAEMON >> 3 = 3) */
+    char *syslog_socket;               /* "/dev/log": the local syslog daemon's socket */
+    char *metrics_addr;                /* "127.0.0.1"; "*" means every IPv4 and IPv6 address */
+    int metrics_port;                  /* 0 = no HTTP listener (the default) */
     uint32_t max_message_size;         /* bytes accepted in one client message; 1 GB - 1 */
     /* primary_functions: functions whose call makes a statement a write, beyond the
      * classifier's built-in list; lower case, "name" or "schema.name" plus the bare name of each
@@ -236,5 +247,9 @@ const char *cfg_auth_name(enum cfg_auth a);
 const char *cfg_role_name(enum cfg_role r);
 const char *cfg_client_tls_name(enum cfg_client_tls m);
 const char *cfg_server_tls_name(enum cfg_server_tls m);
+const char *cfg_log_dest_name(enum cfg_log_dest d);
+
+/** The syslog facility name ("daemon", "local0", ...) of a facility code. */
+const char *cfg_syslog_facility_name(int code);
 
 #endif

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "pool/pool.h"
 #include "proxy/config.h"
+#include "proxy/metrics.h"
 #include "proxy/tls.h"
 #include "proxy/runtime.h"
 #include "proxy/topology.h"
@@ -315,6 +316,11 @@ main(int argc, char **argv)
     }
     rt.pools.tls_get = tls_server_ctx;
     rt.pools.tls_arg = &rt.tls;
+    if (cfg->log_destination == CFG_LOG_SYSLOG &&
+        log_use_syslog(cfg->syslog_ident, cfg->syslog_facility, cfg->syslog_socket) != 0) {
+        fprintf(stderr, "%s:0: syslog_socket: path too long\n", path);
+        return 2;
+    }
     if (log_start() != 0) {
         fprintf(stderr, "cannot start the logger thread\n");
         return 1;
@@ -359,6 +365,14 @@ main(int argc, char **argv)
     ev_async_start(loop, &rt.workers_done);
     runtime_reload_init(&rt);
     atomic_store(&rt.n_running, rt.n_workers);
+    struct metrics_server *metrics = NULL;
+    if (cfg->metrics_port != 0) {
+        metrics = metrics_start(loop, &rt, cfg->metrics_addr, cfg->metrics_port);
+        if (!metrics) {
+            log_stop();
+            return 1;
+        }
+    }
     for (int i = 0; i < rt.n_workers; i++) {
         if (worker_start(&rt.workers[i]) != 0) {
             log_fatal("cannot start worker thread %d", i);
@@ -379,6 +393,7 @@ main(int argc, char **argv)
     ev_run(loop, 0); /* until every worker has finished (SIGINT or SIGTERM) */
     ev_async_stop(loop, &rt.workers_done);
     runtime_reload_fini(&rt);
+    metrics_stop(metrics);
 
     for (int i = 0; i < rt.n_workers; i++) {
         pthread_join(rt.workers[i].thread, NULL);

@@ -195,6 +195,41 @@ keep_restart_keys(struct cfg *next, const struct cfg *cur)
                     file, cur->workers, next->workers, cur->workers);
         next->workers = cur->workers;
     }
+    /* The HTTP listener and the log destination are set up once at start. */
+    if (!str_eq(next->metrics_addr, cur->metrics_addr) || next->metrics_port != cur->metrics_port) {
+        log_warning("%s: metrics_addr, metrics_port: changed to %s:%d; takes effect after a "
+                    "restart, still serving %s:%d",
+                    file, next->metrics_addr, next->metrics_port, cur->metrics_addr,
+                    cur->metrics_port);
+        char *v = strdup(cur->metrics_addr);
+        if (!v) {
+            return -1;
+        }
+        free(next->metrics_addr);
+        next->metrics_addr = v;
+        next->metrics_port = cur->metrics_port;
+    }
+    if (next->log_destination != cur->log_destination ||
+        next->syslog_facility != cur->syslog_facility ||
+        !str_eq(next->syslog_ident, cur->syslog_ident) ||
+        !str_eq(next->syslog_socket, cur->syslog_socket)) {
+        log_warning("%s: log_destination, syslog_*: changed; takes effect after a restart, "
+                    "still logging to %s",
+                    file, cfg_log_dest_name(cur->log_destination));
+        char *ident = strdup(cur->syslog_ident);
+        char *sock = strdup(cur->syslog_socket);
+        if (!ident || !sock) {
+            free(ident);
+            free(sock);
+            return -1;
+        }
+        free(next->syslog_ident);
+        free(next->syslog_socket);
+        next->syslog_ident = ident;
+        next->syslog_socket = sock;
+        next->log_destination = cur->log_destination;
+        next->syslog_facility = cur->syslog_facility;
+    }
     if (!lists_eq(next->track_parameters, next->n_track_parameters, cur->track_parameters,
                   cur->n_track_parameters)) {
         log_warning("%s: track_parameters: changed; takes effect after a restart (sessions in "
