@@ -29,6 +29,8 @@ enum status {
     ST_EROUTE,     /* no server of the needed role */
     ST_ECONFIG,
     ST_ESHUTDOWN,
+    ST_EADMIN_KILL,   /* the admin console's KILL ended the session */
+    ST_EADMIN_DENIED, /* not in admin_users or stats_users: no admin console */
     ST_EINTERNAL,
 };
 

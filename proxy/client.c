@@ -41,6 +41,7 @@
 #include "protocol/sqlstate.h"
 #include "protocol/startup.h"
 #include "protocol/wire.h"
+#include "proxy/admin.h"
 #include "proxy/config.h"
 #include "proxy/errors.h"
 #include "proxy/hba.h"
@@ -75,6 +76,8 @@ client_list(struct worker *w, enum client_state st)
         return &w->clients_waiting;
     case CLIENT_ACTIVE:
         return &w->clients_active;
+    case CLIENT_ADMIN:
+        return &w->clients_admin;
     case CLIENT_CLOSED:
         return &w->to_free;
     }
@@ -100,7 +103,7 @@ client_gauge(struct stats_pool *sp, enum client_state st)
 }
 
 /* State and list are one fact (CONVENTIONS 3.1.2), and so are the pool's client gauges. */
-static void
+void
 client_set_state(struct client *c, enum client_state st)
 {
     struct worker *w = c->w;
@@ -274,6 +277,7 @@ client_close(struct client *c, const char *why)
         c->sc = NULL;
         pool_conn_release(sc, c->mode == CFG_POOL_SESSION);
     }
+    admin_session_close(c);
     client_free_auth(c);
     pool_params_clear(&c->want);
     txn_stmts_clear(c);
@@ -437,7 +441,8 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
     stats_add(&w->stats->g.clients_accepted, 1);
     int n = atomic_fetch_add(&w->rt->n_clients, 1) + 1;
     c->is_counted = true;
-    c->is_over_limit = n > w->cfg->max_client_conn;
+    c->is_over_limit = n > admin_tunable(&w->rt->admin, w->cfg, ADMIN_TUN_MAX_CLIENT_CONN,
+                                         w->cfg->max_client_conn);
     int per_addr = w->cfg->max_client_conn_per_addr;
     if (per_addr > 0 && (c->peer_family == AF_INET || c->peer_family == AF_INET6)) {
         c->is_addr_counted = peers_acquire(&w->rt->peers, c->peer_family, c->peer, per_addr);
@@ -469,8 +474,11 @@ cancel_msg_run(struct pool_worker *pw, struct pool_msg *m)
     struct worker *w = pw->owner;
     struct client *c = client_by_slot(w, cm->slot);
     /* The key is compared in constant time: it is the only thing that authorizes a cancel. */
-    if (c && CRYPTO_memcmp(&c->cancel_key, &cm->key, sizeof(cm->key)) == 0 && c->sc &&
-        c->sc->be_pid) {
+    if (c && c->state == CLIENT_ADMIN &&
+        CRYPTO_memcmp(&c->cancel_key, &cm->key, sizeof(cm->key)) == 0) {
+        admin_session_cancel(c);
+    } else if (c && CRYPTO_memcmp(&c->cancel_key, &cm->key, sizeof(cm->key)) == 0 && c->sc &&
+               c->sc->be_pid) {
         log_debug("client %s: forwarding cancel to server conn %llu", client_addr(c),
                   (unsigned long long) c->sc->id);
         cancel_send(w, c->sc->pool->node, c->sc->be_pid, c->sc->be_key);
@@ -556,6 +564,13 @@ static void
 client_auth_done(struct client *c)
 {
     struct worker *w = c->w;
+    if (admin_is_console_db(c->database)) {
+        /* Authorization is decided after authentication, so a refusal tells a stranger
+         * nothing about which users exist. */
+        client_free_auth(c);
+        admin_session_start(c);
+        return;
+    }
     struct router_session rs = { .is_session_pooled = true, .is_read_only_hint = false };
     struct router_decision d = router_route_session(&rs);
     const struct topo_snapshot *topo = topo_refresh(&w->rt->topology, &w->topo);
@@ -1428,6 +1443,11 @@ client_open_server(struct client *c)
 static void
 client_acquire(struct client *c)
 {
+    if (admin_is_paused(&c->w->rt->admin, c->database)) {
+        /* PAUSE or KILL: the transaction waits here, asking no pool, until RESUME. */
+        c->is_held = true;
+        return;
+    }
     struct pool_conn *sc = NULL;
     switch (pool_acquire(&c->w->pw, c->pool, &c->waiter, &sc)) {
     case POOL_GOT_CONN:
@@ -1839,7 +1859,10 @@ client_tick(struct worker *w, int64_t now)
 {
     const struct cfg *cfg = w->cfg;
     struct ilist_node *it, *tmp;
-    int64_t login_to = cfg->client_login_timeout_ms * 1000;
+    struct admin_shared *adm = &w->rt->admin;
+    int64_t login_to =
+        admin_tunable(adm, cfg, ADMIN_TUN_CLIENT_LOGIN_TIMEOUT, cfg->client_login_timeout_ms) *
+        1000;
     if (login_to > 0) {
         ILIST_FOREACH_SAFE(&w->clients_login, it, tmp)
         {
@@ -1851,7 +1874,8 @@ client_tick(struct worker *w, int64_t now)
             }
         }
     }
-    int64_t wait_to = cfg->query_wait_timeout_ms * 1000;
+    int64_t wait_to =
+        admin_tunable(adm, cfg, ADMIN_TUN_QUERY_WAIT_TIMEOUT, cfg->query_wait_timeout_ms) * 1000;
     if (wait_to > 0) {
         ILIST_FOREACH_SAFE(&w->clients_waiting, it, tmp)
         {
@@ -1861,12 +1885,31 @@ client_tick(struct worker *w, int64_t now)
                     c->is_queued = false;
                     client_fail(c, ST_ETIMEOUT, NULL);
                 }
+            } else if (c->state == CLIENT_WAITING && c->is_held && now - c->since_us > wait_to) {
+                /* A paused database counts as a wait for a server, as in PgBouncer. */
+                client_fail(c, ST_ETIMEOUT, NULL);
             }
         }
     }
-    int64_t idle_to = cfg->client_idle_timeout_ms * 1000;
+    int64_t idle_to =
+        admin_tunable(adm, cfg, ADMIN_TUN_CLIENT_IDLE_TIMEOUT, cfg->client_idle_timeout_ms) * 1000;
     if (idle_to > 0) {
         client_tick_idle(&w->clients_active, now, idle_to);
         client_tick_idle(&w->clients_idle, now, idle_to);
+    }
+}
+
+void
+client_resume_held(struct worker *w)
+{
+    struct ilist_node *it, *tmp;
+    ILIST_FOREACH_SAFE(&w->clients_waiting, it, tmp)
+    {
+        struct client *c = CONTAINER_OF(it, struct client, node);
+        if (c->state == CLIENT_WAITING && c->is_held &&
+            !admin_is_paused(&w->rt->admin, c->database)) {
+            c->is_held = false;
+            client_acquire(c);
+        }
     }
 }

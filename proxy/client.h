@@ -20,6 +20,7 @@ struct worker;
 struct cfg;
 struct cfg_user;
 struct stats_pool;
+struct admin_session;
 
 /* Bytes of query text kept for the slow-query log, with the NUL. */
 #define CLIENT_QUERY_TEXT_LEN 128
@@ -36,6 +37,7 @@ enum client_state {
     CLIENT_SETTING, /* w->clients_waiting: replaying parameters on the server (or reading
                        back tracked ones before releasing it) */
     CLIENT_ACTIVE,  /* w->clients_active: relaying to and from its server connection */
+    CLIENT_ADMIN,   /* w->clients_admin: a session of the admin console (admin.c) */
     CLIENT_CLOSED,  /* w->to_free: freed at the end of the loop iteration */
 };
 
@@ -103,6 +105,8 @@ struct client {
     int n_stmts;
     int cap_stmts;
 
+    struct admin_session *admin; /* CLIENT_ADMIN only (owned) */
+
     uint8_t peer[16]; /* peer address (IPv4 in the first 4 bytes), formatted only for log
                          lines: an idle session should cost little */
     uint16_t peer_port;
@@ -115,6 +119,7 @@ struct client {
     bool is_over_limit; /* accepted beyond max_client_conn: refuse after startup */
     bool is_counted;    /* holds one unit of rt->n_clients */
     bool is_queued;     /* waiter was queued (grant or cancel pending) */
+    bool is_held;       /* CLIENT_WAITING without asking the pool: its database is paused */
     bool is_opening;    /* a connection is being opened for us */
     bool is_capturing;  /* CLIENT_SETTING reads tracked values back, then releases */
     bool is_welcomed;   /* ParameterStatus/BackendKeyData/ReadyForQuery were sent */
@@ -160,6 +165,15 @@ void client_on_failed(struct pool_worker *pw, struct pool *p, uint64_t opener_id
 
 /** A CancelRequest for (pid, key) arrived on some worker; route it to the owner. */
 void client_cancel_dispatch(struct worker *w, uint32_t pid, uint32_t key);
+
+/**
+ * Move c to state st and to the list that goes with it (CONVENTIONS 3.1.2). Not CLIENT_CLOSED:
+ * client_close does that.
+ */
+void client_set_state(struct client *c, enum client_state st);
+
+/** Held clients of worker w whose database is no longer paused ask for a server (RESUME). */
+void client_resume_held(struct worker *w);
 
 /** Find a live session of worker w by slot. */
 struct client *client_by_slot(struct worker *w, uint32_t slot);

@@ -2341,3 +2341,202 @@ cfg_tracked_name(const struct cfg *c, int i)
     int nb = (int) ARRAY_LEN(tracked_params_builtin);
     return i < nb ? tracked_params_builtin[i] : c->track_parameters[i - nb];
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* The key table seen from outside: SHOW CONFIG and SET on the admin console                 */
+
+int
+cfg_key_count(void)
+{
+    return K__COUNT;
+}
+
+const char *
+cfg_key_name(int i)
+{
+    return i >= 0 && i < K__COUNT ? key_defs[i].name : NULL;
+}
+
+int
+cfg_key_find(const char *name)
+{
+    for (int i = 0; i < K__COUNT; i++) {
+        if (strcasecmp(name, key_defs[i].name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Append s to out[*pos..len), keeping it NUL-terminated; cut when it does not fit. */
+static void
+fmt_append(char *out, size_t len, size_t *pos, const char *s)
+{
+    int n = snprintf(out + *pos, len - *pos, "%s", s);
+    if (n > 0) {
+        *pos += (size_t) n < len - *pos ? (size_t) n : len - *pos - 1;
+    }
+}
+
+void
+cfg_key_format(const struct cfg *c, int i, char *out, size_t len)
+{
+    if (len == 0) {
+        return;
+    }
+    out[0] = '\0';
+    if (i < 0 || i >= K__COUNT) {
+        return;
+    }
+    const struct key_def *d = &key_defs[i];
+    const char *base = (const char *) c;
+    size_t pos = 0;
+    switch (d->type) {
+    case KT_STR:
+    case KT_STR_OPT: {
+        const char *s = *(char *const *) (const void *) (base + d->off);
+        snprintf(out, len, "%s", s ? s : "");
+        return;
+    }
+    case KT_INT:
+        snprintf(out, len, "%d", *(const int *) (const void *) (base + d->off));
+        return;
+    case KT_DURATION:
+        format_duration(*(const int64_t *) (const void *) (base + d->off), out, len);
+        return;
+    case KT_SIZE:
+        snprintf(out, len, "%u", (unsigned) *(const uint32_t *) (const void *) (base + d->off));
+        return;
+    case KT_BOOL:
+        snprintf(out, len, "%s", *(const bool *) (const void *) (base + d->off) ? "on" : "off");
+        return;
+    case KT_LIST: {
+        char *const *items = *(char **const *) (const void *) (base + d->off);
+        int n = *(const int *) (const void *) (base + d->n_off);
+        for (int k = 0; k < n; k++) {
+            fmt_append(out, len, &pos, k ? ", " : "");
+            fmt_append(out, len, &pos, items[k]);
+        }
+        return;
+    }
+    case KT_SPECIAL:
+        break;
+    }
+    switch ((enum key_id) i) {
+    case K_AUTH_TYPE:
+        snprintf(out, len, "%s", cfg_auth_name(c->auth_type));
+        return;
+    case K_LOG_LEVEL: {
+        static const char *const levels[] = {
+            "fatal", "error", "warning", "info", "debug", "trace"
+        };
+        unsigned lv = (unsigned) c->log_level;
+        snprintf(out, len, "%s", lv < ARRAY_LEN(levels) ? levels[lv] : "?");
+        return;
+    }
+    case K_POOL_MODE:
+        snprintf(out, len, "%s", cfg_pool_mode_name(c->pool_mode));
+        return;
+    case K_WARM_POOLS:
+        for (int k = 0; k < c->n_warm_pools; k++) {
+            fmt_append(out, len, &pos, k ? ", " : "");
+            fmt_append(out, len, &pos, c->warm_pools[k].user);
+            fmt_append(out, len, &pos, "@");
+            fmt_append(out, len, &pos, c->warm_pools[k].database);
+        }
+        return;
+    case K_TRACK_PARAMETERS:
+        for (int k = 0; k < c->n_track_parameters; k++) {
+            fmt_append(out, len, &pos, k ? ", " : "");
+            fmt_append(out, len, &pos, c->track_parameters[k]);
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+struct cfg *
+cfg_defaults(void)
+{
+    return cfg_new_defaults("");
+}
+
+int
+cfg_key_parse(int i, const char *value, int64_t *out, char *err, size_t errlen)
+{
+    if (i < 0 || i >= K__COUNT) {
+        snprintf(err, errlen, "unknown key");
+        return -1;
+    }
+    const struct key_def *d = &key_defs[i];
+    int64_t v;
+    char lo[32], hi[32];
+    switch (d->type) {
+    case KT_INT:
+        if (!parse_int64(value, &v)) {
+            snprintf(err, errlen, "'%s' is not an integer", value);
+            return -1;
+        }
+        if (v < d->min || v > d->max) {
+            snprintf(err, errlen, "%lld is out of range %lld..%lld", (long long) v,
+                     (long long) d->min, (long long) d->max);
+            return -1;
+        }
+        *out = v;
+        return 0;
+    case KT_DURATION:
+        v = cfg_parse_duration_ms(value);
+        if (v < 0) {
+            snprintf(err, errlen,
+                     "'%s' is not a duration (a number with ms, s, m or h; a bare number is "
+                     "seconds)",
+                     value);
+            return -1;
+        }
+        if (v < d->min || v > d->max) {
+            format_duration(d->min, lo, sizeof lo);
+            format_duration(d->max, hi, sizeof hi);
+            snprintf(err, errlen, "'%s' is out of range %s..%s", value, lo, hi);
+            return -1;
+        }
+        *out = v;
+        return 0;
+    case KT_SIZE:
+        v = parse_size(value);
+        if (v < 0 || v < d->min || v > d->max) {
+            snprintf(err, errlen, "'%s' is not a size in %lld..%lld bytes", value,
+                     (long long) d->min, (long long) d->max);
+            return -1;
+        }
+        *out = v;
+        return 0;
+    case KT_BOOL:
+        if (enum_lookup_nocase(value, bool_true_names, ARRAY_LEN(bool_true_names)) >= 0) {
+            *out = 1;
+            return 0;
+        }
+        if (enum_lookup_nocase(value, bool_false_names, ARRAY_LEN(bool_false_names)) >= 0) {
+            *out = 0;
+            return 0;
+        }
+        snprintf(err, errlen, "'%s' is not a boolean (on, off, true, false, yes, no, 1, 0)", value);
+        return -1;
+    case KT_SPECIAL:
+        if (i == K_LOG_LEVEL) {
+            enum log_level lv;
+            if (!log_level_parse(value, &lv)) {
+                snprintf(err, errlen,
+                         "'%s' is not one of fatal, error, warning, info, debug, trace", value);
+                return -1;
+            }
+            *out = lv;
+            return 0;
+        }
+        break;
+    default:
+        break;
+    }
+    snprintf(err, errlen, "not a single value");
+    return -1;
+}

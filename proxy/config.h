@@ -252,4 +252,32 @@ const char *cfg_log_dest_name(enum cfg_log_dest d);
 /** The syslog facility name ("daemon", "local0", ...) of a facility code. */
 const char *cfg_syslog_facility_name(int code);
 
+/* ---- the [pgmux] and [pool] keys seen from outside (the admin console's SHOW CONFIG, SET) ---- */
+
+/** Number of [pgmux] and [pool] keys; they are numbered 0 .. cfg_key_count() - 1. Pure. */
+int cfg_key_count(void);
+
+/** Name of key i, or NULL when i is out of range. Pure. */
+const char *cfg_key_name(int i);
+
+/** Index of the key called name (case-insensitive), or -1. Pure. */
+int cfg_key_find(const char *name);
+
+/**
+ * Key i's value in c as the file spells it ("30s", "on", "a, b"; "" for none) into out (len
+ * bytes, cut to fit). No key of [pgmux] or [pool] holds a secret. Any thread.
+ */
+void cfg_key_format(const struct cfg *c, int i, char *out, size_t len);
+
+/** A snapshot holding only the defaults (one reference), or NULL when out of memory. */
+struct cfg *cfg_defaults(void);
+
+/**
+ * Check value for key i with the rules the file follows (integer ranges, durations, sizes,
+ * booleans, log_level). 0 with *out = the integer, milliseconds, bytes, 0/1 or enum log_level;
+ * -1 with the reason in err (errlen bytes), also for keys that are not one number or level.
+ * Pure.
+ */
+int cfg_key_parse(int i, const char *value, int64_t *out, char *err, size_t errlen);
+
 #endif

@@ -46,6 +46,12 @@ errors_lookup(enum status st)
         [ST_EROUTE] = { "FATAL", SQLSTATE_CANNOT_CONNECT_NOW,
                         "no server is available for this session", NULL },
         [ST_ESHUTDOWN] = { "FATAL", SQLSTATE_ADMIN_SHUTDOWN, "pgmux is shutting down", NULL },
+        [ST_EADMIN_KILL] = { "FATAL", SQLSTATE_ADMIN_SHUTDOWN,
+                             "terminating connection due to administrator command",
+                             "an operator ran KILL on the pgmux admin console" },
+        [ST_EADMIN_DENIED] = { "FATAL", SQLSTATE_INVALID_AUTHORIZATION,
+                               "not allowed to use the pgmux admin console",
+                               "list the user in admin_users or stats_users" },
         [ST_EINTERNAL] = { "FATAL", SQLSTATE_INTERNAL_ERROR, "internal error in pgmux", NULL },
     };
     if ((unsigned) st < sizeof(table) / sizeof(table[0]) && table[st].sqlstate) {

@@ -19,14 +19,14 @@
 
 #include "common/log.h"
 #include "pool/pool.h"
+#include "proxy/admin.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/tls.h"
 #include "proxy/runtime.h"
 #include "proxy/topology.h"
+#include "proxy/version.h"
 #include "proxy/worker.h"
-
-#define PGMUX_VERSION "0.1.0"
 
 static struct runtime rt;
 
@@ -156,12 +156,14 @@ drain_cb(EV_P_ ev_signal *s, int revents)
 {
     (void) loop;
     (void) revents;
+    int64_t timeout_ms =
+        admin_tunable(&rt.admin, rt.cfg, ADMIN_TUN_SHUTDOWN_TIMEOUT, rt.cfg->shutdown_timeout_ms);
     log_info("received signal %d, shutting down once running transactions finish (at most %lld "
              "ms)",
-             s->signum, (long long) rt.cfg->shutdown_timeout_ms);
+             s->signum, (long long) timeout_ms);
     rt.is_stopping = true;
     for (int i = 0; i < rt.n_workers; i++) {
-        worker_drain(&rt.workers[i], rt.cfg->shutdown_timeout_ms * 1000);
+        worker_drain(&rt.workers[i], timeout_ms * 1000);
     }
 }
 
@@ -290,6 +292,10 @@ main(int argc, char **argv)
                 path);
         return 2;
     }
+    if (admin_shared_init(&rt.admin) != 0) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
     if (peers_init(&rt.peers) != 0 || publish_initial_topology(&rt) != 0) {
         fprintf(stderr, "out of memory\n");
         return 1;
@@ -398,12 +404,16 @@ main(int argc, char **argv)
     for (int i = 0; i < rt.n_workers; i++) {
         pthread_join(rt.workers[i].thread, NULL);
     }
+    /* worker_fini runs what is left in each inbox; those messages must not post to a worker
+     * already finalized. */
+    atomic_store(&rt.is_finishing, true);
     for (int i = 0; i < rt.n_workers; i++) {
         worker_fini(&rt.workers[i]);
     }
     pool_set_fini(&rt.pools);
     tls_fini(&rt.tls);
     peers_fini(&rt.peers);
+    admin_shared_fini(&rt.admin);
     free(rt.workers);
     topo_fini(&rt.topology);
     free(rt.stats);

@@ -99,7 +99,7 @@ worker_finish(struct worker *w)
         ev_io_stop(w->loop, &w->listen_io);
     }
     struct ilist *lists[] = { &w->clients_active, &w->clients_waiting, &w->clients_idle,
-                              &w->clients_login };
+                              &w->clients_login, &w->clients_admin };
     for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
         struct ilist_node *it;
         while ((it = ilist_first(lists[i])) != NULL) {
@@ -144,7 +144,8 @@ worker_drain_check(struct worker *w, int64_t now)
     }
     /* Sessions that have not started a transaction, or wait for a server, go now; the others
      * go as their transaction ends. */
-    struct ilist *now_lists[] = { &w->clients_login, &w->clients_waiting, &w->clients_idle };
+    struct ilist *now_lists[] = { &w->clients_login, &w->clients_waiting, &w->clients_idle,
+                                  &w->clients_admin };
     for (size_t i = 0; i < ARRAY_LEN(now_lists); i++) {
         struct ilist_node *it;
         while ((it = ilist_first(now_lists[i])) != NULL) {
@@ -310,6 +311,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     ilist_init(&w->clients_idle);
     ilist_init(&w->clients_waiting);
     ilist_init(&w->clients_active);
+    ilist_init(&w->clients_admin);
     ilist_init(&w->to_free);
     ilist_init(&w->cancels);
     pool_worker_init(&w->pw, idx, w->loop, &rt->pools, w);

@@ -18,6 +18,7 @@
 #include "common/list.h"
 #include "pool/pool.h"
 #include "protocol/scram.h"
+#include "proxy/admin.h"
 #include "proxy/config.h"
 #include "proxy/peers.h"
 #include "proxy/stats.h"
@@ -58,6 +59,9 @@ struct runtime {
                                     filled by worker_init, emptied by worker_fini */
     struct tls_state tls;        /* TLS contexts towards clients and servers (swapped on reload) */
     struct peers peers;          /* client connections per address (max_client_conn_per_addr) */
+    struct admin_shared admin;   /* paused databases and SET values (admin console) */
+    atomic_bool is_finishing;    /* main has left its loop and finalizes the workers: inbox
+                                    messages must no longer be posted */
 };
 
 struct worker {
@@ -82,6 +86,7 @@ struct worker {
     struct ilist clients_idle;    /* client: CLIENT_IDLE */
     struct ilist clients_waiting; /* client: CLIENT_WAITING, CLIENT_SETTING */
     struct ilist clients_active;  /* client: CLIENT_ACTIVE */
+    struct ilist clients_admin;   /* client: CLIENT_ADMIN */
     struct ilist to_free;         /* client: CLIENT_CLOSED */
     struct ilist cancels;         /* outgoing cancel requests in flight */
 

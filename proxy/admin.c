@@ -1,0 +1,2675 @@
+/*
+ * admin.c - the admin console (virtual database "pgmux"): authorization, the simple and the
+ * extended query protocol as far as a console needs them, the command parser, the commands,
+ * and the state they share with the rest of the proxy (paused databases, SET values).
+ *
+ * What it does not do: parameters ($1), COPY, function calls, cursors that return part of a
+ * result (Execute's row limit is ignored; every result is small and sent whole). Statements
+ * prepared on the console are kept per session.
+ *
+ * Answers are ordinary result sets: RowDescription with real type OIDs (int8 for counters,
+ * int4 for ports and worker numbers, bool, timestamptz, text), DataRows in text or binary as
+ * Bind asked, CommandComplete tags as PgBouncer's console sends them ("SHOW", "PAUSE", ...).
+ *
+ * Commands that look at other workers' sessions or server connections (SHOW CLIENTS, SERVERS,
+ * POOLS; the waits of PAUSE; KILL) post one message to every worker's inbox; each worker
+ * writes its own rows or counts into its part, and the last one to finish posts the gather
+ * back to the console session's worker. The gather is reference counted (one reference per
+ * part, one for the session, one for the message back), so a console session that leaves
+ * while workers are still answering, or a shutdown that finalizes workers one by one, frees
+ * it exactly once.
+ *
+ * Threads: sessions on their worker; parts on each worker; admin_shared any thread.
+ */
+#include "proxy/admin.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "common/log.h"
+#include "common/mono.h"
+#include "pool/pool.h"
+#include "protocol/messages.h"
+#include "protocol/sqlstate.h"
+#include "protocol/wire.h"
+#include "proxy/client.h"
+#include "proxy/config.h"
+#include "proxy/runtime.h"
+#include "proxy/version.h"
+#include "proxy/worker.h"
+
+#define ADMIN_MSG_MAX      (1024 * 1024) /* largest message a console client may send */
+#define ADMIN_OUT_HIGH     (1024 * 1024) /* stop reading while this much output is unsent */
+#define ADMIN_OUT_KEEP     (64 * 1024)   /* output memory kept between answers */
+#define ADMIN_MAX_STMTS    64            /* prepared statements per console session */
+#define ADMIN_MAX_PORTALS  16
+#define ADMIN_MAX_COLS     16
+#define ADMIN_ARG_MAX      64  /* database and key names (NAMEDATALEN) */
+#define ADMIN_VALUE_MAX    256 /* SET values */
+#define ADMIN_PAUSE_POLL_S 0.02
+#define ADMIN_PG_EPOCH_US  946684800000000LL /* 2000-01-01 00:00:00 UTC in Unix microseconds */
+
+/* Type OIDs from PostgreSQL's pg_type.dat. */
+#define OID_BOOL        16
+#define OID_INT8        20
+#define OID_INT4        23
+#define OID_TEXT        25
+#define OID_TIMESTAMPTZ 1184
+
+/* ---------------------------------------------------------------------------------------- */
+/* Shared state: paused databases, SET values                                                */
+
+int
+admin_shared_init(struct admin_shared *a)
+{
+    memset(a, 0, sizeof(*a));
+    if (pthread_mutex_init(&a->pause_mu, NULL) != 0) {
+        return -1;
+    }
+    if (pthread_mutex_init(&a->tun_mu, NULL) != 0) {
+        pthread_mutex_destroy(&a->pause_mu);
+        return -1;
+    }
+    atomic_init(&a->n_paused, 0);
+    atomic_init(&a->tun_base, NULL);
+    atomic_init(&a->tun_mask, 0);
+    for (int i = 0; i < ADMIN_TUN__COUNT; i++) {
+        atomic_init(&a->tun_value[i], 0);
+    }
+    return 0;
+}
+
+void
+admin_shared_fini(struct admin_shared *a)
+{
+    for (int i = 0; i < a->n_paused_dbs; i++) {
+        free(a->paused_dbs[i]);
+    }
+    free(a->paused_dbs);
+    a->paused_dbs = NULL;
+    a->n_paused_dbs = 0;
+    cfg_unref(atomic_load(&a->tun_base));
+    atomic_store(&a->tun_base, NULL);
+    pthread_mutex_destroy(&a->pause_mu);
+    pthread_mutex_destroy(&a->tun_mu);
+}
+
+int64_t
+admin_tunable(struct admin_shared *a, const struct cfg *cfg, enum admin_tun k, int64_t file_value)
+{
+    unsigned mask = atomic_load_explicit(&a->tun_mask, memory_order_acquire);
+    if (LIKELY(!(mask & (1u << k)))) {
+        return file_value;
+    }
+    /* Right after a SET made against a newer snapshot a reader may, for one look, pair the old
+     * mask with the new base; a tunable off by one SET for an instant is harmless. */
+    if (atomic_load_explicit(&a->tun_base, memory_order_acquire) != cfg) {
+        return file_value;
+    }
+    return atomic_load_explicit(&a->tun_value[k], memory_order_relaxed);
+}
+
+/* Record a SET made by a thread running with snapshot cfg. */
+static void
+tun_set(struct admin_shared *a, struct cfg *cfg, enum admin_tun k, int64_t v)
+{
+    pthread_mutex_lock(&a->tun_mu);
+    struct cfg *base = atomic_load(&a->tun_base);
+    if (base != cfg) {
+        /* Values SET against an older snapshot were undone by the reload that replaced it. */
+        atomic_store(&a->tun_mask, 0);
+        atomic_store(&a->tun_base, cfg_ref(cfg));
+        cfg_unref(base);
+    }
+    atomic_store_explicit(&a->tun_value[k], v, memory_order_relaxed);
+    atomic_fetch_or_explicit(&a->tun_mask, 1u << k, memory_order_release);
+    pthread_mutex_unlock(&a->tun_mu);
+}
+
+static int
+pause_find_locked(const struct admin_shared *a, const char *db)
+{
+    for (int i = 0; i < a->n_paused_dbs; i++) {
+        if (strcmp(a->paused_dbs[i], db) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+bool
+admin_is_paused(struct admin_shared *a, const char *database)
+{
+    if (LIKELY(atomic_load_explicit(&a->n_paused, memory_order_relaxed) == 0)) {
+        return false;
+    }
+    pthread_mutex_lock(&a->pause_mu);
+    bool paused = a->is_all_paused || (database && pause_find_locked(a, database) >= 0);
+    pthread_mutex_unlock(&a->pause_mu);
+    return paused;
+}
+
+enum pause_result {
+    PAUSE_DONE,
+    PAUSE_ALREADY, /* nothing changed: it already was (or was not) paused */
+    PAUSE_NOMEM,
+};
+
+/* Pause db, or everything when db is NULL. */
+static enum pause_result
+pause_add(struct admin_shared *a, const char *db)
+{
+    enum pause_result r = PAUSE_DONE;
+    pthread_mutex_lock(&a->pause_mu);
+    if (!db) {
+        if (a->is_all_paused) {
+            r = PAUSE_ALREADY;
+        } else {
+            a->is_all_paused = true;
+        }
+    } else if (pause_find_locked(a, db) >= 0) {
+        r = PAUSE_ALREADY;
+    } else {
+        if (a->n_paused_dbs == a->cap_paused_dbs) {
+            int ncap = a->cap_paused_dbs ? a->cap_paused_dbs * 2 : 8;
+            char **nv = realloc(a->paused_dbs, (size_t) ncap * sizeof(*nv));
+            if (!nv) {
+                r = PAUSE_NOMEM;
+                goto out;
+            }
+            a->paused_dbs = nv;
+            a->cap_paused_dbs = ncap;
+        }
+        char *copy = strdup(db);
+        if (!copy) {
+            r = PAUSE_NOMEM;
+            goto out;
+        }
+        a->paused_dbs[a->n_paused_dbs++] = copy;
+    }
+out:
+    atomic_store_explicit(&a->n_paused, (a->is_all_paused ? 1 : 0) + a->n_paused_dbs,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&a->pause_mu);
+    return r;
+}
+
+/* Resume db, or everything (every database too) when db is NULL. */
+static enum pause_result
+pause_remove(struct admin_shared *a, const char *db)
+{
+    enum pause_result r = PAUSE_DONE;
+    pthread_mutex_lock(&a->pause_mu);
+    if (!db) {
+        if (!a->is_all_paused && a->n_paused_dbs == 0) {
+            r = PAUSE_ALREADY;
+        }
+        a->is_all_paused = false;
+        for (int i = 0; i < a->n_paused_dbs; i++) {
+            free(a->paused_dbs[i]);
+        }
+        a->n_paused_dbs = 0;
+    } else {
+        int i = pause_find_locked(a, db);
+        if (i < 0) {
+            r = PAUSE_ALREADY;
+        } else {
+            free(a->paused_dbs[i]);
+            a->paused_dbs[i] = a->paused_dbs[--a->n_paused_dbs];
+        }
+    }
+    atomic_store_explicit(&a->n_paused, (a->is_all_paused ? 1 : 0) + a->n_paused_dbs,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&a->pause_mu);
+    return r;
+}
+
+static bool
+pause_is_all(struct admin_shared *a)
+{
+    pthread_mutex_lock(&a->pause_mu);
+    bool all = a->is_all_paused;
+    pthread_mutex_unlock(&a->pause_mu);
+    return all;
+}
+
+bool
+admin_is_console_db(const char *database)
+{
+    return database && strcmp(database, ADMIN_DB) == 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Commands and their result columns                                                         */
+
+enum admin_kind {
+    AK_EMPTY, /* nothing but whitespace and comments */
+    AK_SHOW_POOLS,
+    AK_SHOW_STATS,
+    AK_SHOW_SERVERS,
+    AK_SHOW_CLIENTS,
+    AK_SHOW_NODES,
+    AK_SHOW_CONFIG,
+    AK_SHOW_VERSION,
+    AK_PAUSE,
+    AK_RESUME,
+    AK_RELOAD,
+    AK_KILL,
+    AK_SHUTDOWN,
+    AK_SET,
+    AK_BEGIN,  /* accepted so drivers that open transactions on their own work; nothing on */
+    AK_COMMIT, /* the console is transactional */
+    AK_ROLLBACK,
+};
+
+struct admin_cmd {
+    enum admin_kind kind;
+    bool has_arg;
+    char arg[ADMIN_ARG_MAX];     /* database (PAUSE, RESUME, KILL) or key (SET) */
+    char value[ADMIN_VALUE_MAX]; /* SET */
+};
+
+enum admin_type {
+    AT_TEXT,
+    AT_INT8,
+    AT_INT4,
+    AT_BOOL,
+    AT_TIME, /* timestamptz, from wall-clock microseconds */
+};
+
+struct admin_col {
+    const char *name;
+    enum admin_type type;
+};
+
+static const struct admin_col cols_version[] = { { "version", AT_TEXT } };
+
+static const struct admin_col cols_config[] = {
+    { "key", AT_TEXT },
+    { "value", AT_TEXT },
+    { "default", AT_TEXT },
+    { "changeable", AT_BOOL },
+};
+
+static const struct admin_col cols_nodes[] = {
+    { "name", AT_TEXT },      { "host", AT_TEXT },        { "port", AT_INT4 },
+    { "role", AT_TEXT },      { "healthy", AT_BOOL },     { "lsn", AT_TEXT },
+    { "lag_bytes", AT_INT8 }, { "lag_ms", AT_INT8 },      { "fenced", AT_BOOL },
+    { "weight", AT_INT4 },    { "connections", AT_INT8 },
+};
+
+static const struct admin_col cols_pools[] = {
+    { "database", AT_TEXT },  { "user", AT_TEXT },      { "node", AT_TEXT },
+    { "mode", AT_TEXT },      { "cl_active", AT_INT8 }, { "cl_waiting", AT_INT8 },
+    { "sv_active", AT_INT8 }, { "sv_idle", AT_INT8 },   { "sv_used", AT_INT8 },
+    { "sv_login", AT_INT8 },  { "maxwait", AT_INT8 },   { "maxwait_us", AT_INT8 },
+};
+
+static const struct admin_col cols_clients[] = {
+    { "type", AT_TEXT },         { "user", AT_TEXT },
+    { "database", AT_TEXT },     { "state", AT_TEXT },
+    { "addr", AT_TEXT },         { "port", AT_INT4 },
+    { "connect_time", AT_TIME }, { "request_time", AT_TIME },
+    { "wait", AT_INT8 },         { "wait_us", AT_INT8 },
+    { "worker", AT_INT4 },       { "id", AT_INT8 },
+    { "link", AT_INT8 },         { "prepared_statements", AT_INT8 },
+};
+
+static const struct admin_col cols_servers[] = {
+    { "type", AT_TEXT },         { "user", AT_TEXT },
+    { "database", AT_TEXT },     { "node", AT_TEXT },
+    { "state", AT_TEXT },        { "addr", AT_TEXT },
+    { "port", AT_INT4 },         { "connect_time", AT_TIME },
+    { "request_time", AT_TIME }, { "worker", AT_INT4 },
+    { "id", AT_INT8 },           { "remote_pid", AT_INT4 },
+    { "link", AT_INT8 },         { "prepared_statements", AT_INT8 },
+};
+
+/* The columns a command answers with; n = 0 for commands without rows. */
+static const struct admin_col *
+cmd_cols(enum admin_kind k, int *n)
+{
+#define COLS(a)            \
+    do {                   \
+        *n = ARRAY_LEN(a); \
+        return a;          \
+    } while (0)
+    switch (k) {
+    case AK_SHOW_VERSION:
+        COLS(cols_version);
+    case AK_SHOW_CONFIG:
+        COLS(cols_config);
+    case AK_SHOW_NODES:
+        COLS(cols_nodes);
+    case AK_SHOW_POOLS:
+        COLS(cols_pools);
+    case AK_SHOW_CLIENTS:
+        COLS(cols_clients);
+    case AK_SHOW_SERVERS:
+        COLS(cols_servers);
+    default:
+        *n = 0;
+        return NULL;
+    }
+#undef COLS
+}
+
+static bool
+cmd_is_read_only(enum admin_kind k)
+{
+    switch (k) {
+    case AK_EMPTY:
+    case AK_SHOW_POOLS:
+    case AK_SHOW_STATS:
+    case AK_SHOW_SERVERS:
+    case AK_SHOW_CLIENTS:
+    case AK_SHOW_NODES:
+    case AK_SHOW_CONFIG:
+    case AK_SHOW_VERSION:
+    case AK_BEGIN:
+    case AK_COMMIT:
+    case AK_ROLLBACK:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Parser: one statement of the console's small grammar                                      */
+
+#define ADMIN_HELP                                                                                \
+    "the console understands SHOW POOLS | STATS | SERVERS | CLIENTS | NODES | CONFIG | VERSION, " \
+    "PAUSE [db], RESUME [db], RELOAD, KILL db, SHUTDOWN and SET key = value"
+
+struct admin_parse_err {
+    const char *sqlstate;
+    char message[200];
+    const char *hint;
+};
+
+struct lexer {
+    const char *p;
+    const char *end;
+};
+
+static void
+lex_skip(struct lexer *lx)
+{
+    for (;;) {
+        while (lx->p < lx->end && isspace((unsigned char) *lx->p)) {
+            lx->p++;
+        }
+        if (lx->end - lx->p >= 2 && lx->p[0] == '-' && lx->p[1] == '-') {
+            while (lx->p < lx->end && *lx->p != '\n') {
+                lx->p++;
+            }
+            continue;
+        }
+        if (lx->end - lx->p >= 2 && lx->p[0] == '/' && lx->p[1] == '*') {
+            const char *q = lx->p + 2;
+            while (q + 1 < lx->end && !(q[0] == '*' && q[1] == '/')) {
+                q++;
+            }
+            lx->p = q + 1 < lx->end ? q + 2 : lx->end;
+            continue;
+        }
+        return;
+    }
+}
+
+static bool
+lex_at_end(struct lexer *lx)
+{
+    lex_skip(lx);
+    while (lx->p < lx->end && *lx->p == ';') {
+        lx->p++;
+        lex_skip(lx);
+    }
+    return lx->p >= lx->end;
+}
+
+/*
+ * An identifier: unquoted ones are folded to lower case, as PostgreSQL does; "quoted" ones are
+ * kept as written ("" is a quote). false when there is none or it does not fit.
+ */
+static bool
+lex_ident(struct lexer *lx, char *out, size_t cap)
+{
+    lex_skip(lx);
+    size_t n = 0;
+    if (lx->p < lx->end && *lx->p == '"') {
+        const char *q = lx->p + 1;
+        for (;;) {
+            if (q >= lx->end) {
+                return false;
+            }
+            if (*q == '"') {
+                if (q + 1 < lx->end && q[1] == '"') {
+                    q++;
+                } else {
+                    break;
+                }
+            }
+            if (n + 1 >= cap) {
+                return false;
+            }
+            out[n++] = *q++;
+        }
+        lx->p = q + 1;
+        out[n] = '\0';
+        return n > 0;
+    }
+    const char *q = lx->p;
+    while (q < lx->end &&
+           (isalnum((unsigned char) *q) || *q == '_' || *q == '$' || *q == '-' || *q == '.')) {
+        if (n + 1 >= cap) {
+            return false;
+        }
+        out[n++] = (char) tolower((unsigned char) *q);
+        q++;
+    }
+    if (n == 0) {
+        return false;
+    }
+    lx->p = q;
+    out[n] = '\0';
+    return true;
+}
+
+/* A keyword (case-insensitive) as the next word. Consumes it only when it matches. */
+static bool
+lex_keyword(struct lexer *lx, const char *kw)
+{
+    lex_skip(lx);
+    size_t n = strlen(kw);
+    if ((size_t) (lx->end - lx->p) < n || strncasecmp(lx->p, kw, n) != 0) {
+        return false;
+    }
+    const char *after = lx->p + n;
+    if (after < lx->end && (isalnum((unsigned char) *after) || *after == '_')) {
+        return false;
+    }
+    lx->p = after;
+    return true;
+}
+
+/* A SET value: 'quoted' ('' is a quote), or a bare run of letters, digits and . _ - +. */
+static bool
+lex_value(struct lexer *lx, char *out, size_t cap)
+{
+    lex_skip(lx);
+    size_t n = 0;
+    if (lx->p < lx->end && *lx->p == '\'') {
+        const char *q = lx->p + 1;
+        for (;;) {
+            if (q >= lx->end) {
+                return false;
+            }
+            if (*q == '\'') {
+                if (q + 1 < lx->end && q[1] == '\'') {
+                    q++;
+                } else {
+                    break;
+                }
+            }
+            if (n + 1 >= cap) {
+                return false;
+            }
+            out[n++] = *q++;
+        }
+        lx->p = q + 1;
+        out[n] = '\0';
+        return true;
+    }
+    const char *q = lx->p;
+    while (q < lx->end &&
+           (isalnum((unsigned char) *q) || *q == '.' || *q == '_' || *q == '-' || *q == '+')) {
+        if (n + 1 >= cap) {
+            return false;
+        }
+        out[n++] = *q++;
+    }
+    if (n == 0) {
+        return false;
+    }
+    lx->p = q;
+    out[n] = '\0';
+    return true;
+}
+
+static int parse_fail(struct admin_parse_err *e, const char *sqlstate, const char *hint,
+                      const char *fmt, ...) PRINTF_LIKE(4, 5);
+
+static int
+parse_fail(struct admin_parse_err *e, const char *sqlstate, const char *hint, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+    e->sqlstate = sqlstate;
+    e->hint = hint;
+    return -1;
+}
+
+/* The first word of the text, for messages. */
+static void
+first_word(const char *p, const char *end, char *out, size_t cap)
+{
+    struct lexer lx = { p, end };
+    lex_skip(&lx);
+    size_t n = 0;
+    while (lx.p < end && !isspace((unsigned char) *lx.p) && *lx.p != ';' && n + 1 < cap) {
+        out[n++] = *lx.p++;
+    }
+    out[n] = '\0';
+}
+
+/* Parse one statement [p, end) (a trailing ';' is allowed). 0, or -1 with e filled. */
+static int
+admin_parse(const char *p, const char *end, struct admin_cmd *cmd, struct admin_parse_err *e)
+{
+    struct lexer lx = { p, end };
+    memset(cmd, 0, sizeof(*cmd));
+    if (lex_at_end(&lx)) {
+        cmd->kind = AK_EMPTY;
+        return 0;
+    }
+    if (lex_keyword(&lx, "show")) {
+        static const struct {
+            const char *word;
+            enum admin_kind kind;
+        } shows[] = {
+            { "pools", AK_SHOW_POOLS },     { "stats", AK_SHOW_STATS },
+            { "servers", AK_SHOW_SERVERS }, { "clients", AK_SHOW_CLIENTS },
+            { "nodes", AK_SHOW_NODES },     { "config", AK_SHOW_CONFIG },
+            { "version", AK_SHOW_VERSION },
+        };
+        char word[ADMIN_ARG_MAX];
+        if (!lex_ident(&lx, word, sizeof(word))) {
+            return parse_fail(e, SQLSTATE_SYNTAX_ERROR, ADMIN_HELP, "SHOW needs what to show");
+        }
+        for (size_t i = 0; i < ARRAY_LEN(shows); i++) {
+            if (strcmp(word, shows[i].word) == 0) {
+                cmd->kind = shows[i].kind;
+                goto tail;
+            }
+        }
+        return parse_fail(e, SQLSTATE_SYNTAX_ERROR, ADMIN_HELP, "unknown SHOW command \"%s\"",
+                          word);
+    }
+    bool is_pause = lex_keyword(&lx, "pause");
+    if (is_pause || lex_keyword(&lx, "resume")) {
+        cmd->kind = is_pause ? AK_PAUSE : AK_RESUME;
+        if (!lex_at_end(&lx)) {
+            cmd->has_arg = lex_ident(&lx, cmd->arg, sizeof(cmd->arg));
+            if (!cmd->has_arg) {
+                return parse_fail(e, SQLSTATE_SYNTAX_ERROR, "PAUSE [database], RESUME [database]",
+                                  "syntax error: expected a database name");
+            }
+        }
+        goto tail;
+    }
+    if (lex_keyword(&lx, "kill")) {
+        cmd->kind = AK_KILL;
+        cmd->has_arg = lex_ident(&lx, cmd->arg, sizeof(cmd->arg));
+        if (!cmd->has_arg) {
+            return parse_fail(e, SQLSTATE_SYNTAX_ERROR, "KILL database",
+                              "KILL needs the database whose connections it drops");
+        }
+        goto tail;
+    }
+    if (lex_keyword(&lx, "reload")) {
+        cmd->kind = AK_RELOAD;
+        goto tail;
+    }
+    if (lex_keyword(&lx, "shutdown")) {
+        cmd->kind = AK_SHUTDOWN;
+        goto tail;
+    }
+    if (lex_keyword(&lx, "set")) {
+        cmd->kind = AK_SET;
+        (void) lex_keyword(&lx, "session");
+        if (!lex_ident(&lx, cmd->arg, sizeof(cmd->arg))) {
+            return parse_fail(e, SQLSTATE_SYNTAX_ERROR, "SET key = value",
+                              "syntax error: SET needs a key");
+        }
+        cmd->has_arg = true;
+        lex_skip(&lx);
+        if (lx.p < lx.end && *lx.p == '=') {
+            lx.p++;
+        } else if (!lex_keyword(&lx, "to")) {
+            return parse_fail(e, SQLSTATE_SYNTAX_ERROR, "SET key = value",
+                              "syntax error: expected = or TO after \"%s\"", cmd->arg);
+        }
+        if (!lex_value(&lx, cmd->value, sizeof(cmd->value))) {
+            return parse_fail(e, SQLSTATE_SYNTAX_ERROR,
+                              "SET key = value; quote values that hold "
+                              "spaces: SET key = 'value'",
+                              "syntax error: SET %s needs a value", cmd->arg);
+        }
+        goto tail;
+    }
+    if (lex_keyword(&lx, "begin") || lex_keyword(&lx, "start")) {
+        cmd->kind = AK_BEGIN;
+        (void) lex_keyword(&lx, "transaction");
+        (void) lex_keyword(&lx, "work");
+        goto tail;
+    }
+    if (lex_keyword(&lx, "commit") || lex_keyword(&lx, "end")) {
+        cmd->kind = AK_COMMIT;
+        (void) lex_keyword(&lx, "transaction");
+        (void) lex_keyword(&lx, "work");
+        goto tail;
+    }
+    if (lex_keyword(&lx, "rollback") || lex_keyword(&lx, "abort")) {
+        cmd->kind = AK_ROLLBACK;
+        (void) lex_keyword(&lx, "transaction");
+        (void) lex_keyword(&lx, "work");
+        goto tail;
+    }
+    {
+        char word[32];
+        first_word(p, end, word, sizeof(word));
+        return parse_fail(e, SQLSTATE_SYNTAX_ERROR, ADMIN_HELP,
+                          "unrecognized admin console command \"%s\"", word);
+    }
+tail:
+    if (!lex_at_end(&lx)) {
+        char word[32];
+        first_word(lx.p, lx.end, word, sizeof(word));
+        return parse_fail(e, SQLSTATE_SYNTAX_ERROR, ADMIN_HELP, "syntax error at or near \"%s\"",
+                          word);
+    }
+    return 0;
+}
+
+/*
+ * The end of the statement starting at p: the first ';' outside quotes and comments, or end.
+ */
+static const char *
+statement_end(const char *p, const char *end)
+{
+    while (p < end) {
+        if (*p == '\'' || *p == '"') {
+            char q = *p++;
+            while (p < end && *p != q) {
+                p++;
+            }
+            if (p < end) {
+                p++;
+            }
+        } else if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
+            while (p < end && *p != '\n') {
+                p++;
+            }
+        } else if (end - p >= 2 && p[0] == '/' && p[1] == '*') {
+            p += 2;
+            while (end - p >= 2 && !(p[0] == '*' && p[1] == '/')) {
+                p++;
+            }
+            p = end - p >= 2 ? p + 2 : end;
+        } else if (*p == ';') {
+            return p;
+        } else {
+            p++;
+        }
+    }
+    return end;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Rows: DataRow in text or binary, as the portal asked                                      */
+
+struct admin_rows {
+    struct proto_builder *pb;
+    const struct admin_col *cols;
+    int n_cols;
+    const uint8_t *fmt; /* [n_cols]: 1 = binary */
+    int col;            /* next column */
+    int64_t n_rows;
+};
+
+static void
+rows_init(struct admin_rows *r, struct proto_builder *pb, const struct admin_col *cols, int n,
+          const uint8_t *fmt)
+{
+    r->pb = pb;
+    r->cols = cols;
+    r->n_cols = n;
+    r->fmt = fmt;
+    r->col = 0;
+    r->n_rows = 0;
+}
+
+static void
+row_begin(struct admin_rows *r)
+{
+    proto_builder_begin(r->pb, 'D');
+    proto_builder_u16(r->pb, (uint16_t) r->n_cols);
+    r->col = 0;
+}
+
+static void
+row_end(struct admin_rows *r)
+{
+    ASSERT(r->col == r->n_cols);
+    proto_builder_end(r->pb);
+    r->n_rows++;
+}
+
+static void
+put_null(struct admin_rows *r)
+{
+    proto_builder_u32(r->pb, 0xffffffffu);
+    r->col++;
+}
+
+static void
+put_text(struct admin_rows *r, const char *s)
+{
+    if (!s) {
+        put_null(r);
+        return;
+    }
+    size_t n = strlen(s);
+    proto_builder_u32(r->pb, (uint32_t) n);
+    proto_builder_bytes(r->pb, s, n);
+    r->col++;
+}
+
+static void
+put_u64_be(struct proto_builder *pb, uint64_t v)
+{
+    proto_builder_u32(pb, (uint32_t) (v >> 32));
+    proto_builder_u32(pb, (uint32_t) v);
+}
+
+static void
+put_int(struct admin_rows *r, int64_t v)
+{
+    ASSERT(r->cols[r->col].type == AT_INT8 || r->cols[r->col].type == AT_INT4);
+    if (r->fmt[r->col]) {
+        if (r->cols[r->col].type == AT_INT4) {
+            proto_builder_u32(r->pb, 4);
+            proto_builder_u32(r->pb, (uint32_t) (int32_t) v);
+        } else {
+            proto_builder_u32(r->pb, 8);
+            put_u64_be(r->pb, (uint64_t) v);
+        }
+        r->col++;
+        return;
+    }
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%lld", (long long) v);
+    put_text(r, buf);
+}
+
+static void
+put_bool(struct admin_rows *r, bool v)
+{
+    ASSERT(r->cols[r->col].type == AT_BOOL);
+    if (r->fmt[r->col]) {
+        proto_builder_u32(r->pb, 1);
+        proto_builder_u8(r->pb, v ? 1 : 0);
+        r->col++;
+        return;
+    }
+    put_text(r, v ? "t" : "f");
+}
+
+/* wall_us: Unix time in microseconds, UTC. The text form is what PostgreSQL prints with
+ * DateStyle ISO and TimeZone UTC, which the console reports at login. */
+static void
+put_time(struct admin_rows *r, int64_t wall_us)
+{
+    ASSERT(r->cols[r->col].type == AT_TIME);
+    if (r->fmt[r->col]) {
+        proto_builder_u32(r->pb, 8);
+        put_u64_be(r->pb, (uint64_t) (wall_us - ADMIN_PG_EPOCH_US));
+        r->col++;
+        return;
+    }
+    time_t sec = (time_t) (wall_us / 1000000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    char buf[48];
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int) (wall_us % 1000000));
+    put_text(r, buf);
+}
+
+static int64_t
+wall_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* A monotonic instant as wall-clock time, given both clocks read now. */
+static int64_t
+wall_of(int64_t mono_us, int64_t now_mono, int64_t now_wall)
+{
+    return now_wall - (now_mono - mono_us);
+}
+
+static void
+build_row_description(struct proto_builder *pb, const struct admin_col *cols, int n,
+                      const uint8_t *fmt)
+{
+    proto_builder_begin(pb, 'T');
+    proto_builder_u16(pb, (uint16_t) n);
+    for (int i = 0; i < n; i++) {
+        uint32_t oid = OID_TEXT;
+        int16_t len = -1;
+        switch (cols[i].type) {
+        case AT_TEXT:
+            break;
+        case AT_INT8:
+            oid = OID_INT8;
+            len = 8;
+            break;
+        case AT_INT4:
+            oid = OID_INT4;
+            len = 4;
+            break;
+        case AT_BOOL:
+            oid = OID_BOOL;
+            len = 1;
+            break;
+        case AT_TIME:
+            oid = OID_TIMESTAMPTZ;
+            len = 8;
+            break;
+        }
+        proto_builder_cstr(pb, cols[i].name);
+        proto_builder_u32(pb, 0); /* table OID */
+        proto_builder_u16(pb, 0); /* column number */
+        proto_builder_u32(pb, oid);
+        proto_builder_u16(pb, (uint16_t) len);
+        proto_builder_u32(pb, 0xffffffffu); /* type modifier -1 */
+        proto_builder_u16(pb, fmt ? fmt[i] : 0);
+    }
+    proto_builder_end(pb);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Sessions                                                                                  */
+
+struct admin_stmt {
+    char *name; /* "" for the unnamed statement */
+    struct admin_cmd cmd;
+};
+
+struct admin_portal {
+    char *name;
+    struct admin_cmd cmd;
+    uint8_t fmt[ADMIN_MAX_COLS];
+};
+
+struct admin_gather;
+
+struct admin_session {
+    struct client *c;
+    bool is_admin;    /* admin_users: every command; otherwise stats_users: SHOW only */
+    bool is_skipping; /* an error in the extended protocol: discard until Sync */
+    bool is_busy;     /* a command waits for the workers: nothing else runs, nothing is read */
+    bool has_sent_rows;
+    uint8_t txn_status;       /* 'I', or 'T' after BEGIN (nothing is transactional here) */
+    struct proto_builder out; /* answers; bytes before out_sent have been written */
+    size_t out_sent;
+
+    struct admin_stmt *stmts; /* [n_stmts] */
+    int n_stmts;
+    struct admin_portal *portals; /* [n_portals] */
+    int n_portals;
+
+    char *query;      /* simple query being run statement by statement (owned) */
+    size_t query_len; /* bytes of query */
+    size_t query_pos; /* start of the next statement */
+    int n_run;        /* statements of it run so far */
+
+    struct admin_cmd cur; /* the command in progress (is_busy) */
+    uint8_t cur_fmt[ADMIN_MAX_COLS];
+    bool cur_simple;             /* simple protocol: RowDescription goes before the rows */
+    struct admin_gather *gather; /* workers are answering for cur (one reference) */
+    ev_timer pause_timer;        /* PAUSE: look again for running transactions; RELOAD: look
+                                    again for the reload's outcome */
+    unsigned reload_done;        /* RELOAD: rt->n_reloads + n_reload_failures before it */
+    unsigned reload_failed;      /* RELOAD: rt->n_reload_failures before it */
+};
+
+static void admin_process(struct admin_session *s);
+static void admin_read_cb(EV_P_ ev_io *io, int revents);
+static void admin_write_cb(EV_P_ ev_io *io, int revents);
+static void gather_cancel(struct admin_session *s);
+
+static void
+out_error(struct admin_session *s, const char *sqlstate, const char *message, const char *hint)
+{
+    /* The console's own session-level errors, like PostgreSQL's for a bad statement: not the
+     * connection-ending refusals of errors.c's table. */
+    proto_build_error(&s->out, 'E', "ERROR", sqlstate, message, NULL, hint);
+}
+
+static void
+out_complete(struct admin_session *s, const char *tag)
+{
+    proto_builder_begin(&s->out, 'C');
+    proto_builder_cstr(&s->out, tag);
+    proto_builder_end(&s->out);
+}
+
+static void
+out_simple(struct admin_session *s, uint8_t type)
+{
+    proto_builder_begin(&s->out, type);
+    proto_builder_end(&s->out);
+}
+
+/* Write what is queued: first what the login left in c->sock.out, then our answers. */
+static void
+admin_flush(struct admin_session *s)
+{
+    struct client *c = s->c;
+    struct worker *w = c->w;
+    if (proto_builder_failed(&s->out)) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    if (c->sock.out) {
+        int r = pool_sock_flush_out(&c->sock, &w->pw.bufs);
+        if (r < 0) {
+            client_close(c, "could not write to the client");
+            return;
+        }
+        if (r > 0) {
+            pool_sock_start_write(w->loop, &c->sock);
+            return;
+        }
+    }
+    while (s->out_sent < s->out.len) {
+        ssize_t n =
+            send(c->sock.fd, s->out.data + s->out_sent, s->out.len - s->out_sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            pool_sock_start_write(w->loop, &c->sock);
+            return;
+        }
+        if (n <= 0) {
+            client_close(c, "could not write to the client");
+            return;
+        }
+        s->out_sent += (size_t) n;
+    }
+    pool_sock_stop_write(w->loop, &c->sock);
+    if (s->out.cap > ADMIN_OUT_KEEP) {
+        proto_builder_fini(&s->out);
+        proto_builder_init_dynamic(&s->out);
+    } else {
+        proto_builder_reset(&s->out);
+    }
+    s->out_sent = 0;
+}
+
+static void
+admin_write_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct client *c = io->data;
+    struct admin_session *s = c->admin;
+    admin_flush(s);
+    if (c->state == CLIENT_ADMIN && s->out_sent == 0 && s->out.len == 0) {
+        admin_process(s); /* reading may have stopped for the backlog */
+    }
+}
+
+static void
+admin_session_free(struct admin_session *s)
+{
+    for (int i = 0; i < s->n_stmts; i++) {
+        free(s->stmts[i].name);
+    }
+    free(s->stmts);
+    for (int i = 0; i < s->n_portals; i++) {
+        free(s->portals[i].name);
+    }
+    free(s->portals);
+    free(s->query);
+    proto_builder_fini(&s->out);
+    free(s);
+}
+
+static bool
+user_listed(char *const *list, int n, const char *user)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(list[i], user) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void
+admin_session_start(struct client *c)
+{
+    struct worker *w = c->w;
+    bool is_admin = user_listed(w->cfg->admin_users, w->cfg->n_admin_users, c->user);
+    bool is_stats = user_listed(w->cfg->stats_users, w->cfg->n_stats_users, c->user);
+    if (!is_admin && !is_stats) {
+        client_fail(c, ST_EADMIN_DENIED, NULL);
+        return;
+    }
+    struct admin_session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    s->c = c;
+    s->is_admin = is_admin;
+    s->txn_status = 'I';
+    proto_builder_init_dynamic(&s->out);
+    ev_timer_init(&s->pause_timer, NULL, 0, 0);
+    c->admin = s;
+    client_set_state(c, CLIENT_ADMIN);
+
+    struct proto_builder *pb = &s->out;
+    proto_build_auth_ok(pb);
+    /* What a PostgreSQL 15 server reports, so drivers set themselves up as usual; the version
+     * says who answers. */
+    proto_build_parameter_status(pb, "server_version", "15.0 (pgmux " PGMUX_VERSION ")");
+    proto_build_parameter_status(pb, "server_encoding", "UTF8");
+    proto_build_parameter_status(pb, "client_encoding", "UTF8");
+    proto_build_parameter_status(pb, "DateStyle", "ISO, MDY");
+    proto_build_parameter_status(pb, "TimeZone", "UTC");
+    proto_build_parameter_status(pb, "IntervalStyle", "postgres");
+    proto_build_parameter_status(pb, "integer_datetimes", "on");
+    proto_build_parameter_status(pb, "standard_conforming_strings", "on");
+    proto_build_parameter_status(pb, "is_superuser", "off");
+    proto_build_parameter_status(pb, "session_authorization", c->user);
+    proto_build_parameter_status(pb, "application_name", "");
+    uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | c->slot;
+    proto_build_backend_key(pb, pid, c->cancel_key);
+    proto_build_ready(pb, 'I');
+
+    log_info("client %s user=%s: admin console session (%s)", client_addr(c), c->user,
+             is_admin ? "admin_users" : "stats_users");
+    ev_set_cb(&c->sock.rio, admin_read_cb);
+    ev_set_cb(&c->sock.wio, admin_write_cb);
+    c->last_read_us = mono_now_us();
+    admin_process(s); /* the client may have pipelined messages after its password */
+}
+
+void
+admin_session_close(struct client *c)
+{
+    struct admin_session *s = c->admin;
+    if (!s) {
+        return;
+    }
+    /* A PAUSE whose session leaves stays in effect, as in PgBouncer: RESUME undoes it. */
+    if (ev_is_active(&s->pause_timer)) {
+        ev_timer_stop(c->w->loop, &s->pause_timer);
+    }
+    gather_cancel(s);
+    c->admin = NULL;
+    admin_session_free(s);
+}
+
+/* ---- statements and portals ---- */
+
+static struct admin_stmt *
+stmt_find(struct admin_session *s, const char *name)
+{
+    for (int i = 0; i < s->n_stmts; i++) {
+        if (strcmp(s->stmts[i].name, name) == 0) {
+            return &s->stmts[i];
+        }
+    }
+    return NULL;
+}
+
+static struct admin_portal *
+portal_find(struct admin_session *s, const char *name)
+{
+    for (int i = 0; i < s->n_portals; i++) {
+        if (strcmp(s->portals[i].name, name) == 0) {
+            return &s->portals[i];
+        }
+    }
+    return NULL;
+}
+
+static void
+stmt_remove(struct admin_session *s, struct admin_stmt *st)
+{
+    free(st->name);
+    *st = s->stmts[--s->n_stmts];
+}
+
+static void
+portal_remove(struct admin_session *s, struct admin_portal *pt)
+{
+    free(pt->name);
+    *pt = s->portals[--s->n_portals];
+}
+
+static void
+portals_clear(struct admin_session *s)
+{
+    while (s->n_portals > 0) {
+        portal_remove(s, &s->portals[s->n_portals - 1]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Gathers: asking every worker                                                               */
+
+enum gather_kind {
+    G_POOLS,
+    G_SERVERS,
+    G_CLIENTS,
+    G_BUSY, /* count sessions of a database that are in a transaction or about to be */
+    G_KILL, /* drop a database's sessions and server connections */
+};
+
+struct pool_count {
+    int64_t cl_active;
+    int64_t cl_waiting;
+    int64_t sv_active;
+    int64_t sv_idle;
+    int64_t sv_used;
+    int64_t sv_login;
+    int64_t maxwait_us;
+};
+
+struct admin_part {
+    struct pool_msg msg;
+    struct admin_gather *g;
+    struct proto_builder rows; /* G_SERVERS, G_CLIENTS: DataRow messages */
+    int64_t n_rows;
+    struct pool_count *counts; /* G_POOLS: [g->n_pools] */
+    int64_t n_busy;            /* G_BUSY */
+};
+
+struct admin_gather {
+    atomic_int refs;       /* one per part not yet run, the session's, the message back's */
+    atomic_int parts_left; /* parts not yet run */
+    atomic_bool is_cancelled;
+    enum gather_kind kind;
+    bool has_db;
+    char db[ADMIN_ARG_MAX]; /* G_BUSY, G_KILL: the database; !has_db = every database */
+    uint8_t fmt[ADMIN_MAX_COLS];
+    struct runtime *rt;
+    int home;            /* the session's worker */
+    uint64_t client_id;  /* the session */
+    struct pool **pools; /* snapshot of the pool set (pools live until exit) */
+    int n_pools;
+    struct pool_msg done;
+    int n_parts;
+    struct admin_part parts[];
+};
+
+static void
+gather_unref(struct admin_gather *g)
+{
+    if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    for (int i = 0; i < g->n_parts; i++) {
+        proto_builder_fini(&g->parts[i].rows);
+        free(g->parts[i].counts);
+    }
+    free(g->pools);
+    free(g);
+}
+
+static void
+gather_cancel(struct admin_session *s)
+{
+    struct admin_gather *g = s->gather;
+    if (g) {
+        atomic_store(&g->is_cancelled, true);
+        s->gather = NULL;
+        gather_unref(g);
+    }
+}
+
+static const char *
+client_state_name(const struct client *c)
+{
+    switch (c->state) {
+    case CLIENT_STARTUP:
+    case CLIENT_AUTH:
+        return "login";
+    case CLIENT_IDLE:
+        return "idle";
+    case CLIENT_WAITING:
+        return c->is_held ? "paused" : "waiting";
+    case CLIENT_SETTING:
+    case CLIENT_ACTIVE:
+        return "active";
+    case CLIENT_ADMIN:
+        return "admin";
+    case CLIENT_CLOSED:
+        break;
+    }
+    return "closed";
+}
+
+static const char *
+conn_state_name(enum pool_conn_state st)
+{
+    switch (st) {
+    case POOL_CONN_CONNECTING:
+        return "connecting";
+    case POOL_CONN_LOGIN:
+        return "login";
+    case POOL_CONN_RESET:
+        return "reset";
+    case POOL_CONN_IDLE:
+        return "idle";
+    case POOL_CONN_ACTIVE:
+        return "active";
+    case POOL_CONN_CLOSED:
+        break;
+    }
+    return "closed";
+}
+
+static void
+part_clients(struct worker *w, struct admin_part *part)
+{
+    struct admin_gather *g = part->g;
+    struct admin_rows r;
+    rows_init(&r, &part->rows, cols_clients, ARRAY_LEN(cols_clients), g->fmt);
+    int64_t now = mono_now_us(), wall = wall_now_us();
+    struct ilist *lists[] = { &w->clients_admin, &w->clients_active, &w->clients_waiting,
+                              &w->clients_idle, &w->clients_login };
+    for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
+        struct ilist_node *it, *tmp;
+        ILIST_FOREACH_SAFE(lists[i], it, tmp)
+        {
+            const struct client *c = CONTAINER_OF(it, struct client, node);
+            row_begin(&r);
+            put_text(&r, "C");
+            put_text(&r, c->user);
+            put_text(&r, c->database);
+            put_text(&r, client_state_name(c));
+            if (c->peer_family == AF_INET || c->peer_family == AF_INET6) {
+                char addr[64];
+                snprintf(addr, sizeof(addr), "%s", client_addr(c));
+                char *colon = strrchr(addr, ':');
+                if (colon) {
+                    *colon = '\0';
+                }
+                put_text(&r, addr);
+                put_int(&r, c->peer_port);
+            } else {
+                put_text(&r, "unix");
+                put_null(&r);
+            }
+            put_time(&r, wall_of(c->connected_us, now, wall));
+            put_time(&r, wall_of(c->last_read_us, now, wall));
+            int64_t waited = c->state == CLIENT_WAITING ? now - c->since_us : 0;
+            put_int(&r, waited / 1000000);
+            put_int(&r, waited % 1000000);
+            put_int(&r, w->idx);
+            put_int(&r, (int64_t) c->id);
+            if (c->sc) {
+                put_int(&r, (int64_t) c->sc->id);
+            } else {
+                put_null(&r);
+            }
+            put_int(&r, c->n_stmts);
+            row_end(&r);
+        }
+    }
+    part->n_rows = r.n_rows;
+}
+
+static void
+part_servers(struct worker *w, struct admin_part *part)
+{
+    struct admin_gather *g = part->g;
+    struct admin_rows r;
+    rows_init(&r, &part->rows, cols_servers, ARRAY_LEN(cols_servers), g->fmt);
+    int64_t now = mono_now_us(), wall = wall_now_us();
+    for (int i = 0; i < g->n_pools; i++) {
+        struct pool *p = g->pools[i];
+        struct pool_local *loc = &p->local[w->idx];
+        struct ilist *lists[] = { &loc->busy, &loc->idle };
+        for (size_t k = 0; k < ARRAY_LEN(lists); k++) {
+            struct ilist_node *it, *tmp;
+            ILIST_FOREACH_SAFE(lists[k], it, tmp)
+            {
+                const struct pool_conn *sc = CONTAINER_OF(it, struct pool_conn, node);
+                row_begin(&r);
+                put_text(&r, "S");
+                put_text(&r, p->user);
+                put_text(&r, p->database);
+                put_text(&r, p->node->name);
+                put_text(&r, conn_state_name(sc->state));
+                put_text(&r, p->node->host);
+                put_int(&r, p->node->port);
+                put_time(&r, wall_of(sc->created_us, now, wall));
+                put_time(&r,
+                         wall_of(sc->last_used_us ? sc->last_used_us : sc->created_us, now, wall));
+                put_int(&r, w->idx);
+                put_int(&r, (int64_t) sc->id);
+                if (sc->be_pid) {
+                    put_int(&r, sc->be_pid);
+                } else {
+                    put_null(&r);
+                }
+                const struct client *c = sc->state == POOL_CONN_ACTIVE ? sc->client : NULL;
+                if (c) {
+                    put_int(&r, (int64_t) c->id);
+                } else {
+                    put_null(&r);
+                }
+                put_int(&r, sc->stmts.n);
+                row_end(&r);
+            }
+        }
+    }
+    part->n_rows = r.n_rows;
+}
+
+static void
+part_pools(struct worker *w, struct admin_part *part)
+{
+    struct admin_gather *g = part->g;
+    if (g->n_pools == 0) {
+        return;
+    }
+    part->counts = calloc((size_t) g->n_pools, sizeof(*part->counts));
+    if (!part->counts) {
+        return; /* counted as zero: a console answer short of memory is still an answer */
+    }
+    int64_t now = mono_now_us();
+    struct ilist *lists[] = { &w->clients_active, &w->clients_waiting, &w->clients_idle };
+    for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
+        struct ilist_node *it, *tmp;
+        ILIST_FOREACH_SAFE(lists[i], it, tmp)
+        {
+            const struct client *c = CONTAINER_OF(it, struct client, node);
+            if (!c->pool || c->pool->id == 0 || (int) c->pool->id > g->n_pools) {
+                continue;
+            }
+            struct pool_count *pc = &part->counts[c->pool->id - 1];
+            if (c->state == CLIENT_WAITING) {
+                pc->cl_waiting++;
+                if (now - c->since_us > pc->maxwait_us) {
+                    pc->maxwait_us = now - c->since_us;
+                }
+            } else {
+                pc->cl_active++;
+            }
+        }
+    }
+    for (int i = 0; i < g->n_pools; i++) {
+        struct pool_local *loc = &g->pools[i]->local[w->idx];
+        struct pool_count *pc = &part->counts[i];
+        pc->sv_idle += (int64_t) loc->idle.n;
+        struct ilist_node *it, *tmp;
+        ILIST_FOREACH_SAFE(&loc->busy, it, tmp)
+        {
+            const struct pool_conn *sc = CONTAINER_OF(it, struct pool_conn, node);
+            switch (sc->state) {
+            case POOL_CONN_ACTIVE:
+                pc->sv_active++;
+                break;
+            case POOL_CONN_RESET:
+                pc->sv_used++;
+                break;
+            case POOL_CONN_CONNECTING:
+            case POOL_CONN_LOGIN:
+                pc->sv_login++;
+                break;
+            default:
+                break;
+            }
+        }
+    }
+}
+
+static bool
+db_matches(const struct admin_gather *g, const char *database)
+{
+    return !g->has_db || (database && strcmp(database, g->db) == 0);
+}
+
+/* Sessions in a transaction, or about to start one: what PAUSE waits for. */
+static void
+part_busy(struct worker *w, struct admin_part *part)
+{
+    struct ilist *lists[] = { &w->clients_active, &w->clients_waiting };
+    for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
+        struct ilist_node *it, *tmp;
+        ILIST_FOREACH_SAFE(lists[i], it, tmp)
+        {
+            const struct client *c = CONTAINER_OF(it, struct client, node);
+            if (!c->is_held && db_matches(part->g, c->database)) {
+                part->n_busy++;
+            }
+        }
+    }
+}
+
+static void
+part_kill(struct worker *w, struct admin_part *part)
+{
+    struct admin_gather *g = part->g;
+    struct ilist *lists[] = { &w->clients_active, &w->clients_waiting, &w->clients_idle,
+                              &w->clients_login };
+    for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
+        struct ilist_node *it, *tmp;
+        ILIST_FOREACH_SAFE(lists[i], it, tmp)
+        {
+            struct client *c = CONTAINER_OF(it, struct client, node);
+            /* A session still logging in to the database is held at its first transaction:
+             * the database is paused before the workers are asked. */
+            if (c->state != CLIENT_STARTUP && c->state != CLIENT_AUTH &&
+                db_matches(g, c->database)) {
+                client_fail(c, ST_EADMIN_KILL, NULL);
+            }
+        }
+    }
+    for (int i = 0; i < g->n_pools; i++) {
+        struct pool *p = g->pools[i];
+        if (!db_matches(g, p->database)) {
+            continue;
+        }
+        struct pool_local *loc = &p->local[w->idx];
+        struct ilist_node *it;
+        while ((it = ilist_first(&loc->idle)) != NULL) {
+            pool_conn_close(CONTAINER_OF(it, struct pool_conn, node), "KILL on the admin console");
+        }
+        while ((it = ilist_first(&loc->busy)) != NULL) {
+            struct pool_conn *sc = CONTAINER_OF(it, struct pool_conn, node);
+            sc->is_broken = true;
+            pool_conn_close(sc, "KILL on the admin console");
+        }
+    }
+}
+
+static void
+part_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    struct admin_part *part = CONTAINER_OF(m, struct admin_part, msg);
+    struct admin_gather *g = part->g;
+    struct worker *w = pw->owner;
+    if (!atomic_load(&g->is_cancelled)) {
+        switch (g->kind) {
+        case G_POOLS:
+            part_pools(w, part);
+            break;
+        case G_SERVERS:
+            part_servers(w, part);
+            break;
+        case G_CLIENTS:
+            part_clients(w, part);
+            break;
+        case G_BUSY:
+            part_busy(w, part);
+            break;
+        case G_KILL:
+            part_kill(w, part);
+            break;
+        }
+    }
+    if (atomic_fetch_sub_explicit(&g->parts_left, 1, memory_order_acq_rel) == 1) {
+        if (atomic_load(&g->rt->is_finishing)) {
+            gather_unref(g); /* the message back would reach a worker already gone */
+        } else {
+            pool_worker_send(pw, &g->rt->workers[g->home].pw, &g->done);
+        }
+    }
+    gather_unref(g);
+}
+
+static void gather_done(struct admin_session *s, struct admin_gather *g);
+
+static void
+gather_done_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    struct admin_gather *g = CONTAINER_OF(m, struct admin_gather, done);
+    struct worker *w = pw->owner;
+    struct client *c = client_by_slot(w, (uint32_t) (g->client_id & 0xffffffffu));
+    if (c && c->id == g->client_id && c->state == CLIENT_ADMIN && c->admin &&
+        c->admin->gather == g) {
+        c->admin->gather = NULL;
+        gather_done(c->admin, g);
+        gather_unref(g); /* the session's */
+    }
+    gather_unref(g); /* this message's */
+}
+
+/* Ask every worker; the answer comes back through gather_done. false when out of memory. */
+static bool
+gather_start(struct admin_session *s, enum gather_kind kind, const char *db)
+{
+    struct client *c = s->c;
+    struct worker *w = c->w;
+    struct runtime *rt = w->rt;
+    int n = rt->n_workers;
+    struct admin_gather *g = calloc(1, sizeof(*g) + (size_t) n * sizeof(g->parts[0]));
+    if (!g) {
+        return false;
+    }
+    g->kind = kind;
+    g->rt = rt;
+    g->home = w->idx;
+    g->client_id = c->id;
+    g->n_parts = n;
+    if (db) {
+        g->has_db = true;
+        snprintf(g->db, sizeof(g->db), "%s", db);
+    }
+    memcpy(g->fmt, s->cur_fmt, sizeof(g->fmt));
+    if (kind == G_POOLS || kind == G_SERVERS || kind == G_KILL) {
+        struct pool_set *ps = &rt->pools;
+        pthread_mutex_lock(&ps->mu);
+        g->n_pools = ps->n_pools;
+        if (g->n_pools > 0) {
+            g->pools = malloc((size_t) g->n_pools * sizeof(*g->pools));
+            if (g->pools) {
+                memcpy(g->pools, ps->pools, (size_t) g->n_pools * sizeof(*g->pools));
+            }
+        }
+        pthread_mutex_unlock(&ps->mu);
+        if (g->n_pools > 0 && !g->pools) {
+            free(g);
+            return false;
+        }
+    }
+    atomic_init(&g->refs, n + 2);
+    atomic_init(&g->parts_left, n);
+    atomic_init(&g->is_cancelled, false);
+    g->done.fn = gather_done_run;
+    for (int i = 0; i < n; i++) {
+        g->parts[i].g = g;
+        g->parts[i].msg.fn = part_run;
+        proto_builder_init_dynamic(&g->parts[i].rows);
+    }
+    s->gather = g;
+    for (int i = 0; i < n; i++) {
+        pool_worker_send(&w->pw, &rt->workers[i].pw, &g->parts[i].msg);
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Running commands                                                                          */
+
+enum exec_result {
+    EXEC_DONE,  /* answered */
+    EXEC_ERROR, /* answered with an error */
+    EXEC_BUSY,  /* the workers are asked; admin_command_done follows */
+};
+
+static void
+begin_rows(struct admin_session *s, const struct admin_col *cols, int n)
+{
+    if (s->cur_simple) {
+        build_row_description(&s->out, cols, n, s->cur_fmt);
+    }
+}
+
+/* The command in progress has finished (ok: without error). */
+static void
+admin_command_done(struct admin_session *s, bool ok)
+{
+    s->is_busy = false;
+    if (!ok) {
+        if (s->query) {
+            /* The rest of a simple query is not run after an error. */
+            s->query_pos = s->query_len;
+        } else {
+            s->is_skipping = true;
+        }
+    }
+    admin_process(s);
+}
+
+static void
+pause_timer_cb(EV_P_ ev_timer *t, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct admin_session *s = t->data;
+    if (!gather_start(s, G_BUSY, s->cur.has_arg ? s->cur.arg : NULL)) {
+        /* Try again later rather than answer too early. */
+        ev_timer_set(t, ADMIN_PAUSE_POLL_S, 0);
+        ev_timer_start(s->c->w->loop, t);
+    }
+}
+
+static void
+reload_timer_cb(EV_P_ ev_timer *t, int revents)
+{
+    (void) revents;
+    struct admin_session *s = t->data;
+    struct runtime *rt = s->c->w->rt;
+    unsigned failed = atomic_load(&rt->n_reload_failures);
+    if (atomic_load(&rt->n_reloads) + failed == s->reload_done) {
+        ev_timer_set(t, ADMIN_PAUSE_POLL_S, 0);
+        ev_timer_start(EV_A, t);
+        return;
+    }
+    if (failed != s->reload_failed) {
+        out_error(s, SQLSTATE_CONFIG_FILE_ERROR,
+                  "configuration reload refused: the running configuration stays",
+                  "pgmux's log lists every problem as FILE:LINE: key: reason");
+        admin_command_done(s, false);
+        return;
+    }
+    out_complete(s, "RELOAD");
+    admin_command_done(s, true);
+}
+
+static void
+gather_done(struct admin_session *s, struct admin_gather *g)
+{
+    int n_cols = 0;
+    const struct admin_col *cols = NULL;
+    switch (g->kind) {
+    case G_CLIENTS:
+    case G_SERVERS:
+        cols = cmd_cols(s->cur.kind, &n_cols);
+        begin_rows(s, cols, n_cols);
+        for (int i = 0; i < g->n_parts; i++) {
+            if (proto_builder_failed(&g->parts[i].rows)) {
+                out_error(s, SQLSTATE_OUT_OF_MEMORY, "pgmux is out of memory", NULL);
+                admin_command_done(s, false);
+                return;
+            }
+            proto_builder_bytes(&s->out, g->parts[i].rows.data, g->parts[i].rows.len);
+        }
+        out_complete(s, "SHOW");
+        break;
+    case G_POOLS: {
+        cols = cmd_cols(AK_SHOW_POOLS, &n_cols);
+        begin_rows(s, cols, n_cols);
+        struct admin_rows r;
+        rows_init(&r, &s->out, cols, n_cols, s->cur_fmt);
+        const struct cfg *cfg = s->c->w->cfg;
+        for (int i = 0; i < g->n_pools; i++) {
+            struct pool_count sum = { 0 };
+            for (int k = 0; k < g->n_parts; k++) {
+                const struct pool_count *pc = g->parts[k].counts;
+                if (!pc) {
+                    continue;
+                }
+                sum.cl_active += pc[i].cl_active;
+                sum.cl_waiting += pc[i].cl_waiting;
+                sum.sv_active += pc[i].sv_active;
+                sum.sv_idle += pc[i].sv_idle;
+                sum.sv_used += pc[i].sv_used;
+                sum.sv_login += pc[i].sv_login;
+                if (pc[i].maxwait_us > sum.maxwait_us) {
+                    sum.maxwait_us = pc[i].maxwait_us;
+                }
+            }
+            const struct pool *p = g->pools[i];
+            row_begin(&r);
+            put_text(&r, p->database);
+            put_text(&r, p->user);
+            put_text(&r, p->node->name);
+            put_text(&r, cfg_pool_mode_name(cfg_pool_mode_for(cfg, p->database, p->user)));
+            put_int(&r, sum.cl_active);
+            put_int(&r, sum.cl_waiting);
+            put_int(&r, sum.sv_active);
+            put_int(&r, sum.sv_idle);
+            put_int(&r, sum.sv_used);
+            put_int(&r, sum.sv_login);
+            put_int(&r, sum.maxwait_us / 1000000);
+            put_int(&r, sum.maxwait_us % 1000000);
+            row_end(&r);
+        }
+        out_complete(s, "SHOW");
+        break;
+    }
+    case G_BUSY: {
+        int64_t busy = 0;
+        for (int i = 0; i < g->n_parts; i++) {
+            busy += g->parts[i].n_busy;
+        }
+        if (busy > 0) {
+            ev_timer_set(&s->pause_timer, ADMIN_PAUSE_POLL_S, 0);
+            ev_timer_start(s->c->w->loop, &s->pause_timer);
+            return; /* still busy */
+        }
+        log_info("admin console: %s%s paused", s->cur.has_arg ? "database " : "every database",
+                 s->cur.has_arg ? s->cur.arg : "");
+        out_complete(s, "PAUSE");
+        break;
+    }
+    case G_KILL:
+        log_info("admin console: connections of database %s dropped", g->db);
+        out_complete(s, "KILL");
+        break;
+    }
+    admin_command_done(s, true);
+}
+
+/* Tunables: the keys SET may change. */
+enum tun_kind {
+    TK_INT,
+    TK_MS,
+    TK_LEVEL,
+};
+
+static const struct {
+    const char *key;
+    enum admin_tun k;
+    enum tun_kind kind;
+} tun_keys[] = {
+    { "max_client_conn", ADMIN_TUN_MAX_CLIENT_CONN, TK_INT },
+    { "client_idle_timeout", ADMIN_TUN_CLIENT_IDLE_TIMEOUT, TK_MS },
+    { "client_login_timeout", ADMIN_TUN_CLIENT_LOGIN_TIMEOUT, TK_MS },
+    { "query_wait_timeout", ADMIN_TUN_QUERY_WAIT_TIMEOUT, TK_MS },
+    { "shutdown_timeout", ADMIN_TUN_SHUTDOWN_TIMEOUT, TK_MS },
+    { "log_level", ADMIN_TUN_LOG_LEVEL, TK_LEVEL },
+};
+
+static int
+tun_find(const char *key)
+{
+    for (size_t i = 0; i < ARRAY_LEN(tun_keys); i++) {
+        if (strcmp(tun_keys[i].key, key) == 0) {
+            return (int) i;
+        }
+    }
+    return -1;
+}
+
+/* The snapshot's own value of tunable k. */
+static int64_t
+tun_file_value(const struct cfg *cfg, enum admin_tun k)
+{
+    switch (k) {
+    case ADMIN_TUN_MAX_CLIENT_CONN:
+        return cfg->max_client_conn;
+    case ADMIN_TUN_CLIENT_IDLE_TIMEOUT:
+        return cfg->client_idle_timeout_ms;
+    case ADMIN_TUN_CLIENT_LOGIN_TIMEOUT:
+        return cfg->client_login_timeout_ms;
+    case ADMIN_TUN_QUERY_WAIT_TIMEOUT:
+        return cfg->query_wait_timeout_ms;
+    case ADMIN_TUN_SHUTDOWN_TIMEOUT:
+        return cfg->shutdown_timeout_ms;
+    case ADMIN_TUN_LOG_LEVEL:
+        return cfg->log_level;
+    case ADMIN_TUN__COUNT:
+        break;
+    }
+    return 0;
+}
+
+/* A tunable's value spelled as the file would spell it. */
+static void
+tun_format(enum tun_kind kind, int64_t v, char *out, size_t len)
+{
+    static const char *const levels[] = { "fatal", "error", "warning", "info", "debug", "trace" };
+    switch (kind) {
+    case TK_INT:
+        snprintf(out, len, "%lld", (long long) v);
+        break;
+    case TK_MS:
+        if (v > 0 && v % 3600000 == 0) {
+            snprintf(out, len, "%lldh", (long long) (v / 3600000));
+        } else if (v % 1000 == 0) {
+            snprintf(out, len, "%llds", (long long) (v / 1000));
+        } else {
+            snprintf(out, len, "%lldms", (long long) v);
+        }
+        break;
+    case TK_LEVEL:
+        snprintf(out, len, "%s", v >= 0 && v < (int64_t) ARRAY_LEN(levels) ? levels[v] : "?");
+        break;
+    }
+}
+
+static enum exec_result
+exec_show_config(struct admin_session *s)
+{
+    struct worker *w = s->c->w;
+    struct cfg *defaults = cfg_defaults();
+    if (!defaults) {
+        out_error(s, SQLSTATE_OUT_OF_MEMORY, "pgmux is out of memory", NULL);
+        return EXEC_ERROR;
+    }
+    begin_rows(s, cols_config, ARRAY_LEN(cols_config));
+    struct admin_rows r;
+    rows_init(&r, &s->out, cols_config, ARRAY_LEN(cols_config), s->cur_fmt);
+    char value[512], dflt[512];
+    for (int i = 0; i < cfg_key_count(); i++) {
+        const char *key = cfg_key_name(i);
+        int t = tun_find(key);
+        if (t >= 0) {
+            int64_t v = admin_tunable(&w->rt->admin, w->cfg, tun_keys[t].k,
+                                      tun_file_value(w->cfg, tun_keys[t].k));
+            tun_format(tun_keys[t].kind, v, value, sizeof(value));
+        } else {
+            cfg_key_format(w->cfg, i, value, sizeof(value));
+        }
+        cfg_key_format(defaults, i, dflt, sizeof(dflt));
+        row_begin(&r);
+        put_text(&r, key);
+        put_text(&r, value);
+        put_text(&r, dflt);
+        put_bool(&r, t >= 0);
+        row_end(&r);
+    }
+    cfg_unref(defaults);
+    out_complete(s, "SHOW");
+    return EXEC_DONE;
+}
+
+static const char *
+role_name(int role)
+{
+    switch (role) {
+    case POOL_ROLE_PRIMARY:
+        return "primary";
+    case POOL_ROLE_REPLICA:
+        return "replica";
+    default:
+        return "unknown";
+    }
+}
+
+static enum exec_result
+exec_show_nodes(struct admin_session *s)
+{
+    struct runtime *rt = s->c->w->rt;
+    const struct cfg *cfg = s->c->w->cfg;
+    /* Server connections per node: every pool's n_open, under its lock (a console command is
+     * rare; the pools' hot paths take these locks only to open or queue). */
+    int64_t *conns = calloc((size_t) (rt->n_nodes > 0 ? rt->n_nodes : 1), sizeof(*conns));
+    if (!conns) {
+        out_error(s, SQLSTATE_OUT_OF_MEMORY, "pgmux is out of memory", NULL);
+        return EXEC_ERROR;
+    }
+    struct pool_set *ps = &rt->pools;
+    pthread_mutex_lock(&ps->mu);
+    int n_pools = ps->n_pools;
+    pthread_mutex_unlock(&ps->mu);
+    for (int i = 0; i < n_pools; i++) {
+        pthread_mutex_lock(&ps->mu);
+        struct pool *p = ps->pools[i];
+        pthread_mutex_unlock(&ps->mu);
+        pthread_mutex_lock(&p->mu);
+        int open = p->n_open;
+        pthread_mutex_unlock(&p->mu);
+        if (p->node_idx >= 0 && p->node_idx < rt->n_nodes) {
+            conns[p->node_idx] += open;
+        }
+    }
+    begin_rows(s, cols_nodes, ARRAY_LEN(cols_nodes));
+    struct admin_rows r;
+    rows_init(&r, &s->out, cols_nodes, ARRAY_LEN(cols_nodes), s->cur_fmt);
+    for (int i = 0; i < rt->n_nodes; i++) {
+        struct pool_node *n = &rt->nodes[i];
+        /* TODO(topology): role, health, LSN, lag and fencing from the monitor's snapshot once
+         * it is published; until then what the pool knows of each node (#6). */
+        row_begin(&r);
+        put_text(&r, n->name);
+        put_text(&r, n->host);
+        put_int(&r, n->port);
+        put_text(&r, role_name(atomic_load_explicit(&n->role, memory_order_relaxed)));
+        put_bool(&r, atomic_load_explicit(&n->is_up, memory_order_relaxed) != 0);
+        put_null(&r);
+        put_null(&r);
+        put_null(&r);
+        put_bool(&r, false);
+        put_int(&r, i < cfg->n_nodes ? cfg->nodes[i].weight : 0);
+        put_int(&r, conns[i]);
+        row_end(&r);
+    }
+    free(conns);
+    out_complete(s, "SHOW");
+    return EXEC_DONE;
+}
+
+static enum exec_result
+exec_set(struct admin_session *s, const struct admin_cmd *cmd)
+{
+    struct worker *w = s->c->w;
+    char msg[300];
+    int key = cfg_key_find(cmd->arg);
+    if (key < 0) {
+        snprintf(msg, sizeof(msg), "unrecognized configuration parameter \"%s\"", cmd->arg);
+        out_error(s, SQLSTATE_UNDEFINED_OBJECT, msg, "SHOW CONFIG lists the keys");
+        return EXEC_ERROR;
+    }
+    int t = tun_find(cfg_key_name(key));
+    if (t < 0) {
+        snprintf(msg, sizeof(msg), "parameter \"%s\" cannot be changed while pgmux runs",
+                 cfg_key_name(key));
+        out_error(s, SQLSTATE_CANT_CHANGE_RUNTIME_PARAM, msg,
+                  "change it in the configuration file and RELOAD; SHOW CONFIG says which keys "
+                  "SET can change");
+        return EXEC_ERROR;
+    }
+    int64_t v;
+    char why[200];
+    if (cfg_key_parse(key, cmd->value, &v, why, sizeof(why)) != 0) {
+        snprintf(msg, sizeof(msg), "invalid value for parameter \"%s\": %s", cfg_key_name(key),
+                 why);
+        out_error(s, SQLSTATE_INVALID_PARAMETER_VALUE, msg, NULL);
+        return EXEC_ERROR;
+    }
+    tun_set(&w->rt->admin, w->cfg, tun_keys[t].k, v);
+    if (tun_keys[t].k == ADMIN_TUN_LOG_LEVEL) {
+        log_set_level((enum log_level) v);
+    }
+    char shown[64];
+    tun_format(tun_keys[t].kind, v, shown, sizeof(shown));
+    log_info("admin console: %s set to %s by %s (until the next reload)", tun_keys[t].key, shown,
+             s->c->user);
+    out_complete(s, "SET");
+    return EXEC_DONE;
+}
+
+static void
+resume_msg_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    free(m);
+    client_resume_held(pw->owner);
+}
+
+/* RESUME, and undoing a cancelled PAUSE: held clients on every worker ask for a server. Nobody
+ * waits for this: a held client's transaction starts as soon as its worker reads the message. */
+static void
+resume_everywhere(struct worker *w)
+{
+    struct runtime *rt = w->rt;
+    for (int i = 0; i < rt->n_workers; i++) {
+        struct pool_msg *m = malloc(sizeof(*m));
+        if (!m) {
+            /* That worker's held clients wait for the next RESUME or their query_wait_timeout. */
+            log_error("admin console: out of memory resuming worker %d", i);
+            continue;
+        }
+        m->fn = resume_msg_run;
+        pool_worker_send(&w->pw, &rt->workers[i].pw, m);
+    }
+}
+
+static enum exec_result
+admin_exec(struct admin_session *s)
+{
+    struct admin_cmd *cmd = &s->cur;
+    struct worker *w = s->c->w;
+    struct admin_shared *adm = &w->rt->admin;
+    char msg[300];
+    if (!s->is_admin && !cmd_is_read_only(cmd->kind)) {
+        out_error(s, SQLSTATE_INSUFFICIENT_PRIVILEGE,
+                  "permission denied: only SHOW is allowed to stats_users",
+                  "list the user in admin_users to run this command");
+        return EXEC_ERROR;
+    }
+    switch (cmd->kind) {
+    case AK_EMPTY:
+        out_simple(s, 'I'); /* EmptyQueryResponse */
+        return EXEC_DONE;
+    case AK_SHOW_VERSION: {
+        begin_rows(s, cols_version, ARRAY_LEN(cols_version));
+        struct admin_rows r;
+        rows_init(&r, &s->out, cols_version, ARRAY_LEN(cols_version), s->cur_fmt);
+        row_begin(&r);
+        put_text(&r, "pgmux " PGMUX_VERSION);
+        row_end(&r);
+        out_complete(s, "SHOW");
+        return EXEC_DONE;
+    }
+    case AK_SHOW_CONFIG:
+        return exec_show_config(s);
+    case AK_SHOW_NODES:
+        return exec_show_nodes(s);
+    case AK_SHOW_STATS:
+        out_error(s, SQLSTATE_FEATURE_NOT_SUPPORTED, "SHOW STATS is not available yet", NULL);
+        return EXEC_ERROR;
+    case AK_SHOW_POOLS:
+    case AK_SHOW_SERVERS:
+    case AK_SHOW_CLIENTS: {
+        enum gather_kind gk = cmd->kind == AK_SHOW_POOLS     ? G_POOLS
+                              : cmd->kind == AK_SHOW_SERVERS ? G_SERVERS
+                                                             : G_CLIENTS;
+        if (!gather_start(s, gk, NULL)) {
+            out_error(s, SQLSTATE_OUT_OF_MEMORY, "pgmux is out of memory", NULL);
+            return EXEC_ERROR;
+        }
+        return EXEC_BUSY;
+    }
+    case AK_PAUSE: {
+        if (cmd->has_arg && admin_is_console_db(cmd->arg)) {
+            out_error(s, SQLSTATE_OBJECT_NOT_IN_PREREQUISITE, "the admin console cannot be paused",
+                      NULL);
+            return EXEC_ERROR;
+        }
+        enum pause_result pr = pause_add(adm, cmd->has_arg ? cmd->arg : NULL);
+        if (pr == PAUSE_NOMEM) {
+            out_error(s, SQLSTATE_OUT_OF_MEMORY, "pgmux is out of memory", NULL);
+            return EXEC_ERROR;
+        }
+        if (pr == PAUSE_ALREADY) {
+            if (cmd->has_arg) {
+                snprintf(msg, sizeof(msg), "database \"%s\" is already paused", cmd->arg);
+            } else {
+                snprintf(msg, sizeof(msg), "pgmux is already paused");
+            }
+            out_error(s, SQLSTATE_OBJECT_NOT_IN_PREREQUISITE, msg, "RESUME first");
+            return EXEC_ERROR;
+        }
+        log_info("admin console: pausing %s%s (by %s)",
+                 cmd->has_arg ? "database " : "every database", cmd->has_arg ? cmd->arg : "",
+                 s->c->user);
+        s->pause_timer.data = s;
+        ev_set_cb(&s->pause_timer, pause_timer_cb);
+        if (!gather_start(s, G_BUSY, cmd->has_arg ? cmd->arg : NULL)) {
+            ev_timer_set(&s->pause_timer, ADMIN_PAUSE_POLL_S, 0);
+            ev_timer_start(w->loop, &s->pause_timer);
+        }
+        return EXEC_BUSY;
+    }
+    case AK_RESUME: {
+        enum pause_result pr = pause_remove(adm, cmd->has_arg ? cmd->arg : NULL);
+        if (pr == PAUSE_ALREADY) {
+            if (cmd->has_arg && pause_is_all(adm)) {
+                snprintf(msg, sizeof(msg),
+                         "database \"%s\" is paused by a PAUSE of every "
+                         "database",
+                         cmd->arg);
+                out_error(s, SQLSTATE_OBJECT_NOT_IN_PREREQUISITE, msg,
+                          "RESUME without a database resumes everything");
+            } else if (cmd->has_arg) {
+                snprintf(msg, sizeof(msg), "database \"%s\" is not paused", cmd->arg);
+                out_error(s, SQLSTATE_OBJECT_NOT_IN_PREREQUISITE, msg, NULL);
+            } else {
+                out_error(s, SQLSTATE_OBJECT_NOT_IN_PREREQUISITE, "pgmux is not paused", NULL);
+            }
+            return EXEC_ERROR;
+        }
+        log_info("admin console: resuming %s%s (by %s)",
+                 cmd->has_arg ? "database " : "every database", cmd->has_arg ? cmd->arg : "",
+                 s->c->user);
+        resume_everywhere(w);
+        out_complete(s, "RESUME");
+        return EXEC_DONE;
+    }
+    case AK_KILL: {
+        if (admin_is_console_db(cmd->arg)) {
+            out_error(s, SQLSTATE_OBJECT_NOT_IN_PREREQUISITE,
+                      "KILL cannot drop the admin console's own sessions", NULL);
+            return EXEC_ERROR;
+        }
+        /* As in PgBouncer, a killed database stays paused until RESUME: a client that comes
+         * back at once would otherwise race the drop, and the operator decides when. */
+        if (pause_add(adm, cmd->arg) == PAUSE_NOMEM || !gather_start(s, G_KILL, cmd->arg)) {
+            out_error(s, SQLSTATE_OUT_OF_MEMORY, "pgmux is out of memory", NULL);
+            return EXEC_ERROR;
+        }
+        log_info("admin console: KILL %s (by %s)", cmd->arg, s->c->user);
+        return EXEC_BUSY;
+    }
+    case AK_RELOAD: {
+        /* The very path SIGHUP takes: the main thread reads the file and applies it. The
+         * command answers once the reload has happened, with its outcome. */
+        struct runtime *rt = w->rt;
+        s->reload_failed = atomic_load(&rt->n_reload_failures);
+        s->reload_done = atomic_load(&rt->n_reloads) + s->reload_failed;
+        log_info("admin console: RELOAD (by %s)", s->c->user);
+        runtime_request_reload(rt);
+        s->pause_timer.data = s;
+        ev_set_cb(&s->pause_timer, reload_timer_cb);
+        ev_timer_set(&s->pause_timer, ADMIN_PAUSE_POLL_S, 0);
+        ev_timer_start(w->loop, &s->pause_timer);
+        return EXEC_BUSY;
+    }
+    case AK_SHUTDOWN:
+        log_info("admin console: SHUTDOWN (by %s)", s->c->user);
+        out_complete(s, "SHUTDOWN");
+        if (kill(getpid(), SIGTERM) != 0) {
+            out_error(s, SQLSTATE_INTERNAL_ERROR, "could not signal the main thread", NULL);
+            return EXEC_ERROR;
+        }
+        return EXEC_DONE;
+    case AK_SET:
+        return exec_set(s, cmd);
+    case AK_BEGIN:
+        s->txn_status = 'T';
+        out_complete(s, "BEGIN");
+        return EXEC_DONE;
+    case AK_COMMIT:
+        s->txn_status = 'I';
+        out_complete(s, "COMMIT");
+        return EXEC_DONE;
+    case AK_ROLLBACK:
+        s->txn_status = 'I';
+        out_complete(s, "ROLLBACK");
+        return EXEC_DONE;
+    }
+    return EXEC_DONE;
+}
+
+/* Run s->cur; on EXEC_BUSY the session waits. */
+static void
+admin_run_cur(struct admin_session *s, bool simple)
+{
+    s->cur_simple = simple;
+    enum exec_result r = admin_exec(s);
+    if (r == EXEC_BUSY) {
+        s->is_busy = true;
+        return;
+    }
+    if (r == EXEC_ERROR) {
+        if (s->query) {
+            s->query_pos = s->query_len;
+        } else {
+            s->is_skipping = true;
+        }
+    }
+}
+
+void
+admin_session_cancel(struct client *c)
+{
+    struct admin_session *s = c->admin;
+    if (!s || !s->is_busy || s->cur.kind != AK_PAUSE) {
+        return;
+    }
+    if (ev_is_active(&s->pause_timer)) {
+        ev_timer_stop(c->w->loop, &s->pause_timer);
+    }
+    gather_cancel(s);
+    (void) pause_remove(&c->w->rt->admin, s->cur.has_arg ? s->cur.arg : NULL);
+    log_info("admin console: PAUSE cancelled, resuming");
+    resume_everywhere(c->w);
+    out_error(s, SQLSTATE_QUERY_CANCELED, "canceling statement due to user request",
+              "the PAUSE was undone");
+    admin_command_done(s, false);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Messages                                                                                   */
+
+static bool
+read_formats(struct proto_reader *rd, uint16_t *n, const uint8_t **codes)
+{
+    if (proto_reader_u16(rd, n) != ST_OK) {
+        return false;
+    }
+    return proto_reader_bytes(rd, (size_t) *n * 2, codes) == ST_OK;
+}
+
+static uint16_t
+be16(const uint8_t *p)
+{
+    return (uint16_t) ((p[0] << 8) | p[1]);
+}
+
+/* Parse ('P'). */
+static void
+msg_parse(struct admin_session *s, const uint8_t *body, size_t len)
+{
+    struct proto_reader rd;
+    proto_reader_init(&rd, body, len);
+    const char *name, *query;
+    size_t qlen;
+    uint16_t n_types;
+    const uint8_t *types;
+    if (proto_reader_cstr(&rd, &name, NULL) != ST_OK ||
+        proto_reader_cstr(&rd, &query, &qlen) != ST_OK ||
+        proto_reader_u16(&rd, &n_types) != ST_OK ||
+        proto_reader_bytes(&rd, (size_t) n_types * 4, &types) != ST_OK ||
+        proto_reader_end(&rd) != ST_OK) {
+        client_fail(s->c, ST_ECLIENT_PROTOCOL, "malformed Parse message");
+        return;
+    }
+    struct admin_cmd cmd;
+    struct admin_parse_err e;
+    const char *end = query + qlen;
+    const char *stmt_end = statement_end(query, end);
+    if (stmt_end < end) {
+        struct lexer lx = { stmt_end, end };
+        if (!lex_at_end(&lx)) {
+            out_error(s, SQLSTATE_SYNTAX_ERROR,
+                      "cannot insert multiple commands into a prepared statement", NULL);
+            s->is_skipping = true;
+            return;
+        }
+    }
+    if (admin_parse(query, stmt_end, &cmd, &e) != 0) {
+        out_error(s, e.sqlstate, e.message, e.hint);
+        s->is_skipping = true;
+        return;
+    }
+    struct admin_stmt *st = stmt_find(s, name);
+    if (st && name[0]) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "prepared statement \"%.64s\" already exists", name);
+        out_error(s, SQLSTATE_DUPLICATE_PSTATEMENT, msg, NULL);
+        s->is_skipping = true;
+        return;
+    }
+    if (!st) {
+        if (s->n_stmts == ADMIN_MAX_STMTS) {
+            out_error(s, SQLSTATE_INSUFFICIENT_RESOURCES,
+                      "too many prepared statements on this admin console session",
+                      "close some with Close or DEALLOCATE-like driver calls");
+            s->is_skipping = true;
+            return;
+        }
+        if (!s->stmts) {
+            s->stmts = calloc(ADMIN_MAX_STMTS, sizeof(*s->stmts));
+        }
+        char *copy = strdup(name);
+        if (!s->stmts || !copy) {
+            free(copy);
+            client_fail(s->c, ST_ENOMEM, NULL);
+            return;
+        }
+        st = &s->stmts[s->n_stmts++];
+        st->name = copy;
+    }
+    st->cmd = cmd;
+    out_simple(s, '1'); /* ParseComplete */
+}
+
+/* Bind ('B'). */
+static void
+msg_bind(struct admin_session *s, const uint8_t *body, size_t len)
+{
+    struct proto_reader rd;
+    proto_reader_init(&rd, body, len);
+    const char *portal, *stmt;
+    uint16_t n_pfmt, n_params, n_rfmt;
+    const uint8_t *pfmt, *rfmt;
+    if (proto_reader_cstr(&rd, &portal, NULL) != ST_OK ||
+        proto_reader_cstr(&rd, &stmt, NULL) != ST_OK || !read_formats(&rd, &n_pfmt, &pfmt) ||
+        proto_reader_u16(&rd, &n_params) != ST_OK) {
+        client_fail(s->c, ST_ECLIENT_PROTOCOL, "malformed Bind message");
+        return;
+    }
+    for (uint16_t i = 0; i < n_params; i++) {
+        int32_t plen;
+        const uint8_t *pv;
+        if (proto_reader_i32(&rd, &plen) != ST_OK ||
+            (plen > 0 && proto_reader_bytes(&rd, (size_t) plen, &pv) != ST_OK)) {
+            client_fail(s->c, ST_ECLIENT_PROTOCOL, "malformed Bind message");
+            return;
+        }
+    }
+    if (!read_formats(&rd, &n_rfmt, &rfmt) || proto_reader_end(&rd) != ST_OK) {
+        client_fail(s->c, ST_ECLIENT_PROTOCOL, "malformed Bind message");
+        return;
+    }
+    char msg[200];
+    struct admin_stmt *st = stmt_find(s, stmt);
+    if (!st) {
+        snprintf(msg, sizeof(msg), "prepared statement \"%.64s\" does not exist", stmt);
+        out_error(s, SQLSTATE_INVALID_SQL_STATEMENT_NAME, msg, NULL);
+        s->is_skipping = true;
+        return;
+    }
+    if (n_params != 0) {
+        snprintf(msg, sizeof(msg),
+                 "bind message supplies %u parameters, but prepared statement \"%.64s\" requires 0",
+                 (unsigned) n_params, stmt);
+        out_error(s, SQLSTATE_PROTOCOL_VIOLATION, msg, "admin console commands take no parameters");
+        s->is_skipping = true;
+        return;
+    }
+    int n_cols;
+    (void) cmd_cols(st->cmd.kind, &n_cols);
+    if (n_rfmt > 1 && n_rfmt != n_cols) {
+        snprintf(msg, sizeof(msg), "bind message has %u result formats but query has %d columns",
+                 (unsigned) n_rfmt, n_cols);
+        out_error(s, SQLSTATE_PROTOCOL_VIOLATION, msg, NULL);
+        s->is_skipping = true;
+        return;
+    }
+    uint8_t fmt[ADMIN_MAX_COLS] = { 0 };
+    for (int i = 0; i < n_cols; i++) {
+        uint16_t f = n_rfmt == 0 ? 0 : be16(rfmt + 2 * (n_rfmt == 1 ? 0 : i));
+        if (f > 1) {
+            snprintf(msg, sizeof(msg), "unsupported format code: %u", (unsigned) f);
+            out_error(s, SQLSTATE_PROTOCOL_VIOLATION, msg, NULL);
+            s->is_skipping = true;
+            return;
+        }
+        fmt[i] = (uint8_t) f;
+    }
+    struct admin_portal *pt = portal_find(s, portal);
+    if (pt && portal[0]) {
+        snprintf(msg, sizeof(msg), "cursor \"%.64s\" already exists", portal);
+        out_error(s, SQLSTATE_DUPLICATE_CURSOR, msg, NULL);
+        s->is_skipping = true;
+        return;
+    }
+    if (!pt) {
+        if (s->n_portals == ADMIN_MAX_PORTALS) {
+            out_error(s, SQLSTATE_INSUFFICIENT_RESOURCES,
+                      "too many portals on this admin console session", NULL);
+            s->is_skipping = true;
+            return;
+        }
+        if (!s->portals) {
+            s->portals = calloc(ADMIN_MAX_PORTALS, sizeof(*s->portals));
+        }
+        char *copy = strdup(portal);
+        if (!s->portals || !copy) {
+            free(copy);
+            client_fail(s->c, ST_ENOMEM, NULL);
+            return;
+        }
+        pt = &s->portals[s->n_portals++];
+        pt->name = copy;
+    }
+    pt->cmd = st->cmd;
+    memcpy(pt->fmt, fmt, sizeof(pt->fmt));
+    out_simple(s, '2'); /* BindComplete */
+}
+
+/* Describe ('D'). */
+static void
+msg_describe(struct admin_session *s, const uint8_t *body, size_t len)
+{
+    struct proto_reader rd;
+    proto_reader_init(&rd, body, len);
+    uint8_t what;
+    const char *name;
+    if (proto_reader_u8(&rd, &what) != ST_OK || proto_reader_cstr(&rd, &name, NULL) != ST_OK ||
+        proto_reader_end(&rd) != ST_OK || (what != 'S' && what != 'P')) {
+        client_fail(s->c, ST_ECLIENT_PROTOCOL, "malformed Describe message");
+        return;
+    }
+    char msg[200];
+    const struct admin_cmd *cmd;
+    const uint8_t *fmt = NULL;
+    if (what == 'S') {
+        struct admin_stmt *st = stmt_find(s, name);
+        if (!st) {
+            snprintf(msg, sizeof(msg), "prepared statement \"%.64s\" does not exist", name);
+            out_error(s, SQLSTATE_INVALID_SQL_STATEMENT_NAME, msg, NULL);
+            s->is_skipping = true;
+            return;
+        }
+        cmd = &st->cmd;
+        proto_builder_begin(&s->out, 't'); /* ParameterDescription: no parameters */
+        proto_builder_u16(&s->out, 0);
+        proto_builder_end(&s->out);
+    } else {
+        struct admin_portal *pt = portal_find(s, name);
+        if (!pt) {
+            snprintf(msg, sizeof(msg), "portal \"%.64s\" does not exist", name);
+            out_error(s, SQLSTATE_INVALID_CURSOR_NAME, msg, NULL);
+            s->is_skipping = true;
+            return;
+        }
+        cmd = &pt->cmd;
+        fmt = pt->fmt;
+    }
+    int n_cols;
+    const struct admin_col *cols = cmd_cols(cmd->kind, &n_cols);
+    if (n_cols > 0) {
+        build_row_description(&s->out, cols, n_cols, fmt);
+    } else {
+        out_simple(s, 'n'); /* NoData */
+    }
+}
+
+/* Execute ('E'). The row limit is ignored: results are small and sent whole. */
+static void
+msg_execute(struct admin_session *s, const uint8_t *body, size_t len)
+{
+    struct proto_reader rd;
+    proto_reader_init(&rd, body, len);
+    const char *name;
+    uint32_t max_rows;
+    if (proto_reader_cstr(&rd, &name, NULL) != ST_OK || proto_reader_u32(&rd, &max_rows) != ST_OK ||
+        proto_reader_end(&rd) != ST_OK) {
+        client_fail(s->c, ST_ECLIENT_PROTOCOL, "malformed Execute message");
+        return;
+    }
+    struct admin_portal *pt = portal_find(s, name);
+    if (!pt) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "portal \"%.64s\" does not exist", name);
+        out_error(s, SQLSTATE_INVALID_CURSOR_NAME, msg, NULL);
+        s->is_skipping = true;
+        return;
+    }
+    s->cur = pt->cmd;
+    memcpy(s->cur_fmt, pt->fmt, sizeof(s->cur_fmt));
+    admin_run_cur(s, false);
+}
+
+/* Close ('C'). */
+static void
+msg_close(struct admin_session *s, const uint8_t *body, size_t len)
+{
+    struct proto_reader rd;
+    proto_reader_init(&rd, body, len);
+    uint8_t what;
+    const char *name;
+    if (proto_reader_u8(&rd, &what) != ST_OK || proto_reader_cstr(&rd, &name, NULL) != ST_OK ||
+        proto_reader_end(&rd) != ST_OK || (what != 'S' && what != 'P')) {
+        client_fail(s->c, ST_ECLIENT_PROTOCOL, "malformed Close message");
+        return;
+    }
+    if (what == 'S') {
+        struct admin_stmt *st = stmt_find(s, name);
+        if (st) {
+            stmt_remove(s, st);
+        }
+    } else {
+        struct admin_portal *pt = portal_find(s, name);
+        if (pt) {
+            portal_remove(s, pt);
+        }
+    }
+    out_simple(s, '3'); /* CloseComplete: closing what does not exist is not an error */
+}
+
+/* Run the next statement of the simple query in s->query, or end it with ReadyForQuery. */
+static void
+query_step(struct admin_session *s)
+{
+    const char *base = s->query;
+    const char *end = base + s->query_len;
+    while (s->query_pos < s->query_len) {
+        const char *p = base + s->query_pos;
+        const char *e = statement_end(p, end);
+        s->query_pos = (size_t) (e - base) + (e < end ? 1 : 0);
+        struct lexer lx = { p, e };
+        if (lex_at_end(&lx)) {
+            continue;
+        }
+        struct admin_parse_err pe;
+        s->n_run++;
+        if (admin_parse(p, e, &s->cur, &pe) != 0) {
+            out_error(s, pe.sqlstate, pe.message, pe.hint);
+            s->query_pos = s->query_len;
+            break;
+        }
+        memset(s->cur_fmt, 0, sizeof(s->cur_fmt));
+        admin_run_cur(s, true);
+        return; /* one statement per step: a busy one holds the rest */
+    }
+    if (s->n_run == 0) {
+        out_simple(s, 'I'); /* EmptyQueryResponse */
+    }
+    free(s->query);
+    s->query = NULL;
+    proto_build_ready(&s->out, s->txn_status);
+}
+
+/* One whole message from the client. */
+static void
+admin_message(struct admin_session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    struct client *c = s->c;
+    if (s->is_skipping && type != 'S' && type != 'X') {
+        return;
+    }
+    switch (type) {
+    case 'Q': {
+        struct proto_reader rd;
+        proto_reader_init(&rd, body, len);
+        const char *q;
+        size_t qlen;
+        if (proto_reader_cstr(&rd, &q, &qlen) != ST_OK || proto_reader_end(&rd) != ST_OK) {
+            client_fail(c, ST_ECLIENT_PROTOCOL, "malformed Query message");
+            return;
+        }
+        s->query = malloc(qlen + 1);
+        if (!s->query) {
+            client_fail(c, ST_ENOMEM, NULL);
+            return;
+        }
+        memcpy(s->query, q, qlen + 1);
+        s->query_len = qlen;
+        s->query_pos = 0;
+        s->n_run = 0;
+        portals_clear(s);
+        query_step(s);
+        return;
+    }
+    case 'P':
+        msg_parse(s, body, len);
+        return;
+    case 'B':
+        msg_bind(s, body, len);
+        return;
+    case 'D':
+        msg_describe(s, body, len);
+        return;
+    case 'E':
+        msg_execute(s, body, len);
+        return;
+    case 'C':
+        msg_close(s, body, len);
+        return;
+    case 'H': /* Flush: answers are written at the end of every read anyway */
+        return;
+    case 'S':
+        s->is_skipping = false;
+        if (s->txn_status == 'I') {
+            portals_clear(s);
+        }
+        proto_build_ready(&s->out, s->txn_status);
+        return;
+    case 'X':
+        client_close(c, "client sent Terminate");
+        return;
+    case 'F':
+        out_error(s, SQLSTATE_FEATURE_NOT_SUPPORTED,
+                  "function calls are not supported by the admin console", NULL);
+        proto_build_ready(&s->out, s->txn_status);
+        return;
+    default:
+        client_fail(c, ST_ECLIENT_PROTOCOL, "unexpected message type on the admin console");
+        return;
+    }
+}
+
+/* Handle what is buffered, as far as no command is waiting for the workers. */
+static void
+admin_process(struct admin_session *s)
+{
+    struct client *c = s->c;
+    struct worker *w = c->w;
+    while (c->state == CLIENT_ADMIN && !s->is_busy) {
+        if (s->query) {
+            query_step(s);
+            continue;
+        }
+        if (s->out.len - s->out_sent > ADMIN_OUT_HIGH) {
+            break; /* let the client read first */
+        }
+        struct buf *b = c->sock.in;
+        if (!b || buf_unparsed(b) == 0) {
+            break;
+        }
+        struct proto_header h;
+        enum status st = proto_header_read((const uint8_t *) b->data + b->parsed, buf_unparsed(b),
+                                           ADMIN_MSG_MAX, &h);
+        if (st == ST_INCOMPLETE) {
+            break;
+        }
+        if (st != ST_OK || !proto_frontend_type_valid(h.type)) {
+            client_fail(c, ST_ECLIENT_PROTOCOL, "invalid message length or type");
+            return;
+        }
+        uint64_t total = proto_header_total(&h);
+        if (buf_unparsed(b) < total) {
+            if (buf_reserve(&w->pw.bufs, &c->sock.in, (uint32_t) (total - buf_unparsed(b))) != 0) {
+                client_fail(c, ST_ENOMEM, NULL);
+                return;
+            }
+            break;
+        }
+        const uint8_t *body = (const uint8_t *) b->data + b->parsed + PROTO_HEADER_LEN;
+        b->parsed += (uint32_t) total;
+        b->sent = b->parsed;
+        admin_message(s, h.type, body, h.len - 4);
+    }
+    if (c->state != CLIENT_ADMIN) {
+        return;
+    }
+    if (c->sock.in && buf_is_empty(c->sock.in)) {
+        buf_put(&w->pw.bufs, c->sock.in);
+        c->sock.in = NULL;
+    }
+    admin_flush(s);
+    if (c->state != CLIENT_ADMIN) {
+        return;
+    }
+    if (s->is_busy || s->out.len - s->out_sent > ADMIN_OUT_HIGH) {
+        pool_sock_stop_read(w->loop, &c->sock);
+    } else {
+        pool_sock_start_read(w->loop, &c->sock);
+    }
+}
+
+static void
+admin_read_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct client *c = io->data;
+    struct worker *w = c->w;
+    int n = pool_sock_recv(&c->sock, &w->pw.bufs);
+    if (n == -2) {
+        return;
+    }
+    if (n <= 0) {
+        client_close(c, n == 0 ? "client disconnected" : "client connection error");
+        return;
+    }
+    c->last_read_us = mono_now_us();
+    admin_process(c->admin);
+}
