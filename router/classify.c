@@ -224,23 +224,96 @@ find_hint(const char *s, size_t len)
 /* ---------------------------------------------------------------------------------------- */
 /* Fast path                                                                                 */
 
-/* Reserved keywords that may precede '(' without it being a function call. Anything else
- * followed by '(' might be one (and non-reserved keywords can be function names too), so the
- * text goes to the parser. */
-static bool
-paren_keyword(const struct router_tok *t)
+/* The words the fast path acts on. */
+enum kw {
+    KW_NONE,
+    KW_SELECT,
+    KW_INSERT,
+    KW_UPDATE,
+    KW_DELETE,
+    KW_MERGE,
+    KW_BEGIN,
+    KW_START,
+    KW_TRANSACTION,
+    KW_WORK,
+    KW_COMMIT,
+    KW_END,
+    KW_ROLLBACK,
+    KW_ABORT,
+    KW_FOR,
+    KW_INTO,
+    KW_WITH,
+    /* Reserved keywords that may precede '(' without it being a function call. Any other word
+     * followed by '(' might be one (non-reserved keywords can name functions too), so the text
+     * goes to the parser. */
+    KW_PAREN_OK,
+};
+
+struct kw_def {
+    const char *w;
+    enum kw id;
+};
+
+/* by length, for kw_lookup; every word here is lower-case ASCII letters */
+static const struct kw_def kw2[] = {
+    { "as", KW_PAREN_OK }, { "in", KW_PAREN_OK }, { "on", KW_PAREN_OK }, { "or", KW_PAREN_OK }
+};
+static const struct kw_def kw3[] = { { "all", KW_PAREN_OK }, { "and", KW_PAREN_OK },
+                                     { "any", KW_PAREN_OK }, { "end", KW_END },
+                                     { "for", KW_FOR },      { "not", KW_PAREN_OK },
+                                     { "row", KW_PAREN_OK } };
+static const struct kw_def kw4[] = { { "else", KW_PAREN_OK }, { "from", KW_PAREN_OK },
+                                     { "into", KW_INTO },     { "some", KW_PAREN_OK },
+                                     { "then", KW_PAREN_OK }, { "when", KW_PAREN_OK },
+                                     { "with", KW_WITH },     { "work", KW_WORK } };
+static const struct kw_def kw5[] = { { "abort", KW_ABORT },    { "array", KW_PAREN_OK },
+                                     { "begin", KW_BEGIN },    { "merge", KW_MERGE },
+                                     { "start", KW_START },    { "union", KW_PAREN_OK },
+                                     { "using", KW_PAREN_OK }, { "where", KW_PAREN_OK } };
+static const struct kw_def kw6[] = { { "commit", KW_COMMIT },   { "delete", KW_DELETE },
+                                     { "except", KW_PAREN_OK }, { "exists", KW_PAREN_OK },
+                                     { "having", KW_PAREN_OK }, { "insert", KW_INSERT },
+                                     { "select", KW_SELECT },   { "update", KW_UPDATE },
+                                     { "values", KW_PAREN_OK } };
+static const struct kw_def kw7[] = { { "lateral", KW_PAREN_OK } };
+static const struct kw_def kw8[] = { { "distinct", KW_PAREN_OK }, { "rollback", KW_ROLLBACK } };
+static const struct kw_def kw9[] = { { "intersect", KW_PAREN_OK } };
+static const struct kw_def kw11[] = { { "transaction", KW_TRANSACTION } };
+
+static const struct {
+    const struct kw_def *defs;
+    size_t n;
+} kw_by_len[12] = {
+    [2] = { kw2, ARRAY_LEN(kw2) }, [3] = { kw3, ARRAY_LEN(kw3) }, [4] = { kw4, ARRAY_LEN(kw4) },
+    [5] = { kw5, ARRAY_LEN(kw5) }, [6] = { kw6, ARRAY_LEN(kw6) }, [7] = { kw7, ARRAY_LEN(kw7) },
+    [8] = { kw8, ARRAY_LEN(kw8) }, [9] = { kw9, ARRAY_LEN(kw9) }, [11] = { kw11, ARRAY_LEN(kw11) },
+};
+
+/* Which of our words an unquoted word token is, comparing case-insensitively with the words of
+ * its length. */
+static enum kw
+kw_lookup(const struct router_tok *t)
 {
-    static const char *const kw[] = {
-        "all",    "and",    "any",  "array",     "as",      "distinct", "else", "except", "exists",
-        "from",   "having", "in",   "intersect", "lateral", "not",      "on",   "or",     "row",
-        "select", "some",   "then", "union",     "using",   "values",   "when", "where",
-    };
-    for (size_t i = 0; i < ARRAY_LEN(kw); i++) {
-        if (router_tok_word_is(t, kw[i])) {
-            return true;
+    if (t->kind != ROUTER_TOK_WORD || t->len < 2 || t->len >= ARRAY_LEN(kw_by_len)) {
+        return KW_NONE;
+    }
+    const struct kw_def *d = kw_by_len[t->len].defs;
+    char first = (char) ((unsigned char) t->p[0] | 0x20);
+    for (size_t i = 0; i < kw_by_len[t->len].n; i++) {
+        if (d[i].w[0] != first) {
+            continue;
+        }
+        size_t k = 1;
+        /* d[i].w is lower-case letters: OR-ing 0x20 folds only A-Z onto it (no other byte
+         * folds onto a lower-case letter) */
+        while (k < t->len && ((unsigned char) t->p[k] | 0x20) == (unsigned char) d[i].w[k]) {
+            k++;
+        }
+        if (k == t->len) {
+            return d[i].id;
         }
     }
-    return false;
+    return KW_NONE;
 }
 
 enum fast_kind {
@@ -299,23 +372,34 @@ fast_path(const char *sql, size_t len, struct router_classification *out)
     if (t.kind != ROUTER_TOK_WORD) {
         return false;
     }
-    if (router_tok_word_is(&t, "select")) {
+    switch (kw_lookup(&t)) {
+    case KW_SELECT:
         kind = FAST_SELECT;
-    } else if (router_tok_word_is(&t, "insert") || router_tok_word_is(&t, "update") ||
-               router_tok_word_is(&t, "delete") || router_tok_word_is(&t, "merge")) {
+        break;
+    case KW_INSERT:
+    case KW_UPDATE:
+    case KW_DELETE:
+    case KW_MERGE:
         kind = FAST_WRITE;
-    } else if (router_tok_word_is(&t, "begin")) {
+        break;
+    case KW_BEGIN:
         kind = FAST_BEGIN;
-    } else if (router_tok_word_is(&t, "start")) {
-        if (!router_lex_next(&lx, &t) || !router_tok_word_is(&t, "transaction")) {
+        break;
+    case KW_START:
+        if (!router_lex_next(&lx, &t) || kw_lookup(&t) != KW_TRANSACTION) {
             return false;
         }
         kind = FAST_BEGIN;
-    } else if (router_tok_word_is(&t, "commit") || router_tok_word_is(&t, "end")) {
+        break;
+    case KW_COMMIT:
+    case KW_END:
         kind = FAST_COMMIT;
-    } else if (router_tok_word_is(&t, "rollback") || router_tok_word_is(&t, "abort")) {
+        break;
+    case KW_ROLLBACK:
+    case KW_ABORT:
         kind = FAST_ROLLBACK;
-    } else {
+        break;
+    default:
         return false;
     }
     int n_words = 0;    /* after the first word */
@@ -341,27 +425,30 @@ fast_path(const char *sql, size_t len, struct router_classification *out)
             }
         }
         switch (kind) {
-        case FAST_SELECT:
-            if (t.kind == ROUTER_TOK_WORD &&
-                (router_tok_word_is(&t, "for") || router_tok_word_is(&t, "into") ||
-                 router_tok_word_is(&t, "with"))) {
-                return false;
+        case FAST_SELECT: {
+            if (t.kind == ROUTER_TOK_WORD && (t.len == 3 || t.len == 4)) {
+                enum kw k = kw_lookup(&t);
+                if (k == KW_FOR || k == KW_INTO || k == KW_WITH) {
+                    return false;
+                }
             }
             if (t.kind == ROUTER_TOK_PUNCT && t.p[0] == '(' &&
                 (prev.kind == ROUTER_TOK_QIDENT ||
-                 (prev.kind == ROUTER_TOK_WORD && !paren_keyword(&prev)))) {
+                 (prev.kind == ROUTER_TOK_WORD && kw_lookup(&prev) != KW_PAREN_OK))) {
                 return false;
             }
             break;
+        }
         case FAST_BEGIN:
         case FAST_COMMIT:
-        case FAST_ROLLBACK:
+        case FAST_ROLLBACK: {
             /* only the bare forms: BEGIN [WORK|TRANSACTION], COMMIT [WORK|TRANSACTION] */
-            if (n_words > 0 ||
-                !(router_tok_word_is(&t, "work") || router_tok_word_is(&t, "transaction"))) {
+            enum kw k = kw_lookup(&t);
+            if (n_words > 0 || (k != KW_WORK && k != KW_TRANSACTION)) {
                 return false;
             }
             break;
+        }
         default:
             break;
         }

@@ -1,5 +1,5 @@
 /*
- * lex.c - see lex_int.h. Character classes are ASCII tests, not <ctype.h>: the scanner runs on
+ * lex.c - see lex_int.h. Character classes come from a table, not <ctype.h>: the scanner runs on
  * every query, and PostgreSQL's own scanner treats every byte >= 0x80 as an identifier byte
  * whatever the locale.
  */
@@ -8,28 +8,66 @@
 #include <string.h>
 #include <strings.h>
 
+/* Character classes, one table lookup per byte on the hot loops. */
+enum {
+    C_OTHER = 0,
+    C_SPACE = 1,
+    C_IDENT = 2, /* letters, '_', bytes >= 0x80: may start an identifier */
+    C_DIGIT = 4,
+    C_DOLLAR = 8,
+    C_PUNCT = 16, /* ; ( ) . , = */
+};
+
+#define IDENT_CONT (C_IDENT | C_DIGIT | C_DOLLAR)
+
+/* ASCII only; every byte >= 0x80 is C_IDENT (cls) */
+static const unsigned char cclass[128] = {
+    [' '] = C_SPACE,  ['\t'] = C_SPACE, ['\n'] = C_SPACE, ['\r'] = C_SPACE, ['\f'] = C_SPACE,
+    ['\v'] = C_SPACE, ['0'] = C_DIGIT,  ['1'] = C_DIGIT,  ['2'] = C_DIGIT,  ['3'] = C_DIGIT,
+    ['4'] = C_DIGIT,  ['5'] = C_DIGIT,  ['6'] = C_DIGIT,  ['7'] = C_DIGIT,  ['8'] = C_DIGIT,
+    ['9'] = C_DIGIT,  ['$'] = C_DOLLAR, [';'] = C_PUNCT,  ['('] = C_PUNCT,  [')'] = C_PUNCT,
+    ['.'] = C_PUNCT,  [','] = C_PUNCT,  ['='] = C_PUNCT,  ['_'] = C_IDENT,  ['a'] = C_IDENT,
+    ['b'] = C_IDENT,  ['c'] = C_IDENT,  ['d'] = C_IDENT,  ['e'] = C_IDENT,  ['f'] = C_IDENT,
+    ['g'] = C_IDENT,  ['h'] = C_IDENT,  ['i'] = C_IDENT,  ['j'] = C_IDENT,  ['k'] = C_IDENT,
+    ['l'] = C_IDENT,  ['m'] = C_IDENT,  ['n'] = C_IDENT,  ['o'] = C_IDENT,  ['p'] = C_IDENT,
+    ['q'] = C_IDENT,  ['r'] = C_IDENT,  ['s'] = C_IDENT,  ['t'] = C_IDENT,  ['u'] = C_IDENT,
+    ['v'] = C_IDENT,  ['w'] = C_IDENT,  ['x'] = C_IDENT,  ['y'] = C_IDENT,  ['z'] = C_IDENT,
+    ['A'] = C_IDENT,  ['B'] = C_IDENT,  ['C'] = C_IDENT,  ['D'] = C_IDENT,  ['E'] = C_IDENT,
+    ['F'] = C_IDENT,  ['G'] = C_IDENT,  ['H'] = C_IDENT,  ['I'] = C_IDENT,  ['J'] = C_IDENT,
+    ['K'] = C_IDENT,  ['L'] = C_IDENT,  ['M'] = C_IDENT,  ['N'] = C_IDENT,  ['O'] = C_IDENT,
+    ['P'] = C_IDENT,  ['Q'] = C_IDENT,  ['R'] = C_IDENT,  ['S'] = C_IDENT,  ['T'] = C_IDENT,
+    ['U'] = C_IDENT,  ['V'] = C_IDENT,  ['W'] = C_IDENT,  ['X'] = C_IDENT,  ['Y'] = C_IDENT,
+    ['Z'] = C_IDENT,
+};
+
+static inline unsigned char
+cls(unsigned char c)
+{
+    return c >= 0x80 ? C_IDENT : cclass[c];
+}
+
 static inline bool
 is_space(unsigned char c)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+    return cls(c) == C_SPACE;
 }
 
 static inline bool
 is_digit(unsigned char c)
 {
-    return c >= '0' && c <= '9';
+    return cls(c) == C_DIGIT;
 }
 
 static inline bool
 is_ident_start(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+    return cls(c) == C_IDENT;
 }
 
 static inline bool
 is_ident_char(unsigned char c)
 {
-    return is_ident_start(c) || is_digit(c) || c == '$';
+    return (cls(c) & IDENT_CONT) != 0;
 }
 
 void
@@ -155,7 +193,7 @@ router_lex_next(struct router_lexer *lx, struct router_tok *t)
             lx->pos++;
         }
         t->kind = ROUTER_TOK_WORD;
-    } else if (c != '\0' && strchr(";().,=", c)) {
+    } else if (cls(c) == C_PUNCT) {
         lx->pos++;
         t->kind = ROUTER_TOK_PUNCT;
     } else {
