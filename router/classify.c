@@ -26,6 +26,7 @@
  */
 #include "router/classify.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -1270,6 +1271,7 @@ struct router_classifier {
     uint32_t clock;            /* LRU stamp source; 0 never used */
     char *scratch;             /* NUL-terminated copy of the text for the parser */
     size_t scratch_cap;
+    uintptr_t stack_low; /* lowest address of the owner thread's stack, 0 = not known yet */
     struct router_classify_stats stats;
 };
 
@@ -1430,6 +1432,74 @@ cache_store(struct router_classifier *cl, uint64_t h1, uint64_t h2, uint64_t gen
 /* ---------------------------------------------------------------------------------------- */
 /* Entry point                                                                               */
 
+/*
+ * Stack depth. libpg_query turns the parse tree into JSON (or protobuf) by recursion over the
+ * tree, without PostgreSQL's stack-depth check, and a left-deep chain ("a+a+a...", UNION after
+ * UNION, JOIN after JOIN) has no depth limit in the grammar: a long enough text overflows any
+ * thread stack and would take the whole proxy down. So before parsing, the text's tokens that
+ * can add a tree level are counted (everything but strings, numbers, parameters, ',', ')', '.'
+ * and ';') and the text is parsed only when that many levels fit in the stack left. Measured
+ * with libpg_query 15-4.0.0, the worst construct ("(SELECT " nesting) needs under 350 bytes of
+ * stack per counted token; left-deep chains 65 to 130 per level of two tokens.
+ */
+#define STACK_PER_TOKEN 512
+#define STACK_MARGIN    (128 * 1024) /* pg_query_parse's own frames, error handling */
+
+static size_t
+depth_tokens(const char *sql, size_t len)
+{
+    struct router_lexer lx = { .s = sql, .len = len };
+    struct router_tok t;
+    size_t n = 0;
+    while (router_lex_next(&lx, &t)) {
+        if (t.kind == ROUTER_TOK_STRING ||
+            (t.kind == ROUTER_TOK_PUNCT && t.p[0] != '(' && t.p[0] != '=') ||
+            (t.kind == ROUTER_TOK_OTHER && ((t.p[0] >= '0' && t.p[0] <= '9') || t.p[0] == '$'))) {
+            continue;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* The lowest address of the calling thread's stack, 0 when it cannot be found. */
+static uintptr_t
+thread_stack_low(void)
+{
+    pthread_attr_t attr;
+    void *addr = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) {
+        return 0;
+    }
+    if (pthread_attr_getstack(&attr, &addr, &size) != 0) {
+        addr = NULL;
+    }
+    pthread_attr_destroy(&attr);
+    return (uintptr_t) addr;
+}
+
+/* Whether a text with n depth tokens can be parsed on this stack. Without a classifier the
+ * stack is looked up each time (tests); pthread_getattr_np reads /proc on the main thread. */
+static bool
+stack_fits(struct router_classifier *cl, size_t n)
+{
+    char here;
+    uintptr_t low = cl != NULL ? cl->stack_low : 0;
+    if (low == 0) {
+        low = thread_stack_low();
+        if (cl != NULL) {
+            cl->stack_low = low;
+        }
+    }
+    /* unknown stack: assume the smallest a thread is likely to have */
+    size_t room = 256 * 1024;
+    if (low != 0 && (uintptr_t) &here > low) {
+        room = (size_t) ((uintptr_t) &here - low);
+    }
+    return room > STACK_MARGIN && n <= (room - STACK_MARGIN) / STACK_PER_TOKEN;
+}
+
 static enum status
 parse_text(struct router_classifier *cl, const char *sql, size_t len,
            const struct router_functions *fns, struct router_classification *out)
@@ -1437,6 +1507,10 @@ parse_text(struct router_classifier *cl, const char *sql, size_t len,
     result_init(out, ROUTER_CLASS_WRITE, "unparsable");
     out->path = ROUTER_PATH_PARSER;
     out->n_statements = 0;
+    if (!stack_fits(cl, depth_tokens(sql, len))) {
+        out->reason = "too complex to classify";
+        return ST_OK;
+    }
     char local[1024];
     char *buf = local;
     if (len + 1 > sizeof(local)) {

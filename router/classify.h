@@ -13,10 +13,10 @@
  * health), track session state that pins a client (router/scan.h), do I/O, log, or lock.
  *
  * Threads: a struct router_classifier belongs to one thread (one per worker) and is used only
- * there. libpg_query keeps a memory context per thread and frees it from its own thread-exit
- * destructor, so a worker needs no cleanup call. Nothing may call pg_query_exit() on a thread
- * that then exits: libpg_query 15-4.0.0 leaves the destructor's pointer set and the context is
- * freed twice.
+ * there; it learns that thread's stack bounds on its first parse. libpg_query keeps a memory
+ * context per thread and frees it from its own thread-exit destructor, so a worker needs no cleanup
+ * call. Nothing may call pg_query_exit() on a thread that then exits: libpg_query 15-4.0.0 leaves
+ * the destructor's pointer set and the context is freed twice.
  */
 #ifndef PGMUX_ROUTER_CLASSIFY_H
 #define PGMUX_ROUTER_CLASSIFY_H
@@ -127,7 +127,9 @@ void router_classifier_destroy(struct router_classifier *cl);
 /**
  * Classify sql[0..len) (need not be NUL-terminated): a simple-protocol Query, possibly several
  * statements, or one Parse message's text. fns may be NULL (built-in defaults only). Fills *out;
- * out->reason is static. Never fails: anything it cannot settle is a WRITE. Returns ST_OK, or
+ * out->reason is static. Never fails: anything it cannot settle is a WRITE, including texts
+ * nested too deeply to parse on the calling thread's stack (libpg_query recurses over the tree;
+ * about 16000 operators and nesting levels fit in a default 8 MiB thread stack). Returns ST_OK, or
  * ST_ENOMEM when a scratch copy of the text could not be made (out then says WRITE). cl may be
  * NULL: no cache. The owning thread of cl.
  */

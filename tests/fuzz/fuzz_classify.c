@@ -4,8 +4,8 @@
  *
  * Input layout: one option byte, then the SQL text, handed over in an exact-size heap copy with
  * no NUL terminator. Option bit 0: classify through a classifier with a small cache that lives
- * across inputs (so entries are evicted and hit), else with none; bit 1: pass function lists
- * (a learned volatile function and a primary_functions entry), else NULL.
+ * across inputs (so entries are evicted and hit), else through one without a cache; bit 1: pass
+ * function lists (a learned volatile function and a primary_functions entry), else NULL.
  *
  * Beyond crashes it checks: the result uses only known values; a second call gives the same
  * answer (from the cache when there is one); and whenever the lexer settled the text, the parser
@@ -20,7 +20,7 @@
 
 #define KNOWN_TXN ((ROUTER_TXN_SAVEPOINT << 1) - 1)
 
-static struct router_classifier *cached;
+static struct router_classifier *cached, *uncached;
 
 static const char *const volatile_fns[] = { "audit.touch", "touch" };
 static const char *const primary_fns[] = { "app.bump", "bump" };
@@ -59,10 +59,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) {
         return 0;
     }
-    if (cached == NULL && router_classifier_create(16, &cached) != ST_OK) {
+    if (cached == NULL && (router_classifier_create(16, &cached) != ST_OK ||
+                           router_classifier_create(0, &uncached) != ST_OK)) {
         abort();
     }
-    struct router_classifier *cl = (data[0] & 1) ? cached : NULL;
+    struct router_classifier *cl = (data[0] & 1) ? cached : uncached;
     const struct router_functions *f = (data[0] & 2) ? &fns : NULL;
     size_t len = size - 1;
     char *sql = (char *) fuzz_dup(data + 1, len);
@@ -76,7 +77,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_result(&b, len);
     FUZZ_CHECK(a.parsed_cls == b.parsed_cls && a.txn == b.txn && a.txn_end == b.txn_end &&
                a.is_begin_read_only == b.is_begin_read_only && a.n_statements == b.n_statements);
-    if (cl != NULL && a.path == ROUTER_PATH_PARSER) {
+    if (cl == cached && a.path == ROUTER_PATH_PARSER) {
         FUZZ_CHECK(b.path == ROUTER_PATH_CACHE);
     }
 
@@ -87,7 +88,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(two, sql, len);
         memcpy(two + len, tail, sizeof(tail) - 1);
         struct router_classification p;
-        FUZZ_CHECK(router_classify(NULL, two, len + sizeof(tail) - 1, f, &p) == ST_OK);
+        FUZZ_CHECK(router_classify(uncached, two, len + sizeof(tail) - 1, f, &p) == ST_OK);
         FUZZ_CHECK(p.path == ROUTER_PATH_PARSER);
         if (!p.is_parse_error) {
             if (p.parsed_cls != a.parsed_cls) {

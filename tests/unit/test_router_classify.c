@@ -677,6 +677,77 @@ test_long_text(void **state)
 }
 
 static void *
+small_stack_main(void *arg)
+{
+    int *ok = arg;
+    struct router_classifier *cl;
+    if (router_classifier_create(16, &cl) != ST_OK) {
+        return NULL;
+    }
+    /* a left-deep chain the grammar does not limit: 300000 levels would overflow the stack in
+     * libpg_query's tree output; it is not parsed, and goes to the primary */
+    size_t n = 300000;
+    char *s = malloc(n * 2 + 64);
+    if (s == NULL) {
+        router_classifier_destroy(cl);
+        return NULL;
+    }
+    size_t len = (size_t) sprintf(s, "SELECT f(a");
+    for (size_t i = 0; i < n; i++) {
+        s[len++] = '+';
+        s[len++] = 'a';
+    }
+    s[len++] = ')';
+    struct router_classification c;
+    if (router_classify(cl, s, len, NULL, &c) == ST_OK && c.cls == W && !c.is_parse_error &&
+        strcmp(c.reason, "too complex to classify") == 0) {
+        (*ok)++;
+    }
+    /* nested subqueries, the costliest construct per token, as deep as the grammar allows:
+     * parsed (a read) or refused (a write) depending on the stack the thread really got (glibc
+     * may hand it a larger cached one), but never a crash */
+    len = (size_t) sprintf(s, "SELECT f(");
+    for (int i = 0; i < 3000; i++) {
+        len += (size_t) sprintf(s + len, "(SELECT ");
+    }
+    s[len++] = 'a';
+    for (int i = 0; i < 3000; i++) {
+        s[len++] = ')';
+    }
+    s[len++] = ')';
+    if (router_classify(cl, s, len, NULL, &c) == ST_OK &&
+        (c.cls == R || strcmp(c.reason, "too complex to classify") == 0)) {
+        (*ok)++;
+    }
+    /* an ordinary query still fits */
+    const char *q = "SELECT count(*) FROM t WHERE a + b + c > 1";
+    if (router_classify(cl, q, strlen(q), NULL, &c) == ST_OK && c.cls == R &&
+        c.path == ROUTER_PATH_PARSER) {
+        (*ok)++;
+    }
+    free(s);
+    router_classifier_destroy(cl);
+    return NULL;
+}
+
+/* Whatever a client sends, parsing never overflows a worker's stack (here a small one). */
+static void
+test_stack_depth(void **state)
+{
+    (void) state;
+    pthread_attr_t attr;
+    pthread_t th;
+    int ok = 0;
+    assert_int_equal(pthread_attr_init(&attr), 0);
+    /* 2 MiB: ThreadSanitizer keeps most of a megabyte of its own at the top of a stack */
+    assert_int_equal(pthread_attr_setstacksize(&attr, 2048 * 1024), 0);
+    assert_int_equal(pthread_create(&th, &attr, small_stack_main, &ok), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    pthread_attr_destroy(&attr);
+    assert_int_equal(ok, 3);
+}
+
+static void *
 thread_main(void *arg)
 {
     int *ok = arg;
@@ -732,6 +803,7 @@ main(void)
         cmocka_unit_test(test_cache),
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_stack_depth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
