@@ -442,7 +442,8 @@ conn_tls_setup(struct pool_conn *sc)
     }
     SSL_set_connect_state(ssl);
     unsigned char addr[16];
-    bool is_ip = inet_pton(AF_INET, node->host, addr) == 1 || inet_pton(AF_INET6, node->host, addr) == 1;
+    bool is_ip =
+        inet_pton(AF_INET, node->host, addr) == 1 || inet_pton(AF_INET6, node->host, addr) == 1;
     bool ok = true;
     if (!is_ip) {
         /* RFC 6066: SNI carries host names only, never addresses (libpq does the same). */

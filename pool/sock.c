@@ -36,6 +36,8 @@ pool_sock_init(struct pool_sock *s, int fd, void *data, void (*rcb)(EV_P_ ev_io 
     s->is_rio_flipped = false;
     s->is_wio_flipped = false;
     s->is_tls_failed = false;
+    s->is_tls_wpending = false;
+    s->is_read_deferred = false;
     s->ssl = NULL;
     s->loop = NULL;
     ev_io_init(&s->rio, rcb, fd, EV_READ);
@@ -221,6 +223,11 @@ tls_read(struct pool_sock *s, char *p, size_t len)
         errno = EPROTO;
         return -1;
     }
+    if (s->is_tls_wpending) {
+        s->is_read_deferred = true;
+        rio_direction(s, true);
+        return -2;
+    }
     ERR_clear_error();
     int r = SSL_read(s->ssl, p, len > INT_MAX ? INT_MAX : (int) len);
     if (r > 0) {
@@ -293,16 +300,27 @@ pool_sock_write(struct pool_sock *s, const char *p, size_t len)
     ERR_clear_error();
     int r = SSL_write(s->ssl, p, len > INT_MAX ? INT_MAX : (int) len);
     if (r > 0) {
+        /* A positive return means every record it built has left: nothing is held back. */
+        s->is_tls_wpending = false;
         wio_direction(s, false);
+        if (s->is_read_deferred) {
+            s->is_read_deferred = false;
+            rio_direction(s, false);
+            if (s->is_reading) {
+                ev_feed_event(s->loop, &s->rio, EV_READ);
+            }
+        }
         return r;
     }
     int e = SSL_get_error(s->ssl, r);
     switch (e) {
     case SSL_ERROR_WANT_WRITE:
+        s->is_tls_wpending = true;
         wio_direction(s, false);
         return 0;
     case SSL_ERROR_WANT_READ:
         /* only while a handshake runs (renegotiation is off): wait for the peer's flight */
+        s->is_tls_wpending = true;
         wio_direction(s, true);
         return 0;
     default:

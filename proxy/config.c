@@ -871,15 +871,15 @@ set_tls_protocols(struct cfg_parse *p, const char *key, const char *value)
         } else if ((n == 6 && strncasecmp(s, "secure", n) == 0) ||
                    (n == 3 && strncasecmp(s, "all", n) == 0)) {
             want12 = want13 = true;
-        } else if ((n == 7 && (strncasecmp(s, "tlsv1.0", n) == 0 ||
-                               strncasecmp(s, "tlsv1.1", n) == 0)) ||
+        } else if ((n == 7 &&
+                    (strncasecmp(s, "tlsv1.0", n) == 0 || strncasecmp(s, "tlsv1.1", n) == 0)) ||
                    (n == 5 && strncasecmp(s, "tlsv1", n) == 0) ||
                    (n == 6 && strncasecmp(s, "legacy", n) == 0)) {
             ERR(p, p->lineno, key, "'%.*s' is not supported: the minimum is tlsv1.2", (int) n, s);
             return;
         } else {
-            ERR(p, p->lineno, key, "unknown protocol '%.*s' (expected tlsv1.2, tlsv1.3, secure or all)",
-                (int) n, s);
+            ERR(p, p->lineno, key,
+                "unknown protocol '%.*s' (expected tlsv1.2, tlsv1.3, secure or all)", (int) n, s);
             return;
         }
         s = e;
@@ -1948,8 +1948,10 @@ check_tls(struct cfg_parse *p)
     tl->server_cert = p->seen[K_SERVER_TLS_CERT_FILE];
     tl->server_key = p->seen[K_SERVER_TLS_KEY_FILE];
 
-    char **files[] = { &c->client_tls_cert_file, &c->client_tls_key_file, &c->client_tls_ca_file,
-                       &c->server_tls_ca_file, &c->server_tls_cert_file, &c->server_tls_key_file };
+    char **files[] = {
+        &c->client_tls_cert_file, &c->client_tls_key_file,  &c->client_tls_ca_file,
+        &c->server_tls_ca_file,   &c->server_tls_cert_file, &c->server_tls_key_file
+    };
     for (size_t i = 0; i < ARRAY_LEN(files); i++) {
         if (*files[i] != NULL && !resolve_path(p, files[i])) {
             return;

@@ -128,9 +128,8 @@ build_client_side(const struct cfg *cfg, struct tls_err *e)
         tls_err_add(e, cfg, tl->client_ciphersuites, "client_tls_ciphersuites", "'%s': %s",
                     cfg->client_tls_ciphersuites, ossl_reason(why, sizeof(why)));
     }
-    (void) ctx_cert(ctx, e, cfg, cfg->client_tls_cert_file, "client_tls_cert_file",
-                    tl->client_cert, cfg->client_tls_key_file, "client_tls_key_file",
-                    tl->client_key);
+    (void) ctx_cert(ctx, e, cfg, cfg->client_tls_cert_file, "client_tls_cert_file", tl->client_cert,
+                    cfg->client_tls_key_file, "client_tls_key_file", tl->client_key);
     if (cfg->client_tls_ca_file) {
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->client_tls_ca_file);
         if (SSL_CTX_load_verify_locations(ctx, cfg->client_tls_ca_file, NULL) != 1 || !names) {

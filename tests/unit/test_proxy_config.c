@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/ssl.h>
 
 #include "proxy/config.h"
 
@@ -856,6 +857,84 @@ test_pin_session_state(void **state)
 }
 
 static void
+test_tls_keys(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    /* defaults */
+    if (load_text("[pgmux]\nauth_type = trust\n" NODE_A, &c) != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->client_tls_mode, CFG_CLIENT_TLS_DISABLE);
+    assert_int_equal(c->server_tls_mode, CFG_SERVER_TLS_DISABLE);
+    assert_int_equal(c->client_tls_min_version, TLS1_2_VERSION);
+    assert_int_equal(c->client_tls_max_version, TLS1_3_VERSION);
+    assert_string_equal(c->client_tls_ciphers, "HIGH:!aNULL:!MD5");
+    assert_null(c->client_tls_ciphersuites);
+    cfg_unref(c);
+    teardown(NULL);
+
+    /* every key; relative file names resolve against the ini file's directory (/tmp) */
+    if (load_text("[pgmux]\nauth_type = trust\nclient_tls_mode = require\n"
+                  "client_tls_cert_file = c.crt\nclient_tls_key_file = /k/c.key\n"
+                  "client_tls_ca_file = ca.crt\nclient_tls_protocols = TLSv1.3\n"
+                  "client_tls_ciphers = ECDHE+AESGCM\n"
+                  "client_tls_ciphersuites = TLS_AES_256_GCM_SHA384\n"
+                  "server_tls_mode = verify-full\nserver_tls_ca_file = sca.crt\n"
+                  "server_tls_cert_file = s.crt\nserver_tls_key_file = s.key\n" NODE_A,
+                  &c) != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->client_tls_mode, CFG_CLIENT_TLS_REQUIRE);
+    assert_string_equal(c->client_tls_cert_file, "/tmp/c.crt");
+    assert_string_equal(c->client_tls_key_file, "/k/c.key");
+    assert_string_equal(c->client_tls_ca_file, "/tmp/ca.crt");
+    assert_int_equal(c->client_tls_min_version, TLS1_3_VERSION);
+    assert_int_equal(c->client_tls_max_version, TLS1_3_VERSION);
+    assert_string_equal(c->client_tls_ciphers, "ECDHE+AESGCM");
+    assert_string_equal(c->client_tls_ciphersuites, "TLS_AES_256_GCM_SHA384");
+    assert_int_equal(c->server_tls_mode, CFG_SERVER_TLS_VERIFY_FULL);
+    assert_string_equal(c->server_tls_ca_file, "/tmp/sca.crt");
+    assert_string_equal(c->server_tls_cert_file, "/tmp/s.crt");
+    assert_string_equal(c->server_tls_key_file, "/tmp/s.key");
+    assert_int_equal(c->tls_lines.client_cert, 4);
+    assert_int_equal(c->tls_lines.server_key, 13);
+    cfg_unref(c);
+    teardown(NULL);
+
+    if (load_text("[pgmux]\nauth_type = trust\nclient_tls_protocols = tlsv1.2\n" NODE_A, &c) != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->client_tls_min_version, TLS1_2_VERSION);
+    assert_int_equal(c->client_tls_max_version, TLS1_2_VERSION);
+    cfg_unref(c);
+    teardown(NULL);
+
+    expect_fail("[pgmux]\nauth_type = trust\nclient_tls_mode = on\n" NODE_A, 1);
+    expect_line(ini_path, 3,
+                "client_tls_mode: 'on' is not one of: disable, allow, prefer, require");
+    expect_fail("[pgmux]\nauth_type = trust\nserver_tls_mode = verify\n" NODE_A, 1);
+    expect_line(ini_path, 3,
+                "server_tls_mode: 'verify' is not one of: disable, prefer, require, "
+                "verify-ca, verify-full");
+    expect_fail("[pgmux]\nauth_type = trust\nclient_tls_protocols = tlsv1.1,tlsv1.2\n" NODE_A, 1);
+    expect_line(ini_path, 3, "client_tls_protocols: 'tlsv1.1' is not supported");
+    expect_fail("[pgmux]\nauth_type = trust\nclient_tls_protocols = sslv3\n" NODE_A, 1);
+    expect_line(ini_path, 3, "client_tls_protocols: unknown protocol 'sslv3'");
+    expect_fail("[pgmux]\nauth_type = trust\nclient_tls_protocols = ,\n" NODE_A, 1);
+    expect_line(ini_path, 3, "client_tls_protocols: must name at least one protocol");
+    teardown(NULL);
+    expect_fail("[pgmux]\nauth_type = trust\nclient_tls_mode = allow\n" NODE_A, 2);
+    expect_line(ini_path, 3, "client_tls_cert_file: required when client_tls_mode is allow");
+    expect_line(ini_path, 3, "client_tls_key_file: required when client_tls_mode is allow");
+    expect_fail("[pgmux]\nauth_type = trust\nserver_tls_cert_file = a.crt\n" NODE_A, 1);
+    expect_line(ini_path, 3,
+                "server_tls_key_file: server_tls_cert_file and server_tls_key_file go together");
+    expect_fail("[pgmux]\nauth_type = trust\nclient_tls_cert_file =\n" NODE_A, 1);
+    expect_line(ini_path, 3, "client_tls_cert_file: must not be empty");
+}
+
+static void
 test_overrides(void **state)
 {
     (void) state;
@@ -1211,6 +1290,7 @@ main(void)
         cmocka_unit_test_teardown(test_track_parameters, teardown),
         cmocka_unit_test_teardown(test_primary_functions, teardown),
         cmocka_unit_test_teardown(test_pin_session_state, teardown),
+        cmocka_unit_test_teardown(test_tls_keys, teardown),
         cmocka_unit_test_teardown(test_overrides, teardown),
         cmocka_unit_test_teardown(test_pool_mode_for_precedence, teardown),
         cmocka_unit_test_teardown(test_override_errors, teardown),
