@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 import pgwire
+from helpers import wait_for
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -53,6 +54,7 @@ def certs(cluster):
     _make_ca(d, "ca")
     _make_ca(d, "otherca")
     _make_cert(d, "pgmux", "ca", "localhost", "IP:127.0.0.1,DNS:localhost")
+    _make_cert(d, "pgmux2", "otherca", "localhost", "IP:127.0.0.1,DNS:localhost")
     _make_cert(d, "client", "ca", "app")
     _make_cert(d, "rogue", "otherca", "app")
     # PostgreSQL's own certificate: valid for 127.0.0.1 only, so 127.0.0.2 is a wrong host
@@ -176,6 +178,42 @@ def test_bad_tls_config_refused(pgmux, certs, tmp_path):
     r = subprocess.run([exe, "--check", "-c", str(ini)], capture_output=True, text=True)
     assert r.returncode == 2
     assert f"{ini}:5: client_tls_key_file:" in r.stderr and "mismatch" in r.stderr, r.stderr
+
+
+def test_reload_rereads_certificates(pgmux, certs, tmp_path):
+    """SIGHUP re-reads the certificate files: new sessions get the new certificate, a session
+    already open keeps going; a file that does not load refuses the reload and the running
+    certificate stays."""
+    import shutil
+    import signal
+
+    # copies, replaced in place below as a renewal does
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    shutil.copy(certs / "pgmux.crt", cert)
+    shutil.copy(certs / "pgmux.key", key)
+    px = pgmux(**tls_settings(certs, client_tls_cert_file=str(cert), client_tls_key_file=str(key)))
+    old = px.connect(sslmode="verify-full", sslrootcert=certs / "ca.crt")
+
+    def hup_and_wait(word):
+        before = px.log_text().count(word)
+        px.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: px.log_text().count(word) > before, timeout=10, what=word)
+
+    shutil.copy(certs / "pgmux2.crt", cert)
+    shutil.copy(certs / "pgmux2.key", key)
+    hup_and_wait("configuration reloaded from")
+    with px.connect(sslmode="verify-full", sslrootcert=certs / "otherca.crt") as c:
+        assert c.execute("select 7").fetchone() == (7,)
+    with pytest.raises(psycopg.OperationalError):
+        px.connect(sslmode="verify-full", sslrootcert=certs / "ca.crt")
+    assert old.execute("select 8").fetchone() == (8,)  # the session from before the reload
+    old.close()
+
+    cert.write_text("not a certificate\n")
+    hup_and_wait("configuration reload refused")
+    assert "client_tls_cert_file: cannot load certificate" in px.log_text()
+    with px.connect(sslmode="verify-full", sslrootcert=certs / "otherca.crt") as c:
+        assert c.execute("select 9").fetchone() == (9,)
 
 
 def _ssl_request():
