@@ -241,6 +241,34 @@ pool_get(struct pool_set *s, int node_idx, const char *database, const char *use
 }
 
 void
+pool_update_secret(struct pool *p, const struct pool_secret *secret)
+{
+    char *pw = secret->password ? strdup(secret->password) : NULL;
+    if (secret->password && !pw) {
+        return; /* keep the old one: a failed server login says more than a lost secret */
+    }
+    pthread_mutex_lock(&p->mu);
+    bool same_pw = (!pw && !p->secret.password) ||
+                   (pw && p->secret.password && strcmp(pw, p->secret.password) == 0);
+    if (same_pw && strcmp(p->secret.md5, secret->md5) == 0) {
+        pthread_mutex_unlock(&p->mu);
+        if (pw) {
+            OPENSSL_cleanse(pw, strlen(pw));
+            free(pw);
+        }
+        return;
+    }
+    if (p->secret.password) {
+        OPENSSL_cleanse(p->secret.password, strlen(p->secret.password));
+        free(p->secret.password);
+    }
+    p->secret.password = pw;
+    p->secret.has_salted = false;
+    memcpy(p->secret.md5, secret->md5, sizeof(p->secret.md5));
+    pthread_mutex_unlock(&p->mu);
+}
+
+void
 pool_learn_scram_keys(struct pool *p, const uint8_t client_key[PROTO_SCRAM_KEY_LEN],
                       const uint8_t server_key[PROTO_SCRAM_KEY_LEN])
 {

@@ -351,6 +351,12 @@ void pool_set_fini(struct pool_set *s);
 struct pool *pool_get(struct pool_set *s, int node_idx, const char *database, const char *user,
                       const struct pool_secret *secret_init, bool may_overtake);
 
+/**
+ * Replace the plaintext password and md5 hash the pool logs in to servers with (from secret;
+ * either may be empty), when a user's secret has changed since the pool was made. Any thread.
+ */
+void pool_update_secret(struct pool *p, const struct pool_secret *secret);
+
 /** Remember SCRAM keys recovered from a client's proof for server logins. Any thread. */
 void pool_learn_scram_keys(struct pool *p, const uint8_t client_key[PROTO_SCRAM_KEY_LEN],
                            const uint8_t server_key[PROTO_SCRAM_KEY_LEN]);

@@ -42,6 +42,7 @@
 #include "protocol/startup.h"
 #include "protocol/wire.h"
 #include "proxy/admin.h"
+#include "proxy/authq.h"
 #include "proxy/config.h"
 #include "proxy/errors.h"
 #include "proxy/hba.h"
@@ -232,6 +233,10 @@ static void
 client_free_auth(struct client *c)
 {
     if (c->auth) {
+        if (c->cu == &c->auth->aq_user) {
+            c->cu = NULL;
+        }
+        authq_secret_free(c->auth->aq_user.secret);
         proto_scram_server_fini(&c->auth->scram);
         cfg_unref(c->auth->cfg);
         c->cu = NULL;
@@ -539,7 +544,9 @@ client_scram_secret(struct client *c, struct proto_scram_secret *out)
     if (proto_md5_is_secret(s)) {
         return false;
     }
-    int idx = (int) (c->cu - w->cfg->users);
+    /* PBKDF2 results are cached for auth_file users only; a plaintext secret from auth_query
+     * (a custom query can return one) is derived at each login. */
+    int idx = c->auth && c->cu == &c->auth->aq_user ? -1 : (int) (c->cu - w->cfg->users);
     if (idx >= 0 && idx < w->n_scram_cache && w->scram_cached[idx]) {
         *out = w->scram_cache[idx];
         return true;
@@ -591,6 +598,10 @@ client_auth_done(struct client *c)
     }
     c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, c->database, c->user);
     c->pool = pool_get(&w->rt->pools, node, c->database, c->user, &ps, c->mode != CFG_POOL_SESSION);
+    if (c->pool && c->auth && c->cu == &c->auth->aq_user) {
+        /* The pool may have been made with a secret auth_query has since seen change. */
+        pool_update_secret(c->pool, &ps);
+    }
     OPENSSL_cleanse(&ps, sizeof(ps));
     c->cu = NULL; /* the snapshot it points into may go with the next reload */
     if (!c->pool) {
@@ -652,12 +663,12 @@ client_auth_done(struct client *c)
     client_acquire(c);
 }
 
+/* Ask the client for what its method needs, now that c->cu is known (NULL: unknown user). */
 static enum status
-client_auth_begin(struct client *c)
+client_auth_challenge(struct client *c)
 {
     struct worker *w = c->w;
     enum hba_method m = (enum hba_method) c->method;
-    c->cu = cfg_user_find(w->cfg, c->user);
     if (m == HBA_TRUST) {
         if (!c->cu) {
             client_fail_auth(c);
@@ -666,9 +677,11 @@ client_auth_begin(struct client *c)
         client_auth_done(c);
         return ST_OK;
     }
-    c->auth = calloc(1, sizeof(*c->auth));
     if (!c->auth) {
-        return ST_ENOMEM;
+        c->auth = calloc(1, sizeof(*c->auth));
+        if (!c->auth) {
+            return ST_ENOMEM;
+        }
     }
     c->auth->cfg = cfg_ref(w->cfg);
     struct proto_builder pb;
@@ -747,6 +760,97 @@ client_check_cleartext(struct client *c, const char *pw)
         ok = strlen(pw) == n && CRYPTO_memcmp(pw, s, n) == 0;
     }
     return ok;
+}
+
+/* c->auth takes secret (owned) as what auth_query found for c->user. */
+static void
+client_use_found(struct client *c, char *secret)
+{
+    c->auth->aq_user.name = (char *) (uintptr_t) c->user;
+    c->auth->aq_user.secret = secret;
+    c->cu = &c->auth->aq_user;
+}
+
+/*
+ * Find the user: auth_file first, then (with auth_user set) auth_query's cache, then the
+ * lookup thread, whose answer arrives in client_on_authq. An unknown user goes on to the same
+ * exchange as a known one and fails like a wrong password.
+ */
+static enum status
+client_auth_begin(struct client *c)
+{
+    struct worker *w = c->w;
+    c->cu = cfg_user_find(w->cfg, c->user);
+    if (c->cu || !w->cfg->auth_user || strcmp(c->user, w->cfg->auth_user) == 0) {
+        return client_auth_challenge(c);
+    }
+    c->auth = calloc(1, sizeof(*c->auth));
+    if (!c->auth) {
+        return ST_ENOMEM;
+    }
+    char *secret = NULL;
+    switch (authq_cached(w->rt->authq, c->user, &secret)) {
+    case AUTHQ_FOUND:
+        client_use_found(c, secret);
+        return client_auth_challenge(c);
+    case AUTHQ_NOT_FOUND:
+        return client_auth_challenge(c);
+    default:
+        break;
+    }
+    const struct topo_snapshot *topo = topo_refresh(&w->rt->topology, &w->topo);
+    int idx = topo->primary >= 0 ? topo->primary : w->rt->primary_node;
+    const struct pool_node *node = &w->rt->nodes[idx];
+    enum status st = authq_request(w->rt->authq, w->cfg, &w->pw, c->id, c->user, c->database,
+                                   node->host, node->port);
+    if (st == ST_EPOOL) {
+        client_fail_full(c, ST_EPOOL, NULL, NULL, "too many auth_query lookups are waiting", NULL);
+        return ST_EPOOL;
+    }
+    if (st != ST_OK) {
+        return st;
+    }
+    /* Nothing to read until the answer: the client waits for our authentication request. The
+     * login timeout still runs. */
+    c->is_looking_up = true;
+    client_set_state(c, CLIENT_AUTH);
+    pool_sock_stop_read(w->loop, &c->sock);
+    return ST_OK;
+}
+
+void
+client_on_authq(struct pool_worker *pw, struct pool_msg *m)
+{
+    struct authq_reply *r = (struct authq_reply *) m;
+    struct client *c = client_by_id(pw->owner, r->client_id);
+    if (!c || c->state != CLIENT_AUTH || !c->is_looking_up) {
+        authq_reply_free(r); /* gave up, timed out, or the worker is stopping */
+        return;
+    }
+    c->is_looking_up = false;
+    enum authq_outcome outcome = r->outcome;
+    if (outcome == AUTHQ_FOUND) {
+        client_use_found(c, r->secret);
+        r->secret = NULL;
+    }
+    authq_reply_free(r);
+    if (outcome == AUTHQ_FAILED) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "could not look up user \"%.64s\" with auth_query", c->user);
+        client_fail_full(c, ST_ESERVER_CONNECT, NULL, NULL, msg,
+                         "pgmux's log says why; users in auth_file are not affected");
+        return;
+    }
+    enum status st = client_auth_challenge(c);
+    if (st != ST_OK) {
+        if (c->state != CLIENT_CLOSED) {
+            client_fail(c, st, NULL);
+        }
+        return;
+    }
+    if (c->state == CLIENT_AUTH) {
+        pool_sock_start_read(c->w->loop, &c->sock);
+    }
 }
 
 /* One 'p' message during authentication. Returns ST_OK to go on reading. */
@@ -1107,7 +1211,7 @@ static enum status
 client_handle_auth(struct client *c)
 {
     struct buf *b = c->sock.in;
-    while (c->state == CLIENT_AUTH && b && buf_unparsed(b) > 0) {
+    while (c->state == CLIENT_AUTH && !c->is_looking_up && b && buf_unparsed(b) > 0) {
         const uint8_t *p = (const uint8_t *) b->data + b->parsed;
         struct proto_header h;
         uint32_t max = c->w->cfg->max_message_size < CLIENT_AUTH_MSG_MAX

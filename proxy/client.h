@@ -15,6 +15,7 @@
 #include "pool/pool.h"
 #include "pool/sock.h"
 #include "protocol/scram.h"
+#include "proxy/config.h"
 
 struct worker;
 struct cfg;
@@ -52,6 +53,8 @@ struct client_auth {
     struct cfg *cfg; /* the snapshot c->cu points into: a reload during the exchange must not
                         free it (one reference) */
     enum client_auth_kind kind;
+    struct cfg_user aq_user; /* the user as auth_query found it (name borrowed, secret owned);
+                                c->cu points here for such a user */
     uint8_t md5_salt[4];
     struct proto_scram_server scram;
 };
@@ -130,6 +133,7 @@ struct client {
     bool is_s2c_paused;
     bool is_over_addr_limit; /* beyond max_client_conn_per_addr: refuse after startup */
     bool is_addr_counted;    /* holds one unit of its address in rt->peers */
+    bool is_looking_up;      /* CLIENT_AUTH: waiting for auth_query's answer, not reading */
 };
 
 /** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */
@@ -149,6 +153,9 @@ void client_close(struct client *c, const char *why);
  * 4.2.1), with detail when not NULL, then close the session.
  */
 void client_fail(struct client *c, enum status st, const char *detail);
+
+/** An auth_query answer (struct authq_reply) for one of worker pw's clients; owns m. */
+void client_on_authq(struct pool_worker *pw, struct pool_msg *m);
 
 /** Periodic checks of worker w's sessions: login, wait and idle timeouts. */
 void client_tick(struct worker *w, int64_t now_us);

@@ -53,6 +53,7 @@
 #include <openssl/ssl.h>
 
 #include "common/macros.h"
+#include "protocol/md5.h"
 #include "protocol/scram.h"
 
 #define CFG_INI_MAX_BYTES       (1024 * 1024)      /* a proxy.ini bigger than this is a mistake */
@@ -65,6 +66,8 @@
 #define CFG_MSG_SIZE_MAX        1073741823 /* PostgreSQL's MaxAllocSize - 1: 1 GB - 1 */
 #define CFG_MD5_SECRET_LEN      35         /* "md5" + 32 hex digits */
 #define CFG_SCRAM_SECRET_PREFIX "SCRAM-SHA-256$"
+/* PgBouncer's default: needs a superuser, or a SECURITY DEFINER function in its place. */
+#define CFG_AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
 
 /* ---------------------------------------------------------------------------------------- */
 /* Names                                                                                     */
@@ -210,6 +213,10 @@ enum key_id {
     K_PRIMARY_FUNCTIONS,
     K_MAX_CLIENT_CONN_PER_ADDR,
     K_HBA_FILE,
+    K_AUTH_USER,
+    K_AUTH_QUERY,
+    K_AUTH_DBNAME,
+    K_AUTH_CACHE_TTL,
     K_POOL_MODE,
     K_MAX_OPEN_CONNS,
     K_MAX_IDLE_CONNS,
@@ -294,6 +301,11 @@ static const struct key_def key_defs[K__COUNT] = {
     [K_MAX_CLIENT_CONN_PER_ADDR] = { "max_client_conn_per_addr", SECT_PGMUX, KT_INT,
                                      F(max_client_conn_per_addr), 0, 0, 1000000 },
     [K_HBA_FILE] = { "hba_file", SECT_PGMUX, KT_STR, F(hba_file), 0, 0, 0 },
+    [K_AUTH_USER] = { "auth_user", SECT_PGMUX, KT_STR, F(auth_user), 0, 0, 0 },
+    [K_AUTH_QUERY] = { "auth_query", SECT_PGMUX, KT_STR, F(auth_query), 0, 0, 0 },
+    [K_AUTH_DBNAME] = { "auth_dbname", SECT_PGMUX, KT_STR, F(auth_dbname), 0, 0, 0 },
+    [K_AUTH_CACHE_TTL] = { "auth_cache_ttl", SECT_PGMUX, KT_DURATION, F(auth_cache_ttl_ms), 0, 0,
+                           CFG_DURATION_MAX_MS },
     [K_POOL_MODE] = { "pool_mode", SECT_POOL, KT_SPECIAL, 0, 0, 0, 0 },
     [K_MAX_OPEN_CONNS] = { "max_open_conns", SECT_POOL, KT_INT, F(max_open_conns), 0, 1, 100000 },
     [K_MAX_IDLE_CONNS] = { "max_idle_conns", SECT_POOL, KT_INT, F(max_idle_conns), 0, 0, 100000 },
@@ -1924,6 +1936,48 @@ hba_load(struct cfg_parse *p)
     free(text);
 }
 
+/* auth_user, auth_query, auth_dbname, auth_cache_ttl. have_users: the auth_file was read. */
+static void
+check_auth_query(struct cfg_parse *p, bool have_users)
+{
+    struct cfg *c = p->c;
+    if (c->auth_user == NULL) {
+        static const enum key_id needs[] = { K_AUTH_QUERY, K_AUTH_DBNAME, K_AUTH_CACHE_TTL };
+        for (size_t i = 0; i < ARRAY_LEN(needs); i++) {
+            if (p->seen[needs[i]] != 0 && p->seen[K_AUTH_USER] == 0) {
+                ERR(p, p->seen[needs[i]], key_defs[needs[i]].name, "needs auth_user");
+            }
+        }
+        return;
+    }
+    if (!p->bad[K_AUTH_QUERY] && strstr(c->auth_query, "$1") == NULL) {
+        int line = p->seen[K_AUTH_QUERY] ? p->seen[K_AUTH_QUERY] : p->seen[K_AUTH_USER];
+        ERR(p, line, "auth_query", "must use $1 for the user name");
+    }
+    if (!pg_name_ok(c->auth_user)) {
+        ERR(p, p->seen[K_AUTH_USER], "auth_user", "'%.64s' is not a valid user name", c->auth_user);
+        return;
+    }
+    if (c->auth_file == NULL) {
+        ERR(p, p->seen[K_AUTH_USER], "auth_user",
+            "needs auth_file, which holds auth_user's password");
+        return;
+    }
+    if (!have_users) {
+        return;
+    }
+    const struct cfg_user *u = cfg_user_find(c, c->auth_user);
+    if (u == NULL) {
+        ERR(p, p->seen[K_AUTH_USER], "auth_user", "user '%s' is not in auth_file", c->auth_user);
+    } else if (strncmp(u->secret, CFG_SCRAM_SECRET_PREFIX, strlen(CFG_SCRAM_SECRET_PREFIX)) == 0 ||
+               proto_md5_is_secret(u->secret)) {
+        /* libpq logs in with a password; a stored hash cannot be turned back into one */
+        ERR(p, p->seen[K_AUTH_USER], "auth_user",
+            "user '%s' needs a plaintext password in auth_file (auth_query logs in with libpq)",
+            c->auth_user);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Whole-file rules                                                                          */
 
@@ -2046,6 +2100,7 @@ check_rules(struct cfg_parse *p)
         ERR(p, line, "auth_file", "required when auth_type is %s", cfg_auth_name(c->auth_type));
     }
 
+    check_auth_query(p, have_users);
     if (c->hba_file != NULL && !p->bad[K_HBA_FILE]) {
         hba_load(p);
     }
@@ -2079,6 +2134,9 @@ cfg_free(struct cfg *c)
     free(c->auth_file);
     free(c->hba_file);
     hba_rules_free(&c->hba);
+    free(c->auth_user);
+    free(c->auth_query);
+    free(c->auth_dbname);
     free_list(c->admin_users, c->n_admin_users);
     free_list(c->stats_users, c->n_stats_users);
     free(c->server_reset_query);
@@ -2150,6 +2208,8 @@ cfg_new_defaults(const char *path)
     c->metrics_port = 0;
     c->max_message_size = CFG_MSG_SIZE_MAX;
     c->max_client_conn_per_addr = 0;
+    c->auth_query = strdup(CFG_AUTH_QUERY_DEFAULT);
+    c->auth_cache_ttl_ms = 60 * 1000;
     c->pool_mode = CFG_POOL_SESSION;
     c->max_open_conns = 20;
     c->max_idle_conns = 20;
@@ -2166,7 +2226,7 @@ cfg_new_defaults(const char *path)
     c->server_tls_mode = CFG_SERVER_TLS_DISABLE;
     if (c->path == NULL || c->listen_addr == NULL || c->server_reset_query == NULL ||
         c->client_tls_ciphers == NULL || c->syslog_ident == NULL || c->syslog_socket == NULL ||
-        c->metrics_addr == NULL) {
+        c->metrics_addr == NULL || c->auth_query == NULL) {
         cfg_free(c);
         return NULL;
     }

@@ -151,6 +151,10 @@ struct cfg {
     struct hba_rules hba;              /* hba_file's rules, checked after the startup packet;
                                           meaningful only when has_hba */
     bool has_hba;
+    char *auth_user;           /* look up users missing from auth_file as this user; NULL = off */
+    char *auth_query;          /* SQL with $1 = the user name, returning (name, secret) */
+    char *auth_dbname;         /* database auth_query runs in; NULL = the client's database */
+    int64_t auth_cache_ttl_ms; /* how long a found secret is reused; 0 = not at all */
 
     /* TLS ([pgmux]); file names are resolved against the ini file's directory at load, the
      * files themselves are read by proxy/tls.c */

@@ -20,6 +20,8 @@
 #include "common/log.h"
 #include "pool/pool.h"
 #include "proxy/admin.h"
+#include "proxy/authq.h"
+#include "proxy/client.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/tls.h"
@@ -331,6 +333,12 @@ main(int argc, char **argv)
         fprintf(stderr, "cannot start the logger thread\n");
         return 1;
     }
+    /* Started whatever the configuration says, so a reload that sets auth_user finds it. */
+    if (authq_start(&rt.authq, client_on_authq) != 0) {
+        log_fatal("cannot start the auth_query thread");
+        log_stop();
+        return 1;
+    }
 
     rt.workers = calloc((size_t) rt.n_workers, sizeof(*rt.workers));
     rt.stats = calloc((size_t) rt.n_workers, sizeof(*rt.stats));
@@ -404,6 +412,8 @@ main(int argc, char **argv)
     for (int i = 0; i < rt.n_workers; i++) {
         pthread_join(rt.workers[i].thread, NULL);
     }
+    /* Before worker_fini: its last inbox drain frees the answers still on their way. */
+    authq_stop(rt.authq);
     /* worker_fini runs what is left in each inbox; those messages must not post to a worker
      * already finalized. */
     atomic_store(&rt.is_finishing, true);

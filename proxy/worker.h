@@ -19,6 +19,7 @@
 #include "pool/pool.h"
 #include "protocol/scram.h"
 #include "proxy/admin.h"
+#include "proxy/authq.h"
 #include "proxy/config.h"
 #include "proxy/peers.h"
 #include "proxy/stats.h"
@@ -62,6 +63,7 @@ struct runtime {
     struct admin_shared admin;   /* paused databases and SET values (admin console) */
     atomic_bool is_finishing;    /* main has left its loop and finalizes the workers: inbox
                                     messages must no longer be posted */
+    struct authq *authq;         /* auth_query's lookup thread and cache */
 };
 
 struct worker {
