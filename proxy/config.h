@@ -146,10 +146,10 @@ struct cfg {
     int n_primary_functions;
     uint64_t primary_functions_hash; /* of the list's contents: a router_functions generation
                                         that a reload keeping the list keeps too */
-    int max_client_conn_per_addr;      /* client connections from one address; 0 = no cap */
-    char *hba_file;                    /* path (resolved like auth_file), or NULL */
-    struct hba_rules hba;              /* hba_file's rules, checked after the startup packet;
-                                          meaningful only when has_hba */
+    int max_client_conn_per_addr;    /* client connections from one address; 0 = no cap */
+    char *hba_file;                  /* path (resolved like auth_file), or NULL */
+    struct hba_rules hba;            /* hba_file's rules, checked after the startup packet;
+                                        meaningful only when has_hba */
     bool has_hba;
     char *auth_user;           /* look up users missing from auth_file as this user; NULL = off */
     char *auth_query;          /* SQL with $1 = the user name, returning (name, secret) */
