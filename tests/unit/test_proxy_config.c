@@ -23,7 +23,7 @@
 #define MD5_SECRET "md5ee69efad287c7423caf0b3229d71f567"
 
 /* Files made by the current test, removed by teardown. */
-static char made[8][64];
+static char made[16][64];
 static int n_made;
 static char ini_path[64];   /* the last ini written */
 static char users_path[64]; /* the last auth_file written */
@@ -38,7 +38,7 @@ write_tmp(const char *text, char *path_out)
     size_t len = strlen(text);
     assert_int_equal(write(fd, text, len), (ssize_t) len);
     assert_int_equal(close(fd), 0);
-    assert_true(n_made < 8);
+    assert_true(n_made < 16);
     strcpy(made[n_made++], path);
     strcpy(path_out, path);
     return path_out;
@@ -439,6 +439,55 @@ test_max_message_size(void **state)
     expect_line(ini_path, 3, "max_message_size: '1GB' is out of range 1024..1073741823 bytes");
     expect_fail("[pgmux]\nauth_type = trust\nmax_message_size = 2TB\n" NODE_A, 1);
     expect_line(ini_path, 3, "max_message_size: '2TB' is not a size");
+}
+
+static void
+test_access_keys(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    /* defaults */
+    assert_int_equal(load_text("[pgmux]\nauth_type = trust\n" NODE_A, &c), 0);
+    assert_int_equal(c->max_client_conn_per_addr, 0);
+    assert_false(c->has_hba);
+    assert_null(c->auth_user);
+    assert_string_equal(c->auth_query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
+    assert_null(c->auth_dbname);
+    assert_int_equal(c->auth_cache_ttl_ms, 60000);
+    cfg_unref(c);
+
+    char hba[64], ini[512];
+    write_tmp("host all all 10.0.0.0/8 md5\nlocal all all trust\n", hba);
+    write_users("\"lookup\" \"pw\"\n\"hashed\" \"" MD5_SECRET "\"\n");
+    snprintf(ini, sizeof ini,
+             "[pgmux]\nauth_file = @USERS@\nhba_file = %s\nmax_client_conn_per_addr = 5\n"
+             "auth_user = lookup\nauth_dbname = postgres\nauth_cache_ttl = 0\n"
+             "auth_query = SELECT u, p FROM f($1)\n" NODE_A,
+             hba);
+    assert_int_equal(load_text(ini, &c), 0);
+    assert_true(c->has_hba);
+    assert_int_equal(c->hba.n, 2);
+    assert_int_equal(c->max_client_conn_per_addr, 5);
+    assert_string_equal(c->auth_user, "lookup");
+    assert_string_equal(c->auth_dbname, "postgres");
+    assert_string_equal(c->auth_query, "SELECT u, p FROM f($1)");
+    assert_int_equal(c->auth_cache_ttl_ms, 0);
+    cfg_unref(c);
+
+    expect_fail("[pgmux]\nauth_type = trust\nmax_client_conn_per_addr = -1\n" NODE_A, 1);
+    expect_line(ini_path, 3, "max_client_conn_per_addr: -1 is out of range 0..1000000");
+    /* every bad hba line, in the hba file's own name */
+    write_tmp("host all all 10.0.0.0/8 md5\nhost all all 10.0.0.0/8 ldap\nbogus\n", hba);
+    snprintf(ini, sizeof ini, "[pgmux]\nauth_type = trust\nhba_file = %s\n" NODE_A, hba);
+    expect_fail(ini, 2);
+    expect_line(hba, 2, "method: 'ldap' is not supported by pgmux");
+    expect_line(hba, 3, "type: 'bogus' is not a connection type");
+    expect_fail("[pgmux]\nauth_file = @USERS@\nauth_user = hashed\n" NODE_A, 1);
+    expect_line(ini_path, 3, "auth_user: user 'hashed' needs a plaintext password in auth_file");
+    expect_fail("[pgmux]\nauth_type = trust\nauth_user = lookup\n" NODE_A, 1);
+    expect_line(ini_path, 3, "auth_user: needs auth_file");
+    expect_fail("[pgmux]\nauth_type = trust\nauth_dbname = x\n" NODE_A, 1);
+    expect_line(ini_path, 3, "auth_dbname: needs auth_user");
 }
 
 static void
@@ -1301,6 +1350,7 @@ main(void)
         cmocka_unit_test_teardown(test_err_truncated, teardown),
         cmocka_unit_test_teardown(test_missing_ini, teardown),
         cmocka_unit_test_teardown(test_example_config, teardown),
+        cmocka_unit_test_teardown(test_access_keys, teardown),
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_names),
     };
