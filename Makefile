@@ -180,7 +180,7 @@ FUZZ_DIR     := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_ARGS    ?=
-FUZZ_TARGETS ?= startup frontend backend scram config scan classify
+FUZZ_TARGETS ?= startup frontend backend scram config scan classify hba
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 $(FUZZ_SAN)
 FUZZ_LIBS    := $(shell pkg-config --libs openssl inih 2>/dev/null) $(PG_QUERY_LIBS) -lpthread
@@ -195,6 +195,7 @@ FUZZ_MAXLEN_frontend := 4096
 FUZZ_MAXLEN_backend  := 4096
 FUZZ_MAXLEN_scram    := 2048
 FUZZ_MAXLEN_config   := 8192
+FUZZ_MAXLEN_hba      := 8192
 FUZZ_MAXLEN_scan     := 4096
 FUZZ_MAXLEN_classify := 4096
 

@@ -157,6 +157,18 @@ put("config", "with_auth", "[pgmux]\nauth_file = auth.txt\n[node.x]\nhost = h\n"
 put("config", "errors", "key = 1\n[pgmux]\nlisten_port = 99999\nworkers = x\nbogus = 1\n"
     "[pool]\nmax_idle_conns = 9\n[node.bad name]\n[node.y]\nport = 0\nrole = leader\n[other]\n")
 
+# ---- hba: an hba_file, as is ---------------------------------------------------------------
+put("hba", "rules", "# TYPE DATABASE USER ADDRESS METHOD\n"
+    "host appdb pwuser 127.0.0.1/32 reject\n"
+    "host appdb app,\tmd5user 127.0.0.1/32 scram-sha-256 # trailing\n"
+    "host \"all\" all 10.1.0.0/16 md5\r\n"
+    "hostssl sameuser all 0.0.0.0/0 password\n"
+    "hostnossl replication all fd00::/8 trust\n"
+    "local all all trust\n")
+put("hba", "errors", "hostx all all all trust\nhost all +g all trust\nhost all all 10.0.0.1 md5\n"
+    "host all all ::1/129 ident\nhost all all all md5 opt=1\nhost \"a\"\"b all all trust\n"
+    "host a, all all trust,\n")
+
 # ---- scan: tracking-mode byte ('\0' = fixed list), then SQL text ---------------------------
 put("scan", "select", "\0select 1; select 'begin;' as \"listen\" -- prepare\n")
 put("scan", "txn", "\0BEGIN; SET LOCAL TimeZone = 'UTC'; set search_path to a, b; COMMIT;")
