@@ -164,6 +164,33 @@ def test_hba_hostssl_and_hostnossl(pgmux, tmp_path):
         "SSL encryption" in str(e.value)
 
 
+def test_hba_file_is_read_again_on_reload(pgmux):
+    """SIGHUP reads hba_file again with the rest of the configuration: new logins follow the new
+    rules, a logged-in client stays, and a broken file keeps the running rules."""
+    import signal
+
+    px = pgmux(hba="host all all 127.0.0.1/32 scram-sha-256\n")
+    held = pgwire.connect(px.port, "app", "appdb", "app-secret")
+    hba = px.dir / "hba.conf"
+
+    def reload(text, word):
+        before = px.log_text().count(word)
+        hba.write_text(text)
+        px.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: px.log_text().count(word) > before, timeout=10, what=word)
+
+    reload("host all app 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 md5\n",
+           "configuration reloaded from")
+    assert pgwire.login_error(px.port, "app", "appdb", "app-secret").sqlstate == "28000"
+    c = pgwire.connect(px.port, "pwuser", "appdb", "pw-secret")
+    assert c.auth_requests[0] == pgwire.AUTH_MD5
+    c.terminate()
+    assert held.query("SELECT 1") == [["1"]]
+    reload("host all app 127.0.0.1/32 kerberos\n", "method: 'kerberos' is not supported")
+    assert pgwire.login_error(px.port, "app", "appdb", "app-secret").sqlstate == "28000"
+    held.terminate()
+
+
 def _check(pgmux_bin, tmp_path, hba_text):
     (tmp_path / "hba.conf").write_text(hba_text)
     ini = tmp_path / "proxy.ini"
