@@ -46,6 +46,8 @@
 #include "proxy/client.h"
 #include "proxy/config.h"
 #include "proxy/runtime.h"
+#include "proxy/stats.h"
+#include "proxy/topology.h"
 #include "proxy/version.h"
 #include "proxy/worker.h"
 
@@ -303,10 +305,20 @@ static const struct admin_col cols_config[] = {
 };
 
 static const struct admin_col cols_nodes[] = {
-    { "name", AT_TEXT },      { "host", AT_TEXT },        { "port", AT_INT4 },
-    { "role", AT_TEXT },      { "healthy", AT_BOOL },     { "lsn", AT_TEXT },
-    { "lag_bytes", AT_INT8 }, { "lag_ms", AT_INT8 },      { "fenced", AT_BOOL },
-    { "weight", AT_INT4 },    { "connections", AT_INT8 },
+    { "name", AT_TEXT },       { "host", AT_TEXT },        { "port", AT_INT4 },
+    { "role", AT_TEXT },       { "healthy", AT_BOOL },     { "lsn", AT_TEXT },
+    { "lag_bytes", AT_INT8 },  { "lag_ms", AT_INT8 },      { "fenced", AT_BOOL },
+    { "weight", AT_INT4 },     { "connections", AT_INT8 }, { "removed", AT_BOOL },
+    { "last_check", AT_TIME },
+};
+
+static const struct admin_col cols_stats[] = {
+    { "database", AT_TEXT },          { "total_xact_count", AT_INT8 },
+    { "total_query_count", AT_INT8 }, { "total_received", AT_INT8 },
+    { "total_sent", AT_INT8 },        { "total_xact_time", AT_INT8 },
+    { "total_query_time", AT_INT8 },  { "total_wait_time", AT_INT8 },
+    { "total_wait_count", AT_INT8 },  { "avg_xact_time", AT_INT8 },
+    { "avg_query_time", AT_INT8 },    { "avg_wait_time", AT_INT8 },
 };
 
 static const struct admin_col cols_pools[] = {
@@ -322,7 +334,7 @@ static const struct admin_col cols_clients[] = {
     { "addr", AT_TEXT },         { "port", AT_INT4 },
     { "connect_time", AT_TIME }, { "request_time", AT_TIME },
     { "wait", AT_INT8 },         { "wait_us", AT_INT8 },
-    { "worker", AT_INT4 },       { "id", AT_INT8 },
+    { "worker", AT_INT4 },       { "id", AT_TEXT },
     { "link", AT_INT8 },         { "prepared_statements", AT_INT8 },
 };
 
@@ -333,7 +345,7 @@ static const struct admin_col cols_servers[] = {
     { "port", AT_INT4 },         { "connect_time", AT_TIME },
     { "request_time", AT_TIME }, { "worker", AT_INT4 },
     { "id", AT_INT8 },           { "remote_pid", AT_INT4 },
-    { "link", AT_INT8 },         { "prepared_statements", AT_INT8 },
+    { "link", AT_TEXT },         { "prepared_statements", AT_INT8 },
 };
 
 /* The columns a command answers with; n = 0 for commands without rows. */
@@ -352,6 +364,8 @@ cmd_cols(enum admin_kind k, int *n)
         COLS(cols_config);
     case AK_SHOW_NODES:
         COLS(cols_nodes);
+    case AK_SHOW_STATS:
+        COLS(cols_stats);
     case AK_SHOW_POOLS:
         COLS(cols_pools);
     case AK_SHOW_CLIENTS:
@@ -1041,6 +1055,25 @@ admin_write_cb(EV_P_ ev_io *io, int revents)
     }
 }
 
+/* One line per console command, in the key=value form of every other event line. */
+static void
+log_command(struct admin_session *s, const char *command, const char *detail)
+{
+    char u[96];
+    log_info("event=admin_command client=" CLIENT_ID_FMT " addr=%s user=%s command=%s%s%s",
+             CLIENT_ID(s->c), client_addr(s->c), log_value(s->c->user, u, sizeof(u)), command,
+             detail ? " " : "", detail ? detail : "");
+}
+
+/* "db=NAME" (quoted as log lines quote values), or "db=*" for every database. */
+static const char *
+db_detail(const struct admin_cmd *cmd, char *out, size_t len)
+{
+    char v[96];
+    snprintf(out, len, "db=%s", cmd->has_arg ? log_value(cmd->arg, v, sizeof(v)) : "*");
+    return out;
+}
+
 static void
 admin_session_free(struct admin_session *s)
 {
@@ -1110,8 +1143,9 @@ admin_session_start(struct client *c)
     proto_build_backend_key(pb, pid, c->cancel_key);
     proto_build_ready(pb, 'I');
 
-    log_info("client %s user=%s: admin console session (%s)", client_addr(c), c->user,
-             is_admin ? "admin_users" : "stats_users");
+    char u[96];
+    log_info("event=admin_login client=" CLIENT_ID_FMT " addr=%s user=%s access=%s", CLIENT_ID(c),
+             client_addr(c), log_value(c->user, u, sizeof(u)), is_admin ? "admin" : "stats");
     ev_set_cb(&c->sock.rio, admin_read_cb);
     ev_set_cb(&c->sock.wio, admin_write_cb);
     c->last_read_us = mono_now_us();
@@ -1333,7 +1367,9 @@ part_clients(struct worker *w, struct admin_part *part)
             put_int(&r, waited / 1000000);
             put_int(&r, waited % 1000000);
             put_int(&r, w->idx);
-            put_int(&r, (int64_t) c->id);
+            char id[32];
+            snprintf(id, sizeof(id), CLIENT_ID_FMT, CLIENT_ID(c));
+            put_text(&r, id);
             if (c->sc) {
                 put_int(&r, (int64_t) c->sc->id);
             } else {
@@ -1382,7 +1418,9 @@ part_servers(struct worker *w, struct admin_part *part)
                 }
                 const struct client *c = sc->state == POOL_CONN_ACTIVE ? sc->client : NULL;
                 if (c) {
-                    put_int(&r, (int64_t) c->id);
+                    char id[32];
+                    snprintf(id, sizeof(id), CLIENT_ID_FMT, CLIENT_ID(c));
+                    put_text(&r, id);
                 } else {
                     put_null(&r);
                 }
@@ -1759,13 +1797,14 @@ gather_done(struct admin_session *s, struct admin_gather *g)
             ev_timer_start(s->c->w->loop, &s->pause_timer);
             return; /* still busy */
         }
-        log_info("admin console: %s%s paused", s->cur.has_arg ? "database " : "every database",
-                 s->cur.has_arg ? s->cur.arg : "");
+        char d[128];
+        log_info("event=admin_paused %s", db_detail(&s->cur, d, sizeof(d)));
         out_complete(s, "PAUSE");
         break;
     }
     case G_KILL:
-        log_info("admin console: connections of database %s dropped", g->db);
+        char d[128];
+        log_info("event=admin_killed %s", db_detail(&s->cur, d, sizeof(d)));
         out_complete(s, "KILL");
         break;
     }
@@ -1850,6 +1889,107 @@ tun_format(enum tun_kind kind, int64_t v, char *out, size_t len)
     }
 }
 
+/*
+ * Pool limits SET may change: they live in the pool set's settings (every pool, and pools
+ * created later), which a reload also rewrites from the file, so a SET of these lasts until the
+ * next reload like the others.
+ */
+enum pool_key {
+    PK_MAX_OPEN,
+    PK_MAX_IDLE,
+    PK_MIN_IDLE,
+    PK_LIFETIME,
+    PK_IDLE_TIME,
+    PK_CONNECT_TIMEOUT,
+    PK_LOGIN_RETRY,
+};
+
+static const struct {
+    const char *key;
+    enum pool_key pk;
+    enum tun_kind kind;
+} pool_keys[] = {
+    { "max_open_conns", PK_MAX_OPEN, TK_INT },
+    { "max_idle_conns", PK_MAX_IDLE, TK_INT },
+    { "min_idle_conns", PK_MIN_IDLE, TK_INT },
+    { "conn_max_lifetime", PK_LIFETIME, TK_MS },
+    { "conn_max_idle_time", PK_IDLE_TIME, TK_MS },
+    { "server_connect_timeout", PK_CONNECT_TIMEOUT, TK_MS },
+    { "server_login_retry", PK_LOGIN_RETRY, TK_MS },
+};
+
+static int
+pool_key_find(const char *key)
+{
+    for (size_t i = 0; i < ARRAY_LEN(pool_keys); i++) {
+        if (strcmp(pool_keys[i].key, key) == 0) {
+            return (int) i;
+        }
+    }
+    return -1;
+}
+
+/* Current value of a pool key (ms for durations), from the pool set's settings. */
+static int64_t
+pool_key_get(struct pool_settings *d, enum pool_key pk)
+{
+    switch (pk) {
+    case PK_MAX_OPEN:
+        return atomic_load(&d->max_open);
+    case PK_MAX_IDLE:
+        return atomic_load(&d->max_idle);
+    case PK_MIN_IDLE:
+        return atomic_load(&d->min_idle);
+    case PK_LIFETIME:
+        return atomic_load(&d->max_lifetime_us) / 1000;
+    case PK_IDLE_TIME:
+        return atomic_load(&d->max_idle_time_us) / 1000;
+    case PK_CONNECT_TIMEOUT:
+        return atomic_load(&d->connect_timeout_us) / 1000;
+    case PK_LOGIN_RETRY:
+        return atomic_load(&d->login_retry_us) / 1000;
+    }
+    return 0;
+}
+
+/* SET of a pool key: the other settings stay as they are. NULL, or why v is refused. */
+static const char *
+pool_key_set(struct pool_set *set, enum pool_key pk, int64_t v, char *why, size_t whylen)
+{
+    struct pool_settings *d = &set->defaults;
+    int64_t cur[PK_LOGIN_RETRY + 1];
+    for (int i = 0; i <= PK_LOGIN_RETRY; i++) {
+        cur[i] = pool_key_get(d, (enum pool_key) i);
+    }
+    cur[pk] = v;
+    /* The rules the file follows between the three limits. */
+    if (cur[PK_MAX_IDLE] > cur[PK_MAX_OPEN]) {
+        snprintf(why, whylen, "max_idle_conns (%lld) would be more than max_open_conns (%lld)",
+                 (long long) cur[PK_MAX_IDLE], (long long) cur[PK_MAX_OPEN]);
+        return why;
+    }
+    if (cur[PK_MIN_IDLE] > cur[PK_MAX_IDLE]) {
+        snprintf(why, whylen, "min_idle_conns (%lld) would be more than max_idle_conns (%lld)",
+                 (long long) cur[PK_MIN_IDLE], (long long) cur[PK_MAX_IDLE]);
+        return why;
+    }
+    struct pool_settings ps = {
+        .max_open = (int) cur[PK_MAX_OPEN],
+        .max_idle = (int) cur[PK_MAX_IDLE],
+        .min_idle = (int) cur[PK_MIN_IDLE],
+        .max_lifetime_us = cur[PK_LIFETIME] * 1000,
+        .max_idle_time_us = cur[PK_IDLE_TIME] * 1000,
+        .connect_timeout_us = cur[PK_CONNECT_TIMEOUT] * 1000,
+        .login_retry_us = cur[PK_LOGIN_RETRY] * 1000,
+        .reset_query = atomic_load(&d->reset_query),
+    };
+    if (pool_set_apply(set, &ps) != ST_OK) {
+        snprintf(why, whylen, "out of memory");
+        return why;
+    }
+    return NULL;
+}
+
 static enum exec_result
 exec_show_config(struct admin_session *s)
 {
@@ -1866,10 +2006,14 @@ exec_show_config(struct admin_session *s)
     for (int i = 0; i < cfg_key_count(); i++) {
         const char *key = cfg_key_name(i);
         int t = tun_find(key);
+        int pk = pool_key_find(key);
         if (t >= 0) {
             int64_t v = admin_tunable(&w->rt->admin, w->cfg, tun_keys[t].k,
                                       tun_file_value(w->cfg, tun_keys[t].k));
             tun_format(tun_keys[t].kind, v, value, sizeof(value));
+        } else if (pk >= 0) {
+            tun_format(pool_keys[pk].kind, pool_key_get(&w->rt->pools.defaults, pool_keys[pk].pk),
+                       value, sizeof(value));
         } else {
             cfg_key_format(w->cfg, i, value, sizeof(value));
         }
@@ -1878,7 +2022,7 @@ exec_show_config(struct admin_session *s)
         put_text(&r, key);
         put_text(&r, value);
         put_text(&r, dflt);
-        put_bool(&r, t >= 0);
+        put_bool(&r, t >= 0 || pk >= 0);
         row_end(&r);
     }
     cfg_unref(defaults);
@@ -1899,18 +2043,23 @@ role_name(int role)
     }
 }
 
+static void
+put_lsn(struct admin_rows *r, uint64_t lsn)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%X/%X", (unsigned) (lsn >> 32), (unsigned) lsn);
+    put_text(r, buf);
+}
+
 static enum exec_result
 exec_show_nodes(struct admin_session *s)
 {
-    struct runtime *rt = s->c->w->rt;
-    const struct cfg *cfg = s->c->w->cfg;
+    struct worker *w = s->c->w;
+    struct runtime *rt = w->rt;
+    const struct topo_snapshot *t = topo_refresh(&rt->topology, &w->topo);
     /* Server connections per node: every pool's n_open, under its lock (a console command is
      * rare; the pools' hot paths take these locks only to open or queue). */
-    int64_t *conns = calloc((size_t) (rt->n_nodes > 0 ? rt->n_nodes : 1), sizeof(*conns));
-    if (!conns) {
-        out_error(s, SQLSTATE_OUT_OF_MEMORY, "pgmux is out of memory", NULL);
-        return EXEC_ERROR;
-    }
+    int64_t conns[TOPO_MAX_NODES] = { 0 };
     struct pool_set *ps = &rt->pools;
     pthread_mutex_lock(&ps->mu);
     int n_pools = ps->n_pools;
@@ -1922,32 +2071,122 @@ exec_show_nodes(struct admin_session *s)
         pthread_mutex_lock(&p->mu);
         int open = p->n_open;
         pthread_mutex_unlock(&p->mu);
-        if (p->node_idx >= 0 && p->node_idx < rt->n_nodes) {
+        if (p->node_idx >= 0 && p->node_idx < TOPO_MAX_NODES) {
             conns[p->node_idx] += open;
         }
     }
     begin_rows(s, cols_nodes, ARRAY_LEN(cols_nodes));
     struct admin_rows r;
     rows_init(&r, &s->out, cols_nodes, ARRAY_LEN(cols_nodes), s->cur_fmt);
-    for (int i = 0; i < rt->n_nodes; i++) {
-        struct pool_node *n = &rt->nodes[i];
-        /* TODO(topology): role, health, LSN, lag and fencing from the monitor's snapshot once
-         * it is published; until then what the pool knows of each node (#6). */
+    int64_t now = mono_now_us(), wall = wall_now_us();
+    for (int i = 0; i < t->n_nodes; i++) {
+        const struct topo_node *tn = &t->nodes[i];
+        /* Appended before the snapshot that names it was published, never moved. */
+        const struct pool_node *n = &rt->nodes[tn->idx];
+        bool is_checked = tn->checked_at_us != 0;
         row_begin(&r);
         put_text(&r, n->name);
         put_text(&r, n->host);
         put_int(&r, n->port);
-        put_text(&r, role_name(atomic_load_explicit(&n->role, memory_order_relaxed)));
-        put_bool(&r, atomic_load_explicit(&n->is_up, memory_order_relaxed) != 0);
-        put_null(&r);
-        put_null(&r);
-        put_null(&r);
-        put_bool(&r, false);
-        put_int(&r, i < cfg->n_nodes ? cfg->nodes[i].weight : 0);
-        put_int(&r, conns[i]);
+        put_text(&r, role_name(tn->role));
+        /* Until the monitor has checked a node, what the pool saw of it. */
+        put_bool(&r, is_checked ? tn->is_healthy
+                                : atomic_load_explicit(&n->is_up, memory_order_relaxed) != 0);
+        if (is_checked && tn->lsn) {
+            put_lsn(&r, tn->lsn);
+        } else {
+            put_null(&r);
+        }
+        if (is_checked && tn->role == POOL_ROLE_REPLICA) {
+            put_int(&r, (int64_t) tn->lag_bytes);
+            put_int(&r, tn->lag_ms);
+        } else if (is_checked) {
+            put_int(&r, 0);
+            put_int(&r, 0);
+        } else {
+            put_null(&r);
+            put_null(&r);
+        }
+        put_bool(&r, tn->is_fenced);
+        put_int(&r, tn->weight);
+        put_int(&r, conns[tn->idx]);
+        put_bool(&r, tn->is_removed);
+        if (is_checked) {
+            put_time(&r, wall_of(tn->checked_at_us, now, wall));
+        } else {
+            put_null(&r);
+        }
         row_end(&r);
     }
-    free(conns);
+    out_complete(s, "SHOW");
+    return EXEC_DONE;
+}
+
+/* One row per database: the pools' counters (stats.h) summed over workers, users and nodes. */
+static enum exec_result
+exec_show_stats(struct admin_session *s)
+{
+    struct runtime *rt = s->c->w->rt;
+    struct pool_set *ps = &rt->pools;
+    pthread_mutex_lock(&ps->mu);
+    int n = ps->n_pools;
+    struct pool **pools = n > 0 ? malloc((size_t) n * sizeof(*pools)) : NULL;
+    if (pools) {
+        memcpy(pools, ps->pools, (size_t) n * sizeof(*pools));
+    }
+    pthread_mutex_unlock(&ps->mu);
+    struct stats_pool_sum *sums = n > 0 ? calloc((size_t) n, sizeof(*sums)) : NULL;
+    bool *done = n > 0 ? calloc((size_t) n, sizeof(*done)) : NULL;
+    if (n > 0 && (!pools || !sums || !done)) {
+        free(pools);
+        free(sums);
+        free(done);
+        out_error(s, SQLSTATE_OUT_OF_MEMORY, "pgmux is out of memory", NULL);
+        return EXEC_ERROR;
+    }
+    for (int i = 0; i < n; i++) {
+        stats_pool_sum(rt->stats, rt->n_workers, pools[i]->id, &sums[i]);
+    }
+    begin_rows(s, cols_stats, ARRAY_LEN(cols_stats));
+    struct admin_rows r;
+    rows_init(&r, &s->out, cols_stats, ARRAY_LEN(cols_stats), s->cur_fmt);
+    for (int i = 0; i < n; i++) {
+        if (done[i]) {
+            continue;
+        }
+        struct stats_pool_sum t = { 0 };
+        for (int k = i; k < n; k++) {
+            if (done[k] || strcmp(pools[k]->database, pools[i]->database) != 0) {
+                continue;
+            }
+            done[k] = true;
+            t.xact_count += sums[k].xact_count;
+            t.query_count += sums[k].query_count;
+            t.bytes_in += sums[k].bytes_in;
+            t.bytes_out += sums[k].bytes_out;
+            t.xact_time_us += sums[k].xact_time_us;
+            t.query_time_us += sums[k].query_time_us;
+            t.wait_time_us += sums[k].wait_time_us;
+            t.wait_count += sums[k].wait_count;
+        }
+        row_begin(&r);
+        put_text(&r, pools[i]->database);
+        put_int(&r, (int64_t) t.xact_count);
+        put_int(&r, (int64_t) t.query_count);
+        put_int(&r, (int64_t) t.bytes_in);
+        put_int(&r, (int64_t) t.bytes_out);
+        put_int(&r, (int64_t) t.xact_time_us);
+        put_int(&r, (int64_t) t.query_time_us);
+        put_int(&r, (int64_t) t.wait_time_us);
+        put_int(&r, (int64_t) t.wait_count);
+        put_int(&r, t.xact_count ? (int64_t) (t.xact_time_us / t.xact_count) : 0);
+        put_int(&r, t.query_count ? (int64_t) (t.query_time_us / t.query_count) : 0);
+        put_int(&r, t.wait_count ? (int64_t) (t.wait_time_us / t.wait_count) : 0);
+        row_end(&r);
+    }
+    free(pools);
+    free(sums);
+    free(done);
     out_complete(s, "SHOW");
     return EXEC_DONE;
 }
@@ -1964,7 +2203,8 @@ exec_set(struct admin_session *s, const struct admin_cmd *cmd)
         return EXEC_ERROR;
     }
     int t = tun_find(cfg_key_name(key));
-    if (t < 0) {
+    int pk = pool_key_find(cfg_key_name(key));
+    if (t < 0 && pk < 0) {
         snprintf(msg, sizeof(msg), "parameter \"%s\" cannot be changed while pgmux runs",
                  cfg_key_name(key));
         out_error(s, SQLSTATE_CANT_CHANGE_RUNTIME_PARAM, msg,
@@ -1980,14 +2220,26 @@ exec_set(struct admin_session *s, const struct admin_cmd *cmd)
         out_error(s, SQLSTATE_INVALID_PARAMETER_VALUE, msg, NULL);
         return EXEC_ERROR;
     }
-    tun_set(&w->rt->admin, w->cfg, tun_keys[t].k, v);
-    if (tun_keys[t].k == ADMIN_TUN_LOG_LEVEL) {
-        log_set_level((enum log_level) v);
-    }
     char shown[64];
-    tun_format(tun_keys[t].kind, v, shown, sizeof(shown));
-    log_info("admin console: %s set to %s by %s (until the next reload)", tun_keys[t].key, shown,
-             s->c->user);
+    if (pk >= 0) {
+        const char *bad = pool_key_set(&w->rt->pools, pool_keys[pk].pk, v, why, sizeof(why));
+        if (bad) {
+            snprintf(msg, sizeof(msg), "invalid value for parameter \"%s\": %s", cfg_key_name(key),
+                     bad);
+            out_error(s, SQLSTATE_INVALID_PARAMETER_VALUE, msg, NULL);
+            return EXEC_ERROR;
+        }
+        tun_format(pool_keys[pk].kind, v, shown, sizeof(shown));
+    } else {
+        tun_set(&w->rt->admin, w->cfg, tun_keys[t].k, v);
+        if (tun_keys[t].k == ADMIN_TUN_LOG_LEVEL) {
+            log_set_level((enum log_level) v);
+        }
+        tun_format(tun_keys[t].kind, v, shown, sizeof(shown));
+    }
+    char detail[160];
+    snprintf(detail, sizeof(detail), "key=%s value=%s", cfg_key_name(key), shown);
+    log_command(s, "SET", detail);
     out_complete(s, "SET");
     return EXEC_DONE;
 }
@@ -2049,8 +2301,7 @@ admin_exec(struct admin_session *s)
     case AK_SHOW_NODES:
         return exec_show_nodes(s);
     case AK_SHOW_STATS:
-        out_error(s, SQLSTATE_FEATURE_NOT_SUPPORTED, "SHOW STATS is not available yet", NULL);
-        return EXEC_ERROR;
+        return exec_show_stats(s);
     case AK_SHOW_POOLS:
     case AK_SHOW_SERVERS:
     case AK_SHOW_CLIENTS: {
@@ -2083,9 +2334,8 @@ admin_exec(struct admin_session *s)
             out_error(s, SQLSTATE_OBJECT_NOT_IN_PREREQUISITE, msg, "RESUME first");
             return EXEC_ERROR;
         }
-        log_info("admin console: pausing %s%s (by %s)",
-                 cmd->has_arg ? "database " : "every database", cmd->has_arg ? cmd->arg : "",
-                 s->c->user);
+        char d[128];
+        log_command(s, "PAUSE", db_detail(cmd, d, sizeof(d)));
         s->pause_timer.data = s;
         ev_set_cb(&s->pause_timer, pause_timer_cb);
         if (!gather_start(s, G_BUSY, cmd->has_arg ? cmd->arg : NULL)) {
@@ -2112,9 +2362,8 @@ admin_exec(struct admin_session *s)
             }
             return EXEC_ERROR;
         }
-        log_info("admin console: resuming %s%s (by %s)",
-                 cmd->has_arg ? "database " : "every database", cmd->has_arg ? cmd->arg : "",
-                 s->c->user);
+        char d[128];
+        log_command(s, "RESUME", db_detail(cmd, d, sizeof(d)));
         resume_everywhere(w);
         out_complete(s, "RESUME");
         return EXEC_DONE;
@@ -2131,7 +2380,8 @@ admin_exec(struct admin_session *s)
             out_error(s, SQLSTATE_OUT_OF_MEMORY, "pgmux is out of memory", NULL);
             return EXEC_ERROR;
         }
-        log_info("admin console: KILL %s (by %s)", cmd->arg, s->c->user);
+        char d[128];
+        log_command(s, "KILL", db_detail(cmd, d, sizeof(d)));
         return EXEC_BUSY;
     }
     case AK_RELOAD: {
@@ -2140,7 +2390,7 @@ admin_exec(struct admin_session *s)
         struct runtime *rt = w->rt;
         s->reload_failed = atomic_load(&rt->n_reload_failures);
         s->reload_done = atomic_load(&rt->n_reloads) + s->reload_failed;
-        log_info("admin console: RELOAD (by %s)", s->c->user);
+        log_command(s, "RELOAD", NULL);
         runtime_request_reload(rt);
         s->pause_timer.data = s;
         ev_set_cb(&s->pause_timer, reload_timer_cb);
@@ -2149,7 +2399,7 @@ admin_exec(struct admin_session *s)
         return EXEC_BUSY;
     }
     case AK_SHUTDOWN:
-        log_info("admin console: SHUTDOWN (by %s)", s->c->user);
+        log_command(s, "SHUTDOWN", NULL);
         out_complete(s, "SHUTDOWN");
         if (kill(getpid(), SIGTERM) != 0) {
             out_error(s, SQLSTATE_INTERNAL_ERROR, "could not signal the main thread", NULL);
@@ -2205,7 +2455,7 @@ admin_session_cancel(struct client *c)
     }
     gather_cancel(s);
     (void) pause_remove(&c->w->rt->admin, s->cur.has_arg ? s->cur.arg : NULL);
-    log_info("admin console: PAUSE cancelled, resuming");
+    log_command(s, "PAUSE", "canceled=1");
     resume_everywhere(c->w);
     out_error(s, SQLSTATE_QUERY_CANCELED, "canceling statement due to user request",
               "the PAUSE was undone");

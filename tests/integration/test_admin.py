@@ -96,10 +96,15 @@ def test_show_version_config_nodes(console, cluster):
             assert desc == [("name", TEXT), ("host", TEXT), ("port", INT4), ("role", TEXT),
                             ("healthy", BOOL), ("lsn", TEXT), ("lag_bytes", INT8),
                             ("lag_ms", INT8), ("fenced", BOOL), ("weight", INT4),
-                            ("connections", INT8)]
-            ports = {r["port"] for r in rows}
-            assert ports == {cluster.primary_port, cluster.replica_port}
-            assert all(isinstance(r["connections"], int) for r in rows)
+                            ("connections", INT8), ("removed", BOOL),
+                            ("last_check", TIMESTAMPTZ)]
+            nodes = {r["name"]: r for r in rows}
+            assert nodes["primary"]["port"] == cluster.primary_port
+            assert nodes["replica"]["port"] == cluster.replica_port
+            assert nodes["primary"]["role"] == "primary"
+            assert nodes["replica"]["role"] == "replica"
+            assert all(isinstance(r["connections"], int) and r["removed"] is False
+                       and r["healthy"] is True for r in rows)
 
     cfg = {r[0]: r for r in psql(px, "SHOW CONFIG")}
     assert cfg["listen_port"][1:] == [str(px.port), "6432", "f"]
@@ -118,12 +123,14 @@ def test_show_clients_servers_pools(console):
         with admin_conn(px) as c:
             for desc, rows in run3(c, "SHOW CLIENTS"):
                 types = dict(desc)
-                assert types["port"] == INT4 and types["id"] == INT8
+                assert types["port"] == INT4 and types["id"] == TEXT
                 assert types["connect_time"] == TIMESTAMPTZ and types["wait_us"] == INT8
                 apps = [r for r in rows if r["user"] == "app"]
                 assert sorted(r["state"] for r in apps) == ["active", "idle"], apps
                 assert all(r["database"] == "appdb" and r["addr"] == "127.0.0.1" for r in apps)
                 assert all(r["connect_time"].year >= 2024 for r in apps)
+                # ids as log lines spell them: worker.generation
+                assert all(r["id"].startswith(f"{r['worker']}.") for r in apps)
                 mine = [r for r in rows if r["user"] == "admin"]
                 assert [r["state"] for r in mine] == ["admin"]
 
@@ -135,6 +142,8 @@ def test_show_clients_servers_pools(console):
                 assert all(isinstance(r["remote_pid"], int) and r["remote_pid"] > 0 for r in srv)
                 active = [r for r in srv if r["state"] == "active"]
                 assert all(r["link"] is not None for r in active)
+                client_ids = {r["id"] for r in rows_dict(c.execute("SHOW CLIENTS"))}
+                assert {r["link"] for r in active} <= client_ids
 
             for desc, rows in run3(c, "SHOW POOLS"):
                 assert [d for d in desc if d[1] == INT8][0] == ("cl_active", INT8)
@@ -378,3 +387,55 @@ def test_reload_and_shutdown(console):
     with pytest.raises(psycopg.OperationalError):
         app.execute("SELECT 1")
     app.close()
+
+
+def test_show_stats(console):
+    px = console(pool_mode="transaction")
+    with admin_conn(px) as adm:
+        before = {r["database"]: r for r in rows_dict(adm.execute("SHOW STATS"))}
+        app = px.connect()
+        for i in range(5):
+            app.execute("SELECT %s::int", [i])
+        with app.transaction():
+            app.execute("SELECT 1")
+            app.execute("SELECT 2")
+        app.close()
+        for desc, rows in run3(adm, "SHOW STATS"):
+            assert desc[0] == ("database", TEXT)
+            assert all(t == INT8 for _, t in desc[1:]), desc
+            st = {r["database"]: r for r in rows}["appdb"]
+            old = before.get("appdb", {k: 0 for k in st})
+            assert st["total_xact_count"] - old["total_xact_count"] >= 6
+            assert st["total_query_count"] - old["total_query_count"] >= 9
+            assert st["total_received"] > old["total_received"]
+            assert st["total_sent"] > old["total_sent"]
+            assert st["total_query_time"] > 0 and st["total_xact_time"] > 0
+            assert 0 < st["avg_query_time"] <= st["total_query_time"]
+    rows = psql(px, "SHOW STATS")
+    appdb = [r for r in rows if r[0] == "appdb"]
+    assert len(appdb) == 1 and int(appdb[0][1]) >= 6
+
+
+def test_set_pool_limit(console):
+    px = console(pool_mode="transaction", max_open_conns=1)
+    holder = px.connect()
+    holder.execute("BEGIN")
+    holder.execute("SELECT 1")
+    other = px.connect()
+    with admin_conn(px) as adm:
+        waiting = Background(lambda: other.execute("SELECT 11").fetchone())
+        wait_for(lambda: [p["cl_waiting"] for p in rows_dict(adm.execute("SHOW POOLS"))
+                          if p["database"] == "appdb"] == [1], what="a client waiting")
+        # Raising the limit serves the waiting client at once; the holder keeps its server.
+        adm.execute("SET max_open_conns = 2")
+        assert waiting.result(timeout=10) == (11,)
+        cfg = {r[0]: r[1:] for r in adm.execute("SHOW CONFIG")}
+        assert cfg["max_open_conns"] == ("2", "20", True)
+        # The file's rules between limits hold for SET too.
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="max_idle_conns"):
+            adm.execute("SET max_idle_conns = 3")
+        adm.execute("SET conn_max_idle_time = '5m'")
+        assert {r[0]: r[1] for r in adm.execute("SHOW CONFIG")}["conn_max_idle_time"] == "300s"
+    holder.execute("COMMIT")
+    holder.close()
+    other.close()
