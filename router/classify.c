@@ -709,7 +709,7 @@ struct val_capture {
 struct stmt_info {
     char type[40];       /* node type of the statement: SelectStmt, InsertStmt, ... */
     char query_type[40]; /* ExplainStmt/CopyStmt: node type of the inner query */
-    char kind[40];       /* TransactionStmt/VariableSetStmt kind */
+    char kind[40];       /* TransactionStmt/VariableSetStmt kind, DiscardStmt target */
     char name[NAME_CAP]; /* VariableSetStmt/VariableShowStmt name */
     bool is_chain, is_from, has_filename, is_program, is_local;
     bool has_write_node;          /* Insert/Update/Delete/Merge anywhere below */
@@ -757,21 +757,36 @@ struct walk {
     } key;
 };
 
+/* Whether s is a case-insensitive prefix of word of at least min bytes. */
 static bool
-val_truthy(const struct val_capture *v, bool if_none)
+bool_prefix(const char *s, const char *word, size_t min)
+{
+    size_t n = strlen(s);
+    return n >= min && n <= strlen(word) && strncasecmp(s, word, n) == 0;
+}
+
+/*
+ * A boolean option's value as PostgreSQL's parse_bool reads it (true/false, yes/no, on/off, 1/0,
+ * unambiguous prefixes; integers: non-zero). if_none: no value given (a bare option means true);
+ * if_bad: a value PostgreSQL would refuse, so the statement fails anyway and the caller picks the
+ * side that errs towards the primary.
+ */
+static bool
+val_bool(const struct val_capture *v, bool if_none, bool if_bad)
 {
     switch (v->kind) {
     case VAL_INT:
         return v->ival != 0;
-    case VAL_STR: {
-        static const char *const no[] = { "off", "false", "no", "0", "f", "n", "of" };
-        for (size_t i = 0; i < ARRAY_LEN(no); i++) {
-            if (strcasecmp(v->sval, no[i]) == 0) {
-                return false;
-            }
+    case VAL_STR:
+        if (bool_prefix(v->sval, "true", 1) || bool_prefix(v->sval, "yes", 1) ||
+            bool_prefix(v->sval, "on", 2) || strcmp(v->sval, "1") == 0) {
+            return true;
         }
-        return true;
-    }
+        if (bool_prefix(v->sval, "false", 1) || bool_prefix(v->sval, "no", 1) ||
+            bool_prefix(v->sval, "off", 2) || strcmp(v->sval, "0") == 0) {
+            return false;
+        }
+        return if_bad;
     default:
         return if_none;
     }
@@ -798,10 +813,15 @@ fn_finish(struct walk *w)
 static void
 de_finish(struct walk *w)
 {
+    if (w->de_has_arg && w->de_val.kind == VAL_NONE) {
+        /* libpg_query leaves zero values out: {"Integer":{}} is 0, {"Boolean":{}} false */
+        w->de_val.kind = VAL_INT;
+        w->de_val.ival = 0;
+    }
     if (strcmp(w->de_name, "analyze") == 0) {
-        w->st.is_analyze = val_truthy(&w->de_val, true);
+        w->st.is_analyze = val_bool(&w->de_val, true, true);
     } else if (strcmp(w->de_name, "transaction_read_only") == 0) {
-        w->st.read_only = val_truthy(&w->de_val, true) ? 1 : 0;
+        w->st.read_only = val_bool(&w->de_val, false, false) ? 1 : 0;
     }
     w->de_depth = 0;
 }
@@ -859,8 +879,8 @@ on_key(struct walk *w, const struct json *j)
     if (d == 5) {
         w->top_field = 0;
         w->want_query_type = false;
-        if (tok_is(j, "kind")) {
-            w->key = K_KIND;
+        if (tok_is(j, "kind") || tok_is(j, "target")) {
+            w->key = K_KIND; /* "target": DiscardStmt's kind */
         } else if (tok_is(j, "name")) {
             w->key = K_NAME;
         } else if (tok_is(j, "chain")) {
@@ -902,6 +922,7 @@ on_key(struct walk *w, const struct json *j)
         w->key = K_DEFNAME;
     } else if (w->de_depth != 0 && d == w->de_depth + 1 && tok_is(j, "arg")) {
         w->de_in_arg = true;
+        w->de_has_arg = true;
     } else if (w->de_depth != 0 && d == w->de_depth + 1) {
         w->de_in_arg = false;
     } else if (tok_is(j, "sval")) {
@@ -1157,7 +1178,7 @@ stmt_finish(struct walk *w, struct text_result *r)
             mark(r, false, "set transaction");
         } else if (strcmp(n, "transaction_read_only") == 0 && !is_reset &&
                    strcmp(k, "VAR_SET_VALUE") == 0) {
-            bool ro = val_truthy(&st->set_value, false);
+            bool ro = val_bool(&st->set_value, false, false);
             r->txn |= ro ? ROUTER_TXN_READ_ONLY : ROUTER_TXN_READ_WRITE;
             if (r->in_own_txn) {
                 r->own_txn_read_only = ro;
@@ -1175,7 +1196,7 @@ stmt_finish(struct walk *w, struct text_result *r)
             mark(r, true, "set session characteristics");
         } else {
             if (strcmp(n, "default_transaction_read_only") == 0 && !st->is_local) {
-                if (!is_reset && val_truthy(&st->set_value, false)) {
+                if (!is_reset && val_bool(&st->set_value, false, false)) {
                     r->txn |= ROUTER_TXN_SESSION_RO;
                 } else {
                     r->txn |= ROUTER_TXN_SESSION_RW;
@@ -1186,6 +1207,9 @@ stmt_finish(struct walk *w, struct text_result *r)
             mark(r, true, "set");
         }
     } else {
+        if (strcmp(t, "DiscardStmt") == 0 && strcmp(st->kind, "DISCARD_ALL") == 0) {
+            r->txn |= ROUTER_TXN_SESSION_RW; /* DISCARD ALL includes RESET ALL */
+        }
         mark(r, true, "not a read statement");
     }
 }

@@ -50,9 +50,10 @@ enum router_path {
  * READ_ONLY: this transaction declared READ ONLY (BEGIN/START ... READ ONLY, SET TRANSACTION
  * READ ONLY, SET transaction_read_only = on); READ_WRITE: declared READ WRITE explicitly.
  * SESSION_RO: SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY or SET
- * default_transaction_read_only = on; SESSION_RW: the same set to READ WRITE/off, or RESET
- * (ALL). CHAIN: COMMIT/ROLLBACK AND CHAIN, a new transaction with the same characteristics
- * starts at once. PREPARE: PREPARE TRANSACTION, which ends the session's transaction.
+ * default_transaction_read_only = on; SESSION_RW: the same set to READ WRITE/off, RESET of it,
+ * RESET ALL or DISCARD ALL. CHAIN: COMMIT/ROLLBACK AND CHAIN, a new transaction with the same
+ * characteristics starts at once. PREPARE: PREPARE TRANSACTION, which ends the session's
+ * transaction.
  */
 #define ROUTER_TXN_BEGIN      (1u << 0)  /* BEGIN / START TRANSACTION, any options */
 #define ROUTER_TXN_READ_ONLY  (1u << 1)  /* see above */

@@ -100,6 +100,9 @@ test_reads(void **state)
         { "EXPLAIN (COSTS off) UPDATE t SET a = 1", R },
         { "EXPLAIN (ANALYZE false) DELETE FROM t", R },
         { "EXPLAIN (ANALYZE off, BUFFERS) DELETE FROM t", R },
+        { "EXPLAIN (ANALYZE fals) DELETE FROM t", R },
+        { "EXPLAIN (ANALYZE 0) DELETE FROM t", R },
+        { "EXPLAIN VERBOSE SELECT nextval('s')", R },
         { "EXPLAIN ANALYZE SELECT * FROM t", R },
         { "SELECT * FROM t1 JOIN t2 USING (id) WHERE EXISTS (SELECT 1 FROM t3)", R },
         { "SELECT 1 UNION SELECT 2 EXCEPT SELECT 3", R },
@@ -158,6 +161,10 @@ test_writes(void **state)
         { "EXPLAIN (ANALYZE, COSTS off) UPDATE t SET a = 1", W },
         { "EXPLAIN (ANALYZE true) DELETE FROM t", W },
         { "EXPLAIN (ANALYZE 1) DELETE FROM t", W },
+        { "EXPLAIN (ANALYSE) DELETE FROM t", W },
+        { "EXPLAIN ANALYSE VERBOSE DELETE FROM t", W },
+        { "EXPLAIN (ANALYZE tru) DELETE FROM t", W },
+        { "EXPLAIN (ANALYZE whatever) DELETE FROM t", W },
         { "EXPLAIN ANALYZE SELECT * FROM t FOR UPDATE", W },
         { "EXPLAIN ANALYZE SELECT nextval('s')", W },
         { "EXPLAIN ANALYZE CREATE TABLE t2 AS SELECT 1", W },
@@ -422,6 +429,22 @@ test_transaction_control(void **state)
     assert_int_equal(c.txn, ROUTER_TXN_SESSION_RW);
     c = classify("RESET default_transaction_read_only");
     assert_int_equal(c.txn, ROUTER_TXN_SESSION_RW);
+    c = classify("RESET ALL");
+    assert_int_equal(c.txn, ROUTER_TXN_SESSION_RW);
+    c = classify("DISCARD ALL");
+    assert_int_equal(c.txn, ROUTER_TXN_SESSION_RW);
+    assert_int_equal(c.cls, W);
+    c = classify("SET LOCAL default_transaction_read_only = on");
+    assert_int_equal(c.txn, 0);
+    /* PostgreSQL's boolean spellings, prefixes included; a bad value never means read only */
+    c = classify("SET transaction_read_only = 'of'");
+    assert_int_equal(c.txn, ROUTER_TXN_READ_WRITE);
+    c = classify("SET transaction_read_only = 'ye'");
+    assert_int_equal(c.txn, ROUTER_TXN_READ_ONLY);
+    c = classify("SET transaction_read_only = 'maybe'");
+    assert_int_equal(c.txn, ROUTER_TXN_READ_WRITE);
+    c = classify("SET default_transaction_read_only = 1");
+    assert_int_equal(c.txn, ROUTER_TXN_SESSION_RO);
 
     static const struct {
         const char *sql;
