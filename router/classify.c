@@ -718,6 +718,7 @@ struct stmt_info {
     enum fn_verdict fn;           /* worst function call below */
     int read_only;                /* DefElem transaction_read_only: -1 not seen, 0, 1 */
     bool is_analyze;              /* DefElem analyze, true */
+    bool is_serializable;         /* DefElem transaction_isolation 'serializable' */
     struct val_capture set_value; /* VAR_SET_VALUE: the first value */
 };
 
@@ -820,6 +821,9 @@ de_finish(struct walk *w)
     }
     if (strcmp(w->de_name, "analyze") == 0) {
         w->st.is_analyze = val_bool(&w->de_val, true, true);
+    } else if (strcmp(w->de_name, "transaction_isolation") == 0) {
+        w->st.is_serializable =
+            w->de_val.kind == VAL_STR && strcasecmp(w->de_val.sval, "serializable") == 0;
     } else if (strcmp(w->de_name, "transaction_read_only") == 0) {
         w->st.read_only = val_bool(&w->de_val, false, false) ? 1 : 0;
     }
@@ -1023,6 +1027,8 @@ struct text_result {
     /* the transaction opened by a BEGIN in this text, while it is open */
     bool in_own_txn;
     bool own_txn_read_only;
+    bool own_txn_serializable; /* a hot standby refuses SERIALIZABLE, even READ ONLY */
+    bool first_begin_serializable;
     bool saw_first_begin;
     bool first_begin_open;
 };
@@ -1045,9 +1051,30 @@ close_own_txn(struct text_result *r)
 {
     if (r->in_own_txn && !r->own_txn_read_only) {
         mark(r, true, "begin read write");
+    } else if (r->in_own_txn && r->own_txn_serializable) {
+        mark(r, true, "serializable transaction");
     }
     r->in_own_txn = false;
     r->first_begin_open = false;
+}
+
+/* SET TRANSACTION ... or SET transaction_isolation: settings of the current transaction, which
+ * run wherever it runs, unless they ask for SERIALIZABLE, which a hot standby refuses. */
+static void
+set_serializable(struct text_result *r, bool is_serializable)
+{
+    if (!is_serializable) {
+        mark(r, false, "set transaction");
+        return;
+    }
+    r->txn |= ROUTER_TXN_SERIALIZABLE;
+    if (r->in_own_txn) {
+        r->own_txn_serializable = true;
+        if (r->first_begin_open) {
+            r->first_begin_serializable = true;
+        }
+    }
+    mark(r, true, "serializable transaction");
 }
 
 static void
@@ -1112,6 +1139,10 @@ stmt_finish(struct walk *w, struct text_result *r)
             r->txn_end = ROUTER_TXN_END_OPEN;
             r->in_own_txn = true;
             r->own_txn_read_only = st->read_only == 1;
+            r->own_txn_serializable = st->is_serializable;
+            if (st->is_serializable) {
+                r->txn |= ROUTER_TXN_SERIALIZABLE;
+            }
             if (st->read_only == 1) {
                 r->txn |= ROUTER_TXN_READ_ONLY;
             } else if (st->read_only == 0) {
@@ -1121,6 +1152,7 @@ stmt_finish(struct walk *w, struct text_result *r)
                 r->saw_first_begin = true;
                 r->first_begin_open = true;
                 r->is_begin_read_only = st->read_only == 1;
+                r->first_begin_serializable = st->is_serializable;
             }
             mark(r, false, st->read_only == 1 ? "begin read only" : "begin");
         } else if (strcmp(k, "TRANS_STMT_COMMIT") == 0 || strcmp(k, "TRANS_STMT_ROLLBACK") == 0) {
@@ -1175,7 +1207,11 @@ stmt_finish(struct walk *w, struct text_result *r)
                     }
                 }
             }
-            mark(r, false, "set transaction");
+            set_serializable(r, st->is_serializable);
+        } else if (strcmp(n, "transaction_isolation") == 0 && !is_reset &&
+                   strcmp(k, "VAR_SET_VALUE") == 0) {
+            set_serializable(r, st->set_value.kind == VAL_STR &&
+                                    strcasecmp(st->set_value.sval, "serializable") == 0);
         } else if (strcmp(n, "transaction_read_only") == 0 && !is_reset &&
                    strcmp(k, "VAR_SET_VALUE") == 0) {
             bool ro = val_bool(&st->set_value, false, false);
@@ -1577,7 +1613,8 @@ parse_text(struct router_classifier *cl, const char *sql, size_t len,
             out->reason = r.reason;
             out->txn = r.txn;
             out->txn_end = r.txn_end;
-            out->is_begin_read_only = r.is_begin_read_only && (r.txn & ROUTER_TXN_BEGIN);
+            out->is_begin_read_only =
+                r.is_begin_read_only && !r.first_begin_serializable && (r.txn & ROUTER_TXN_BEGIN);
             out->n_statements = r.n_statements;
         }
     }

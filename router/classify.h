@@ -53,19 +53,22 @@ enum router_path {
  * default_transaction_read_only = on; SESSION_RW: the same set to READ WRITE/off, RESET of it,
  * RESET ALL or DISCARD ALL. CHAIN: COMMIT/ROLLBACK AND CHAIN, a new transaction with the same
  * characteristics starts at once. PREPARE: PREPARE TRANSACTION, which ends the session's
- * transaction.
+ * transaction. SERIALIZABLE: BEGIN/START/SET TRANSACTION ISOLATION LEVEL SERIALIZABLE (or SET
+ * transaction_isolation), which a hot standby refuses, READ ONLY or not: the transaction needs
+ * the primary.
  */
-#define ROUTER_TXN_BEGIN      (1u << 0)  /* BEGIN / START TRANSACTION, any options */
-#define ROUTER_TXN_READ_ONLY  (1u << 1)  /* see above */
-#define ROUTER_TXN_READ_WRITE (1u << 2)  /* see above */
-#define ROUTER_TXN_SESSION_RO (1u << 3)  /* see above */
-#define ROUTER_TXN_SESSION_RW (1u << 4)  /* see above */
-#define ROUTER_TXN_COMMIT     (1u << 5)  /* COMMIT / END */
-#define ROUTER_TXN_ROLLBACK   (1u << 6)  /* ROLLBACK / ABORT (not ROLLBACK TO SAVEPOINT) */
-#define ROUTER_TXN_CHAIN      (1u << 7)  /* with COMMIT or ROLLBACK: AND CHAIN */
-#define ROUTER_TXN_PREPARE    (1u << 8)  /* PREPARE TRANSACTION */
-#define ROUTER_TXN_PREPARED   (1u << 9)  /* COMMIT PREPARED / ROLLBACK PREPARED */
-#define ROUTER_TXN_SAVEPOINT  (1u << 10) /* SAVEPOINT, RELEASE, ROLLBACK TO */
+#define ROUTER_TXN_BEGIN        (1u << 0)  /* BEGIN / START TRANSACTION, any options */
+#define ROUTER_TXN_READ_ONLY    (1u << 1)  /* see above */
+#define ROUTER_TXN_READ_WRITE   (1u << 2)  /* see above */
+#define ROUTER_TXN_SESSION_RO   (1u << 3)  /* see above */
+#define ROUTER_TXN_SESSION_RW   (1u << 4)  /* see above */
+#define ROUTER_TXN_COMMIT       (1u << 5)  /* COMMIT / END */
+#define ROUTER_TXN_ROLLBACK     (1u << 6)  /* ROLLBACK / ABORT (not ROLLBACK TO SAVEPOINT) */
+#define ROUTER_TXN_CHAIN        (1u << 7)  /* with COMMIT or ROLLBACK: AND CHAIN */
+#define ROUTER_TXN_PREPARE      (1u << 8)  /* PREPARE TRANSACTION */
+#define ROUTER_TXN_PREPARED     (1u << 9)  /* COMMIT PREPARED / ROLLBACK PREPARED */
+#define ROUTER_TXN_SAVEPOINT    (1u << 10) /* SAVEPOINT, RELEASE, ROLLBACK TO */
+#define ROUTER_TXN_SERIALIZABLE (1u << 11) /* see above */
 
 /* Whether the text leaves an explicit transaction open, judging by its last transaction-control
  * statement (the server's ReadyForQuery status remains the truth). */

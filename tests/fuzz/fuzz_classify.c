@@ -18,7 +18,7 @@
 
 #include "router/classify.h"
 
-#define KNOWN_TXN ((ROUTER_TXN_SAVEPOINT << 1) - 1)
+#define KNOWN_TXN ((ROUTER_TXN_SERIALIZABLE << 1) - 1)
 
 static struct router_classifier *cached, *uncached;
 

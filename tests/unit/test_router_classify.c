@@ -377,9 +377,27 @@ test_transaction_control(void **state)
     assert_int_equal(c.cls, R);
     assert_true(c.is_begin_read_only);
 
-    c = classify("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE");
+    c = classify("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY, DEFERRABLE");
     assert_int_equal(c.cls, R);
     assert_true(c.is_begin_read_only);
+
+    /* a hot standby refuses SERIALIZABLE, read only or not */
+    c = classify("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE");
+    assert_int_equal(c.cls, W);
+    assert_false(c.is_begin_read_only);
+    assert_int_equal(c.txn, ROUTER_TXN_BEGIN | ROUTER_TXN_READ_ONLY | ROUTER_TXN_SERIALIZABLE);
+    c = classify("BEGIN READ ONLY; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; SELECT 1");
+    assert_int_equal(c.cls, W);
+    assert_false(c.is_begin_read_only);
+    c = classify("BEGIN READ ONLY; SET transaction_isolation = 'serializable'; SELECT 1");
+    assert_int_equal(c.cls, W);
+    assert_false(c.is_begin_read_only);
+    c = classify("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+    assert_int_equal(c.cls, W);
+    assert_int_equal(c.txn, ROUTER_TXN_SERIALIZABLE);
+    c = classify("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+    assert_int_equal(c.cls, R);
+    assert_int_equal(c.txn, 0);
 
     c = classify("START TRANSACTION READ WRITE");
     assert_int_equal(c.cls, W);
@@ -413,7 +431,7 @@ test_transaction_control(void **state)
     assert_int_equal(c.cls, R);
     assert_int_equal(c.txn, ROUTER_TXN_READ_ONLY);
     c = classify("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE");
-    assert_int_equal(c.txn, ROUTER_TXN_READ_WRITE);
+    assert_int_equal(c.txn, ROUTER_TXN_READ_WRITE | ROUTER_TXN_SERIALIZABLE);
     c = classify("SET transaction_read_only = on");
     assert_int_equal(c.txn, ROUTER_TXN_READ_ONLY);
     c = classify("SET transaction_read_only TO off");
