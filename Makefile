@@ -55,7 +55,7 @@ PYTEST := /usr/bin/python3 -m pytest
 .PHONY: all deps check check-asan check-integration check-tsan test run bench fuzz fuzz-smoke clean \
         check-headers format format-check tidy asan bench-smoke bench-classify bench-classify-smoke
 
-all: $(BUILD)/pgmux
+all: $(BUILD)/pgmux $(BUILD)/tests/classify_cli
 
 # Changing flags rebuilds everything (CONVENTIONS 9.6).
 $(BUILD)/.flags: FORCE
@@ -144,6 +144,14 @@ $(BUILD)/tests/classify_bench: tests/bench/classify_bench.c $(BUILD)/libpgmux.a 
 	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -o $@ $< $(BUILD)/libpgmux.a $(LDFLAGS_ALL) $(BASE_LIBS)
 
 -include $(BUILD)/tests/classify_bench.d
+
+# router_classify from the command line, for tests/integration/test_classify_standby.py
+$(BUILD)/tests/classify_cli: tests/tools/classify_cli.c $(BUILD)/libpgmux.a $(BUILD)/.flags
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  TOOL-CC $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -o $@ $< $(BUILD)/libpgmux.a $(LDFLAGS_ALL) $(BASE_LIBS)
+
+-include $(BUILD)/tests/classify_cli.d
 
 bench-classify: $(BUILD)/tests/classify_bench
 	@$(BUILD)/tests/classify_bench
