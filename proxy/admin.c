@@ -2191,12 +2191,37 @@ exec_show_stats(struct admin_session *s)
     return EXEC_DONE;
 }
 
+/*
+ * PostgreSQL settings that drivers SET on their own right after login (pgjdbc sends
+ * extra_float_digits and application_name, others the date and time styles): accepted and
+ * ignored, so those drivers can use the console. None names a pgmux key.
+ */
+static bool
+is_driver_setting(const char *name)
+{
+    static const char *const names[] = {
+        "application_name",  "extra_float_digits", "client_encoding", "datestyle",
+        "timezone",          "intervalstyle",      "search_path",     "client_min_messages",
+        "statement_timeout", "lock_timeout",       "bytea_output",    "standard_conforming_strings",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+        if (strcasecmp(name, names[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static enum exec_result
 exec_set(struct admin_session *s, const struct admin_cmd *cmd)
 {
     struct worker *w = s->c->w;
     char msg[300];
     int key = cfg_key_find(cmd->arg);
+    if (key < 0 && is_driver_setting(cmd->arg)) {
+        out_complete(s, "SET");
+        return EXEC_DONE;
+    }
     if (key < 0) {
         snprintf(msg, sizeof(msg), "unrecognized configuration parameter \"%s\"", cmd->arg);
         out_error(s, SQLSTATE_UNDEFINED_OBJECT, msg, "SHOW CONFIG lists the keys");

@@ -6,14 +6,17 @@ database's clients; SET changing a value in SHOW CONFIG and in behaviour; RELOAD
 SIGHUP path; SHUTDOWN ending the process with status 0."""
 
 import os
-import signal
+import shutil
+import struct
 import subprocess
 import time
+from pathlib import Path
 
 import psycopg
 import psycopg.errors
 import pytest
 
+import pgwire
 from conftest import PASSWORDS
 from helpers import Background, wait_for
 
@@ -439,3 +442,117 @@ def test_set_pool_limit(console):
     holder.execute("COMMIT")
     holder.close()
     other.close()
+
+
+def test_jdbc(console, tmp_path):
+    """pgjdbc sets extra_float_digits and application_name after login, uses the extended
+    protocol, and past prepareThreshold a named statement with binary results
+    (tests/integration/java/AdminConsole.java checks every value)."""
+    jar = Path("/usr/share/java/postgresql.jar")
+    assert shutil.which("javac") and jar.is_file(), "make deps installs the JDK and pgjdbc"
+    r = subprocess.run(["javac", "-d", str(tmp_path), "-cp", str(jar),
+                        str(Path(__file__).parent / "java" / "AdminConsole.java")],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"javac failed:\n{r.stdout}\n{r.stderr}"
+    px = console(pool_mode="transaction")
+    app = px.connect()
+    app.execute("SELECT 1")
+    url = f"jdbc:postgresql://127.0.0.1:{px.port}/pgmux?prepareThreshold=5"
+    r = subprocess.run(["java", "-cp", f"{tmp_path}:{jar}", "AdminConsole", url, "admin",
+                        "admin-secret"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "OK", f"{r.stdout}\n{r.stderr}"
+    cfg = {row[0]: row[1] for row in psql(px, "SHOW CONFIG")}
+    assert cfg["query_wait_timeout"] == "20s"
+    app.close()
+
+
+def _msgs_until_ready(conn):
+    out = []
+    while True:
+        t, payload = conn.recv_msg()
+        out.append((t, payload))
+        if t == b"Z":
+            return out
+
+
+def test_wire_protocol(console):
+    """Exact messages: SQLSTATEs at login, several commands in one Query, an extended-protocol
+    error skipping to Sync, Describe, binary results, an empty query, a hostile message."""
+    px = console()
+    assert pgwire.login_error(px.port, "app", "pgmux", "app-secret").sqlstate == "28000"
+    assert pgwire.login_error(px.port, "admin", "pgmux", "wrong").sqlstate == "28P01"
+
+    conn = pgwire.connect(px.port, "admin", "pgmux", "admin-secret")
+    assert conn.parameters["server_version"].startswith("15.")
+    assert conn.backend_key is not None
+    # Two commands in one simple Query: two result sets, one ReadyForQuery.
+    conn.send(pgwire.query_message("SHOW VERSION; show version;"))
+    types = [t for t, _ in _msgs_until_ready(conn)]
+    assert types == [b"T", b"D", b"C", b"T", b"D", b"C", b"Z"], types
+    # An error stops the rest of the Query.
+    conn.send(pgwire.query_message("SHOW VERSION; NONSENSE; SHOW VERSION"))
+    msgs = _msgs_until_ready(conn)
+    assert [t for t, _ in msgs] == [b"T", b"D", b"C", b"E", b"Z"]
+    assert pgwire.parse_error_fields(msgs[3][1])["C"] == "42601"
+    # Empty query.
+    conn.send(pgwire.query_message(" ; -- nothing\n"))
+    assert [t for t, _ in _msgs_until_ready(conn)] == [b"I", b"Z"]
+
+    def parse(name, sql):
+        return pgwire.message(b"P", name + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
+
+    def bind(portal, stmt, params=(), result_formats=()):
+        body = portal + b"\0" + stmt + b"\0" + struct.pack("!h", 0)
+        body += struct.pack("!h", len(params))
+        for p in params:
+            body += struct.pack("!i", len(p)) + p
+        body += struct.pack("!h", len(result_formats))
+        body += b"".join(struct.pack("!h", f) for f in result_formats)
+        return pgwire.message(b"B", body)
+
+    def execute(portal=b""):
+        return pgwire.message(b"E", portal + b"\0" + struct.pack("!i", 0))
+
+    sync = pgwire.message(b"S")
+    # Parameters are refused; the Execute after the error is skipped up to Sync.
+    conn.send(parse(b"", "SHOW VERSION") + bind(b"", b"", params=[b"1"]) + execute() + sync)
+    msgs = _msgs_until_ready(conn)
+    assert [t for t, _ in msgs] == [b"1", b"E", b"Z"]
+    assert pgwire.parse_error_fields(msgs[1][1])["C"] == "08P01"
+    # Several commands in one Parse: 42601.
+    conn.send(parse(b"two", "SHOW VERSION; SHOW NODES") + sync)
+    msgs = _msgs_until_ready(conn)
+    assert [t for t, _ in msgs] == [b"E", b"Z"]
+    assert pgwire.parse_error_fields(msgs[0][1])["C"] == "42601"
+    # Describe of a named statement, then binary results: port is int4, 4 bytes.
+    conn.send(parse(b"nodes", "SHOW NODES") + pgwire.message(b"D", b"Snodes\0")
+              + bind(b"p1", b"nodes", result_formats=[1]) + pgwire.message(b"D", b"Pp1\0")
+              + execute(b"p1") + pgwire.message(b"C", b"Snodes\0") + sync)
+    msgs = _msgs_until_ready(conn)
+    types = [t for t, _ in msgs]
+    assert types[:5] == [b"1", b"t", b"T", b"2", b"T"], types
+    assert types[-3:] == [b"C", b"3", b"Z"], types
+    rows = [p for t, p in msgs if t == b"D"]
+    assert len(rows) == 2
+    ports = set()
+    for row in rows:
+        pos = 2
+        for col in range(3):
+            (n,) = struct.unpack("!i", row[pos:pos + 4])
+            if col == 2:
+                assert n == 4
+                ports.add(struct.unpack("!i", row[pos + 4:pos + 8])[0])
+            pos += 4 + n
+    assert len(ports) == 2
+    # Execute of a portal that does not exist: 34000, then the session goes on.
+    conn.send(execute(b"nope") + sync)
+    msgs = _msgs_until_ready(conn)
+    assert pgwire.parse_error_fields(msgs[0][1])["C"] == "34000"
+    assert conn.query("SHOW VERSION") == [["pgmux 0.1.0"]]
+    # A message type the console does not take: FATAL 08P01 and the connection closes.
+    conn.send(pgwire.message(b"d", b"copy data"))
+    t, payload = conn.recv_msg()
+    assert t == b"E" and pgwire.parse_error_fields(payload)["C"] == "08P01"
+    assert conn.read_until_eof() == b""
+    conn.close()
+    assert px.alive()

@@ -1308,6 +1308,71 @@ test_names(void **state)
     assert_string_equal(cfg_role_name(CFG_ROLE_REPLICA), "replica");
 }
 
+/* The key table as the admin console sees it: SHOW CONFIG formats, SET parses. */
+static void
+test_key_table(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    assert_int_equal(load_text("[pgmux]\nauth_type = trust\nquery_wait_timeout = 1500ms\n"
+                               "admin_users = a, b\nlog_level = debug\n[pool]\n"
+                               "pin_session_state = off\nwarm_pools = u@d\n" NODE_A,
+                               &c),
+                     0);
+    char buf[256];
+    int k = cfg_key_find("QUERY_WAIT_TIMEOUT");
+    assert_true(k >= 0);
+    assert_string_equal(cfg_key_name(k), "query_wait_timeout");
+    cfg_key_format(c, k, buf, sizeof buf);
+    assert_string_equal(buf, "1500ms");
+    cfg_key_format(c, cfg_key_find("admin_users"), buf, sizeof buf);
+    assert_string_equal(buf, "a, b");
+    cfg_key_format(c, cfg_key_find("log_level"), buf, sizeof buf);
+    assert_string_equal(buf, "debug");
+    cfg_key_format(c, cfg_key_find("pin_session_state"), buf, sizeof buf);
+    assert_string_equal(buf, "off");
+    cfg_key_format(c, cfg_key_find("warm_pools"), buf, sizeof buf);
+    assert_string_equal(buf, "u@d");
+    cfg_key_format(c, cfg_key_find("auth_type"), buf, sizeof buf);
+    assert_string_equal(buf, "trust");
+    char small[4];
+    cfg_key_format(c, cfg_key_find("admin_users"), small, sizeof small);
+    assert_string_equal(small, "a, ");
+    assert_int_equal(cfg_key_find("no_such_key"), -1);
+    assert_null(cfg_key_name(-1));
+    for (int i = 0; i < cfg_key_count(); i++) {
+        assert_non_null(cfg_key_name(i));
+        cfg_key_format(c, i, buf, sizeof buf); /* every key formats */
+    }
+    cfg_unref(c);
+
+    struct cfg *d = cfg_defaults();
+    assert_non_null(d);
+    cfg_key_format(d, cfg_key_find("query_wait_timeout"), buf, sizeof buf);
+    assert_string_equal(buf, "120s");
+    cfg_key_format(d, cfg_key_find("conn_max_lifetime"), buf, sizeof buf);
+    assert_string_equal(buf, "1h");
+    cfg_unref(d);
+
+    int64_t v;
+    char why[200];
+    assert_int_equal(cfg_key_parse(cfg_key_find("query_wait_timeout"), "2m", &v, why, sizeof why),
+                     0);
+    assert_int_equal(v, 120000);
+    assert_int_equal(cfg_key_parse(cfg_key_find("max_client_conn"), "0", &v, why, sizeof why), -1);
+    assert_string_equal(why, "0 is out of range 1..1000000");
+    assert_int_equal(
+        cfg_key_parse(cfg_key_find("client_login_timeout"), "soon", &v, why, sizeof why), -1);
+    assert_non_null(strstr(why, "is not a duration"));
+    assert_int_equal(cfg_key_parse(cfg_key_find("log_level"), "WARNING", &v, why, sizeof why), 0);
+    assert_int_equal(v, LOG_WARNING);
+    assert_int_equal(cfg_key_parse(cfg_key_find("pin_session_state"), "yes", &v, why, sizeof why),
+                     0);
+    assert_int_equal(v, 1);
+    assert_int_equal(cfg_key_parse(cfg_key_find("listen_addr"), "x", &v, why, sizeof why), -1);
+    assert_int_equal(cfg_key_parse(-1, "x", &v, why, sizeof why), -1);
+}
+
 int
 main(void)
 {
@@ -1353,6 +1418,7 @@ main(void)
         cmocka_unit_test_teardown(test_access_keys, teardown),
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_names),
+        cmocka_unit_test_teardown(test_key_table, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
