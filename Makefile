@@ -24,7 +24,8 @@ BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(WARN) -I. $(LIBEV_CFLAGS) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libpg_query (Debian libpg-query-dev) ships no .pc file either.
 PG_QUERY_LIBS ?= -lpg_query
-BASE_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(LIBEV_LIBS) $(PG_QUERY_LIBS) -lpthread
+BASE_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(LIBEV_LIBS) $(PG_QUERY_LIBS) -lpthread \
+           -lm
 
 ifeq ($(SANITIZE),)
   BUILD := build/release

@@ -240,6 +240,40 @@ pool_get(struct pool_set *s, int node_idx, const char *database, const char *use
     return p;
 }
 
+struct pool *
+pool_sibling(struct pool_set *s, struct pool *p, int node_idx)
+{
+    if (node_idx < 0 || node_idx >= POOL_MAX_NODES) {
+        return NULL;
+    }
+    struct pool *q = atomic_load_explicit(&p->siblings[node_idx], memory_order_acquire);
+    if (q) {
+        return q;
+    }
+    if (node_idx == p->node_idx) {
+        q = p;
+    } else {
+        /* Copied under p's lock, used under the set's: the two are never held together. */
+        struct pool_secret sec;
+        pthread_mutex_lock(&p->mu);
+        sec = p->secret;
+        sec.password = dup_or_null(p->secret.password);
+        bool oom = p->secret.password && !sec.password;
+        pthread_mutex_unlock(&p->mu);
+        q = oom ? NULL : pool_get(s, node_idx, p->database, p->user, &sec, p->may_overtake);
+        if (q && sec.has_scram_keys) {
+            /* The pool may have existed without them (made before any SCRAM login). */
+            pool_learn_scram_keys(q, sec.client_key, sec.server_key);
+        }
+        secret_wipe(&sec);
+        if (!q) {
+            return NULL;
+        }
+    }
+    atomic_store_explicit(&p->siblings[node_idx], q, memory_order_release);
+    return q;
+}
+
 void
 pool_update_secret(struct pool *p, const struct pool_secret *secret)
 {

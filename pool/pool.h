@@ -41,6 +41,9 @@
 #include "protocol/scram.h"
 #include "protocol/wire.h"
 
+/* Most nodes a pool set serves (proxy/topology.h TOPO_MAX_NODES is the same number). */
+#define POOL_MAX_NODES 64
+
 enum pool_role {
     POOL_ROLE_UNKNOWN = 0,
     POOL_ROLE_PRIMARY,
@@ -149,6 +152,10 @@ struct pool {
     struct pool_params welcome; /* under mu: a fresh server's ParameterStatus set, so clients
                                    in transaction pooling can log in without a server */
     bool has_welcome;           /* under mu */
+    /* The pools of the same (database, user) on each node, by node index, filled on first use
+     * by pool_sibling and never cleared (pools live until pool_set_fini): routing a
+     * transaction to another node costs an atomic load, not the set's lock. */
+    _Atomic(struct pool *) siblings[POOL_MAX_NODES];
 };
 
 /* A client waiting for a connection. Memory owned by the client's worker; linked under mu. */
@@ -356,6 +363,13 @@ struct pool *pool_get(struct pool_set *s, int node_idx, const char *database, co
  * either may be empty), when a user's secret has changed since the pool was made. Any thread.
  */
 void pool_update_secret(struct pool *p, const struct pool_secret *secret);
+
+/**
+ * The pool for p's database and user on node node_idx (p itself for p's node), created on first
+ * use with a copy of p's credentials (SCRAM keys included). NULL when out of memory. Any thread;
+ * lock-free once the sibling is known.
+ */
+struct pool *pool_sibling(struct pool_set *s, struct pool *p, int node_idx);
 
 /** Remember SCRAM keys recovered from a client's proof for server logins. Any thread. */
 void pool_learn_scram_keys(struct pool *p, const uint8_t client_key[PROTO_SCRAM_KEY_LEN],

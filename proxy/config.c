@@ -84,6 +84,8 @@ static const char *const log_dest_names[] = { "stderr", "syslog" };
 static const char *const facility_names[] = { "user",   "daemon", "local0", "local1", "local2",
                                               "local3", "local4", "local5", "local6", "local7" };
 static const int facility_codes[] = { 1, 3, 16, 17, 18, 19, 20, 21, 22, 23 };
+static const char *const balance_names[] = { "least_conn", "round_robin", "random", "hash" };
+static const char *const ryw_names[] = { "lsn", "window", "off" };
 static const char *const bool_true_names[] = { "on", "true", "yes", "1" };
 static const char *const bool_false_names[] = { "off", "false", "no", "0" };
 
@@ -113,6 +115,18 @@ const char *
 cfg_auth_name(enum cfg_auth a)
 {
     return (unsigned) a < ARRAY_LEN(auth_names) ? auth_names[a] : "?";
+}
+
+const char *
+cfg_balance_name(enum cfg_balance b)
+{
+    return (unsigned) b < ARRAY_LEN(balance_names) ? balance_names[b] : "?";
+}
+
+const char *
+cfg_ryw_name(enum cfg_ryw r)
+{
+    return (unsigned) r < ARRAY_LEN(ryw_names) ? ryw_names[r] : "?";
 }
 
 const char *
@@ -217,6 +231,13 @@ enum key_id {
     K_AUTH_QUERY,
     K_AUTH_DBNAME,
     K_AUTH_CACHE_TTL,
+    K_READ_WRITE_SPLIT,
+    K_REPLICA_BALANCE,
+    K_PRIMARY_READS_WEIGHT,
+    K_MAX_REPLICA_LAG,
+    K_MAX_REPLICA_LAG_BYTES,
+    K_READ_YOUR_WRITES,
+    K_READ_YOUR_WRITES_WINDOW,
     K_POOL_MODE,
     K_MAX_OPEN_CONNS,
     K_MAX_IDLE_CONNS,
@@ -306,6 +327,17 @@ static const struct key_def key_defs[K__COUNT] = {
     [K_AUTH_DBNAME] = { "auth_dbname", SECT_PGMUX, KT_STR, F(auth_dbname), 0, 0, 0 },
     [K_AUTH_CACHE_TTL] = { "auth_cache_ttl", SECT_PGMUX, KT_DURATION, F(auth_cache_ttl_ms), 0, 0,
                            CFG_DURATION_MAX_MS },
+    [K_READ_WRITE_SPLIT] = { "read_write_split", SECT_PGMUX, KT_BOOL, F(read_write_split), 0, 0,
+                             0 },
+    [K_REPLICA_BALANCE] = { "replica_balance", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_PRIMARY_READS_WEIGHT] = { "primary_reads_weight", SECT_PGMUX, KT_INT,
+                                 F(primary_reads_weight), 0, 0, 1000 },
+    [K_MAX_REPLICA_LAG] = { "max_replica_lag", SECT_PGMUX, KT_DURATION, F(max_replica_lag_ms), 0,
+                            0, CFG_DURATION_MAX_MS },
+    [K_MAX_REPLICA_LAG_BYTES] = { "max_replica_lag_bytes", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_READ_YOUR_WRITES] = { "read_your_writes", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_READ_YOUR_WRITES_WINDOW] = { "read_your_writes_window", SECT_PGMUX, KT_DURATION,
+                                    F(read_your_writes_window_ms), 0, 0, CFG_DURATION_MAX_MS },
     [K_POOL_MODE] = { "pool_mode", SECT_POOL, KT_SPECIAL, 0, 0, 0, 0 },
     [K_MAX_OPEN_CONNS] = { "max_open_conns", SECT_POOL, KT_INT, F(max_open_conns), 0, 1, 100000 },
     [K_MAX_IDLE_CONNS] = { "max_idle_conns", SECT_POOL, KT_INT, F(max_idle_conns), 0, 0, 100000 },
@@ -1124,6 +1156,33 @@ set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *va
     case K_CLIENT_TLS_PROTOCOLS:
         set_tls_protocols(p, key, value);
         break;
+    case K_REPLICA_BALANCE:
+        v = enum_lookup(value, balance_names, ARRAY_LEN(balance_names));
+        if (v < 0) {
+            err_bad_enum(p, key, value, balance_names, ARRAY_LEN(balance_names));
+        } else {
+            c->replica_balance = (enum cfg_balance) v;
+        }
+        break;
+    case K_READ_YOUR_WRITES:
+        v = enum_lookup(value, ryw_names, ARRAY_LEN(ryw_names));
+        if (v < 0) {
+            err_bad_enum(p, key, value, ryw_names, ARRAY_LEN(ryw_names));
+        } else {
+            c->read_your_writes = (enum cfg_ryw) v;
+        }
+        break;
+    case K_MAX_REPLICA_LAG_BYTES: {
+        /* Its own case: KT_SIZE stores 32 bits, and WAL distances outgrow 4 GB. */
+        int64_t sz = parse_size(value);
+        if (sz < 0) {
+            ERR(p, p->lineno, key, "'%s' is not a size (bytes, or a number with kB, MB or GB)",
+                value);
+        } else {
+            c->max_replica_lag_bytes = sz;
+        }
+        break;
+    }
     case K_WARM_POOLS:
         set_warm_pools(p, key, value);
         break;
@@ -2224,6 +2283,13 @@ cfg_new_defaults(const char *path)
     /* PostgreSQL's ssl_ciphers default without the 3DES and MEDIUM it keeps for old clients */
     c->client_tls_ciphers = strdup("HIGH:!aNULL:!MD5");
     c->server_tls_mode = CFG_SERVER_TLS_DISABLE;
+    c->read_write_split = true;
+    c->replica_balance = CFG_BALANCE_LEAST_CONN;
+    c->primary_reads_weight = 0;
+    c->max_replica_lag_ms = 0;
+    c->max_replica_lag_bytes = 0;
+    c->read_your_writes = CFG_RYW_LSN;
+    c->read_your_writes_window_ms = 1000;
     if (c->path == NULL || c->listen_addr == NULL || c->server_reset_query == NULL ||
         c->client_tls_ciphers == NULL || c->syslog_ident == NULL || c->syslog_socket == NULL ||
         c->metrics_addr == NULL || c->auth_query == NULL) {

@@ -76,6 +76,21 @@ struct cfg_tls_lines {
     int server_key;
 };
 
+/* replica_balance: how reads are spread over the usable read nodes. */
+enum cfg_balance {
+    CFG_BALANCE_LEAST_CONN,
+    CFG_BALANCE_ROUND_ROBIN,
+    CFG_BALANCE_RANDOM,
+    CFG_BALANCE_HASH,
+};
+
+/* read_your_writes: what keeps a client's reads after its own writes. */
+enum cfg_ryw {
+    CFG_RYW_LSN,    /* reads only where the commit's WAL position has been replayed */
+    CFG_RYW_WINDOW, /* reads on the primary for read_your_writes_window after a write */
+    CFG_RYW_OFF,
+};
+
 struct cfg_node {
     char *name; /* the NAME of [node.NAME] */
     char *host; /* host name or address as written; resolved by main before workers start */
@@ -171,6 +186,16 @@ struct cfg {
     char *server_tls_cert_file;          /* client certificate presented to servers */
     char *server_tls_key_file;
     struct cfg_tls_lines tls_lines;
+    /* [pgmux] read/write routing (transaction and statement pooling per transaction; session
+     * pooling once at login) */
+    bool read_write_split;             /* on: reads may go to replicas; off: all to the primary */
+    enum cfg_balance replica_balance;  /* least_conn */
+    int primary_reads_weight;          /* 0: the primary's read share beside replica weights,
+                                          0..1000; 0 = reads only when no replica is usable */
+    int64_t max_replica_lag_ms;        /* 0 = no limit: a replica behind by more gets no reads */
+    int64_t max_replica_lag_bytes;     /* 0 = no limit */
+    enum cfg_ryw read_your_writes;     /* lsn */
+    int64_t read_your_writes_window_ms; /* 1 s: window mode's time on the primary after a write */
 
     /* [pool] */
     enum cfg_pool_mode pool_mode;  /* session */
@@ -247,6 +272,8 @@ const char *cfg_tracked_name(const struct cfg *c, int i);
 int64_t cfg_parse_duration_ms(const char *s);
 
 const char *cfg_pool_mode_name(enum cfg_pool_mode m);
+const char *cfg_balance_name(enum cfg_balance b);
+const char *cfg_ryw_name(enum cfg_ryw r);
 const char *cfg_auth_name(enum cfg_auth a);
 const char *cfg_role_name(enum cfg_role r);
 const char *cfg_client_tls_name(enum cfg_client_tls m);

@@ -798,6 +798,61 @@ test_primary_functions(void **state)
 }
 
 static void
+test_routing_keys(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    int rc = load_text("[pgmux]\nauth_type = trust\n" NODE_A, &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    /* defaults */
+    assert_true(c->read_write_split);
+    assert_int_equal(c->replica_balance, CFG_BALANCE_LEAST_CONN);
+    assert_int_equal(c->primary_reads_weight, 0);
+    assert_int_equal(c->max_replica_lag_ms, 0);
+    assert_int_equal(c->max_replica_lag_bytes, 0);
+    assert_int_equal(c->read_your_writes, CFG_RYW_LSN);
+    assert_int_equal(c->read_your_writes_window_ms, 1000);
+    cfg_unref(c);
+
+    rc = load_text("[pgmux]\nauth_type = trust\nread_write_split = off\nreplica_balance = hash\n"
+                   "primary_reads_weight = 3\nmax_replica_lag = 250ms\n"
+                   "max_replica_lag_bytes = 16GB\nread_your_writes = window\n"
+                   "read_your_writes_window = 2s\n" NODE_A,
+                   &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_false(c->read_write_split);
+    assert_int_equal(c->replica_balance, CFG_BALANCE_HASH);
+    assert_string_equal(cfg_balance_name(c->replica_balance), "hash");
+    assert_int_equal(c->primary_reads_weight, 3);
+    assert_int_equal(c->max_replica_lag_ms, 250);
+    assert_true(c->max_replica_lag_bytes == 16LL * 1024 * 1024 * 1024);
+    assert_int_equal(c->read_your_writes, CFG_RYW_WINDOW);
+    assert_string_equal(cfg_ryw_name(c->read_your_writes), "window");
+    assert_int_equal(c->read_your_writes_window_ms, 2000);
+    cfg_unref(c);
+
+    expect_fail("[pgmux]\nauth_type = trust\nreplica_balance = fastest\n"
+                "read_your_writes = sometimes\nprimary_reads_weight = 1001\n"
+                "max_replica_lag = soon\nmax_replica_lag_bytes = 1TB\n"
+                "read_write_split = maybe\nread_your_writes_window = -1s\n" NODE_A,
+                7);
+    expect_line(ini_path, 3, "replica_balance: 'fastest'");
+    expect_line(ini_path, 4, "read_your_writes: 'sometimes'");
+    expect_line(ini_path, 5, "primary_reads_weight: 1001 is out of range 0..1000");
+    expect_line(ini_path, 6, "max_replica_lag: 'soon' is not a duration");
+    expect_line(ini_path, 7, "max_replica_lag_bytes: '1TB' is not a size");
+    expect_line(ini_path, 8, "read_write_split: 'maybe' is not a boolean");
+    expect_line(ini_path, 9, "read_your_writes_window: '-1s' is not a duration");
+    /* [pgmux] keys, not [pool] ones */
+    expect_fail("[pgmux]\nauth_type = trust\n[pool]\nread_write_split = on\n" NODE_A, 1);
+    expect_line(ini_path, 4, "read_write_split: unknown key in [pool]");
+}
+
+static void
 test_track_parameters(void **state)
 {
     (void) state;
@@ -1419,6 +1474,7 @@ main(void)
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_names),
         cmocka_unit_test_teardown(test_key_table, teardown),
+        cmocka_unit_test_teardown(test_routing_keys, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
