@@ -52,7 +52,7 @@
 #include "proxy/tls.h"
 #include "proxy/topology.h"
 #include "proxy/worker.h"
-#include "router/route.h"
+#include "proxy/routing.h"
 
 /* Authentication messages are small; anything bigger is an attack or a bug. */
 #define CLIENT_AUTH_MSG_MAX 8192
@@ -283,6 +283,7 @@ client_close(struct client *c, const char *why)
         pool_conn_release(sc, c->mode == CFG_POOL_SESSION);
     }
     admin_session_close(c);
+    routing_leave(c);
     client_free_auth(c);
     pool_params_clear(&c->want);
     txn_stmts_clear(c);
@@ -438,6 +439,7 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
         return;
     }
     c->w = w;
+    c->route_node = -1;
     c->slot = slot;
     c->id = ((uint64_t) ++w->next_gen << 32) | slot;
     worker_random(w, &c->cancel_key, sizeof(c->cancel_key));
@@ -578,14 +580,9 @@ client_auth_done(struct client *c)
         admin_session_start(c);
         return;
     }
-    struct router_session rs = { .is_session_pooled = true, .is_read_only_hint = false };
-    struct router_decision d = router_route_session(&rs);
+    /* Pools are found from the client's pool on the primary (routing.c picks its siblings). */
     const struct topo_snapshot *topo = topo_refresh(&w->rt->topology, &w->topo);
     int node = topo->primary >= 0 ? topo->primary : w->rt->primary_node;
-    (void) d; /* every target is the primary until replicas are routed to */
-    if (node >= 0 && node < STATS_MAX_NODES) {
-        stats_add(&w->stats->nodes[node].routed[STATS_ROUTE_PRIMARY], 1);
-    }
 
     struct pool_secret ps;
     memset(&ps, 0, sizeof(ps));
@@ -635,6 +632,10 @@ client_auth_done(struct client *c)
                  cfg_pool_mode_name((enum cfg_pool_mode) c->mode));
     }
     if (client_init_want(c) != ST_OK) {
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    if (routing_login(c, c->pool) != ROUTING_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }
@@ -1333,8 +1334,21 @@ client_init_want(struct client *c)
         return ST_EINTERNAL;
     }
     for (int i = 0; i < su.n_params; i++) {
-        if (!param_is_structural(su.params[i].name) &&
-            pool_params_set(&c->want, su.params[i].name, su.params[i].value) != ST_OK) {
+        const char *name = su.params[i].name, *value = su.params[i].value;
+        if (strcmp(name, "target_session_attrs") == 0) {
+            /* libpq's own option, sent by drivers that pass it through: a request to pgmux,
+             * not a server setting */
+            c->is_read_only_session = strcmp(value, "read-only") == 0 ||
+                                      strcmp(value, "standby") == 0 ||
+                                      strcmp(value, "prefer-standby") == 0;
+            continue;
+        }
+        if (strcasecmp(name, "default_transaction_read_only") == 0) {
+            c->is_read_only_session = strcasecmp(value, "on") == 0 ||
+                                      strcasecmp(value, "true") == 0 ||
+                                      strcasecmp(value, "yes") == 0 || strcmp(value, "1") == 0;
+        }
+        if (!param_is_structural(name) && pool_params_set(&c->want, name, value) != ST_OK) {
             return ST_ENOMEM;
         }
     }
@@ -1537,6 +1551,10 @@ client_open_server(struct client *c)
     enum status st = pool_conn_open(&c->w->pw, c->pool, c->id);
     if (st != ST_OK) {
         c->is_opening = false;
+        if (routing_fallback(c)) {
+            client_acquire(c);
+            return;
+        }
         char detail[200];
         snprintf(detail, sizeof(detail), "server \"%s\" (%s:%d) refused the connection",
                  c->pool->node->name, c->pool->node->host, c->pool->node->port);
@@ -1593,6 +1611,9 @@ client_on_ready(struct pool_worker *pw, struct pool_conn *sc, uint64_t opener_id
         return;
     }
     c->is_opening = false;
+    /* A server that has just logged in is untouched: its settings are the pool's defaults. Pools
+     * on replicas learn them here, as no client logs in through them in transaction pooling. */
+    pool_learn_welcome(sc->pool, &sc->params);
     client_attach(c, sc);
 }
 
@@ -1607,6 +1628,10 @@ client_on_failed(struct pool_worker *pw, struct pool *p, uint64_t opener_id,
         return;
     }
     c->is_opening = false;
+    if (f->st != ST_ENOMEM && routing_fallback(c)) {
+        client_acquire(c);
+        return;
+    }
     /* The server's own words (database does not exist, password rejected) help most. */
     client_fail_full(c, f->st, "FATAL", f->sqlstate, f->message, NULL);
 }
@@ -1653,7 +1678,22 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
     enum status st;
     while ((st = pool_conn_next_msg(sc, &h, &body)) == ST_OK) {
         size_t blen = h.len - 4;
-        if (h.type == 'E' && !c->set_error) {
+        if (h.type == 'E' && c->is_learning_lsn) {
+            routing_note_lsn(c, NULL, 0);
+        } else if (h.type == 'D' && c->is_learning_lsn) {
+            struct proto_reader rd;
+            uint16_t ncol;
+            int32_t vlen;
+            const uint8_t *v;
+            proto_reader_init(&rd, body, blen);
+            if (proto_reader_u16(&rd, &ncol) == ST_OK && ncol == 1 &&
+                proto_reader_i32(&rd, &vlen) == ST_OK && vlen > 0 &&
+                proto_reader_bytes(&rd, (size_t) vlen, &v) == ST_OK) {
+                routing_note_lsn(c, (const char *) v, (size_t) vlen);
+            } else {
+                routing_note_lsn(c, NULL, 0);
+            }
+        } else if (h.type == 'E' && !c->set_error) {
             struct proto_error_fields ef;
             if (proto_read_error(body, blen, &ef) == ST_OK) {
                 const char *code =
@@ -1688,6 +1728,12 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
             if (c->set_error) {
                 client_fail_full(c, ST_ECLIENT_UNSUPPORTED, "FATAL", c->set_error, c->set_error + 6,
                                  "a startup parameter was refused");
+                return;
+            }
+            if (c->is_learning_lsn) {
+                c->is_learning_lsn = false;
+                client_set_state(c, CLIENT_ACTIVE);
+                client_release_server(c);
                 return;
             }
             if (c->is_capturing) {
@@ -1850,6 +1896,16 @@ client_release_server(struct client *c)
 {
     struct worker *w = c->w;
     struct pool_conn *sc = c->sc;
+    /* Bytes of this transaction still on their way to the client leave with the client, before
+     * any query of pgmux's own reads from the server (which consumes the buffer). */
+    struct buf *b = sc->sock.in;
+    if (b && buf_pending(b)) {
+        if (relay_emit(c, &c->sock, b->data + b->sent, buf_pending(b)) != 0) {
+            client_fail(c, ST_ENOMEM, NULL);
+            return;
+        }
+        b->sent = b->parsed;
+    }
     if (c->needs_capture) {
         char *q;
         if (client_build_capture(c, sc, &q) != ST_OK) {
@@ -1864,18 +1920,15 @@ client_release_server(struct client *c)
         }
         c->needs_capture = false;
     }
-    /* Bytes of this transaction still on their way to the client leave with the client. */
-    struct buf *b = sc->sock.in;
-    if (b && buf_pending(b)) {
-        if (relay_emit(c, &c->sock, b->data + b->sent, buf_pending(b)) != 0) {
-            client_fail(c, ST_ENOMEM, NULL);
-            return;
-        }
-        b->sent = b->parsed;
+    if (routing_txn_end(c)) {
+        c->is_learning_lsn = true;
+        client_run_own_query(c, ROUTING_LSN_SQL);
+        return;
     }
     pool_conn_in_settle(sc);
     c->sc = NULL;
     pool_conn_release(sc, false);
+    routing_leave(c);
     client_set_state(c, CLIENT_IDLE);
     ev_set_cb(&c->sock.rio, client_idle_read_cb);
     ev_set_cb(&c->sock.wio, client_out_write_cb);
@@ -1934,6 +1987,14 @@ client_idle_read_cb(EV_P_ ev_io *io, int revents)
     }
     if (h.type == 'X') {
         client_close(c, "client sent Terminate");
+        return;
+    }
+    enum routing_result rr = routing_txn_begin(c);
+    if (rr == ROUTING_WAIT) {
+        return;
+    }
+    if (rr != ROUTING_OK) {
+        client_fail(c, ST_ENOMEM, NULL);
         return;
     }
     client_set_state(c, CLIENT_WAITING);

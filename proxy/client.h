@@ -67,6 +67,7 @@ struct client_stmt {
     uint8_t *tail; /* Parse body after the name: query, parameter count and types */
     uint32_t tail_len;
     bool is_pending; /* its Parse has not been answered yet: an error there undoes it */
+    bool is_read;    /* its text may run on a replica (a Bind of it routes as a read) */
 };
 
 struct client {
@@ -134,6 +135,18 @@ struct client {
     bool is_over_addr_limit; /* beyond max_client_conn_per_addr: refuse after startup */
     bool is_addr_counted;    /* holds one unit of its address in rt->peers */
     bool is_looking_up;      /* CLIENT_AUTH: waiting for auth_query's answer, not reading */
+
+    /* read/write routing (routing.c) */
+    uint64_t ryw_lsn;          /* read_your_writes = lsn: WAL insert position after its last
+                                  write transaction; reads need a replica past it (0: none) */
+    int64_t ryw_until_us;      /* read_your_writes = window: reads on the primary until then */
+    int16_t route_node;        /* node of the server it holds or waits for, -1: none (counted
+                                  in w->routing.active) */
+    bool is_route_read;        /* routed as a read (a replica refusing falls back to primary) */
+    bool txn_wrote;            /* the transaction may have written: learn its commit position */
+    bool is_read_only_session; /* default_transaction_read_only or target_session_attrs said
+                                  it will not write */
+    bool is_learning_lsn;      /* CLIENT_SETTING runs ROUTING_LSN_SQL, then releases */
 };
 
 /** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */

@@ -35,6 +35,7 @@
 #include "proxy/client.h"
 #include "proxy/config.h"
 #include "proxy/relay_int.h"
+#include "proxy/routing.h"
 #include "proxy/worker.h"
 #include "router/scan.h"
 
@@ -94,7 +95,7 @@ stmt_hash(const uint8_t *tail, size_t len, uint64_t *h1, uint64_t *h2)
 /* Record (or replace) the client's statement name -> tail. */
 static bool
 stmt_store(struct client *c, const char *name, const uint8_t *tail, uint32_t tail_len, uint64_t h1,
-           uint64_t h2)
+           uint64_t h2, bool is_read)
 {
     struct client_stmt *s = stmt_find(c, name);
     uint8_t *t = malloc(tail_len ? tail_len : 1);
@@ -128,6 +129,7 @@ stmt_store(struct client *c, const char *name, const uint8_t *tail, uint32_t tai
     s->h1 = h1;
     s->h2 = h2;
     s->is_pending = true;
+    s->is_read = is_read;
     return true;
 }
 
@@ -474,7 +476,10 @@ client_parse(struct client *c, struct relay_msg *m)
         free(own_tail);
         return RELAY_PAUSE;
     }
-    /* From here on the message is handled: no more RELAY_PAUSE. */
+    /* From here on the message is handled: no more RELAY_PAUSE. A Bind of the statement in a
+     * later transaction routes by the class its text has now. */
+    bool is_read = cacheable && !dup && !own_tail && c->w->cfg->read_write_split &&
+                   routing_text_is_read(c, sql, sql_len);
     if (!own_tail) {
         note_scan(c, &scan);
         if (named && !cacheable) {
@@ -495,14 +500,14 @@ client_parse(struct client *c, struct relay_msg *m)
         h1 = h2 = 0;
     } else if (on_server) {
         /* Already there under its server name: pgmux answers ParseComplete itself. */
-        if (!stmt_store(c, name, tail, tail_len, h1, h2)) {
+        if (!stmt_store(c, name, tail, tail_len, h1, h2, is_read)) {
             action = RELAY_ENOMEM;
         }
         flags = POOL_REQ_FAKE;
     } else if (cacheable) {
         char sname[POOL_STMT_NAME_LEN + 1];
         pool_stmt_name(h1, h2, sname);
-        if (!stmt_store(c, name, tail, tail_len, h1, h2) || evict_if_full(c) != 0 ||
+        if (!stmt_store(c, name, tail, tail_len, h1, h2, is_read) || evict_if_full(c) != 0 ||
             emit_close(c, h1, h2) != 0 ||
             !pool_reqs_push(&sc->reqs, POOL_REQ_CLOSE, POOL_REQ_INJECTED, 0, 0) ||
             emit_parse_named(c, sname, tail, tail_len) != 0 ||

@@ -299,6 +299,9 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     w->rt = rt;
     w->cfg = cfg_ref(rt->cfg);
     w->topo = topo_get(&rt->topology);
+    uint64_t seed;
+    worker_random(w, &seed, sizeof(seed));
+    routing_worker_init(&w->routing, seed);
     w->listen_fd = listen_fd;
     w->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV);
     if (!w->loop) {
@@ -396,6 +399,8 @@ worker_fini(struct worker *w)
     free(w->free_slots);
     ev_loop_destroy(w->loop);
     w->loop = NULL;
+    routing_worker_log(&w->routing, w->stats, w->idx, w->rt->nodes,
+                       w->topo ? w->topo->n_nodes : 0);
     topo_put(w->topo);
     w->topo = NULL;
     cfg_unref(w->cfg);

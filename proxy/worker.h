@@ -24,6 +24,7 @@
 #include "proxy/peers.h"
 #include "proxy/stats.h"
 #include "proxy/tls.h"
+#include "proxy/routing.h"
 #include "proxy/topology.h"
 
 /* BackendKeyData pid given to clients: worker index in the high bits, session slot below, so a
@@ -103,6 +104,8 @@ struct worker {
     struct proto_scram_secret *scram_cache;
     bool *scram_cached;
     int n_scram_cache;
+
+    struct routing_worker routing; /* balancing state and routing counters */
 
     uint8_t rand_pool[256]; /* random bytes for cancel keys and salts, refilled in bulk */
     size_t rand_left;

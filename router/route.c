@@ -52,10 +52,10 @@ router_route_txn(const struct router_session *s, const struct router_stmt *st)
     if (st->is_pinning) {
         return decide(ROUTER_PRIMARY, "session state pins to the primary");
     }
-    if (st->hint == ROUTER_HINT_PRIMARY) {
+    if (st->is_hint_primary) {
         return decide(ROUTER_PRIMARY, "hint: primary");
     }
-    if (st->hint == ROUTER_HINT_REPLICA) {
+    if (st->is_hint_replica) {
         return read_node(s, "hint: replica");
     }
     if (s->is_read_only_hint) {
@@ -231,8 +231,8 @@ router_pick_read(struct router_balancer *b, const struct router_limits *lim,
     }
     if (n_replicas == 0) {
         if (reason) {
-            *reason = min_lsn ? "no replica has replayed the client's last write"
-                              : "no usable replica";
+            *reason =
+                min_lsn ? "no replica has replayed the client's last write" : "no usable replica";
         }
         return primary;
     }

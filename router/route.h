@@ -28,12 +28,6 @@ enum router_target {
     ROUTER_REPLICA, /* a read node: a usable replica, or the primary when none is */
 };
 
-enum router_hint {
-    ROUTER_HINT_NONE,
-    ROUTER_HINT_PRIMARY, /* leading comment pgmux: primary */
-    ROUTER_HINT_REPLICA, /* leading comment pgmux: replica */
-};
-
 /* What the classifier says about the first statement of a transaction. */
 struct router_stmt {
     bool is_known;        /* a statement text (or a remembered class) was available */
@@ -41,7 +35,8 @@ struct router_stmt {
     bool is_begin;        /* BEGIN / START TRANSACTION */
     bool is_read_only;    /* BEGIN ... READ ONLY, or SET TRANSACTION READ ONLY */
     bool is_pinning;      /* leaves session state that pins the client (router/scan.h) */
-    enum router_hint hint;
+    bool is_hint_primary; /* leading comment pgmux: primary */
+    bool is_hint_replica; /* leading comment pgmux: replica */
 };
 
 struct router_session {
@@ -73,15 +68,15 @@ enum router_balance {
 
 /* One node as the router sees it. */
 struct router_node {
-    int idx;             /* stable node index, < ROUTER_MAX_NODES */
-    bool is_primary;     /* where writes go */
-    bool is_replica;     /* a replica by role */
-    bool is_usable;      /* healthy, not removed, not fenced (and not known down here) */
-    int weight;          /* [node] weight: share of reads among replicas */
-    uint64_t lsn;        /* replica: replay LSN */
-    uint64_t lag_bytes;  /* replica: behind the primary's WAL */
-    int64_t lag_ms;      /* replica: replay delay */
-    int active;          /* transactions this worker runs or queues on it */
+    int idx;            /* stable node index, < ROUTER_MAX_NODES */
+    bool is_primary;    /* where writes go */
+    bool is_replica;    /* a replica by role */
+    bool is_usable;     /* healthy, not removed, not fenced (and not known down here) */
+    int weight;         /* [node] weight: share of reads among replicas */
+    uint64_t lsn;       /* replica: replay LSN */
+    uint64_t lag_bytes; /* replica: behind the primary's WAL */
+    int64_t lag_ms;     /* replica: replay delay */
+    int active;         /* transactions this worker runs or queues on it */
 };
 
 struct router_limits {

@@ -37,18 +37,19 @@ test_route_txn(void **state)
     assert_int_equal(
         txn(&split, (struct router_stmt){ .is_known = true, .is_begin = true, .is_read = true }),
         ROUTER_PRIMARY);
-    assert_int_equal(txn(&split, (struct router_stmt){ .is_known = true, .is_begin = true,
-                                                       .is_read_only = true }),
-                     ROUTER_REPLICA);
+    assert_int_equal(
+        txn(&split,
+            (struct router_stmt){ .is_known = true, .is_begin = true, .is_read_only = true }),
+        ROUTER_REPLICA);
     /* hints override the class, but never pinning state */
     struct router_stmt hinted = write;
-    hinted.hint = ROUTER_HINT_REPLICA;
+    hinted.is_hint_replica = true;
     assert_int_equal(txn(&split, hinted), ROUTER_REPLICA);
     hinted = read;
-    hinted.hint = ROUTER_HINT_PRIMARY;
+    hinted.is_hint_primary = true;
     assert_int_equal(txn(&split, hinted), ROUTER_PRIMARY);
     hinted = read;
-    hinted.hint = ROUTER_HINT_REPLICA;
+    hinted.is_hint_replica = true;
     hinted.is_pinning = true;
     assert_int_equal(txn(&split, hinted), ROUTER_PRIMARY);
     /* read_write_split = off, pinned sessions, the write window */
@@ -86,8 +87,12 @@ static void
 make_nodes(struct router_node *n)
 {
     for (int i = 0; i < 4; i++) {
-        n[i] = (struct router_node){ .idx = i, .is_primary = i == 0, .is_replica = i != 0,
-                                     .is_usable = true, .weight = 1, .lsn = 1000 };
+        n[i] = (struct router_node){ .idx = i,
+                                     .is_primary = i == 0,
+                                     .is_replica = i != 0,
+                                     .is_usable = true,
+                                     .weight = 1,
+                                     .lsn = 1000 };
     }
 }
 
@@ -106,8 +111,8 @@ test_pick_eligibility(void **state)
     struct router_limits lim = { .balance = ROUTER_BALANCE_ROUND_ROBIN };
     struct router_node n[4];
     make_nodes(n);
-    n[1].is_usable = false;   /* failing its checks */
-    n[2].lag_bytes = 5000;    /* lagging */
+    n[1].is_usable = false; /* failing its checks */
+    n[2].lag_bytes = 5000;  /* lagging */
     lim.max_lag_bytes = 4096;
     for (int i = 0; i < 10; i++) {
         assert_int_equal(pick(&b, &lim, n, 0, 0), 3);
@@ -256,12 +261,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_route_txn),
-        cmocka_unit_test(test_route_session),
-        cmocka_unit_test(test_pick_eligibility),
-        cmocka_unit_test(test_pick_round_robin),
-        cmocka_unit_test(test_pick_random),
-        cmocka_unit_test(test_pick_least_conn),
+        cmocka_unit_test(test_route_txn),        cmocka_unit_test(test_route_session),
+        cmocka_unit_test(test_pick_eligibility), cmocka_unit_test(test_pick_round_robin),
+        cmocka_unit_test(test_pick_random),      cmocka_unit_test(test_pick_least_conn),
         cmocka_unit_test(test_pick_hash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

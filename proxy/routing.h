@@ -1,0 +1,104 @@
+/*
+ * routing.h - the session side of read/write routing: which node a client's next transaction
+ * (transaction and statement pooling) or its whole session (session pooling) runs on.
+ *
+ * It reads the first statement from the client's buffered input (a Query's text, a Parse's
+ * text, or the class remembered for a named statement a Bind names), classifies it, lets
+ * router/route.h decide between the primary and a read node and pick the read node from the
+ * worker's topology snapshot, and points the client at its pool on that node. It also keeps
+ * read-your-writes: after a transaction that may have written, the commit's WAL position
+ * (lsn) or a time window (window) that later reads must respect.
+ *
+ * Does not: talk to servers (client.c runs the LSN lookup it asks for), or move a transaction
+ * once it has started: a whole transaction runs on the node its first statement chose.
+ *
+ * Runs on the client's worker. struct routing_worker belongs to its worker; its counters (and the
+ * routed[] counters in stats.h) are written only there and may be read by any thread with relaxed
+ * loads (CONVENTIONS 6.8).
+ */
+#ifndef PGMUX_PROXY_ROUTING_H
+#define PGMUX_PROXY_ROUTING_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool/pool.h"
+#include "proxy/stats.h"
+#include "proxy/topology.h"
+#include "router/route.h"
+
+struct client;
+
+/* What pgmux runs on the primary after a write transaction when read_your_writes = lsn. The
+ * insert position, not the write or flush one: with synchronous_commit = off the commit record
+ * may not be written yet when COMMIT returns, but it has been inserted, so a replica whose
+ * replay position reaches this value has replayed the commit. */
+#define ROUTING_LSN_SQL "SELECT pg_catalog.pg_current_wal_insert_lsn()"
+
+struct routing_worker {
+    struct router_balancer bal;
+    int active[TOPO_MAX_NODES];     /* this worker's clients routed to each node and
+                                       not finished (waiting or running) */
+    _Atomic uint64_t n_lsn_lookups; /* commit positions learned (read_your_writes) */
+    _Atomic uint64_t n_fallbacks;   /* reads moved to the primary when a replica refused */
+};
+
+enum routing_result {
+    ROUTING_OK,     /* c->pool is the pool to take a server from */
+    ROUTING_WAIT,   /* the first message is not complete yet: read more */
+    ROUTING_ENOMEM, /* no pool could be made */
+};
+
+/** Seed the balancer (seed != 0). The worker's thread, before it runs. */
+void routing_worker_init(struct routing_worker *rw, uint64_t seed);
+
+/**
+ * Log what worker idx routed where (info), at exit: transactions (session pooling: sessions)
+ * per node from its stats (stats.h routed[]), as writes and reads. Any thread once the worker
+ * stopped.
+ */
+void routing_worker_log(const struct routing_worker *rw, const struct stats_worker *sw, int idx,
+                        const struct pool_node *nodes, int n_nodes);
+
+/**
+ * A client just authenticated; home is its pool on the primary. Chooses the pool it logs in on:
+ * in session pooling the node for the whole session (a read node only for a read-only
+ * session), otherwise home. Sets c->pool.
+ */
+enum routing_result routing_login(struct client *c, struct pool *home);
+
+/**
+ * A transaction-pooled client with no server sent a message (complete header in c->sock.in):
+ * choose the node for the transaction it starts. Sets c->pool.
+ */
+enum routing_result routing_txn_begin(struct client *c);
+
+/**
+ * Opening a server connection for a read on a replica failed before anything was sent: move
+ * the read to the primary (c->pool). true when it did; false when the client was not routed
+ * to a replica for a read (the failure is the client's).
+ */
+bool routing_fallback(struct client *c);
+
+/** The client no longer holds or waits for a server (release or close). Idempotent. */
+void routing_leave(struct client *c);
+
+/**
+ * The client's transaction ended (ReadyForQuery idle) and its server is about to go back:
+ * true when pgmux must learn the commit's position first (run ROUTING_LSN_SQL on it and give
+ * the answer to routing_note_lsn). Opens the write window in window mode.
+ */
+bool routing_txn_end(struct client *c);
+
+/** The answer to ROUTING_LSN_SQL ("X/Y" text), or NULL when it failed. */
+void routing_note_lsn(struct client *c, const char *text, size_t len);
+
+/** Whether a Parse text may run on a replica (remembered with a named statement). */
+bool routing_text_is_read(struct client *c, const char *sql, size_t len);
+
+/** Parse PostgreSQL's "X/Y" LSN text; false when malformed. Pure. */
+bool routing_parse_lsn(const char *text, size_t len, uint64_t *out);
+
+#endif
