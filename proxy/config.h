@@ -188,13 +188,13 @@ struct cfg {
     struct cfg_tls_lines tls_lines;
     /* [pgmux] read/write routing (transaction and statement pooling per transaction; session
      * pooling once at login) */
-    bool read_write_split;             /* on: reads may go to replicas; off: all to the primary */
-    enum cfg_balance replica_balance;  /* least_conn */
-    int primary_reads_weight;          /* 0: the primary's read share beside replica weights,
-                                          0..1000; 0 = reads only when no replica is usable */
-    int64_t max_replica_lag_ms;        /* 0 = no limit: a replica behind by more gets no reads */
-    int64_t max_replica_lag_bytes;     /* 0 = no limit */
-    enum cfg_ryw read_your_writes;     /* lsn */
+    bool read_write_split;              /* on: reads may go to replicas; off: all to the primary */
+    enum cfg_balance replica_balance;   /* least_conn */
+    int primary_reads_weight;           /* 0: the primary's read share beside replica weights,
+                                           0..1000; 0 = reads only when no replica is usable */
+    int64_t max_replica_lag_ms;         /* 0 = no limit: a replica behind by more gets no reads */
+    int64_t max_replica_lag_bytes;      /* 0 = no limit */
+    enum cfg_ryw read_your_writes;      /* lsn */
     int64_t read_your_writes_window_ms; /* 1 s: window mode's time on the primary after a write */
 
     /* [pool] */

@@ -399,8 +399,7 @@ worker_fini(struct worker *w)
     free(w->free_slots);
     ev_loop_destroy(w->loop);
     w->loop = NULL;
-    routing_worker_log(&w->routing, w->stats, w->idx, w->rt->nodes,
-                       w->topo ? w->topo->n_nodes : 0);
+    routing_worker_log(&w->routing, w->stats, w->idx, w->rt->nodes, w->topo ? w->topo->n_nodes : 0);
     topo_put(w->topo);
     w->topo = NULL;
     cfg_unref(w->cfg);
