@@ -13,6 +13,7 @@
 #include "proxy/client.h"
 #include "proxy/config.h"
 #include "proxy/worker.h"
+#include "router/classify.h"
 #include "router/scan.h"
 
 _Static_assert(TOPO_MAX_NODES == ROUTER_MAX_NODES, "one node limit");
@@ -211,82 +212,32 @@ routing_fallback(struct client *c)
 
 /* ---- transactions ---- */
 
-/*
- * Stand-in classification until router/classify lands: a text whose first keyword is SELECT,
- * VALUES, TABLE or SHOW is a read unless it names a function on the default primary list or
- * locks rows; BEGIN/START TRANSACTION are recognised with READ ONLY; leading hints count.
- */
-static bool
-word_at(const char *s, size_t len, size_t i, const char *word)
-{
-    size_t n = strlen(word);
-    return i + n <= len && strncasecmp(s + i, word, n) == 0 &&
-           (i + n == len || !((s[i + n] | 0x20) >= 'a' && (s[i + n] | 0x20) <= 'z'));
-}
-
-static bool
-contains_ci(const char *s, size_t len, const char *needle)
-{
-    size_t n = strlen(needle);
-    for (size_t i = 0; i + n <= len; i++) {
-        if (strncasecmp(s + i, needle, n) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
+/* What the classifier (router/classify.h) says about one text, in the router's terms. */
 static void
 classify_text(struct client *c, const char *sql, size_t len, struct router_stmt *st)
 {
-    (void) c;
-    size_t i = 0;
-    for (;;) {
-        while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r')) {
-            i++;
-        }
-        if (i + 1 < len && sql[i] == '/' && sql[i + 1] == '*') {
-            const char *end = NULL;
-            for (size_t j = i + 2; j + 1 < len; j++) {
-                if (sql[j] == '*' && sql[j + 1] == '/') {
-                    end = sql + j;
-                    break;
-                }
-            }
-            if (!end) {
-                break;
-            }
-            size_t clen = (size_t) (end - (sql + i));
-            if (contains_ci(sql + i, clen, "pgmux: replica")) {
-                st->is_hint_replica = true;
-            } else if (contains_ci(sql + i, clen, "pgmux: primary")) {
-                st->is_hint_primary = true;
-            }
-            i = (size_t) (end - sql) + 2;
-            continue;
-        }
-        break;
+    struct worker *w = c->w;
+    const struct cfg *cfg = w->cfg;
+    const struct topo_snapshot *t = w->topo;
+    struct router_functions fns = {
+        .primary = (const char *const *) cfg->primary_functions,
+        .n_primary = cfg->n_primary_functions,
+        .volatile_fns = t ? (const char *const *) t->volatile_functions : NULL,
+        .n_volatile = t ? t->n_volatile_functions : 0,
+        .primary_generation = cfg->primary_functions_hash,
+        .volatile_generation = t ? t->functions_generation : 0,
+    };
+    struct router_classification cl;
+    if (router_classify(w->classifier, sql, len, &fns, &cl) != ST_OK) {
+        return; /* not known: the primary */
     }
     st->is_known = true;
-    if (word_at(sql, len, i, "begin") || word_at(sql, len, i, "start")) {
-        st->is_begin = true;
-        st->is_read_only = contains_ci(sql + i, len - i, "read only");
-        return;
-    }
-    if (word_at(sql, len, i, "select") || word_at(sql, len, i, "values") ||
-        word_at(sql, len, i, "table") || word_at(sql, len, i, "show")) {
-        static const char *const writes[] = {
-            "nextval",    "setval",        "currval",        "lastval",    "advisory",
-            "pg_notify",  "txid_current",  "pg_current_wal", "for update", "for share",
-            "for no key", "for key share", "into",           ";"
-        };
-        st->is_read = true;
-        for (size_t k = 0; k < sizeof(writes) / sizeof(writes[0]); k++) {
-            if (contains_ci(sql + i, len - i, writes[k])) {
-                st->is_read = false;
-            }
-        }
-    }
+    /* The hint is the router's to weigh (it never beats pinning), so the class without it. */
+    st->is_read = cl.parsed_cls == ROUTER_CLASS_READ;
+    st->is_hint_primary = cl.hint == ROUTER_HINT_PRIMARY;
+    st->is_hint_replica = cl.hint == ROUTER_HINT_REPLICA;
+    st->is_begin = (cl.txn & ROUTER_TXN_BEGIN) != 0;
+    st->is_read_only = cl.is_begin_read_only;
 }
 
 static bool

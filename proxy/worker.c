@@ -302,6 +302,9 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     uint64_t seed;
     worker_random(w, &seed, sizeof(seed));
     routing_worker_init(&w->routing, seed);
+    if (router_classifier_create(ROUTER_CLASSIFY_CACHE_DEFAULT, &w->classifier) != ST_OK) {
+        return -1;
+    }
     w->listen_fd = listen_fd;
     w->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV);
     if (!w->loop) {
@@ -400,6 +403,8 @@ worker_fini(struct worker *w)
     ev_loop_destroy(w->loop);
     w->loop = NULL;
     routing_worker_log(&w->routing, w->stats, w->idx, w->rt->nodes, w->topo ? w->topo->n_nodes : 0);
+    router_classifier_destroy(w->classifier);
+    w->classifier = NULL;
     topo_put(w->topo);
     w->topo = NULL;
     cfg_unref(w->cfg);

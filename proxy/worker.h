@@ -22,10 +22,11 @@
 #include "proxy/authq.h"
 #include "proxy/config.h"
 #include "proxy/peers.h"
+#include "proxy/routing.h"
 #include "proxy/stats.h"
 #include "proxy/tls.h"
-#include "proxy/routing.h"
 #include "proxy/topology.h"
+#include "router/classify.h"
 
 /* BackendKeyData pid given to clients: worker index in the high bits, session slot below, so a
  * CancelRequest arriving on any worker finds the owner (CONVENTIONS 6.5). Stays positive. */
@@ -105,7 +106,8 @@ struct worker {
     bool *scram_cached;
     int n_scram_cache;
 
-    struct routing_worker routing; /* balancing state and routing counters */
+    struct routing_worker routing;         /* balancing state and routing counters */
+    struct router_classifier *classifier; /* statement classes, with this worker's cache */
 
     uint8_t rand_pool[256]; /* random bytes for cancel keys and salts, refilled in bulk */
     size_t rand_left;
