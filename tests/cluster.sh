@@ -3,6 +3,8 @@
 #
 #   tests/cluster.sh start DIR [PRIMARY_PORT REPLICA_PORT]
 #   tests/cluster.sh stop DIR
+#   tests/cluster.sh add-replica DIR NAME [PORT]
+#   tests/cluster.sh stop-node DIR NAME | start-node DIR NAME | remove-node DIR NAME
 #
 # start: creates DIR (it must not hold a cluster yet), initdb's a primary into DIR/primary,
 # creates the test roles and databases, clones a replica into DIR/replica with
@@ -10,7 +12,13 @@
 # in DIR/sock. Free ports are picked when none are given. Writes DIR/env (shell syntax, also
 # read by tests/integration/conftest.py) and prints it. Logs: DIR/primary.log, DIR/replica.log.
 #
-# stop: fast shutdown of both; idempotent (a missing or stopped cluster is not an error).
+# stop: fast shutdown of every node; idempotent (a missing or stopped cluster is not an error).
+#
+# add-replica: one more streaming replica of the running primary in DIR/NAME (NAME: letters,
+# digits, '_'; not primary or replica), on PORT or a free one, started and streaming; prints
+# PORT=... and writes DIR/NAME.port. Its log is DIR/NAME.log. stop-node and start-node stop
+# (fast) and start any node by its directory name; remove-node stops NAME and deletes it. The
+# shared test cluster's own nodes and DIR/env are never changed by these.
 #
 # Roles (created on the primary, replicated):
 #   app / app-secret      SCRAM-SHA-256 verifier; owns database appdb
@@ -27,7 +35,8 @@ set -euo pipefail
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 
 usage() {
-    echo "usage: $0 start DIR [PRIMARY_PORT REPLICA_PORT] | $0 stop DIR" >&2
+    echo "usage: $0 start DIR [PRIMARY_PORT REPLICA_PORT] | $0 stop DIR |" \
+        "$0 add-replica DIR NAME [PORT] | $0 stop-node|start-node|remove-node DIR NAME" >&2
     exit 2
 }
 
@@ -61,9 +70,69 @@ cmd_stop() {
     [ -d "$dir" ] || return 0
     dir=$(cd "$dir" && pwd)
     cd "$dir"
-    # Replica first: the primary's fast shutdown would otherwise wait for its walsender.
-    stop_one "$dir/replica"
+    # Replicas first: the primary's fast shutdown would otherwise wait for its walsenders.
+    local d
+    for d in "$dir"/*/; do
+        d=${d%/}
+        [ "$d" = "$dir/primary" ] || [ ! -f "$d/PG_VERSION" ] || stop_one "$d"
+    done
     stop_one "$dir/primary"
+}
+
+check_node_name() { # NAME
+    case $1 in
+        primary | replica | sock | '' | *[!A-Za-z0-9_]*)
+            echo "cluster.sh: bad node name '$1'" >&2
+            exit 2
+            ;;
+    esac
+}
+
+cmd_add_replica() {
+    DIR=$(cd "$1" && pwd)
+    local name=$2 port=${3:-}
+    check_node_name "$name"
+    [ -f "$DIR/env" ] || { echo "cluster.sh: no cluster in $DIR" >&2; exit 1; }
+    PRIMARY_PORT=$(sed -n 's/^PRIMARY_PORT=//p' "$DIR/env")
+    SOCK=$DIR/sock
+    if [ -e "$DIR/$name" ]; then
+        echo "cluster.sh: $DIR/$name already exists" >&2
+        exit 1
+    fi
+    [ -n "$port" ] || port=$(free_port)
+    cd "$DIR"
+    as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -D "$DIR/$name" \
+        -R -X stream -c fast --no-sync >"$DIR/$name.basebackup.log" 2>&1
+    # cluster_name becomes the walreceiver's application_name, which the wait below looks for
+    printf "port = %s\ncluster_name = '%s'\n" "$port" "$name" >>"$DIR/$name/postgresql.conf"
+    as_pg "$PGBIN/pg_ctl" -D "$DIR/$name" -l "$DIR/$name.log" -w -t 30 start >/dev/null
+    local streaming=0
+    for _ in $(seq 150); do
+        streaming=$(psql_primary -d postgres -At -c \
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'
+                AND application_name = '$name'")
+        [ "$streaming" -ge 1 ] && break
+        sleep 0.1
+    done
+    if [ "$streaming" -lt 1 ]; then
+        echo "cluster.sh: $name did not start streaming" >&2
+        exit 1
+    fi
+    echo "$port" >"$DIR/$name.port"
+    echo "PORT=$port"
+}
+
+cmd_node() { # stop|start|remove DIR NAME
+    local dir
+    dir=$(cd "$2" && pwd)
+    check_node_name "$3"
+    [ -f "$dir/$3/PG_VERSION" ] || { echo "cluster.sh: no node $3 in $dir" >&2; exit 1; }
+    cd "$dir"
+    case $1 in
+        stop) stop_one "$dir/$3" ;;
+        start) as_pg "$PGBIN/pg_ctl" -D "$dir/$3" -l "$dir/$3.log" -w -t 30 start >/dev/null ;;
+        remove) stop_one "$dir/$3"; rm -rf "${dir:?}/$3" "$dir/$3.port" ;;
+    esac
 }
 
 on_start_error() {
@@ -188,5 +257,9 @@ EOF
 case $1 in
     start) [ $# -eq 2 ] || [ $# -eq 4 ] || usage; cmd_start "$2" "${3:-}" "${4:-}" ;;
     stop) [ $# -eq 2 ] || usage; cmd_stop "$2" ;;
+    add-replica) [ $# -eq 3 ] || [ $# -eq 4 ] || usage; cmd_add_replica "$2" "$3" "${4:-}" ;;
+    stop-node) [ $# -eq 3 ] || usage; cmd_node stop "$2" "$3" ;;
+    start-node) [ $# -eq 3 ] || usage; cmd_node start "$2" "$3" ;;
+    remove-node) [ $# -eq 3 ] || usage; cmd_node remove "$2" "$3" ;;
     *) usage ;;
 esac
