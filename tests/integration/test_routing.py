@@ -195,3 +195,165 @@ def test_session_pooling_uses_the_primary_unless_the_session_is_read_only(cluste
         conn.query("COMMIT")
     finally:
         conn.terminate()
+
+
+# ---- balancing -------------------------------------------------------------------------------
+
+# One worker: least_conn counts, and the round-robin position, are per worker thread.
+BALANCED = dict(workers=1, primary_reads_weight=1)
+
+
+def reads(cluster, px, n, **conn_params):
+    with px.connect(**conn_params) as c:
+        # psycopg prepares a statement on its sixth run: Parse then Bind, two transactions
+        c.prepare_threshold = None
+        return [where(cluster, c) for _ in range(n)]
+
+
+def test_round_robin_alternates_by_weight(cluster, rt):
+    px = rt(replica_balance="round_robin", **BALANCED)
+    got = reads(cluster, px, 8)
+    assert got.count("primary") == 4 and got.count("replica") == 4, got
+    assert all(a != b for a, b in zip(got, got[1:])), got  # equal weights: strictly alternating
+
+
+def test_random_uses_both_read_nodes(cluster, rt):
+    px = rt(replica_balance="random", **BALANCED)
+    got = reads(cluster, px, 60)
+    # each side has weight 1: fewer than 10 of 60 on one side has probability < 1e-6
+    assert got.count("primary") >= 10 and got.count("replica") >= 10, got
+
+
+def test_hash_keeps_each_application_on_one_node(cluster, rt):
+    px = rt(replica_balance="hash", **BALANCED)
+    seen = {}
+    for i in range(12):
+        got = reads(cluster, px, 3, application_name=f"app{i}")
+        assert len(set(got)) == 1, (i, got)
+        seen[f"app{i}"] = got[0]
+    assert set(seen.values()) == {"primary", "replica"}, seen
+    # the same name lands on the same node on a new connection
+    for name in ("app0", "app5", "app11"):
+        assert reads(cluster, px, 1, application_name=name) == [seen[name]]
+
+
+def test_least_conn_avoids_the_busy_node(cluster, rt):
+    px = rt(replica_balance="least_conn", **BALANCED)
+    with px.connect() as holder, px.connect() as other:
+        other.prepare_threshold = None
+        holder.execute("BEGIN READ ONLY")  # a read transaction that stays open
+        busy = where(cluster, holder)
+        got = [where(cluster, other) for _ in range(5)]
+        assert set(got) == {"primary", "replica"} - {busy}, (busy, got)
+        holder.execute("COMMIT")
+        got = [where(cluster, other) for _ in range(4)]
+        assert sorted(got) == ["primary", "primary", "replica", "replica"], got
+
+
+def test_weight_zero_replica_gets_no_reads(cluster, rt):
+    px = rt(nodes={
+        "primary": {"host": "127.0.0.1", "port": cluster.primary_port, "role": "primary"},
+        "replica": {"host": "127.0.0.1", "port": cluster.replica_port, "role": "replica",
+                    "weight": 0},
+    })
+    assert reads(cluster, px, 4) == ["primary"] * 4
+
+
+# ---- read-your-writes ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def paused_replica(cluster):
+    """Call it to pause WAL replay on the shared replica; replay is always resumed after the
+    test."""
+    state = {"paused": False}
+
+    def pause():
+        with cluster.su(replica=True) as r:
+            r.execute("SELECT pg_wal_replay_pause()")
+        state["paused"] = True
+
+    yield pause
+    with cluster.su(replica=True) as r:
+        r.execute("SELECT pg_wal_replay_resume()")
+
+
+def insert_one(cluster, c, v):
+    return where(cluster, c, "INSERT INTO rt_items (v) VALUES (%s)"
+                 " RETURNING pg_is_in_recovery(), inet_server_port()", [v])
+
+
+def test_read_your_writes_window(cluster, rt, routing_table, paused_replica):
+    px = rt(read_your_writes="window", read_your_writes_window="1500ms")
+    paused_replica()
+    with px.connect() as writer, px.connect() as bystander:
+        assert where(cluster, writer) == "replica"
+        assert insert_one(cluster, writer, "w1") == "primary"
+        t0 = time.monotonic()
+        # the write is not on the replica (replay paused): the writer must not read there
+        assert writer.execute("SELECT count(*) FROM rt_items WHERE v = 'w1'").fetchone()[0] == 1
+        assert where(cluster, writer) == "primary"
+        assert where(cluster, bystander) == "replica"
+        wait_for(lambda: where(cluster, writer) == "replica", timeout=5,
+                 what="the writer's reads back on the replica after the window")
+        assert time.monotonic() - t0 >= 1.4
+
+
+def test_read_your_writes_lsn_while_the_replica_is_paused(cluster, rt, routing_table,
+                                                          paused_replica):
+    px = rt(read_your_writes="lsn")
+    with px.connect() as writer, px.connect() as bystander:
+        assert insert_one(cluster, writer, "before-pause") == "primary"
+        paused_replica()
+        assert insert_one(cluster, writer, "l1") == "primary"
+        for _ in range(3):
+            assert writer.execute("SELECT count(*) FROM rt_items WHERE v = 'l1'"
+                                  ).fetchone()[0] == 1
+            assert where(cluster, writer) == "primary"
+        assert where(cluster, bystander) == "replica"
+        assert bystander.execute("SELECT count(*) FROM rt_items WHERE v = 'l1'"
+                                 ).fetchone()[0] == 0  # proof that the replica is behind
+
+
+# ---- a replica that stops ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replica2(cluster):
+    """A second streaming replica of the shared primary that tests may stop and start."""
+    out = subprocess.run([str(cluster_sh()), "add-replica", str(cluster.dir), "replica2"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    port = int(out.stdout.strip().split("PORT=")[1])
+    yield port
+    subprocess.run([str(cluster_sh()), "remove-node", str(cluster.dir), "replica2"],
+                   capture_output=True, timeout=60)
+
+
+def cluster_sh():
+    return os.path.join(os.path.dirname(__file__), "..", "cluster.sh")
+
+
+def test_stopped_replica_gets_no_reads_and_no_client_sees_an_error(cluster, rt, replica2):
+    px = rt(log_level="debug", nodes={
+        "primary": {"host": "127.0.0.1", "port": cluster.primary_port, "role": "primary"},
+        "replica2": {"host": "127.0.0.1", "port": replica2, "role": "replica"},
+    })
+
+    def port_of(c):
+        return int(c.execute("SELECT inet_server_port()").fetchone()[0])
+
+    node = ["node", str(cluster.dir), "replica2"]
+    with px.connect() as c:
+        assert {port_of(c) for _ in range(3)} == {replica2}
+        subprocess.run([str(cluster_sh()), "stop-node", *node[1:]], check=True, timeout=60)
+        try:
+            # its idle server connection hears the shutdown and is closed, never handed out
+            wait_for(lambda: "idle connection" in px.log_text(), timeout=5,
+                     what="pgmux closing the stopped replica's idle connection")
+            assert [port_of(c) for _ in range(5)] == [cluster.primary_port] * 5
+        finally:
+            subprocess.run([str(cluster_sh()), "start-node", *node[1:]], check=True,
+                           timeout=60)
+        wait_for(lambda: port_of(c) == replica2, timeout=15,
+                 what="reads back on the restarted replica")
