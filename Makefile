@@ -54,7 +54,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PYTEST := /usr/bin/python3 -m pytest
 
 .PHONY: all deps check check-asan check-integration check-tsan test run bench fuzz fuzz-smoke clean \
-        check-headers format format-check tidy asan bench-smoke bench-classify bench-classify-smoke
+        check-headers format format-check tidy asan bench-smoke bench-classify bench-classify-smoke \
+        bench-routing
 
 all: $(BUILD)/pgmux $(BUILD)/tests/classify_cli
 
@@ -159,6 +160,11 @@ bench-classify: $(BUILD)/tests/classify_bench
 
 bench-classify-smoke: $(BUILD)/tests/classify_bench
 	@$(BUILD)/tests/classify_bench --smoke
+
+# Read/write routing figures: which node served a pgbench -S -c 50 run, and what
+# read_your_writes = lsn costs per write transaction (TPC-B, lsn vs off). Its own cluster.
+bench-routing: all
+	@/usr/bin/python3 tests/bench/routing.py
 
 check-headers:
 	@set -e; for h in common/*.h protocol/*.h pool/*.h router/*.h proxy/*.h; do \
