@@ -264,7 +264,10 @@ def test_scrape_is_valid_and_counters_move(pgmux, mode):
     waits = value(after, "pgmux_pool_wait_duration_seconds_count", **POOL)
     assert waits >= (1 if mode == "session" else 8), waits  # transaction pooling: one per xact
     assert value(after, "pgmux_logins_total", result="ok") == 1
-    assert value(after, "pgmux_node_routed_total", node="primary", target="primary") == 1
+    # one routing decision per session (session pooling) or per transaction (transaction
+    # pooling; read_write_split is off in these tests, so every one picks the primary)
+    routed = value(after, "pgmux_node_routed_total", node="primary", target="primary")
+    assert routed == 1 if mode == "session" else routed >= 8, routed
     assert value(after, "pgmux_node_up", node="primary") == 1
     assert value(after, "pgmux_node_role", node="replica", role="replica") == 1
     assert value(after, "pgmux_node_is_write_target", node="primary") == 1
