@@ -596,8 +596,15 @@ client_auth_done(struct client *c)
     c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, c->database, c->user);
     c->pool = pool_get(&w->rt->pools, node, c->database, c->user, &ps, c->mode != CFG_POOL_SESSION);
     if (c->pool && c->auth && c->cu == &c->auth->aq_user) {
-        /* The pool may have been made with a secret auth_query has since seen change. */
+        /* The pool may have been made with a secret auth_query has since seen change; so may
+         * its pools on the other nodes, which copied it. */
         pool_update_secret(c->pool, &ps);
+        for (int i = 0; i < POOL_MAX_NODES; i++) {
+            struct pool *sib = atomic_load_explicit(&c->pool->siblings[i], memory_order_acquire);
+            if (sib && sib != c->pool) {
+                pool_update_secret(sib, &ps);
+            }
+        }
     }
     OPENSSL_cleanse(&ps, sizeof(ps));
     c->cu = NULL; /* the snapshot it points into may go with the next reload */
