@@ -11,13 +11,15 @@
  *    (~2^-128) irrelevant; a deliberate one could only send a client's own text to a replica,
  *    which its hint comment can do anyway, and a replica refuses writes.
  * 3. libpg_query's pg_query_parse, walked as JSON. The JSON form was chosen over the protobuf
- *    form because reading it needs nothing beyond the library (the protobuf-c runtime and
- *    generated code are not part of Debian's libpg-query-dev ABI), and because the rules are
- *    "does this key appear anywhere below" questions that a linear scan of the text answers
- *    without building a tree or recursing: no stack depth to bound however deep the query
- *    nests. Keys are the node type names of PostgreSQL's parse nodes (InsertStmt, FuncCall's
- *    funcname, lockingClause, ...); string values inside the query (constants, identifiers)
- *    are JSON strings in value position, so they can never be mistaken for keys.
+ *    form because reading the protobuf needs protobuf-c's headers (another package) against
+ *    the private copy of the protobuf-c runtime that libpg_query carries, and unpacking
+ *    allocates the whole tree again; while the rules are "does this key appear anywhere below"
+ *    questions that one linear scan of the JSON text answers without building a tree or
+ *    recursing, so the walk needs no stack depth however deep the query nests (libpg_query's
+ *    own output does: see STACK_PER_TOKEN). Keys are the node type names of PostgreSQL's parse
+ * nodes (InsertStmt, FuncCall's funcname, lockingClause, ...); string values inside the query
+ * (constants, identifiers) are JSON strings in value position, so they can never be mistaken for
+ * keys.
  *
  * Everything not positively recognized as a read is a write: unknown statement types,
  * parse errors, texts with NUL bytes, a parser that ran out of memory.

@@ -12,6 +12,18 @@
  * Does not: decide where a statement goes (router/route.h does, with session facts and node
  * health), track session state that pins a client (router/scan.h), do I/O, log, or lock.
  *
+ * Use from a worker (proxy/ glues configuration and topology together, router/ sees neither):
+ *
+ *     struct router_functions f = {
+ *         .primary = (const char *const *) cfg->primary_functions,
+ *         .n_primary = cfg->n_primary_functions,
+ *         .volatile_fns = (const char *const *) snap->volatile_functions,
+ *         .n_volatile = snap->n_volatile_functions,
+ *         .primary_generation = cfg->primary_functions_hash,
+ *         .volatile_generation = snap->functions_generation,
+ *     };
+ *     st = router_classify(w->classifier, text, text_len, &f, &c);
+ *
  * Threads: a struct router_classifier belongs to one thread (one per worker) and is used only
  * there; it learns that thread's stack bounds on its first parse. libpg_query keeps a memory
  * context per thread and frees it from its own thread-exit destructor, so a worker needs no cleanup

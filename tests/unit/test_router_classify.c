@@ -605,6 +605,54 @@ test_function_lists(void **state)
     assert_true(router_function_is_default_primary("pg_catalog.setval"));
     assert_true(router_function_is_default_primary("pg_try_advisory_xact_lock_shared"));
     assert_false(router_function_is_default_primary("now"));
+    /* every built-in name is found (the list must stay sorted for bsearch) */
+    static const char *const defaults[] = {
+        "currval",
+        "lastval",
+        "lo_creat",
+        "lo_create",
+        "lo_export",
+        "lo_from_bytea",
+        "lo_import",
+        "lo_open",
+        "lo_put",
+        "lo_truncate",
+        "lo_truncate64",
+        "lo_unlink",
+        "lowrite",
+        "nextval",
+        "pg_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_advisory_unlock",
+        "pg_advisory_unlock_all",
+        "pg_advisory_unlock_shared",
+        "pg_advisory_xact_lock",
+        "pg_advisory_xact_lock_shared",
+        "pg_create_restore_point",
+        "pg_current_wal_flush_lsn",
+        "pg_current_wal_insert_lsn",
+        "pg_current_wal_lsn",
+        "pg_current_xact_id",
+        "pg_current_xact_id_if_assigned",
+        "pg_logical_emit_message",
+        "pg_notify",
+        "pg_switch_wal",
+        "pg_try_advisory_lock",
+        "pg_try_advisory_lock_shared",
+        "pg_try_advisory_xact_lock",
+        "pg_try_advisory_xact_lock_shared",
+        "setval",
+        "txid_current",
+        "txid_current_if_assigned",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(defaults); i++) {
+        if (!router_function_is_default_primary(defaults[i])) {
+            fail_msg("%s is not found among the defaults", defaults[i]);
+        }
+        char q[128];
+        snprintf(q, sizeof(q), "SELECT %s(1)", defaults[i]);
+        assert_int_equal(classify_with(NULL, q, NULL).cls, W);
+    }
 
     /* a qualified-only entry matches that schema's calls */
     static const char *const only_q[] = { "billing.charge" };
