@@ -116,6 +116,22 @@ def test_require_refuses_plaintext(pgmux, certs):
         assert c.execute("select 1").fetchone() == (1,)
 
 
+def test_cancel_under_require(pgmux, certs, cluster):
+    """libpq sends a CancelRequest on a new plaintext connection: client_tls_mode = require
+    still routes it (it carries no credentials and no data)."""
+    px = pgmux(**tls_settings(certs))
+    with px.connect(sslmode="require") as c:
+        from helpers import Background
+
+        bg = Background(c.execute, "SELECT pg_sleep(20)")
+        wait_for(lambda: any("pg_sleep" in r["query"] for r in cluster.server_conns(
+            state="active")), what="the query to run")
+        c.cancel()
+        err = bg.error(timeout=10)
+        assert isinstance(err, psycopg.errors.QueryCanceled), err
+        assert c.execute("select 4").fetchone() == (4,)
+
+
 def test_prefer_and_disable_modes(pgmux, certs):
     px = pgmux(**tls_settings(certs, client_tls_mode="prefer"))
     with px.connect(sslmode="prefer") as c:
