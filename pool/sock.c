@@ -49,9 +49,11 @@ pool_sock_init(struct pool_sock *s, int fd, void *data, void (*rcb)(EV_P_ ev_io 
 bool
 pool_sock_has_pending(const struct pool_sock *s)
 {
-    /* SSL_pending, not SSL_has_pending: the latter also counts half a record, which only more
-     * bytes from the socket can complete, and feeding on it would spin. */
-    return s->ssl && SSL_pending(s->ssl) > 0;
+    /* With read-ahead (tls.c) OpenSSL may hold whole records it has not decrypted yet, so
+     * SSL_pending (decrypted bytes only) is not enough. SSL_has_pending also counts half a
+     * record that only more socket bytes can complete; that costs one SSL_read that ends in
+     * WANT_READ, which feeds nothing, so it cannot spin. */
+    return s->ssl && SSL_has_pending(s->ssl);
 }
 
 void

@@ -8,7 +8,8 @@
  * may each need the other direction of the socket (a handshake step, a TLS 1.3 KeyUpdate
  * answer), so the watcher that asked is pointed at that direction until the call goes through
  * (pool_sock_read/pool_sock_write); and bytes OpenSSL has already decrypted raise no epoll
- * readiness, so starting the read watcher feeds it an event when some are waiting. No SSL_read
+ * readiness (nor do records read ahead), so reading feeds the read watcher an event while some
+ * are waiting, and so does starting it. No SSL_read
  * runs while an SSL_write waits to be retried: a KeyUpdate it received would be answered
  * through the same write buffer, and OpenSSL fails the connection ("bad length"); the read
  * waits for the socket to be writable and the write to go through.
@@ -83,7 +84,7 @@ int pool_sock_handshake(struct pool_sock *s);
 /** Why the last TLS call of this thread failed (a per-thread buffer), "" when unknown. */
 const char *pool_sock_tls_error(void);
 
-/** TLS: whether OpenSSL holds decrypted bytes not yet read (they raise no epoll readiness). */
+/** TLS: whether OpenSSL holds bytes not yet read (they raise no epoll readiness). */
 bool pool_sock_has_pending(const struct pool_sock *s);
 
 /**

@@ -5,7 +5,8 @@
  * no renegotiation (the only thing that makes SSL_write wait for a read after the handshake),
  * no compression (CRIME), no session cache or tickets (nothing pgmux could resume cheaply is
  * worth keeping per client), partial writes so one SSL_write can return after some records,
- * and a moving write buffer because the relay's buffers may be compacted between retries.
+ * a moving write buffer because the relay's buffers may be compacted between retries, and
+ * read-ahead.
  * A peer that closes without close_notify reads as an ordinary EOF.
  *
  * Runs on the main thread (tls_load, tls_reload) and any thread (the getters).
@@ -73,6 +74,10 @@ ctx_common(SSL_CTX *ctx)
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    /* One recv per read instead of one for the record header and one for its body: a small
+     * request costs a system call less. What is read ahead raises no readiness, which
+     * pool_sock_read handles by feeding the read watcher (pool/sock.c). */
+    SSL_CTX_set_read_ahead(ctx, 1);
 }
 
 /* Certificate chain and key; false after reporting. */
