@@ -5,8 +5,11 @@
  * no renegotiation (the only thing that makes SSL_write wait for a read after the handshake),
  * no compression (CRIME), no session cache or tickets (nothing pgmux could resume cheaply is
  * worth keeping per client), partial writes so one SSL_write can return after some records,
- * a moving write buffer because the relay's buffers may be compacted between retries, and
- * read-ahead.
+ * a moving write buffer because the relay's buffers may be compacted between retries,
+ * read-ahead, and record buffers released between records: an idle TLS session then holds
+ * about 15 KiB of OpenSSL state instead of about 29 (measured with 300 idle psycopg clients),
+ * for one malloc/free pair per record inside OpenSSL, small next to the record's system call
+ * and cipher work. pgmux is built to hold many idle clients.
  * A peer that closes without close_notify reads as an ordinary EOF.
  *
  * Runs on the main thread (tls_load, tls_reload) and any thread (the getters).
@@ -72,7 +75,8 @@ ctx_common(SSL_CTX *ctx)
 {
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     /* One recv per read instead of one for the record header and one for its body: a small
      * request costs a system call less. What is read ahead raises no readiness, which
