@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,9 @@ client_out_write_cb(EV_P_ ev_io *io, int revents)
         client_close(c, "could not write to the client");
     } else if (r == 0) {
         pool_sock_stop_write(c->w->loop, &c->sock);
+        if (c->w->is_draining) {
+            (void) worker_drain_close(c);
+        }
     }
 }
 
@@ -287,7 +291,16 @@ client_close(struct client *c, const char *why)
     client_free_auth(c);
     pool_params_clear(&c->want);
     txn_stmts_clear(c);
+    /* A second descriptor keeps the socket open past pool_sock_close (which may send a TLS
+     * close_notify through the first). */
+    int linger_fd = -1;
+    if (c->wants_linger && c->sock.fd >= 0 && (!c->sock.out || buf_is_empty(c->sock.out))) {
+        linger_fd = fcntl(c->sock.fd, F_DUPFD_CLOEXEC, 0);
+    }
     pool_sock_close(w->loop, &c->sock, &w->pw.bufs);
+    if (linger_fd >= 0) {
+        worker_linger(w, linger_fd);
+    }
     if (c->is_counted) {
         atomic_fetch_sub(&w->rt->n_clients, 1);
         c->is_counted = false;
@@ -1941,6 +1954,9 @@ client_release_server(struct client *c)
     ev_set_cb(&c->sock.wio, client_out_write_cb);
     client_out_flush(c);
     pool_sock_start_read(w->loop, &c->sock);
+    if (w->is_draining) {
+        (void) worker_drain_close(c); /* a transaction boundary: the moment to go */
+    }
 }
 
 /* A transaction-pooled client waiting for a server sent more, or hung up. */

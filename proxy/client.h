@@ -131,6 +131,8 @@ struct client {
     bool needs_capture; /* a tracked parameter the server does not report may have
                            changed: read it back before releasing the server */
     bool is_c2s_paused; /* the relay waits for bytes to drain before injecting */
+    bool wants_linger;  /* close by half-closing and reading what the client still sends
+                           (worker_linger), so the FATAL it was sent is not lost to a reset */
     bool is_s2c_paused;
     bool is_over_addr_limit; /* beyond max_client_conn_per_addr: refuse after startup */
     bool is_addr_counted;    /* holds one unit of its address in rt->peers */

@@ -152,6 +152,30 @@ stop_cb(EV_P_ ev_signal *s, int revents)
     }
 }
 
+/*
+ * Whether closing our listeners may reset connections still queued in them: the kernel moves
+ * them to another SO_REUSEPORT listener of the port only with net.ipv4.tcp_migrate_req = 1
+ * (Linux 5.14 and later). A file read on the main thread, once per SIGTERM.
+ */
+static void
+warn_unless_migrate_req(void)
+{
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r");
+    int v = -1;
+    if (f) {
+        if (fscanf(f, "%d", &v) != 1) {
+            v = -1;
+        }
+        fclose(f);
+    }
+    if (v != 1) {
+        log_warning("net.ipv4.tcp_migrate_req is %s: connections queued on the listening socket "
+                    "when it closes may be reset instead of going to a new pgmux on the same "
+                    "port (see README, \"Zero-downtime restart\")",
+                    v == 0 ? "0" : "not available");
+    }
+}
+
 /* SIGTERM: stop accepting, let running transactions finish up to shutdown_timeout. */
 static void
 drain_cb(EV_P_ ev_signal *s, int revents)
@@ -163,6 +187,9 @@ drain_cb(EV_P_ ev_signal *s, int revents)
     log_info("received signal %d, shutting down once running transactions finish (at most %lld "
              "ms)",
              s->signum, (long long) timeout_ms);
+    if (!rt.is_stopping) {
+        warn_unless_migrate_req();
+    }
     rt.is_stopping = true;
     for (int i = 0; i < rt.n_workers; i++) {
         worker_drain(&rt.workers[i], timeout_ms * 1000);

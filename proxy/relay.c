@@ -518,6 +518,8 @@ relay_pump(struct client *c, bool from_client)
         } else if (client_can_release(c)) {
             client_release_server(c);
         }
+    } else if (!from_client && c->w->is_draining) {
+        (void) worker_drain_close(c); /* session pooling: closed at a transaction boundary */
     }
 }
 
@@ -604,6 +606,8 @@ relay_writable(struct client *c, bool from_client)
         relay_pump(c, from_client);
     } else if (!from_client && c->mode != CFG_POOL_SESSION && client_can_release(c)) {
         client_release_server(c);
+    } else if (!from_client && c->w->is_draining) {
+        (void) worker_drain_close(c);
     }
 }
 

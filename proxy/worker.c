@@ -27,35 +27,113 @@
 
 #define WORKER_TICK_S 0.25
 
-static void
-listen_cb(EV_P_ ev_io *io, int revents)
+/* Accept up to max queued connections; false once the queue is empty or accept failed. */
+static bool
+accept_some(struct worker *w, int max)
 {
-    (void) loop;
-    (void) revents;
-    struct worker *w = io->data;
-    /* Bounded so one burst of connections cannot starve established sessions. */
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < max; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         int fd = accept4(w->listen_fd, (struct sockaddr *) &ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int e = errno;
             if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED) {
-                return;
+                return false;
             }
             log_error("accept failed: %s", strerror(e));
-            if (e == EMFILE || e == ENFILE) {
+            if ((e == EMFILE || e == ENFILE) && ev_is_active(&w->listen_io)) {
                 /* Stop listening for a tick rather than spin on a full descriptor table. */
                 ev_io_stop(w->loop, &w->listen_io);
             }
-            return;
+            return false;
         }
         (void) pool_sock_setup(fd, ss.ss_family != AF_UNIX);
         client_accept(w, fd, (struct sockaddr *) &ss, len);
     }
+    return true;
+}
+
+static void
+listen_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    /* Bounded so one burst of connections cannot starve established sessions. */
+    (void) accept_some(io->data, 64);
 }
 
 static void worker_drain_check(struct worker *w, int64_t now);
+
+/* ---- lingering close ---- */
+
+#define WORKER_LINGER_US 1000000
+
+struct worker_linger {
+    struct ilist_node node; /* in w->lingering */
+    ev_io io;
+    int64_t deadline_us;
+    struct worker *w;
+};
+
+static void
+linger_end(struct worker_linger *l)
+{
+    ev_io_stop(l->w->loop, &l->io);
+    close(l->io.fd);
+    ilist_remove(&l->w->lingering, &l->node);
+    free(l);
+}
+
+static void
+linger_read_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct worker_linger *l = io->data;
+    char scratch[4096];
+    for (;;) {
+        ssize_t n = recv(io->fd, scratch, sizeof(scratch), 0);
+        if (n > 0) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            return;
+        }
+        linger_end(l); /* the client closed its end (or the socket failed) */
+        return;
+    }
+}
+
+void
+worker_linger(struct worker *w, int fd)
+{
+    struct worker_linger *l = malloc(sizeof(*l));
+    if (!l || shutdown(fd, SHUT_WR) != 0) {
+        free(l);
+        close(fd);
+        return;
+    }
+    l->w = w;
+    l->deadline_us = mono_now_us() + WORKER_LINGER_US;
+    ev_io_init(&l->io, linger_read_cb, fd, EV_READ);
+    l->io.data = l;
+    ev_io_start(w->loop, &l->io);
+    ilist_node_init(&l->node);
+    ilist_push_tail(&w->lingering, &l->node);
+}
+
+static void
+linger_tick(struct worker *w, int64_t now, bool all)
+{
+    struct ilist_node *it, *tmp;
+    ILIST_FOREACH_SAFE(&w->lingering, it, tmp)
+    {
+        struct worker_linger *l = CONTAINER_OF(it, struct worker_linger, node);
+        if (all || now >= l->deadline_us) {
+            linger_end(l);
+        }
+    }
+}
 
 static void
 tick_cb(EV_P_ ev_timer *t, int revents)
@@ -64,6 +142,7 @@ tick_cb(EV_P_ ev_timer *t, int revents)
     (void) revents;
     struct worker *w = t->data;
     int64_t now = mono_now_us();
+    linger_tick(w, now, false);
     worker_drain_check(w, now);
     if (w->is_stopping) {
         return;
@@ -108,6 +187,7 @@ worker_finish(struct worker *w)
     }
     pool_worker_close_all(&w->pw);
     cancel_close_all(w);
+    linger_tick(w, 0, true);
     ev_timer_stop(w->loop, &w->tick);
     ev_break(w->loop, EVBREAK_ALL);
 }
@@ -142,27 +222,44 @@ worker_drain_check(struct worker *w, int64_t now)
         worker_finish(w);
         return;
     }
-    /* Sessions that have not started a transaction, or wait for a server, go now; the others
-     * go as their transaction ends. */
-    struct ilist *now_lists[] = { &w->clients_login, &w->clients_waiting, &w->clients_idle,
-                                  &w->clients_admin };
-    for (size_t i = 0; i < ARRAY_LEN(now_lists); i++) {
-        struct ilist_node *it;
-        while ((it = ilist_first(now_lists[i])) != NULL) {
-            client_fail(CONTAINER_OF(it, struct client, node), ST_ESHUTDOWN, NULL);
+    /* Sessions between transactions, or waiting for a server (their statement has not run),
+     * go now; the others go as their transaction ends (worker_drain_close is also called at
+     * that moment, since a busy client may start its next transaction before this tick). */
+    struct ilist *lists[] = { &w->clients_login, &w->clients_waiting, &w->clients_idle,
+                              &w->clients_active, &w->clients_admin };
+    for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
+        struct ilist_node *it, *tmp;
+        ILIST_FOREACH_SAFE(lists[i], it, tmp)
+        {
+            (void) worker_drain_close(CONTAINER_OF(it, struct client, node));
         }
     }
-    struct ilist_node *it, *tmp;
-    ILIST_FOREACH_SAFE(&w->clients_active, it, tmp)
-    {
-        struct client *c = CONTAINER_OF(it, struct client, node);
-        if (session_at_rest(c)) {
-            client_fail(c, ST_ESHUTDOWN, NULL);
-        }
-    }
-    if (ilist_empty(&w->clients_active)) {
+    /* Done once every session has gone and every client has read its FATAL (or a lingering
+     * socket's second has passed). */
+    if (ilist_empty(&w->clients_active) && ilist_empty(&w->clients_login) &&
+        ilist_empty(&w->clients_waiting) && ilist_empty(&w->clients_idle) &&
+        ilist_empty(&w->clients_admin) && ilist_empty(&w->lingering)) {
         worker_finish(w);
     }
+}
+
+bool
+worker_drain_close(struct client *c)
+{
+    struct worker *w = c->w;
+    /* A client still logging in finishes first (client_login_timeout bounds it): closing it
+     * would fail a connection attempt, closing it after ReadyForQuery is a close at a
+     * transaction boundary. Output still queued (the end of the last result) is delivered
+     * first. */
+    if (!w->is_draining || w->is_stopping || c->state == CLIENT_CLOSED ||
+        (!c->is_welcomed && c->state != CLIENT_ADMIN) ||
+        (c->sock.out && !buf_is_empty(c->sock.out)) ||
+        (c->state == CLIENT_ACTIVE && !session_at_rest(c))) {
+        return false;
+    }
+    c->wants_linger = true;
+    client_fail(c, ST_ESHUTDOWN, NULL);
+    return true;
 }
 
 struct drain_msg {
@@ -182,10 +279,16 @@ drain_msg_run(struct pool_worker *pw, struct pool_msg *m)
     w->is_draining = true;
     w->drain_deadline_us = mono_now_us() + timeout;
     /* No more connections here: with SO_REUSEPORT the kernel sends them to whoever still
-     * listens on the port (a new pgmux taking over). */
+     * listens on the port (a new pgmux taking over). Closing a listener resets the connections
+     * still in its accept queue (unless net.ipv4.tcp_migrate_req = 1 moves them to another
+     * listener of the port), so take what is queued first: those clients log in here and are
+     * closed between transactions like the others. What arrives between the last accept and
+     * the close is only safe with tcp_migrate_req (README "Zero-downtime restart"). */
     if (w->listen_fd >= 0) {
         if (ev_is_active(&w->listen_io)) {
             ev_io_stop(w->loop, &w->listen_io);
+        }
+        for (int i = 0; i < 64 && accept_some(w, 64); i++) {
         }
         close(w->listen_fd);
         w->listen_fd = -1;
@@ -320,6 +423,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     ilist_init(&w->clients_admin);
     ilist_init(&w->to_free);
     ilist_init(&w->cancels);
+    ilist_init(&w->lingering);
     pool_worker_init(&w->pw, idx, w->loop, &rt->pools, w);
     w->pw.on_grant = client_on_grant;
     w->pw.on_ready = client_on_ready;

@@ -35,6 +35,7 @@
 #define WORKER_MAX       255
 
 struct worker;
+struct client;
 
 struct runtime {
     struct cfg *cfg;               /* current configuration snapshot, one reference held here;
@@ -93,6 +94,8 @@ struct worker {
     struct ilist clients_admin;   /* client: CLIENT_ADMIN */
     struct ilist to_free;         /* client: CLIENT_CLOSED */
     struct ilist cancels;         /* outgoing cancel requests in flight */
+    struct ilist lingering;       /* struct worker_linger: closed sessions' sockets, half-closed,
+                                     read until the client closes (drain only) */
 
     struct client **slots; /* [cap_slots]: session by slot, for cancel and grants */
     uint32_t *free_slots;  /* stack of unused slot numbers */
@@ -135,6 +138,22 @@ void worker_drain(struct worker *w, int64_t timeout_us);
  * thread.
  */
 void worker_set_cfg(struct worker *w, struct cfg *cfg);
+
+/**
+ * Take over fd, a client socket whose last message (a FATAL) was sent: half-close it and read
+ * and drop what the client still sends until it closes its end, or a second has passed. A
+ * plain close with unread input makes the kernel send a reset, and a reset can destroy the
+ * FATAL before the client reads it. Worker thread.
+ */
+void worker_linger(struct worker *w, int fd);
+
+/**
+ * While draining (SIGTERM), close session c with FATAL 57P01 if it is between transactions:
+ * logged in, no transaction open on its server connection, nothing owed either way, all output
+ * written. Returns true when it closed it. Called by the drain tick and at each transaction
+ * end. Worker thread.
+ */
+bool worker_drain_close(struct client *c);
 
 /** Join and free. Main thread. */
 void worker_fini(struct worker *w);

@@ -423,7 +423,9 @@ def pgmux(cluster, request, tmp_path):
         if hba is not None:
             (workdir / "hba.conf").write_text(hba)
             overrides["hba_file"] = str(workdir / "hba.conf")
-        port = _free_port()
+        # listen_port=... starts a second pgmux on a port another one already listens on
+        # (SO_REUSEPORT restarts, tests/integration/test_restart.py).
+        port = int(overrides["listen_port"]) if "listen_port" in overrides else _free_port()
         config = {
             "pgmux": {
                 "listen_addr": "127.0.0.1",
