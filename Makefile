@@ -55,7 +55,7 @@ PYTEST := /usr/bin/python3 -m pytest
 
 .PHONY: all deps check check-asan check-integration check-tsan test run bench fuzz fuzz-smoke clean \
         check-headers format format-check tidy asan bench-smoke bench-classify bench-classify-smoke \
-        bench-routing
+        bench-routing bench-metrics
 
 all: $(BUILD)/pgmux $(BUILD)/tests/classify_cli
 
@@ -136,6 +136,12 @@ bench: deps all
 
 bench-smoke: all
 	@./tests/bench/run.sh --smoke
+
+# What metrics collection costs: pgbench -S -c 50 through pgmux with the metrics endpoint off
+# and on (scraped every second), alternating, medians; BENCH_PGMUX_BASELINE=another pgmux adds
+# it as a third target and an instructions-per-transaction comparison (tests/bench/metrics_cost.py).
+bench-metrics: deps all
+	@/usr/bin/python3 tests/bench/metrics_cost.py
 
 # Classification cost per statement (router/classify.c) on each path: lexer, parser uncached,
 # cached parser result; medians in ns. bench-classify-smoke: one short round that fails when a

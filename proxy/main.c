@@ -372,6 +372,17 @@ main(int argc, char **argv)
     if (!rt.workers || !rt.stats) {
         return 1;
     }
+    /* The monitoring endpoint listens before the client port does, so whoever sees pgmux
+     * accept clients can also scrape it (and a port conflict stops pgmux before it serves). */
+    struct ev_loop *loop = ev_default_loop(0);
+    struct metrics_server *metrics = NULL;
+    if (cfg->metrics_port != 0) {
+        metrics = metrics_start(loop, &rt, cfg->metrics_addr, cfg->metrics_port);
+        if (!metrics) {
+            log_stop();
+            return 1;
+        }
+    }
     for (int i = 0; i < rt.n_workers; i++) {
         int fd = open_listener(cfg);
         if (fd < 0 || worker_init(&rt.workers[i], i, &rt, fd) != 0) {
@@ -400,20 +411,11 @@ main(int argc, char **argv)
         }
     }
 
-    struct ev_loop *loop = ev_default_loop(0);
     rt.main_loop = loop;
     ev_async_init(&rt.workers_done, workers_done_cb);
     ev_async_start(loop, &rt.workers_done);
     runtime_reload_init(&rt);
     atomic_store(&rt.n_running, rt.n_workers);
-    struct metrics_server *metrics = NULL;
-    if (cfg->metrics_port != 0) {
-        metrics = metrics_start(loop, &rt, cfg->metrics_addr, cfg->metrics_port);
-        if (!metrics) {
-            log_stop();
-            return 1;
-        }
-    }
     for (int i = 0; i < rt.n_workers; i++) {
         if (worker_start(&rt.workers[i]) != 0) {
             log_fatal("cannot start worker thread %d", i);

@@ -27,7 +27,6 @@
 #include <sys/uio.h>
 
 #include "common/log.h"
-#include "common/mono.h"
 #include "pool/pool.h"
 #include "protocol/messages.h"
 #include "protocol/wire.h"
@@ -152,12 +151,37 @@ relay_note_text(struct client *c, const struct relay_msg *m, uint32_t avail)
     }
 }
 
+/*
+ * Request and transaction times use the loop's clock, taken once per wake-up: the moment the
+ * bytes were seen, which is what a latency should measure, at no system call per message. It
+ * follows the wall clock; a step of the clock can skew one sample (negative ones count as 0).
+ */
+static inline int64_t
+relay_now_us(const struct client *c)
+{
+    return (int64_t) (ev_now(c->w->loop) * 1e6);
+}
+
+/* Out of line: its buffers would make every caller's frame bigger. */
+static __attribute__((noinline, cold)) void
+relay_log_slow(struct client *c, int64_t us)
+{
+    stats_add(&c->w->stats->g.slow_queries, 1);
+    char u[96], d[96], q[CLIENT_QUERY_TEXT_LEN * 4 + 4];
+    log_warning("event=slow_query client=" CLIENT_ID_FMT
+                " addr=%s db=%s user=%s node=%s server=%llu duration_ms=%.3f query=%s",
+                CLIENT_ID(c), client_addr(c), log_value(c->database, d, sizeof(d)),
+                log_value(c->user, u, sizeof(u)), c->pool->node->name,
+                (unsigned long long) c->sc->id, (double) us / 1000.0,
+                log_value(c->query_text ? c->query_text : "", q, sizeof(q)));
+}
+
 /* A request's answer ended with ReadyForQuery: latency, transaction end, slow-query log. */
 static void
 relay_request_done(struct client *c, struct stats_pool *sp)
 {
     struct pool_conn *sc = c->sc;
-    int64_t now = mono_now_us();
+    int64_t now = relay_now_us(c);
     if (c->req_start_us) {
         int64_t us = now - c->req_start_us;
         if (sp) {
@@ -165,15 +189,8 @@ relay_request_done(struct client *c, struct stats_pool *sp)
             stats_add(&sp->query_time_us, (uint64_t) (us > 0 ? us : 0));
         }
         int64_t min_ms = c->w->cfg->log_min_duration_ms;
-        if (min_ms >= 0 && us >= min_ms * 1000) {
-            stats_add(&c->w->stats->g.slow_queries, 1);
-            char u[96], d[96], q[CLIENT_QUERY_TEXT_LEN * 4 + 4];
-            log_warning("event=slow_query client=" CLIENT_ID_FMT
-                        " addr=%s db=%s user=%s node=%s server=%llu duration_ms=%.3f query=%s",
-                        CLIENT_ID(c), client_addr(c), log_value(c->database, d, sizeof(d)),
-                        log_value(c->user, u, sizeof(u)), c->pool->node->name,
-                        (unsigned long long) sc->id, (double) us / 1000.0,
-                        log_value(c->query_text ? c->query_text : "", q, sizeof(q)));
+        if (UNLIKELY(min_ms >= 0 && us >= min_ms * 1000)) {
+            relay_log_slow(c, us);
         }
         /* Pipelined requests: the next answer's clock starts now. */
         c->req_start_us = sc->expect_ready > 0 ? now : 0;
@@ -181,7 +198,8 @@ relay_request_done(struct client *c, struct stats_pool *sp)
     if (sc->txn_status == 'I' && c->xact_start_us) {
         if (sp) {
             stats_add(&sp->xact_count, 1);
-            stats_add(&sp->xact_time_us, (uint64_t) (now - c->xact_start_us));
+            int64_t us = now - c->xact_start_us;
+            stats_add(&sp->xact_time_us, (uint64_t) (us > 0 ? us : 0));
         }
         c->xact_start_us = 0;
     }
@@ -207,7 +225,7 @@ relay_account(struct client *c, bool from_client, const struct relay_msg *m, uin
         case 'C':
         case 'S':
             if (!c->req_start_us) {
-                c->req_start_us = mono_now_us();
+                c->req_start_us = relay_now_us(c);
                 if (!c->xact_start_us) {
                     c->xact_start_us = c->req_start_us;
                 }
@@ -275,18 +293,18 @@ relay_parse(struct client *c, bool from_client)
         if (!from_client && m.h.type == 'E' && !m.has_full) {
             return RELAY_OK; /* counted by SQLSTATE class: wait for the whole (small) message */
         }
-        uint32_t avail = buf_unparsed(b) - PROTO_HEADER_LEN;
-        if (avail > m.h.len - 4) {
-            avail = m.h.len - 4;
-        }
         enum relay_action a;
         if (is_txn) {
             a = (enum relay_action)(from_client ? txn_client_msg(c, &m) : txn_server_msg(c, &m));
         } else {
             a = from_client ? session_client_msg(c, &m) : session_server_msg(c, &m);
         }
-        if (a == RELAY_OK || a == RELAY_DROP) {
-            relay_account(c, from_client, &m, avail);
+        /* Statistics look at client requests and at the server's ReadyForQuery and
+         * ErrorResponse only; rows and the rest cost them nothing. */
+        if ((a == RELAY_OK || a == RELAY_DROP) &&
+            (from_client || m.h.type == 'Z' || m.h.type == 'E')) {
+            uint32_t avail = buf_unparsed(b) - PROTO_HEADER_LEN;
+            relay_account(c, from_client, &m, avail < m.h.len - 4 ? avail : m.h.len - 4);
         }
         switch (a) {
         case RELAY_OK:

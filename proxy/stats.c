@@ -71,20 +71,6 @@ stats_pool_get(struct stats_worker *sw, uint32_t pool_id)
     return sp;
 }
 
-void
-stats_hist_observe(struct stats_hist *h, int64_t us)
-{
-    if (us < 0) {
-        us = 0;
-    }
-    int i = 0;
-    while (i < STATS_HIST_FINITE && us > stats_hist_bounds_us[i]) {
-        i++;
-    }
-    stats_add(&h->bucket[i], 1);
-    stats_add(&h->sum_us, (uint64_t) us);
-}
-
 int
 stats_sqlstate_class(const char *code)
 {

@@ -172,7 +172,19 @@ stats_gauge_add(stats_gauge *g, int64_t d)
 }
 
 /** Record one observation of us microseconds (negative counts as 0). Owner only. */
-void stats_hist_observe(struct stats_hist *h, int64_t us);
+static inline void
+stats_hist_observe(struct stats_hist *h, int64_t us)
+{
+    if (us < 0) {
+        us = 0;
+    }
+    int i = 0;
+    while (i < STATS_HIST_FINITE && us > stats_hist_bounds_us[i]) {
+        i++;
+    }
+    stats_add(&h->bucket[i], 1);
+    stats_add(&h->sum_us, (uint64_t) us);
+}
 
 /** Index of the SQLSTATE class of code (5 characters, or NULL): 0..STATS_SQLSTATE_OTHER. */
 int stats_sqlstate_class(const char *code);

@@ -417,8 +417,10 @@ def test_event_lines_carry_identity(pgmux):
         psycopg.connect(px.dsn(password="wrong"))
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(px.dsn(user='eve" user=app', password="x"))
-    log = wait_for(lambda: px.log_text() if len(_events(px.log_text(), "disconnect")) >= 3
-                   else None, what="three disconnect lines")
+    # three sessions (and the fixture's own probe) end; the lines arrive through the logger thread
+    log = wait_for(lambda: (lambda t: t if len(_events(t, "login_failed")) == 2 and len(
+        [e for e in _events(t, "disconnect") if e["db"] != "-"]) == 3 else None)(px.log_text()),
+        what="two login_failed and three disconnect lines")
     login = _events(log, "login")
     assert len(login) == 1
     l = login[0]
