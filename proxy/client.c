@@ -104,6 +104,28 @@ client_gauge(struct stats_pool *sp, enum client_state st)
     }
 }
 
+void
+client_pool_changed(struct client *c)
+{
+    struct stats_pool *sp = stats_pool_get(c->w->stats, c->pool->id);
+    if (sp == c->stats) {
+        return;
+    }
+    if (c->stats) {
+        stats_gauge *g = client_gauge(c->stats, c->state);
+        if (g) {
+            stats_gauge_add(g, -1);
+        }
+    }
+    if (sp) {
+        stats_gauge *g = client_gauge(sp, c->state);
+        if (g) {
+            stats_gauge_add(g, 1);
+        }
+    }
+    c->stats = sp;
+}
+
 /* State and list are one fact (CONVENTIONS 3.1.2), and so are the pool's client gauges. */
 void
 client_set_state(struct client *c, enum client_state st)
@@ -644,13 +666,6 @@ client_auth_done(struct client *c)
         return;
     }
     client_out_flush(c);
-    if (log_level_current >= LOG_INFO) {
-        char u[96], db[96];
-        log_info("event=login client=" CLIENT_ID_FMT " addr=%s db=%s user=%s node=%s mode=%s",
-                 CLIENT_ID(c), client_addr(c), log_value(c->database, db, sizeof(db)),
-                 log_value(c->user, u, sizeof(u)), c->pool->node->name,
-                 cfg_pool_mode_name((enum cfg_pool_mode) c->mode));
-    }
     if (client_init_want(c) != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
@@ -658,6 +673,13 @@ client_auth_done(struct client *c)
     if (routing_login(c, c->pool) != ROUTING_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
+    }
+    if (log_level_current >= LOG_INFO) {
+        char u[96], db[96];
+        log_info("event=login client=" CLIENT_ID_FMT " addr=%s db=%s user=%s node=%s mode=%s",
+                 CLIENT_ID(c), client_addr(c), log_value(c->database, db, sizeof(db)),
+                 log_value(c->user, u, sizeof(u)), c->pool->node->name,
+                 cfg_pool_mode_name((enum cfg_pool_mode) c->mode));
     }
     /* The startup packet has served its purpose (the wanted settings are parsed out of it);
      * the names live on in the pool. An idle session keeps only what it must. */

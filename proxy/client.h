@@ -154,6 +154,13 @@ struct client {
 /** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */
 const char *client_addr(const struct client *c);
 
+/**
+ * c->pool was replaced (routing picked another node's pool): the session's statistics (its
+ * gauge and the counters of what it does next) follow it to the new pool. Call after every
+ * assignment of c->pool once the session is counted (c->stats set).
+ */
+void client_pool_changed(struct client *c);
+
 /** Take over an accepted socket (already non-blocking). */
 void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
 

@@ -69,6 +69,7 @@ enter(struct client *c, int node, bool is_read)
     }
     routing_leave(c);
     c->pool = p;
+    client_pool_changed(c);
     c->route_node = (int16_t) node;
     c->is_route_read = is_read;
     w->routing.active[node]++;
@@ -167,6 +168,7 @@ routing_login(struct client *c, struct pool *home)
     const struct topo_snapshot *t = topo_refresh(&w->rt->topology, &w->topo);
     int primary = primary_of(w, t);
     c->pool = home;
+    client_pool_changed(c);
     c->route_node = -1;
     if (c->mode != CFG_POOL_SESSION) {
         /* A login that needs a server (the pool has no welcome set yet) runs nothing of the

@@ -287,6 +287,33 @@ def test_scrape_is_valid_and_counters_move(pgmux, mode):
     assert value(again, "pgmux_logins_total", result="ok") == 2
 
 
+def test_counters_follow_the_routed_pool(pgmux):
+    """With read/write splitting, reads run in the replica's pool and writes in the primary's:
+    each pool's counters and gauges count what ran there."""
+    mport = _free_port()
+    px = pgmux(metrics_port=mport, pool_mode="transaction", read_write_split="on",
+               read_your_writes="off")
+    replica = dict(POOL, node="replica")
+    with px.connect() as c:
+        for _ in range(4):
+            assert c.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            c.execute("SELECT 1/0")
+        c.execute("SELECT txid_current()")  # a write: primary-only function
+        fams = wait_for(lambda: (lambda f: f if value(
+            f, "pgmux_pool_client_connections", state="idle", **replica) + value(
+            f, "pgmux_pool_client_connections", state="idle", **POOL) == 1 else None)(
+            scrape(mport)), what="the idle client in one pool")
+    assert value(fams, "pgmux_pool_transactions_total", **replica) == 5
+    assert value(fams, "pgmux_pool_transactions_total", **POOL) == 1
+    errs = {(l["node"], l["class"]): v for n, l, v in fams["pgmux_pool_errors_total"]["samples"]}
+    assert errs == {("replica", "22"): 1}, errs
+    assert value(fams, "pgmux_pool_query_duration_seconds_count", **replica) == 5
+    assert value(fams, "pgmux_node_routed_total", node="replica", target="replica") == 5
+    total_clients = sum(v for n, l, v in fams["pgmux_pool_client_connections"]["samples"])
+    assert total_clients == 1
+
+
 def test_wait_histogram_counts_a_real_wait(pgmux):
     """With one server connection, a second client waits for it: the wait shows up in the
     buckets above 100 ms."""
