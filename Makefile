@@ -8,6 +8,7 @@
 #   make check-tsan      the same suite against the ThreadSanitizer build
 #   make test            deps + everything above; what CI runs
 #   make run             local primary + replica + pgmux on port 6432 with proxy.ini
+#   make install         binary, example configuration, systemd unit (PREFIX, DESTDIR)
 #   make bench-classify  statement classification cost per statement (ns), each path
 #   make SANITIZE=address,undefined   build into build/asan
 #   make SANITIZE=thread              build into build/tsan
@@ -53,7 +54,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all deps check check-asan check-integration check-tsan test run bench fuzz fuzz-smoke clean \
+.PHONY: install uninstall all deps check check-asan check-integration check-tsan test run bench fuzz fuzz-smoke clean \
         check-headers format format-check tidy asan bench-smoke bench-classify bench-classify-smoke \
         bench-routing bench-metrics
 
@@ -124,6 +125,31 @@ test: deps
 	@$(MAKE) --no-print-directory bench-smoke
 	@$(MAKE) --no-print-directory bench-classify-smoke
 	@$(MAKE) --no-print-directory fuzz-smoke
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary to $(PREFIX)/bin, the example
+# configuration and auth_file and the README to $(PREFIX)/share/doc/pgmux, the systemd unit
+# to $(PREFIX)/lib/systemd/system with its paths rewritten to PREFIX. Nothing goes to /etc:
+# the unit reads /etc/pgmux/pgmux.ini, which the administrator creates (README "Installing").
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(PREFIX)/bin
+DOCDIR  := $(PREFIX)/share/doc/pgmux
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/pgmux $(DESTDIR)$(BINDIR)/pgmux
+	install -m 0644 packaging/pgmux.ini $(DESTDIR)$(DOCDIR)/pgmux.ini.example
+	install -m 0644 packaging/userlist.txt $(DESTDIR)$(DOCDIR)/userlist.txt.example
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	sed 's|/usr/local/|$(PREFIX)/|g' packaging/pgmux.service > $(DESTDIR)$(UNITDIR)/pgmux.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/pgmux.service
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/pgmux $(DESTDIR)$(UNITDIR)/pgmux.service
+	rm -f $(DESTDIR)$(DOCDIR)/pgmux.ini.example $(DESTDIR)$(DOCDIR)/userlist.txt.example \
+	    $(DESTDIR)$(DOCDIR)/README.md
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 run: deps all
 	@./tests/run-demo.sh

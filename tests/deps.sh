@@ -11,6 +11,7 @@ pkgs=(
   python3-pytest python3-psycopg python3-psycopg2
   pgbouncer procps strace valgrind
   openssl  # tests/integration/test_tls.py makes its certificates with the openssl command
+  python3-yaml systemd  # tests/integration/test_packaging.py: compose file, systemd-analyze verify
   openjdk-17-jdk-headless libpostgresql-jdbc-java  # JDBC tests (tests/integration/java)
   clang-14 libclang-rt-14-dev  # make fuzz / fuzz-smoke: libFuzzer's runtime is in libclang-rt
 )
