@@ -963,6 +963,7 @@ struct admin_session {
     struct admin_gather *gather; /* workers are answering for cur (one reference) */
     ev_timer pause_timer;        /* PAUSE: look again for running transactions; RELOAD: look
                                     again for the reload's outcome */
+    ev_tstamp busy_since;        /* when the command in progress started (ev_now) */
     unsigned reload_done;        /* RELOAD: rt->n_reloads + n_reload_failures before it */
     unsigned reload_failed;      /* RELOAD: rt->n_reload_failures before it */
 };
@@ -1793,8 +1794,12 @@ gather_done(struct admin_session *s, struct admin_gather *g)
             busy += g->parts[i].n_busy;
         }
         if (busy > 0) {
-            ev_timer_set(&s->pause_timer, ADMIN_PAUSE_POLL_S, 0);
-            ev_timer_start(s->c->w->loop, &s->pause_timer);
+            /* Every 20 ms at first, so a PAUSE between short transactions returns promptly;
+             * every 200 ms once it has waited a second (session pooling may wait long). */
+            struct ev_loop *loop = s->c->w->loop;
+            double waited = ev_now(loop) - s->busy_since;
+            ev_timer_set(&s->pause_timer, waited > 1.0 ? 0.2 : ADMIN_PAUSE_POLL_S, 0);
+            ev_timer_start(loop, &s->pause_timer);
             return; /* still busy */
         }
         char d[128];
@@ -2454,6 +2459,7 @@ static void
 admin_run_cur(struct admin_session *s, bool simple)
 {
     s->cur_simple = simple;
+    s->busy_since = ev_now(s->c->w->loop);
     enum exec_result r = admin_exec(s);
     if (r == EXEC_BUSY) {
         s->is_busy = true;
@@ -2923,7 +2929,10 @@ admin_process(struct admin_session *s)
     if (c->state != CLIENT_ADMIN) {
         return;
     }
-    if (s->is_busy || s->out.len - s->out_sent > ADMIN_OUT_HIGH) {
+    /* Reading goes on while a command waits, so a client that hangs up during a long PAUSE
+     * is noticed; what it sends meanwhile waits in the buffer (admin_read_cb stops when that is
+     * full). */
+    if (s->out.len - s->out_sent > ADMIN_OUT_HIGH) {
         pool_sock_stop_read(w->loop, &c->sock);
     } else {
         pool_sock_start_read(w->loop, &c->sock);
@@ -2937,6 +2946,16 @@ admin_read_cb(EV_P_ ev_io *io, int revents)
     (void) revents;
     struct client *c = io->data;
     struct worker *w = c->w;
+    struct buf *b = c->sock.in;
+    if (b && buf_space(b) == 0) {
+        buf_compact(b);
+        if (buf_space(b) == 0) {
+            /* Only while a command waits: otherwise admin_process grows the buffer for the
+             * message in it. Reading resumes when the command is done. */
+            pool_sock_stop_read(w->loop, &c->sock);
+            return;
+        }
+    }
     int n = pool_sock_recv(&c->sock, &w->pw.bufs);
     if (n == -2) {
         return;

@@ -556,3 +556,27 @@ def test_wire_protocol(console):
     assert conn.read_until_eof() == b""
     conn.close()
     assert px.alive()
+
+
+def test_pause_session_pooling_and_hangup(console):
+    """In session pooling PAUSE waits for sessions to end. A console client that hangs up
+    while its PAUSE waits is noticed at once, and the PAUSE stays in effect until RESUME."""
+    px = console(pool_mode="session")
+    session = px.connect()
+    session.execute("SELECT 1")
+    raw = pgwire.connect(px.port, "admin", "pgmux", "admin-secret")
+    raw.send(pgwire.query_message("PAUSE appdb"))
+    with admin_conn(px) as adm:
+        wait_for(lambda: len([r for r in rows_dict(adm.execute("SHOW CLIENTS"))
+                              if r["state"] == "admin"]) == 2, what="two console sessions")
+        raw.close()
+        wait_for(lambda: len([r for r in rows_dict(adm.execute("SHOW CLIENTS"))
+                              if r["state"] == "admin"]) == 1, what="the hung-up console gone")
+        # The session that held the database open still works; a new login waits.
+        assert session.execute("SELECT 2").fetchone() == (2,)
+        session.close()
+        newcomer = Background(lambda: px.connect().execute("SELECT 3").fetchone())
+        time.sleep(0.3)
+        assert not newcomer.done()
+        adm.execute("RESUME appdb")
+        assert newcomer.result(timeout=10) == (3,)
