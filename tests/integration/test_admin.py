@@ -307,6 +307,11 @@ def test_kill_drops_clients_and_servers(console, cluster):
         assert comeback.result(timeout=10) == (5,)
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
             adm.execute("KILL pgmux")
+    # Through psql: the other database's client goes too, the console session stays.
+    assert psql(px, "KILL postgres; RESUME postgres") == []
+    with pytest.raises(psycopg.OperationalError):
+        bystander.execute("SELECT 1")
+    assert px.connect(dbname="postgres").execute("SELECT 4").fetchone() == (4,)
     bystander.close()
     for v in victims:
         v.close()
