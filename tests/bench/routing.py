@@ -63,6 +63,19 @@ def xact_commits(env):
     return out
 
 
+def wait_backends_gone(env):
+    for _ in range(300):
+        n = 0
+        for replica in (False, True):
+            with su(env, replica) as c:
+                n += c.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                               " AND backend_type = 'client backend'", [DB]).fetchone()[0]
+        if n == 0:
+            return
+        time.sleep(0.1)
+    raise SystemExit("pgmux's server connections did not go away")
+
+
 def start_pgmux(workdir, env, **keys):
     port = free_port()
     conf = {
@@ -140,8 +153,11 @@ def main():
         proc, port, logname = start_pgmux(workdir, env)
         before = xact_commits(env)
         tps, lat, txns, failed = pgbench(port, ["-S"], 50)
-        after = xact_commits(env)
         stop_pgmux(proc)
+        # A backend reports its counters when it exits (or at most once a second while busy):
+        # read them once pgmux's server connections are gone.
+        wait_backends_gone(env)
+        after = xact_commits(env)
         served = {k: after[k] - before[k] for k in before}
         total = sum(served.values())
         routed = [line.split("routed: ", 1)[1] for line in open(logname, errors="replace")
