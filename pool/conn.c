@@ -43,6 +43,7 @@ struct pool_login {
 
 static void conn_login_read_cb(EV_P_ ev_io *io, int revents);
 static void conn_reset_read_cb(EV_P_ ev_io *io, int revents);
+static void conn_answer_none(struct pool_worker *w, uint64_t owner);
 static void conn_idle_read_cb(EV_P_ ev_io *io, int revents);
 static void conn_write_cb(EV_P_ ev_io *io, int revents);
 static void conn_connect_cb(EV_P_ ev_io *io, int revents);
@@ -255,6 +256,12 @@ pool_conn_close(struct pool_conn *sc, const char *why)
     }
     struct pool *p = sc->pool;
     struct pool_worker *w = sc->w;
+    if (sc->answer_owner) {
+        /* closed while running a release query: its owner must not wait for the answer */
+        uint64_t owner = sc->answer_owner;
+        sc->answer_owner = 0;
+        conn_answer_none(w, owner);
+    }
     /* A clean connection closed on release (lifetime, limits) says goodbye too. */
     bool polite = (sc->state == POOL_CONN_IDLE && !sc->is_broken) || pool_conn_is_clean(sc);
     if (log_level_current >= LOG_INFO) {
@@ -1000,8 +1007,32 @@ pool_copy_welcome(struct pool *p, struct pool_params *out)
     return ok;
 }
 
+static void conn_release(struct pool_conn *sc, bool reset, const char *answer_sql,
+                         uint64_t owner);
+
 void
 pool_conn_release(struct pool_conn *sc, bool reset)
+{
+    conn_release(sc, reset, NULL, 0);
+}
+
+void
+pool_conn_release_query(struct pool_conn *sc, const char *sql, uint64_t owner_id)
+{
+    conn_release(sc, false, sql, owner_id);
+}
+
+/* A release query that will not run (or did not answer): its owner hears so now. */
+static void
+conn_answer_none(struct pool_worker *w, uint64_t owner)
+{
+    if (owner && w->on_answer) {
+        w->on_answer(w, owner, NULL, 0);
+    }
+}
+
+static void
+conn_release(struct pool_conn *sc, bool reset, const char *answer_sql, uint64_t owner)
 {
     ASSERT(sc->state == POOL_CONN_ACTIVE);
     struct pool_worker *w = sc->w;
@@ -1012,6 +1043,7 @@ pool_conn_release(struct pool_conn *sc, bool reset)
     if (!pool_conn_is_clean(sc)) {
         sc->is_broken = true;
         pool_conn_close(sc, "released in a state that cannot be reused");
+        conn_answer_none(w, owner);
         return;
     }
     pool_conn_in_settle(sc);
@@ -1021,7 +1053,13 @@ pool_conn_release(struct pool_conn *sc, bool reset)
     }
     if (conn_too_old(sc, mono_now_us())) {
         pool_conn_close(sc, "conn_max_lifetime reached");
+        conn_answer_none(w, owner);
         return;
+    }
+    if (answer_sql && (reset || sc->is_session_dirty)) {
+        conn_answer_none(w, owner);
+        answer_sql = NULL;
+        owner = 0;
     }
     const char *q = sc->pool->set.reset_query;
     if (!reset && sc->is_session_dirty && !(q && q[0])) {
@@ -1029,15 +1067,18 @@ pool_conn_release(struct pool_conn *sc, bool reset)
         pool_conn_close(sc, "session state left behind and server_reset_query is empty");
         return;
     }
-    if ((reset || sc->is_session_dirty) && q && q[0]) {
-        /* The reset forgets prepared statements and settings pgmux made on the server. */
-        pool_stmts_clear(&sc->stmts);
-        pool_params_clear(&sc->applied);
-        sc->is_session_dirty = false;
-        sc->synced_hash = 0;
+    if (answer_sql || ((reset || sc->is_session_dirty) && q && q[0])) {
+        if (!answer_sql) {
+            /* The reset forgets prepared statements and settings pgmux made on the server. */
+            pool_stmts_clear(&sc->stmts);
+            pool_params_clear(&sc->applied);
+            sc->is_session_dirty = false;
+            sc->synced_hash = 0;
+        }
+        sc->answer_owner = owner;
         struct proto_builder pb;
         proto_builder_init_dynamic(&pb);
-        proto_build_query(&pb, q);
+        proto_build_query(&pb, answer_sql ? answer_sql : q);
         sc->state = POOL_CONN_RESET;
         atomic_fetch_add(&sc->pool->n_resetting, 1);
         sc->deadline_us = mono_now_us() + sc->pool->set.connect_timeout_us;
@@ -1054,6 +1095,27 @@ pool_conn_release(struct pool_conn *sc, bool reset)
         return;
     }
     pool_conn_make_idle(sc);
+}
+
+/* The first column of a release query's DataRow to its owner (once). */
+static void
+conn_answer_row(struct pool_conn *sc, const uint8_t *body, size_t len)
+{
+    struct proto_reader r;
+    uint16_t ncol;
+    int32_t vlen;
+    const uint8_t *v = NULL;
+    uint64_t owner = sc->answer_owner;
+    sc->answer_owner = 0;
+    proto_reader_init(&r, body, len);
+    if (proto_reader_u16(&r, &ncol) != ST_OK || ncol < 1 || proto_reader_i32(&r, &vlen) != ST_OK ||
+        vlen < 0 || proto_reader_bytes(&r, (size_t) vlen, &v) != ST_OK) {
+        conn_answer_none(sc->w, owner);
+        return;
+    }
+    if (sc->w->on_answer) {
+        sc->w->on_answer(sc->w, owner, (const char *) v, (size_t) vlen);
+    }
 }
 
 static void
@@ -1076,6 +1138,18 @@ conn_reset_read_cb(EV_P_ ev_io *io, int revents)
     enum status st;
     while ((st = pool_conn_next_msg(sc, &h, &body)) == ST_OK) {
         size_t blen = h.len - 4;
+        if (h.type == 'D' && sc->answer_owner) {
+            conn_answer_row(sc, body, blen);
+            continue;
+        }
+        if (h.type == 'E' && sc->answer_owner) {
+            /* A release query that failed (the node is no longer a primary, say) leaves the
+             * connection as it was: its owner learns nothing. */
+            uint64_t owner = sc->answer_owner;
+            sc->answer_owner = 0;
+            conn_answer_none(sc->w, owner);
+            continue;
+        }
         if (h.type == 'E') {
             sc->is_broken = true;
             pool_conn_close(sc, "reset query failed");
@@ -1097,6 +1171,11 @@ conn_reset_read_cb(EV_P_ ev_io *io, int revents)
                 return;
             }
             sc->expect_ready = 0;
+            if (sc->answer_owner) {
+                uint64_t owner = sc->answer_owner; /* answered with no row */
+                sc->answer_owner = 0;
+                conn_answer_none(sc->w, owner);
+            }
             pool_conn_in_settle(sc);
             if (sc->sock.in) {
                 sc->is_broken = true;

@@ -264,6 +264,8 @@ struct pool_conn {
     uint64_t grant_waiter;      /* the waiter it is handed to */
     uint64_t synced_hash;       /* settings hash of the client the server's settings match
                                    (0: unknown); lets an attach skip comparing settings */
+    uint64_t answer_owner;      /* POOL_CONN_RESET running a release query: who gets its first
+                                   value (on_answer), 0 = a reset query */
     void *client;               /* the attached session while ACTIVE */
     struct ssl_ctx_st *tls_ctx; /* from the SSLRequest until the handshake starts (owned) */
     uint8_t tls_mode;           /* enum pool_tls this connection was opened with */
@@ -285,6 +287,10 @@ typedef void (*pool_grant_fn)(struct pool_worker *w, struct pool *p, struct pool
 typedef void (*pool_ready_fn)(struct pool_worker *w, struct pool_conn *sc, uint64_t opener_id);
 typedef void (*pool_failed_fn)(struct pool_worker *w, struct pool *p, uint64_t opener_id,
                                const struct pool_failure *f);
+/* The first column of the first row a release query returned (value NULL when it failed or
+ * returned none), for owner_id. */
+typedef void (*pool_answer_fn)(struct pool_worker *w, uint64_t owner_id, const char *value,
+                               size_t len);
 
 struct pool_set;
 
@@ -306,6 +312,7 @@ struct pool_worker {
     pool_grant_fn on_grant;   /* a waiter got a connection (sc) or the right to open one (NULL) */
     pool_ready_fn on_ready;   /* a connection opened for opener_id finished logging in */
     pool_failed_fn on_failed; /* opening for opener_id failed; the slot is already released */
+    pool_answer_fn on_answer; /* a release query answered (pool_conn_release_query) */
 };
 
 struct pool_set {
@@ -443,6 +450,16 @@ void pool_conn_attach(struct pool_conn *sc, void *client);
  * watchers are taken over by the pool.
  */
 void pool_conn_release(struct pool_conn *sc, bool reset);
+
+/**
+ * Give a connection back like pool_conn_release(sc, false), after running sql on it (one
+ * statement that returns one value and leaves no state). Until it answers the connection is
+ * resetting, not idle; the answer goes to on_answer(owner_id) on this worker, then the
+ * connection becomes idle. An error from sql is answered with NULL and keeps the connection.
+ * When the connection cannot run it (not clean, too old, session state to reset) it is
+ * released as pool_conn_release would, and on_answer gets NULL at once.
+ */
+void pool_conn_release_query(struct pool_conn *sc, const char *sql, uint64_t owner_id);
 
 /* ---- answers still to come (struct pool_reqs) ---- */
 

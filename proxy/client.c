@@ -1660,6 +1660,16 @@ client_on_ready(struct pool_worker *pw, struct pool_conn *sc, uint64_t opener_id
 }
 
 void
+client_on_answer(struct pool_worker *pw, uint64_t owner_id, const char *value, size_t len)
+{
+    struct client *c = client_by_id(pw->owner, owner_id);
+    if (c && c->is_ryw_pending) {
+        c->is_ryw_pending = false;
+        routing_note_lsn(c, value, len);
+    }
+}
+
+void
 client_on_failed(struct pool_worker *pw, struct pool *p, uint64_t opener_id,
                  const struct pool_failure *f)
 {
@@ -1720,22 +1730,7 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
     enum status st;
     while ((st = pool_conn_next_msg(sc, &h, &body)) == ST_OK) {
         size_t blen = h.len - 4;
-        if (h.type == 'E' && c->is_learning_lsn) {
-            routing_note_lsn(c, NULL, 0);
-        } else if (h.type == 'D' && c->is_learning_lsn) {
-            struct proto_reader rd;
-            uint16_t ncol;
-            int32_t vlen;
-            const uint8_t *v;
-            proto_reader_init(&rd, body, blen);
-            if (proto_reader_u16(&rd, &ncol) == ST_OK && ncol == 1 &&
-                proto_reader_i32(&rd, &vlen) == ST_OK && vlen > 0 &&
-                proto_reader_bytes(&rd, (size_t) vlen, &v) == ST_OK) {
-                routing_note_lsn(c, (const char *) v, (size_t) vlen);
-            } else {
-                routing_note_lsn(c, NULL, 0);
-            }
-        } else if (h.type == 'E' && !c->set_error) {
+        if (h.type == 'E' && !c->set_error) {
             struct proto_error_fields ef;
             if (proto_read_error(body, blen, &ef) == ST_OK) {
                 const char *code =
@@ -1770,12 +1765,6 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
             if (c->set_error) {
                 client_fail_full(c, ST_ECLIENT_UNSUPPORTED, "FATAL", c->set_error, c->set_error + 6,
                                  "a startup parameter was refused");
-                return;
-            }
-            if (c->is_learning_lsn) {
-                c->is_learning_lsn = false;
-                client_set_state(c, CLIENT_ACTIVE);
-                client_release_server(c);
                 return;
             }
             if (c->is_capturing) {
@@ -1962,14 +1951,16 @@ client_release_server(struct client *c)
         }
         c->needs_capture = false;
     }
-    if (routing_txn_end(c)) {
-        c->is_learning_lsn = true;
-        client_run_own_query(c, ROUTING_LSN_SQL);
-        return;
-    }
     pool_conn_in_settle(sc);
     c->sc = NULL;
-    pool_conn_release(sc, false);
+    if (routing_txn_end(c)) {
+        /* The connection learns the commit's position on its way back to the pool; the client
+         * does not wait for it, and reads on the primary until it is known. */
+        c->is_ryw_pending = true;
+        pool_conn_release_query(sc, ROUTING_LSN_SQL, c->id);
+    } else {
+        pool_conn_release(sc, false);
+    }
     routing_leave(c);
     client_set_state(c, CLIENT_IDLE);
     ev_set_cb(&c->sock.rio, client_idle_read_cb);

@@ -148,7 +148,8 @@ struct client {
     bool txn_wrote;            /* the transaction may have written: learn its commit position */
     bool is_read_only_session; /* default_transaction_read_only or target_session_attrs said
                                   it will not write */
-    bool is_learning_lsn;      /* CLIENT_SETTING runs ROUTING_LSN_SQL, then releases */
+    bool is_ryw_pending;       /* its last write's commit position is being learned: its
+                                  reads go to the primary until then */
 };
 
 /** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */
@@ -191,6 +192,7 @@ void client_on_grant(struct pool_worker *pw, struct pool *p, struct pool_conn *s
 void client_on_ready(struct pool_worker *pw, struct pool_conn *sc, uint64_t opener_id);
 void client_on_failed(struct pool_worker *pw, struct pool *p, uint64_t opener_id,
                       const struct pool_failure *f);
+void client_on_answer(struct pool_worker *pw, uint64_t owner_id, const char *value, size_t len);
 
 /** A CancelRequest for (pid, key) arrived on some worker; route it to the owner. */
 void client_cancel_dispatch(struct worker *w, uint32_t pid, uint32_t key);

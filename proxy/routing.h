@@ -9,7 +9,7 @@
  * read-your-writes: after a transaction that may have written, the commit's WAL position
  * (lsn) or a time window (window) that later reads must respect.
  *
- * Does not: talk to servers (client.c runs the LSN lookup it asks for), or move a transaction
+ * Does not: talk to servers (the pool runs the LSN lookup it asks for), or move a transaction
  * once it has started: a whole transaction runs on the node its first statement chose.
  *
  * Runs on the client's worker. struct routing_worker belongs to its worker; its counters (and the
@@ -87,12 +87,14 @@ void routing_leave(struct client *c);
 
 /**
  * The client's transaction ended (ReadyForQuery idle) and its server is about to go back:
- * true when pgmux must learn the commit's position first (run ROUTING_LSN_SQL on it and give
- * the answer to routing_note_lsn). Opens the write window in window mode.
+ * true when pgmux must learn the commit's position (run ROUTING_LSN_SQL on that connection,
+ * pool_conn_release_query, and give the answer to routing_note_lsn; c->is_ryw_pending keeps
+ * the client's reads on the primary meanwhile). Opens the write window in window mode.
  */
 bool routing_txn_end(struct client *c);
 
-/** The answer to ROUTING_LSN_SQL ("X/Y" text), or NULL when it failed. */
+/** The answer to ROUTING_LSN_SQL ("X/Y" text), or NULL when it failed (then reads stay on
+ * the primary for read_your_writes_window). */
 void routing_note_lsn(struct client *c, const char *text, size_t len);
 
 /** Whether a Parse text may run on a replica (remembered with a named statement). */

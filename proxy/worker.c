@@ -428,6 +428,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     w->pw.on_grant = client_on_grant;
     w->pw.on_ready = client_on_ready;
     w->pw.on_failed = client_on_failed;
+    w->pw.on_answer = client_on_answer;
     w->stats = stats_worker_new();
     if (!w->stats) {
         return -1;

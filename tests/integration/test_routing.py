@@ -7,6 +7,8 @@ add-replica), never the shared replica. Tests that pause replay on the shared re
 resume it in a finally."""
 
 import os
+import re
+import signal
 import subprocess
 import time
 
@@ -313,6 +315,16 @@ def test_read_your_writes_lsn_while_the_replica_is_paused(cluster, rt, routing_t
         assert where(cluster, bystander) == "replica"
         assert bystander.execute("SELECT count(*) FROM rt_items WHERE v = 'l1'"
                                  ).fetchone()[0] == 0  # proof that the replica is behind
+    # both writes' commit positions were learned (not a fallback to the window)
+    assert learned_positions(px) == 2
+
+
+def learned_positions(px):
+    """Stop pgmux; the commit positions its workers learned, from their exit lines."""
+    px.proc.send_signal(signal.SIGTERM)
+    assert px.proc.wait(timeout=15) == 0
+    px.exited_on_purpose = True
+    return sum(int(n) for n in re.findall(r"commit positions learned (\d+)", px.log_text()))
 
 
 # ---- a replica that stops ------------------------------------------------------------------
