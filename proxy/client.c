@@ -1663,8 +1663,10 @@ void
 client_on_answer(struct pool_worker *pw, uint64_t owner_id, const char *value, size_t len)
 {
     struct client *c = client_by_id(pw->owner, owner_id);
-    if (c && c->is_ryw_pending) {
-        c->is_ryw_pending = false;
+    if (c && c->n_ryw_pending > 0) {
+        /* Several may be in flight (the next write transaction ran on another connection);
+         * routing_note_lsn keeps the highest position. */
+        c->n_ryw_pending--;
         routing_note_lsn(c, value, len);
     }
 }
@@ -1956,7 +1958,7 @@ client_release_server(struct client *c)
     if (routing_txn_end(c)) {
         /* The connection learns the commit's position on its way back to the pool; the client
          * does not wait for it, and reads on the primary until it is known. */
-        c->is_ryw_pending = true;
+        c->n_ryw_pending++;
         pool_conn_release_query(sc, ROUTING_LSN_SQL, c->id);
     } else {
         pool_conn_release(sc, false);

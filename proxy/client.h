@@ -148,8 +148,8 @@ struct client {
     bool txn_wrote;            /* the transaction may have written: learn its commit position */
     bool is_read_only_session; /* default_transaction_read_only or target_session_attrs said
                                   it will not write */
-    bool is_ryw_pending;       /* its last write's commit position is being learned: its
-                                  reads go to the primary until then */
+    uint16_t n_ryw_pending;    /* commit positions of its writes still being learned: its
+                                  reads go to the primary until none is */
 };
 
 /** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */

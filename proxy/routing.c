@@ -147,7 +147,7 @@ pick_read(struct client *c, const struct topo_snapshot *t, int primary, const ch
     if (cfg->read_your_writes == CFG_RYW_LSN) {
         /* While its last commit's position is still being learned no replica can be shown to
          * have it: UINT64_MAX keeps every replica out. */
-        min_lsn = c->is_ryw_pending ? UINT64_MAX : c->ryw_lsn;
+        min_lsn = c->n_ryw_pending ? UINT64_MAX : c->ryw_lsn;
     }
     uint64_t key = lim.balance == ROUTER_BALANCE_HASH ? hash_key(c) : 0;
     return router_pick_read(&w->routing.bal, &lim, v, n, primary, min_lsn, key, reason);

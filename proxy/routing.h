@@ -88,7 +88,7 @@ void routing_leave(struct client *c);
 /**
  * The client's transaction ended (ReadyForQuery idle) and its server is about to go back:
  * true when pgmux must learn the commit's position (run ROUTING_LSN_SQL on that connection,
- * pool_conn_release_query, and give the answer to routing_note_lsn; c->is_ryw_pending keeps
+ * pool_conn_release_query, and give the answer to routing_note_lsn; c->n_ryw_pending keeps
  * the client's reads on the primary meanwhile). Opens the write window in window mode.
  */
 bool routing_txn_end(struct client *c);
