@@ -217,7 +217,7 @@ static void
 conn_unlink(struct pool_conn *sc)
 {
     struct pool_local *loc = &sc->pool->local[sc->w->idx];
-    if (sc->state == POOL_CONN_RESET) {
+    if (sc->state == POOL_CONN_RESET && !sc->is_release_query) {
         atomic_fetch_sub(&sc->pool->n_resetting, 1);
     }
     if (sc->state == POOL_CONN_IDLE) {
@@ -1080,7 +1080,13 @@ conn_release(struct pool_conn *sc, bool reset, const char *answer_sql, uint64_t 
         proto_builder_init_dynamic(&pb);
         proto_build_query(&pb, answer_sql ? answer_sql : q);
         sc->state = POOL_CONN_RESET;
-        atomic_fetch_add(&sc->pool->n_resetting, 1);
+        /* A client that finds no idle connection waits for one being reset rather than open
+         * another. Not for a release query: that is the last client's bookkeeping, and the next
+         * client must not queue behind it (the pool's cap still holds). */
+        sc->is_release_query = answer_sql != NULL;
+        if (!sc->is_release_query) {
+            atomic_fetch_add(&sc->pool->n_resetting, 1);
+        }
         sc->deadline_us = mono_now_us() + sc->pool->set.connect_timeout_us;
         sc->expect_ready = 1;
         ev_set_cb(&sc->sock.rio, conn_reset_read_cb);
@@ -1184,7 +1190,10 @@ conn_reset_read_cb(EV_P_ ev_io *io, int revents)
             }
             pool_sock_stop_read(EV_A, &sc->sock);
             sc->state = POOL_CONN_ACTIVE;
-            atomic_fetch_sub(&sc->pool->n_resetting, 1);
+            if (!sc->is_release_query) {
+                atomic_fetch_sub(&sc->pool->n_resetting, 1);
+            }
+            sc->is_release_query = false;
             pool_conn_make_idle(sc);
             return;
         }

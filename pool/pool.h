@@ -265,7 +265,9 @@ struct pool_conn {
     uint64_t synced_hash;       /* settings hash of the client the server's settings match
                                    (0: unknown); lets an attach skip comparing settings */
     uint64_t answer_owner;      /* POOL_CONN_RESET running a release query: who gets its first
-                                   value (on_answer), 0 = a reset query */
+                                   value (on_answer), 0 once answered or for a reset query */
+    bool is_release_query;      /* POOL_CONN_RESET runs a release query, not the reset query:
+                                   not counted in pool->n_resetting (see conn_release) */
     void *client;               /* the attached session while ACTIVE */
     struct ssl_ctx_st *tls_ctx; /* from the SSLRequest until the handshake starts (owned) */
     uint8_t tls_mode;           /* enum pool_tls this connection was opened with */
