@@ -2896,8 +2896,11 @@ admin_process(struct admin_session *s)
             break;
         }
         struct proto_header h;
-        enum status st = proto_header_read((const uint8_t *) b->data + b->parsed, buf_unparsed(b),
-                                           ADMIN_MSG_MAX, &h);
+        /* max_message_size holds here too, when it is the smaller limit */
+        uint32_t max =
+            w->cfg->max_message_size < ADMIN_MSG_MAX ? w->cfg->max_message_size : ADMIN_MSG_MAX;
+        enum status st =
+            proto_header_read((const uint8_t *) b->data + b->parsed, buf_unparsed(b), max, &h);
         if (st == ST_INCOMPLETE) {
             break;
         }

@@ -359,6 +359,17 @@ def test_oversized_message_after_login(bystander_px):
     assert px.bystander.query("SELECT 1") == [["1"]]
 
 
+def test_max_message_size_on_the_admin_console(pgmux):
+    """The console database obeys max_message_size too when it is below its own 1 MiB cap."""
+    px = pgmux(max_message_size="1kB", admin_users="app")
+    c = pgwire.connect(px.port, "app", "pgmux", "app-secret")
+    assert c.query("SHOW VERSION")
+    c.send(pgwire.query_message("SHOW VERSION; -- " + "x" * 2000))
+    errs = raw_errors(c.read_until_eof(timeout=5))
+    c.close()
+    assert [e.get("C") for e in errs] == ["08P01"], errs
+
+
 def test_login_timeout_counts_from_accept(bystander_px):
     """client_login_timeout (2 s) ends a login that trickles its startup packet at one byte
     per 100 ms and would need about 4 s, and one that never answers the password request,
