@@ -824,7 +824,10 @@ client_auth_begin(struct client *c)
 {
     struct worker *w = c->w;
     c->cu = cfg_user_find(w->cfg, c->user);
-    if (c->cu || !w->cfg->auth_user || strcmp(c->user, w->cfg->auth_user) == 0) {
+    /* The console's database exists only in pgmux: auth_query cannot run there, so console
+     * users come from auth_file unless auth_dbname names a real database. */
+    if (c->cu || !w->cfg->auth_user || strcmp(c->user, w->cfg->auth_user) == 0 ||
+        (!w->cfg->auth_dbname && admin_is_console_db(c->database))) {
         return client_auth_challenge(c);
     }
     c->auth = calloc(1, sizeof(*c->auth));

@@ -94,6 +94,10 @@ def test_users_found_by_auth_query(cluster, pgmux, lookup_role, new_role):
     assert wrong.message == f'password authentication failed for user "{scram_role}"'
     assert unknown.message == 'password authentication failed for user "aq_nobody_here"'
     assert pgwire.login_error(px.port, md5_role, "appdb", "not-it").sqlstate == "28P01"
+    # The console's database: auth_dbname (postgres) is where the lookup runs, so a looked-up
+    # user is known there too, and refused for not being in admin_users (28000).
+    e = pgwire.login_error(px.port, scram_role, "pgmux", "aq-scram-pw-1")
+    assert e.sqlstate == "28000", e.fields
     # auth_file users never wait for a lookup
     with px.connect() as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("app",)
@@ -189,6 +193,20 @@ def test_security_definer_function(cluster, pgmux, new_role):
     c = pgwire.connect(px.port, role, "appdb", "aq-fn-pw")
     assert c.query("SELECT current_user") == [[role]]
     c.terminate()
+
+
+def test_console_users_without_auth_dbname(pgmux, lookup_role, new_role):
+    """Without auth_dbname a lookup would run in the client's database, which for the console
+    exists only in pgmux: console users must then be in auth_file, others get 28P01."""
+    role = new_role("aq-console-pw")
+    px = pgmux(userlist=userlist(), auth_user=lookup_role, admin_users=f"app,{role}",
+               log_level="debug")
+    e = pgwire.login_error(px.port, role, "pgmux", "aq-console-pw")
+    assert e.sqlstate == "28P01", e.fields
+    c = pgwire.connect(px.port, "app", "pgmux", "app-secret")
+    assert c.query("SHOW VERSION")
+    c.terminate()
+    assert "auth_query for user" not in px.log_text()
 
 
 def test_auth_user_with_wrong_password(pgmux, lookup_role, new_role):
