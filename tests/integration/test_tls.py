@@ -250,6 +250,19 @@ def test_data_after_sslrequest_refused(pgmux, certs):
         assert c.execute("select 1").fetchone() == (1,)
 
 
+def test_direct_tls_without_sslrequest_refused(pgmux, certs):
+    """A ClientHello sent straight away (PostgreSQL 17's sslnegotiation=direct) is not a
+    startup packet: refused in the clear, and pgmux keeps serving."""
+    px = pgmux(**tls_settings(certs))
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    with socket.create_connection(("127.0.0.1", px.port), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            ctx.wrap_socket(raw, server_hostname="localhost")
+    with px.connect(sslmode="require") as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    assert "invalid length of startup packet" in px.log_text()
+
+
 def test_stalled_handshake_blocks_nobody(pgmux, certs):
     px = pgmux(**tls_settings(certs), workers=1, client_login_timeout="1s")
     stalled = []
