@@ -1018,17 +1018,15 @@ admin_flush(struct admin_session *s)
         }
     }
     while (s->out_sent < s->out.len) {
-        ssize_t n =
-            send(c->sock.fd, s->out.data + s->out_sent, s->out.len - s->out_sent, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            pool_sock_start_write(w->loop, &c->sock);
+        /* through pool_sock_write: a console session may be a TLS one */
+        long n = pool_sock_write(&c->sock, (const char *) s->out.data + s->out_sent,
+                                 s->out.len - s->out_sent);
+        if (n < 0) {
+            client_close(c, "could not write to the client");
             return;
         }
-        if (n <= 0) {
-            client_close(c, "could not write to the client");
+        if (n == 0) {
+            pool_sock_start_write(w->loop, &c->sock);
             return;
         }
         s->out_sent += (size_t) n;

@@ -132,6 +132,14 @@ def test_cancel_under_require(pgmux, certs, cluster):
         assert c.execute("select 4").fetchone() == (4,)
 
 
+def test_admin_console_over_tls(pgmux, certs):
+    px = pgmux(**tls_settings(certs), admin_users="app")
+    with px.connect(dbname="pgmux", sslmode="verify-full", sslrootcert=certs / "ca.crt") as c:
+        assert c.pgconn.ssl_in_use
+        rows = c.execute("SHOW CLIENTS").fetchall()
+        assert len(rows) >= 1
+
+
 def test_prefer_and_disable_modes(pgmux, certs):
     px = pgmux(**tls_settings(certs, client_tls_mode="prefer"))
     with px.connect(sslmode="prefer") as c:
