@@ -1428,6 +1428,66 @@ test_key_table(void **state)
     assert_int_equal(cfg_key_parse(-1, "x", &v, why, sizeof why), -1);
 }
 
+/* Monitoring and logging keys: defaults, good values, and a refusal for each bad one. */
+static void
+test_metrics_and_logging_keys(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    if (load_text("[pgmux]\nauth_type = trust\n" NODE_A, &c) != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->metrics_port, 0);
+    assert_string_equal(c->metrics_addr, "127.0.0.1");
+    assert_int_equal(c->log_destination, CFG_LOG_STDERR);
+    assert_string_equal(c->syslog_ident, "pgmux");
+    assert_string_equal(cfg_syslog_facility_name(c->syslog_facility), "daemon");
+    assert_string_equal(c->syslog_socket, "/dev/log");
+    assert_int_equal(c->log_min_duration_ms, -1);
+    cfg_unref(c);
+
+    c = NULL;
+    if (load_text("[pgmux]\nauth_type = trust\nmetrics_addr = *\nmetrics_port = 9930\n"
+                  "log_destination = syslog\nsyslog_ident = pgmux-7\nsyslog_facility = local5\n"
+                  "syslog_socket = /run/log.sock\nlog_min_duration = 250ms\n" NODE_A,
+                  &c) != 0) {
+        fail_msg("%s", err);
+    }
+    assert_string_equal(c->metrics_addr, "*");
+    assert_int_equal(c->metrics_port, 9930);
+    assert_int_equal(c->log_destination, CFG_LOG_SYSLOG);
+    assert_string_equal(cfg_log_dest_name(c->log_destination), "syslog");
+    assert_string_equal(c->syslog_ident, "pgmux-7");
+    assert_int_equal(c->syslog_facility, 21);
+    assert_string_equal(c->syslog_socket, "/run/log.sock");
+    assert_int_equal(c->log_min_duration_ms, 250);
+    cfg_unref(c);
+
+    c = NULL;
+    if (load_text("[pgmux]\nauth_type = trust\nlog_min_duration = 0\n" NODE_A, &c) != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->log_min_duration_ms, 0); /* every request */
+    cfg_unref(c);
+
+    expect_fail("[pgmux]\nauth_type = trust\nmetrics_port = 70000\n" NODE_A, 1);
+    expect_line(ini_path, 3, "metrics_port: 70000 is out of range 0..65535");
+    expect_fail("[pgmux]\nauth_type = trust\nmetrics_port = 6432\n" NODE_A, 1);
+    expect_line(ini_path, 3, "metrics_port: 6432 is also listen_port");
+    expect_fail("[pgmux]\nauth_type = trust\nlog_destination = file\n" NODE_A, 1);
+    expect_line(ini_path, 3, "log_destination:");
+    expect_fail("[pgmux]\nauth_type = trust\nsyslog_facility = kern\n" NODE_A, 1);
+    expect_line(ini_path, 3, "syslog_facility:");
+    expect_fail("[pgmux]\nauth_type = trust\nsyslog_ident = \"a:b\"\n" NODE_A, 1);
+    expect_line(ini_path, 3, "syslog_ident:");
+    expect_fail("[pgmux]\nauth_type = trust\nsyslog_socket = log.sock\n" NODE_A, 1);
+    expect_line(ini_path, 3, "syslog_socket: 'log.sock' is not an absolute path");
+    expect_fail("[pgmux]\nauth_type = trust\nlog_min_duration = fast\n" NODE_A, 1);
+    expect_line(ini_path, 3, "log_min_duration: 'fast' is not a duration");
+    expect_fail("[pgmux]\nauth_type = trust\nlog_min_duration = -5\n" NODE_A, 1);
+    expect_line(ini_path, 3, "log_min_duration:");
+}
+
 int
 main(void)
 {
@@ -1475,6 +1535,7 @@ main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test_teardown(test_key_table, teardown),
         cmocka_unit_test_teardown(test_routing_keys, teardown),
+        cmocka_unit_test_teardown(test_metrics_and_logging_keys, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
