@@ -149,27 +149,30 @@ def main():
                                 [target]).fetchone()[0]:
                 time.sleep(0.1)
 
-        # 1. pgbench -S -c 50: who served the statements
-        proc, port, logname = start_pgmux(workdir, env)
-        before = xact_commits(env)
-        tps, lat, txns, failed = pgbench(port, ["-S"], 50)
-        stop_pgmux(proc)
-        # A backend reports its counters when it exits (or at most once a second while busy):
-        # read them once pgmux's server connections are gone.
-        wait_backends_gone(env)
-        after = xact_commits(env)
-        served = {k: after[k] - before[k] for k in before}
-        total = sum(served.values())
-        routed = [line.split("routed: ", 1)[1] for line in open(logname, errors="replace")
-                  if "routed: " in line]
-        print(f"## pgbench -S -c 50 -j 2 -T {TIME}, scale {SCALE}, through pgmux "
-              f"(transaction pooling, 2 workers, read_write_split = on, defaults)\n")
-        print(f"pgbench: {txns} transactions, {failed} failed, tps {tps:.0f}, "
-              f"latency {lat:.3f} ms")
-        for node in ("primary", "replica"):
-            print(f"- {node}: {served[node]} transactions committed "
-                  f"({100.0 * served[node] / total:.1f}% of {total})")
-        print("- pgmux counters: " + " | ".join(routed))
+        # 1. pgbench -S -c 50: who served the statements (defaults, then the primary taking
+        #    reads too with primary_reads_weight = 1 beside the replica's weight 1)
+        for extra in ({}, {"primary_reads_weight": 1}):
+            proc, port, logname = start_pgmux(workdir, env, **extra)
+            before = xact_commits(env)
+            tps, lat, txns, failed = pgbench(port, ["-S"], 50)
+            stop_pgmux(proc)
+            # A backend reports its counters when it exits (or at most once a second while
+            # busy): read them once pgmux's server connections are gone.
+            wait_backends_gone(env)
+            after = xact_commits(env)
+            served = {k: after[k] - before[k] for k in before}
+            total = sum(served.values())
+            routed = [line.split("routed: ", 1)[1].split(";")[0]
+                      for line in open(logname, errors="replace") if "routed: " in line]
+            keys = ", ".join(f"{k} = {v}" for k, v in extra.items()) or "defaults"
+            print(f"## pgbench -S -c 50 -j 2 -T {TIME}, scale {SCALE}, through pgmux "
+                  f"(transaction pooling, 2 workers, {keys})\n")
+            print(f"pgbench: {txns} transactions, {failed} failed, tps {tps:.0f}, "
+                  f"latency {lat:.3f} ms")
+            for node in ("primary", "replica"):
+                print(f"- {node}: {served[node]} transactions committed "
+                      f"({100.0 * served[node] / total:.1f}% of {total})")
+            print("- pgmux per worker: " + " | ".join(routed) + "\n")
 
         # 2. read-your-writes = lsn vs off, TPC-B-like, alternating
         results = {"lsn": [], "off": []}
