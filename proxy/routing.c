@@ -200,6 +200,13 @@ routing_login(struct client *c, struct pool *home)
 }
 
 bool
+routing_on_replica(struct client *c)
+{
+    struct worker *w = c->w;
+    return c->route_node >= 0 && c->route_node != primary_of(w, w->topo);
+}
+
+bool
 routing_fallback(struct client *c)
 {
     struct worker *w = c->w;

@@ -97,6 +97,9 @@ bool routing_txn_end(struct client *c);
  * the primary for read_your_writes_window). */
 void routing_note_lsn(struct client *c, const char *text, size_t len);
 
+/** Whether the client's current transaction runs on a node other than the primary. */
+bool routing_on_replica(struct client *c);
+
 /** Whether a Parse text may run on a replica (remembered with a named statement). */
 bool routing_text_is_read(struct client *c, const char *sql, size_t len);
 

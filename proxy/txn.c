@@ -273,6 +273,13 @@ judge_sql(struct client *c, const char *sql, size_t len, struct router_scan *sc_
                         "carry to the next server connection",
                         "set pin_session_state = on to keep the server connection for the rest "
                         "of the session, or use pool_mode = session");
+    } else if (!c->is_pinned && (sc_out->flags & ROUTER_F_PINS) && routing_on_replica(c)) {
+        /* Pinned clients belong on the primary, where their writes can run; this transaction
+         * started as a read on a replica and cannot move. */
+        r = refusal_sql("this statement keeps session state, which pgmux keeps only on the "
+                        "primary, but this transaction runs on a replica",
+                        "run it outside the read-only transaction, or start that transaction "
+                        "with a /* pgmux: primary */ comment");
     } else {
         return NULL;
     }
