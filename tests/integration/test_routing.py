@@ -115,6 +115,25 @@ def test_explicit_transactions_stay_on_one_node(cluster, rt, routing_table):
         c.execute("COMMIT")
 
 
+def test_session_state_is_not_created_on_a_replica(cluster, rt):
+    """Pinning state belongs on the primary: inside a read-only transaction on a replica it is
+    refused, and the client stays unpinned."""
+    px = rt()
+    with px.connect() as c:
+        c.execute("BEGIN READ ONLY")
+        assert where(cluster, c) == "replica"
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            c.execute("SET work_mem = '8MB'")
+        assert "only on the primary" in str(e.value)
+        c.execute("ROLLBACK")
+        assert where(cluster, c) == "replica"  # not pinned
+        assert c.execute("SHOW work_mem").fetchone()[0] != "8MB"
+        # outside it, the same statement pins the client to the primary
+        c.execute("SET work_mem = '8MB'")
+        assert where(cluster, c) == "primary"
+        assert c.execute("SHOW work_mem").fetchone()[0] == "8MB"
+
+
 def test_one_query_string_that_begins_a_read_only_transaction(cluster, rt):
     px = rt()
     conn = pgwire.connect(px.port, "app", "appdb", "app-secret")
@@ -264,20 +283,30 @@ def test_weight_zero_replica_gets_no_reads(cluster, rt):
 # ---- read-your-writes ------------------------------------------------------------------------
 
 
+class ReplayPause:
+    """Pause and resume WAL replay on the shared replica."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+
+    def __call__(self):
+        with self.cluster.su(replica=True) as r:
+            r.execute("SELECT pg_wal_replay_pause()")
+
+    def resume(self):
+        with self.cluster.su(replica=True) as r:
+            r.execute("SELECT pg_wal_replay_resume()")
+
+
 @pytest.fixture
 def paused_replica(cluster):
-    """Call it to pause WAL replay on the shared replica; replay is always resumed after the
-    test."""
-    state = {"paused": False}
-
-    def pause():
-        with cluster.su(replica=True) as r:
-            r.execute("SELECT pg_wal_replay_pause()")
-        state["paused"] = True
-
-    yield pause
-    with cluster.su(replica=True) as r:
-        r.execute("SELECT pg_wal_replay_resume()")
+    """Call it to pause WAL replay on the shared replica (.resume() to resume); replay is
+    always resumed after the test."""
+    p = ReplayPause(cluster)
+    try:
+        yield p
+    finally:
+        p.resume()
 
 
 def insert_one(cluster, c, v):
