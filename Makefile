@@ -227,12 +227,12 @@ FUZZ_DIR     := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_ARGS    ?=
-FUZZ_TARGETS ?= startup frontend backend scram config scan classify hba
+FUZZ_TARGETS ?= startup frontend backend scram config scan classify hba admin
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 $(FUZZ_SAN)
 FUZZ_LIBS    := $(shell pkg-config --libs openssl inih 2>/dev/null) $(PG_QUERY_LIBS) -lpthread
 FUZZ_LIB_SRC := $(wildcard common/*.c protocol/*.c) router/lex.c router/scan.c router/classify.c \
-                proxy/config.c proxy/hba.c
+                proxy/config.c proxy/hba.c proxy/admin_cmd.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 # -max_len per target: a startup packet may be 10000 bytes; SCRAM messages at most 512 each;
@@ -245,6 +245,7 @@ FUZZ_MAXLEN_config   := 8192
 FUZZ_MAXLEN_hba      := 8192
 FUZZ_MAXLEN_scan     := 4096
 FUZZ_MAXLEN_classify := 4096
+FUZZ_MAXLEN_admin    := 4096
 
 $(FUZZ_DIR)/.flags: FORCE
 	@mkdir -p $(@D)

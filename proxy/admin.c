@@ -43,6 +43,7 @@
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
 #include "protocol/wire.h"
+#include "proxy/admin_cmd.h"
 #include "proxy/client.h"
 #include "proxy/config.h"
 #include "proxy/runtime.h"
@@ -57,8 +58,6 @@
 #define ADMIN_MAX_STMTS    64            /* prepared statements per console session */
 #define ADMIN_MAX_PORTALS  16
 #define ADMIN_MAX_COLS     16
-#define ADMIN_ARG_MAX      64  /* database and key names (NAMEDATALEN) */
-#define ADMIN_VALUE_MAX    256 /* SET values */
 #define ADMIN_PAUSE_POLL_S 0.02
 #define ADMIN_PG_EPOCH_US  946684800000000LL /* 2000-01-01 00:00:00 UTC in Unix microseconds */
 
@@ -255,33 +254,6 @@ admin_is_console_db(const char *database)
 /* ---------------------------------------------------------------------------------------- */
 /* Commands and their result columns                                                         */
 
-enum admin_kind {
-    AK_EMPTY, /* nothing but whitespace and comments */
-    AK_SHOW_POOLS,
-    AK_SHOW_STATS,
-    AK_SHOW_SERVERS,
-    AK_SHOW_CLIENTS,
-    AK_SHOW_NODES,
-    AK_SHOW_CONFIG,
-    AK_SHOW_VERSION,
-    AK_PAUSE,
-    AK_RESUME,
-    AK_RELOAD,
-    AK_KILL,
-    AK_SHUTDOWN,
-    AK_SET,
-    AK_BEGIN,  /* accepted so drivers that open transactions on their own work; nothing on */
-    AK_COMMIT, /* the console is transactional */
-    AK_ROLLBACK,
-};
-
-struct admin_cmd {
-    enum admin_kind kind;
-    bool has_arg;
-    char arg[ADMIN_ARG_MAX];     /* database (PAUSE, RESUME, KILL) or key (SET) */
-    char value[ADMIN_VALUE_MAX]; /* SET */
-};
-
 enum admin_type {
     AT_TEXT,
     AT_INT8,
@@ -379,370 +351,6 @@ cmd_cols(enum admin_kind k, int *n)
 #undef COLS
 }
 
-static bool
-cmd_is_read_only(enum admin_kind k)
-{
-    switch (k) {
-    case AK_EMPTY:
-    case AK_SHOW_POOLS:
-    case AK_SHOW_STATS:
-    case AK_SHOW_SERVERS:
-    case AK_SHOW_CLIENTS:
-    case AK_SHOW_NODES:
-    case AK_SHOW_CONFIG:
-    case AK_SHOW_VERSION:
-    case AK_BEGIN:
-    case AK_COMMIT:
-    case AK_ROLLBACK:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Parser: one statement of the console's small grammar                                      */
-
-#define ADMIN_HELP                                                                                \
-    "the console understands SHOW POOLS | STATS | SERVERS | CLIENTS | NODES | CONFIG | VERSION, " \
-    "PAUSE [db], RESUME [db], RELOAD, KILL db, SHUTDOWN and SET key = value"
-
-struct admin_parse_err {
-    const char *sqlstate;
-    char message[200];
-    const char *hint;
-};
-
-struct lexer {
-    const char *p;
-    const char *end;
-};
-
-static void
-lex_skip(struct lexer *lx)
-{
-    for (;;) {
-        while (lx->p < lx->end && isspace((unsigned char) *lx->p)) {
-            lx->p++;
-        }
-        if (lx->end - lx->p >= 2 && lx->p[0] == '-' && lx->p[1] == '-') {
-            while (lx->p < lx->end && *lx->p != '\n') {
-                lx->p++;
-            }
-            continue;
-        }
-        if (lx->end - lx->p >= 2 && lx->p[0] == '/' && lx->p[1] == '*') {
-            const char *q = lx->p + 2;
-            while (q + 1 < lx->end && !(q[0] == '*' && q[1] == '/')) {
-                q++;
-            }
-            lx->p = q + 1 < lx->end ? q + 2 : lx->end;
-            continue;
-        }
-        return;
-    }
-}
-
-static bool
-lex_at_end(struct lexer *lx)
-{
-    lex_skip(lx);
-    while (lx->p < lx->end && *lx->p == ';') {
-        lx->p++;
-        lex_skip(lx);
-    }
-    return lx->p >= lx->end;
-}
-
-/*
- * An identifier: unquoted ones are folded to lower case, as PostgreSQL does; "quoted" ones are
- * kept as written ("" is a quote). false when there is none or it does not fit.
- */
-static bool
-lex_ident(struct lexer *lx, char *out, size_t cap)
-{
-    lex_skip(lx);
-    size_t n = 0;
-    if (lx->p < lx->end && *lx->p == '"') {
-        const char *q = lx->p + 1;
-        for (;;) {
-            if (q >= lx->end) {
-                return false;
-            }
-            if (*q == '"') {
-                if (q + 1 < lx->end && q[1] == '"') {
-                    q++;
-                } else {
-                    break;
-                }
-            }
-            if (n + 1 >= cap) {
-                return false;
-            }
-            out[n++] = *q++;
-        }
-        lx->p = q + 1;
-        out[n] = '\0';
-        return n > 0;
-    }
-    const char *q = lx->p;
-    while (q < lx->end &&
-           (isalnum((unsigned char) *q) || *q == '_' || *q == '$' || *q == '-' || *q == '.')) {
-        if (n + 1 >= cap) {
-            return false;
-        }
-        out[n++] = (char) tolower((unsigned char) *q);
-        q++;
-    }
-    if (n == 0) {
-        return false;
-    }
-    lx->p = q;
-    out[n] = '\0';
-    return true;
-}
-
-/* A keyword (case-insensitive) as the next word. Consumes it only when it matches. */
-static bool
-lex_keyword(struct lexer *lx, const char *kw)
-{
-    lex_skip(lx);
-    size_t n = strlen(kw);
-    if ((size_t) (lx->end - lx->p) < n || strncasecmp(lx->p, kw, n) != 0) {
-        return false;
-    }
-    const char *after = lx->p + n;
-    if (after < lx->end && (isalnum((unsigned char) *after) || *after == '_')) {
-        return false;
-    }
-    lx->p = after;
-    return true;
-}
-
-/* A SET value: 'quoted' ('' is a quote), or a bare run of letters, digits and . _ - +. */
-static bool
-lex_value(struct lexer *lx, char *out, size_t cap)
-{
-    lex_skip(lx);
-    size_t n = 0;
-    if (lx->p < lx->end && *lx->p == '\'') {
-        const char *q = lx->p + 1;
-        for (;;) {
-            if (q >= lx->end) {
-                return false;
-            }
-            if (*q == '\'') {
-                if (q + 1 < lx->end && q[1] == '\'') {
-                    q++;
-                } else {
-                    break;
-                }
-            }
-            if (n + 1 >= cap) {
-                return false;
-            }
-            out[n++] = *q++;
-        }
-        lx->p = q + 1;
-        out[n] = '\0';
-        return true;
-    }
-    const char *q = lx->p;
-    while (q < lx->end &&
-           (isalnum((unsigned char) *q) || *q == '.' || *q == '_' || *q == '-' || *q == '+')) {
-        if (n + 1 >= cap) {
-            return false;
-        }
-        out[n++] = *q++;
-    }
-    if (n == 0) {
-        return false;
-    }
-    lx->p = q;
-    out[n] = '\0';
-    return true;
-}
-
-static int parse_fail(struct admin_parse_err *e, const char *sqlstate, const char *hint,
-                      const char *fmt, ...) PRINTF_LIKE(4, 5);
-
-static int
-parse_fail(struct admin_parse_err *e, const char *sqlstate, const char *hint, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof(e->message), fmt, ap);
-    va_end(ap);
-    e->sqlstate = sqlstate;
-    e->hint = hint;
-    return -1;
-}
-
-/* The first word of the text, for messages. */
-static void
-first_word(const char *p, const char *end, char *out, size_t cap)
-{
-    struct lexer lx = { p, end };
-    lex_skip(&lx);
-    size_t n = 0;
-    while (lx.p < end && !isspace((unsigned char) *lx.p) && *lx.p != ';' && n + 1 < cap) {
-        out[n++] = *lx.p++;
-    }
-    out[n] = '\0';
-}
-
-/* Parse one statement [p, end) (a trailing ';' is allowed). 0, or -1 with e filled. */
-static int
-admin_parse(const char *p, const char *end, struct admin_cmd *cmd, struct admin_parse_err *e)
-{
-    struct lexer lx = { p, end };
-    memset(cmd, 0, sizeof(*cmd));
-    if (lex_at_end(&lx)) {
-        cmd->kind = AK_EMPTY;
-        return 0;
-    }
-    if (lex_keyword(&lx, "show")) {
-        static const struct {
-            const char *word;
-            enum admin_kind kind;
-        } shows[] = {
-            { "pools", AK_SHOW_POOLS },     { "stats", AK_SHOW_STATS },
-            { "servers", AK_SHOW_SERVERS }, { "clients", AK_SHOW_CLIENTS },
-            { "nodes", AK_SHOW_NODES },     { "config", AK_SHOW_CONFIG },
-            { "version", AK_SHOW_VERSION },
-        };
-        char word[ADMIN_ARG_MAX];
-        if (!lex_ident(&lx, word, sizeof(word))) {
-            return parse_fail(e, SQLSTATE_SYNTAX_ERROR, ADMIN_HELP, "SHOW needs what to show");
-        }
-        for (size_t i = 0; i < ARRAY_LEN(shows); i++) {
-            if (strcmp(word, shows[i].word) == 0) {
-                cmd->kind = shows[i].kind;
-                goto tail;
-            }
-        }
-        return parse_fail(e, SQLSTATE_SYNTAX_ERROR, ADMIN_HELP, "unknown SHOW command \"%s\"",
-                          word);
-    }
-    bool is_pause = lex_keyword(&lx, "pause");
-    if (is_pause || lex_keyword(&lx, "resume")) {
-        cmd->kind = is_pause ? AK_PAUSE : AK_RESUME;
-        if (!lex_at_end(&lx)) {
-            cmd->has_arg = lex_ident(&lx, cmd->arg, sizeof(cmd->arg));
-            if (!cmd->has_arg) {
-                return parse_fail(e, SQLSTATE_SYNTAX_ERROR, "PAUSE [database], RESUME [database]",
-                                  "syntax error: expected a database name");
-            }
-        }
-        goto tail;
-    }
-    if (lex_keyword(&lx, "kill")) {
-        cmd->kind = AK_KILL;
-        cmd->has_arg = lex_ident(&lx, cmd->arg, sizeof(cmd->arg));
-        if (!cmd->has_arg) {
-            return parse_fail(e, SQLSTATE_SYNTAX_ERROR, "KILL database",
-                              "KILL needs the database whose connections it drops");
-        }
-        goto tail;
-    }
-    if (lex_keyword(&lx, "reload")) {
-        cmd->kind = AK_RELOAD;
-        goto tail;
-    }
-    if (lex_keyword(&lx, "shutdown")) {
-        cmd->kind = AK_SHUTDOWN;
-        goto tail;
-    }
-    if (lex_keyword(&lx, "set")) {
-        cmd->kind = AK_SET;
-        (void) lex_keyword(&lx, "session");
-        if (!lex_ident(&lx, cmd->arg, sizeof(cmd->arg))) {
-            return parse_fail(e, SQLSTATE_SYNTAX_ERROR, "SET key = value",
-                              "syntax error: SET needs a key");
-        }
-        cmd->has_arg = true;
-        lex_skip(&lx);
-        if (lx.p < lx.end && *lx.p == '=') {
-            lx.p++;
-        } else if (!lex_keyword(&lx, "to")) {
-            return parse_fail(e, SQLSTATE_SYNTAX_ERROR, "SET key = value",
-                              "syntax error: expected = or TO after \"%s\"", cmd->arg);
-        }
-        if (!lex_value(&lx, cmd->value, sizeof(cmd->value))) {
-            return parse_fail(e, SQLSTATE_SYNTAX_ERROR,
-                              "SET key = value; quote values that hold "
-                              "spaces: SET key = 'value'",
-                              "syntax error: SET %s needs a value", cmd->arg);
-        }
-        goto tail;
-    }
-    if (lex_keyword(&lx, "begin") || lex_keyword(&lx, "start")) {
-        cmd->kind = AK_BEGIN;
-        (void) lex_keyword(&lx, "transaction");
-        (void) lex_keyword(&lx, "work");
-        goto tail;
-    }
-    if (lex_keyword(&lx, "commit") || lex_keyword(&lx, "end")) {
-        cmd->kind = AK_COMMIT;
-        (void) lex_keyword(&lx, "transaction");
-        (void) lex_keyword(&lx, "work");
-        goto tail;
-    }
-    if (lex_keyword(&lx, "rollback") || lex_keyword(&lx, "abort")) {
-        cmd->kind = AK_ROLLBACK;
-        (void) lex_keyword(&lx, "transaction");
-        (void) lex_keyword(&lx, "work");
-        goto tail;
-    }
-    {
-        char word[32];
-        first_word(p, end, word, sizeof(word));
-        return parse_fail(e, SQLSTATE_SYNTAX_ERROR, ADMIN_HELP,
-                          "unrecognized admin console command \"%s\"", word);
-    }
-tail:
-    if (!lex_at_end(&lx)) {
-        char word[32];
-        first_word(lx.p, lx.end, word, sizeof(word));
-        return parse_fail(e, SQLSTATE_SYNTAX_ERROR, ADMIN_HELP, "syntax error at or near \"%s\"",
-                          word);
-    }
-    return 0;
-}
-
-/*
- * The end of the statement starting at p: the first ';' outside quotes and comments, or end.
- */
-static const char *
-statement_end(const char *p, const char *end)
-{
-    while (p < end) {
-        if (*p == '\'' || *p == '"') {
-            char q = *p++;
-            while (p < end && *p != q) {
-                p++;
-            }
-            if (p < end) {
-                p++;
-            }
-        } else if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
-            while (p < end && *p != '\n') {
-                p++;
-            }
-        } else if (end - p >= 2 && p[0] == '/' && p[1] == '*') {
-            p += 2;
-            while (end - p >= 2 && !(p[0] == '*' && p[1] == '/')) {
-                p++;
-            }
-            p = end - p >= 2 ? p + 2 : end;
-        } else if (*p == ';') {
-            return p;
-        } else {
-            p++;
-        }
-    }
-    return end;
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Rows: DataRow in text or binary, as the portal asked                                      */
@@ -2304,7 +1912,7 @@ admin_exec(struct admin_session *s)
     struct worker *w = s->c->w;
     struct admin_shared *adm = &w->rt->admin;
     char msg[300];
-    if (!s->is_admin && !cmd_is_read_only(cmd->kind)) {
+    if (!s->is_admin && !admin_cmd_is_read_only(cmd->kind)) {
         out_error(s, SQLSTATE_INSUFFICIENT_PRIVILEGE,
                   "permission denied: only SHOW is allowed to stats_users",
                   "list the user in admin_users to run this command");
@@ -2530,17 +2138,16 @@ msg_parse(struct admin_session *s, const uint8_t *body, size_t len)
     struct admin_cmd cmd;
     struct admin_parse_err e;
     const char *end = query + qlen;
-    const char *stmt_end = statement_end(query, end);
+    const char *stmt_end = admin_cmd_statement_end(query, end);
     if (stmt_end < end) {
-        struct lexer lx = { stmt_end, end };
-        if (!lex_at_end(&lx)) {
+        if (!admin_cmd_is_empty(stmt_end, end)) {
             out_error(s, SQLSTATE_SYNTAX_ERROR,
                       "cannot insert multiple commands into a prepared statement", NULL);
             s->is_skipping = true;
             return;
         }
     }
-    if (admin_parse(query, stmt_end, &cmd, &e) != 0) {
+    if (admin_cmd_parse(query, stmt_end, &cmd, &e) != 0) {
         out_error(s, e.sqlstate, e.message, e.hint);
         s->is_skipping = true;
         return;
@@ -2781,15 +2388,14 @@ query_step(struct admin_session *s)
     const char *end = base + s->query_len;
     while (s->query_pos < s->query_len) {
         const char *p = base + s->query_pos;
-        const char *e = statement_end(p, end);
+        const char *e = admin_cmd_statement_end(p, end);
         s->query_pos = (size_t) (e - base) + (e < end ? 1 : 0);
-        struct lexer lx = { p, e };
-        if (lex_at_end(&lx)) {
+        if (admin_cmd_is_empty(p, e)) {
             continue;
         }
         struct admin_parse_err pe;
         s->n_run++;
-        if (admin_parse(p, e, &s->cur, &pe) != 0) {
+        if (admin_cmd_parse(p, e, &s->cur, &pe) != 0) {
             out_error(s, pe.sqlstate, pe.message, pe.hint);
             s->query_pos = s->query_len;
             break;

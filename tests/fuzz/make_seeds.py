@@ -191,3 +191,13 @@ put("classify", "explain", "\x02EXPLAIN (ANALYZE off, COSTS) INSERT INTO t SELEC
 put("classify", "hint", "\x00/* pgmux: replica */ -- x\nSELECT E'\\'', $q$ ; $q$, \"a\"\"b\" INTO t2")
 put("classify", "set", "\x00SET default_transaction_read_only = on; SET transaction_read_only TO off; "
     "RESET ALL; SHOW x; TABLE t; VALUES (1)")
+
+# ---- admin: the admin console's query text ----------------------------------------------------
+put("admin", "show", "SHOW POOLS; show stats;SHOW SERVERS ; SHOW CLIENTS;SHOW NODES; SHOW CONFIG;"
+    "SHOW VERSION")
+put("admin", "pause", "PAUSE; PAUSE appdb; RESUME \"App\"\"DB\"; KILL appdb; RESUME; RELOAD; SHUTDOWN")
+put("admin", "set", "SET query_wait_timeout = '250ms'; set log_level TO debug; "
+    "SET SESSION application_name = 'it''s'; SET max_open_conns=5")
+put("admin", "comments", "/* c ; */ SHOW -- x;\n VERSION; BEGIN; START TRANSACTION WORK; COMMIT; "
+    "ROLLBACK; ABORT; END;;")
+put("admin", "refused", "SELECT 1; SHOW TABLES; KILL; SET x; SET y = 'open")
