@@ -268,7 +268,9 @@ def test_pause_cancel_undoes_it(console):
     running.execute("SELECT 1")
     with admin_conn(px) as adm:
         pause = Background(adm.execute, "PAUSE")
-        time.sleep(0.2)
+        wait_for(lambda: "command=PAUSE db=*" in px.log_text(), what="the PAUSE under way")
+        time.sleep(0.1)
+        assert not pause.done()
         adm.cancel()
         err = pause.error(timeout=10)
         assert isinstance(err, psycopg.errors.QueryCanceled), err
@@ -365,7 +367,7 @@ def test_reload_and_shutdown(console):
         cfg = {r[0]: r[1] for r in adm.execute("SHOW CONFIG")}
         assert cfg["query_wait_timeout"] == "1s"
         adm.execute("RELOAD")
-        assert "configuration reloaded" in px.log_text()
+        wait_for(lambda: "configuration reloaded" in px.log_text(), what="the reload logged")
         cfg = {r[0]: r[1] for r in adm.execute("SHOW CONFIG")}
         assert cfg["query_wait_timeout"] == "30s"
 
@@ -380,7 +382,7 @@ def test_reload_and_shutdown(console):
         ini.write_text(text + "\nno_such_key = 1\n")
         with pytest.raises(psycopg.errors.ConfigFileError):
             adm.execute("RELOAD")
-        assert "no_such_key" in px.log_text()
+        wait_for(lambda: "no_such_key" in px.log_text(), what="the refused key logged")
         cfg = {r[0]: r[1] for r in adm.execute("SHOW CONFIG")}
         assert cfg["query_wait_timeout"] == "45s"
         ini.write_text(text)
