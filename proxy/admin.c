@@ -42,6 +42,7 @@
 #include "pool/pool.h"
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
+#include "protocol/startup.h"
 #include "protocol/wire.h"
 #include "proxy/admin_cmd.h"
 #include "proxy/client.h"
@@ -301,13 +302,21 @@ static const struct admin_col cols_pools[] = {
 };
 
 static const struct admin_col cols_clients[] = {
-    { "type", AT_TEXT },         { "user", AT_TEXT },
-    { "database", AT_TEXT },     { "state", AT_TEXT },
-    { "addr", AT_TEXT },         { "port", AT_INT4 },
-    { "connect_time", AT_TIME }, { "request_time", AT_TIME },
-    { "wait", AT_INT8 },         { "wait_us", AT_INT8 },
-    { "worker", AT_INT4 },       { "id", AT_TEXT },
-    { "link", AT_INT8 },         { "prepared_statements", AT_INT8 },
+    { "type", AT_TEXT },
+    { "user", AT_TEXT },
+    { "database", AT_TEXT },
+    { "state", AT_TEXT },
+    { "addr", AT_TEXT },
+    { "port", AT_INT4 },
+    { "connect_time", AT_TIME },
+    { "request_time", AT_TIME },
+    { "wait", AT_INT8 },
+    { "wait_us", AT_INT8 },
+    { "worker", AT_INT4 },
+    { "id", AT_TEXT },
+    { "link", AT_INT8 },
+    { "prepared_statements", AT_INT8 },
+    { "application_name", AT_TEXT },
 };
 
 static const struct admin_col cols_servers[] = {
@@ -731,6 +740,19 @@ admin_session_start(struct client *c)
     c->admin = s;
     client_set_state(c, CLIENT_ADMIN);
 
+    /* The console keeps only application_name of the startup parameters, for SHOW CLIENTS and
+     * to report it back as a server would. */
+    const char *app = "";
+    struct proto_startup su;
+    struct proto_err perr;
+    if (c->startup &&
+        proto_startup_parse((const uint8_t *) c->startup, c->startup_len, &su, &perr) == ST_OK) {
+        const char *v = proto_startup_param(&su, "application_name");
+        if (v && pool_params_set(&c->want, "application_name", v) == ST_OK) {
+            app = v;
+        }
+    }
+
     struct proto_builder *pb = &s->out;
     proto_build_auth_ok(pb);
     /* What a PostgreSQL 15 server reports, so drivers set themselves up as usual; the version
@@ -745,7 +767,7 @@ admin_session_start(struct client *c)
     proto_build_parameter_status(pb, "standard_conforming_strings", "on");
     proto_build_parameter_status(pb, "is_superuser", "off");
     proto_build_parameter_status(pb, "session_authorization", c->user);
-    proto_build_parameter_status(pb, "application_name", "");
+    proto_build_parameter_status(pb, "application_name", app);
     uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | c->slot;
     proto_build_backend_key(pb, pid, c->cancel_key);
     proto_build_ready(pb, 'I');
@@ -894,6 +916,18 @@ gather_cancel(struct admin_session *s)
     }
 }
 
+/* A setting the client asked for (startup packet or SET), or NULL. */
+static const char *
+want_value(const struct client *c, const char *name)
+{
+    for (int i = 0; i < c->want.n; i++) {
+        if (strcasecmp(c->want.v[i].name, name) == 0) {
+            return c->want.v[i].value;
+        }
+    }
+    return NULL;
+}
+
 static const char *
 client_state_name(const struct client *c)
 {
@@ -983,6 +1017,7 @@ part_clients(struct worker *w, struct admin_part *part)
                 put_null(&r);
             }
             put_int(&r, c->n_stmts);
+            put_text(&r, want_value(c, "application_name"));
             row_end(&r);
         }
     }

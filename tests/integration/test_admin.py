@@ -117,7 +117,7 @@ def test_show_version_config_nodes(console, cluster):
 
 def test_show_clients_servers_pools(console):
     px = console(pool_mode="transaction")
-    app = px.connect()
+    app = px.connect(application_name="it-app")
     app.execute("SELECT 1")
     busy = px.connect()
     busy.execute("BEGIN")
@@ -134,6 +134,7 @@ def test_show_clients_servers_pools(console):
                 assert all(r["connect_time"].year >= 2024 for r in apps)
                 # ids as log lines spell them: worker.generation
                 assert all(r["id"].startswith(f"{r['worker']}.") for r in apps)
+                assert sorted(r["application_name"] or "" for r in apps) == ["", "it-app"]
                 mine = [r for r in rows if r["user"] == "admin"]
                 assert [r["state"] for r in mine] == ["admin"]
 
@@ -164,6 +165,8 @@ def test_show_clients_servers_pools(console):
         assert len(mine) == 1 and mine[0][3] == "transaction" and mine[0][4] == "2"
         clients = psql(px, "SHOW CLIENTS")
         assert sum(1 for r in clients if r[1] == "app") == 2
+        # psql names itself at login; the console reports it like any client's.
+        assert [r[14] for r in clients if r[3] == "admin"] == ["psql"]
         servers = psql(px, "SHOW SERVERS")
         assert any(r[1] == "app" and r[4] == "active" for r in servers)
     finally:
