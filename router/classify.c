@@ -1333,7 +1333,8 @@ struct router_classifier {
     uint32_t clock;            /* LRU stamp source; 0 never used */
     char *scratch;             /* NUL-terminated copy of the text for the parser */
     size_t scratch_cap;
-    uintptr_t stack_low; /* lowest address of the owner thread's stack, 0 = not known yet */
+    uintptr_t stack_low; /* the owner thread's stack, [stack_low, stack_high); 0 = not known */
+    uintptr_t stack_high;
     struct router_classify_stats stats;
 };
 
@@ -1524,21 +1525,24 @@ depth_tokens(const char *sql, size_t len)
     return n;
 }
 
-/* The lowest address of the calling thread's stack, 0 when it cannot be found. */
-static uintptr_t
-thread_stack_low(void)
+/* The calling thread's stack, [*low, *high); false when it cannot be found. */
+static bool
+thread_stack(uintptr_t *low, uintptr_t *high)
 {
     pthread_attr_t attr;
     void *addr = NULL;
     size_t size = 0;
     if (pthread_getattr_np(pthread_self(), &attr) != 0) {
-        return 0;
+        return false;
     }
-    if (pthread_attr_getstack(&attr, &addr, &size) != 0) {
-        addr = NULL;
-    }
+    int rc = pthread_attr_getstack(&attr, &addr, &size);
     pthread_attr_destroy(&attr);
-    return (uintptr_t) addr;
+    if (rc != 0 || addr == NULL) {
+        return false;
+    }
+    *low = (uintptr_t) addr;
+    *high = (uintptr_t) addr + size;
+    return true;
 }
 
 /* Whether a text with n depth tokens can be parsed on this stack. Without a classifier the
@@ -1546,18 +1550,21 @@ thread_stack_low(void)
 static bool
 stack_fits(struct router_classifier *cl, size_t n)
 {
-    char here;
-    uintptr_t low = cl != NULL ? cl->stack_low : 0;
-    if (low == 0) {
-        low = thread_stack_low();
-        if (cl != NULL) {
-            cl->stack_low = low;
-        }
+    /* the frame address, not a local's: under ASan's use-after-return checking locals may
+     * live on a heap-allocated fake stack */
+    uintptr_t here = (uintptr_t) __builtin_frame_address(0);
+    uintptr_t low = 0, high = 0;
+    if (cl != NULL && cl->stack_low != 0) {
+        low = cl->stack_low;
+        high = cl->stack_high;
+    } else if (thread_stack(&low, &high) && cl != NULL) {
+        cl->stack_low = low;
+        cl->stack_high = high;
     }
-    /* unknown stack: assume the smallest a thread is likely to have */
+    /* unknown stack, or running elsewhere (a signal stack): assume a small one */
     size_t room = 256 * 1024;
-    if (low != 0 && (uintptr_t) &here > low) {
-        room = (size_t) ((uintptr_t) &here - low);
+    if (here > low && here < high) {
+        room = (size_t) (here - low);
     }
     return room > STACK_MARGIN && n <= (room - STACK_MARGIN) / STACK_PER_TOKEN;
 }
