@@ -144,16 +144,21 @@ def classify(texts):
 @pytest.fixture(scope="module")
 def standby(cluster):
     """The schema above on the primary, replayed on the replica; a replica connection."""
+    token = f"setup {time.time_ns()}"
     with cluster.su() as c:
-        c.execute(SETUP)
-        lsn = c.execute("SELECT pg_current_wal_lsn() AS l").fetchone()["l"]
+        # one simple Query: one transaction, so the comment shows on the replica with the rest
+        c.execute(SETUP + f"COMMENT ON SCHEMA classify_it IS '{token}';")
+    # The test cluster runs with synchronous_commit = off, so the primary's WAL position says
+    # little about when a commit reaches the replica: wait for this setup's mark to show there.
     deadline = time.monotonic() + 30
     with cluster.su(replica=True) as r:
         while True:
             row = r.execute(
-                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn AS ok", [lsn]
+                "SELECT obj_description(oid, 'pg_namespace') = %s AS ok"
+                " FROM pg_namespace WHERE nspname = 'classify_it'",
+                [token],
             ).fetchone()
-            if row["ok"]:
+            if row is not None and row["ok"]:
                 break
             assert time.monotonic() < deadline, "the replica did not replay the test schema"
             time.sleep(0.05)
