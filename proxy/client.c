@@ -228,9 +228,6 @@ client_out_write_cb(EV_P_ ev_io *io, int revents)
         client_close(c, "could not write to the client");
     } else if (r == 0) {
         pool_sock_stop_write(c->w->loop, &c->sock);
-        if (c->w->is_draining) {
-            (void) worker_drain_close(c);
-        }
     }
 }
 
@@ -1972,9 +1969,6 @@ client_release_server(struct client *c)
     ev_set_cb(&c->sock.wio, client_out_write_cb);
     client_out_flush(c);
     pool_sock_start_read(w->loop, &c->sock);
-    if (w->is_draining) {
-        (void) worker_drain_close(c); /* a transaction boundary: the moment to go */
-    }
 }
 
 /* A transaction-pooled client waiting for a server sent more, or hung up. */
@@ -2003,6 +1997,9 @@ client_idle_read_cb(EV_P_ ev_io *io, int revents)
     (void) revents;
     struct client *c = io->data;
     struct worker *w = c->w;
+    if (w->is_draining && worker_drain_close(c, true)) {
+        return; /* its next statement is answered with the 57P01, unread and not run */
+    }
     int n = pool_sock_recv(&c->sock, &w->pw.bufs);
     if (n == -2) {
         return;

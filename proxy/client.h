@@ -120,19 +120,21 @@ struct client {
                              its hba_file line) */
     bool is_ssl_answered; /* an SSLRequest was answered 'N' */
     bool is_gss_answered;
-    bool is_over_limit; /* accepted beyond max_client_conn: refuse after startup */
-    bool is_counted;    /* holds one unit of rt->n_clients */
-    bool is_queued;     /* waiter was queued (grant or cancel pending) */
-    bool is_held;       /* CLIENT_WAITING without asking the pool: its database is paused */
-    bool is_opening;    /* a connection is being opened for us */
-    bool is_capturing;  /* CLIENT_SETTING reads tracked values back, then releases */
-    bool is_welcomed;   /* ParameterStatus/BackendKeyData/ReadyForQuery were sent */
-    bool is_pinned;     /* session state keeps the server connection (txn pooling) */
-    bool needs_capture; /* a tracked parameter the server does not report may have
-                           changed: read it back before releasing the server */
-    bool is_c2s_paused; /* the relay waits for bytes to drain before injecting */
-    bool wants_linger;  /* close by half-closing and reading what the client still sends
-                           (worker_linger), so the FATAL it was sent is not lost to a reset */
+    bool is_over_limit;    /* accepted beyond max_client_conn: refuse after startup */
+    bool is_counted;       /* holds one unit of rt->n_clients */
+    bool is_queued;        /* waiter was queued (grant or cancel pending) */
+    bool is_held;          /* CLIENT_WAITING without asking the pool: its database is paused */
+    bool is_opening;       /* a connection is being opened for us */
+    bool is_capturing;     /* CLIENT_SETTING reads tracked values back, then releases */
+    bool is_welcomed;      /* ParameterStatus/BackendKeyData/ReadyForQuery were sent */
+    bool is_pinned;        /* session state keeps the server connection (txn pooling) */
+    bool needs_capture;    /* a tracked parameter the server does not report may have
+                              changed: read it back before releasing the server */
+    bool is_c2s_paused;    /* the relay waits for bytes to drain before injecting */
+    int64_t drain_rest_us; /* draining: when the drain first saw the session between
+                              transactions (0 = not seen so) */
+    bool wants_linger;     /* close by half-closing and reading what the client still sends
+                              (worker_linger), so the FATAL it was sent is not lost to a reset */
     bool is_s2c_paused;
     bool is_over_addr_limit; /* beyond max_client_conn_per_addr: refuse after startup */
     bool is_addr_counted;    /* holds one unit of its address in rt->peers */

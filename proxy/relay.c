@@ -536,8 +536,6 @@ relay_pump(struct client *c, bool from_client)
         } else if (client_can_release(c)) {
             client_release_server(c);
         }
-    } else if (!from_client && c->w->is_draining) {
-        (void) worker_drain_close(c); /* session pooling: closed at a transaction boundary */
     }
 }
 
@@ -599,7 +597,12 @@ relay_client_read_cb(EV_P_ ev_io *io, int revents)
 {
     (void) loop;
     (void) revents;
-    relay_read(io->data, true);
+    struct client *c = io->data;
+    /* Draining, session pooling between transactions: the next statement gets the 57P01. */
+    if (c->w->is_draining && worker_drain_close(c, true)) {
+        return;
+    }
+    relay_read(c, true);
 }
 
 static void
@@ -624,8 +627,6 @@ relay_writable(struct client *c, bool from_client)
         relay_pump(c, from_client);
     } else if (!from_client && c->mode != CFG_POOL_SESSION && client_can_release(c)) {
         client_release_server(c);
-    } else if (!from_client && c->w->is_draining) {
-        (void) worker_drain_close(c);
     }
 }
 

@@ -222,16 +222,16 @@ worker_drain_check(struct worker *w, int64_t now)
         worker_finish(w);
         return;
     }
-    /* Sessions between transactions, or waiting for a server (their statement has not run),
-     * go now; the others go as their transaction ends (worker_drain_close is also called at
-     * that moment, since a busy client may start its next transaction before this tick). */
+    /* Sessions waiting for a server (their statement has not run) go now; sessions between
+     * transactions when they send their next statement (worker_drain_close from their read
+     * callback) or after a quiet WORKER_DRAIN_REST_US; the others as their transaction ends. */
     struct ilist *lists[] = { &w->clients_login, &w->clients_waiting, &w->clients_idle,
                               &w->clients_active, &w->clients_admin };
     for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
         struct ilist_node *it, *tmp;
         ILIST_FOREACH_SAFE(lists[i], it, tmp)
         {
-            (void) worker_drain_close(CONTAINER_OF(it, struct client, node));
+            (void) worker_drain_close(CONTAINER_OF(it, struct client, node), false);
         }
     }
     /* Done once every session has gone and every client has read its FATAL (or a lingering
@@ -244,18 +244,35 @@ worker_drain_check(struct worker *w, int64_t now)
 }
 
 bool
-worker_drain_close(struct client *c)
+worker_drain_close(struct client *c, bool has_input)
 {
     struct worker *w = c->w;
     /* A client still logging in finishes first (client_login_timeout bounds it): closing it
-     * would fail a connection attempt, closing it after ReadyForQuery is a close at a
-     * transaction boundary. Output still queued (the end of the last result) is delivered
-     * first. */
+     * would fail a connection attempt. Output still queued (the end of the last result) is
+     * delivered first. */
     if (!w->is_draining || w->is_stopping || c->state == CLIENT_CLOSED ||
         (!c->is_welcomed && c->state != CLIENT_ADMIN) ||
         (c->sock.out && !buf_is_empty(c->sock.out)) ||
         (c->state == CLIENT_ACTIVE && !session_at_rest(c))) {
+        c->drain_rest_us = 0;
         return false;
+    }
+    /*
+     * Why not close every session the moment its transaction ends: the 57P01 would then often
+     * reach the client in the same read as the ReadyForQuery before it, and libpq hands an
+     * error that arrives outside a query to the notice processor; the next query then only
+     * sees "server closed the connection unexpectedly" (or, right after a login, nothing at
+     * all). Answered to the client's next statement, the 57P01 is that statement's error.
+     * A session that sends nothing goes after a quiet second, long after its last answer.
+     */
+    if (!has_input && c->state != CLIENT_WAITING) {
+        int64_t now = mono_now_us();
+        if (c->drain_rest_us == 0) {
+            c->drain_rest_us = now;
+        }
+        if (now - c->drain_rest_us < WORKER_DRAIN_REST_US) {
+            return false;
+        }
     }
     c->wants_linger = true;
     client_fail(c, ST_ESHUTDOWN, NULL);

@@ -33,6 +33,8 @@
 #define WORKER_SLOT_BITS 23
 #define WORKER_MAX_SLOTS (1u << WORKER_SLOT_BITS)
 #define WORKER_MAX       255
+/* Draining: a session between transactions that sends nothing is closed after this long. */
+#define WORKER_DRAIN_REST_US 1000000
 
 struct worker;
 struct client;
@@ -109,7 +111,7 @@ struct worker {
     bool *scram_cached;
     int n_scram_cache;
 
-    struct routing_worker routing;         /* balancing state and routing counters */
+    struct routing_worker routing;        /* balancing state and routing counters */
     struct router_classifier *classifier; /* statement classes, with this worker's cache */
 
     uint8_t rand_pool[256]; /* random bytes for cancel keys and salts, refilled in bulk */
@@ -148,12 +150,14 @@ void worker_set_cfg(struct worker *w, struct cfg *cfg);
 void worker_linger(struct worker *w, int fd);
 
 /**
- * While draining (SIGTERM), close session c with FATAL 57P01 if it is between transactions:
- * logged in, no transaction open on its server connection, nothing owed either way, all output
- * written. Returns true when it closed it. Called by the drain tick and at each transaction
- * end. Worker thread.
+ * While draining (SIGTERM), close session c with FATAL 57P01 if it is between transactions
+ * (logged in, no transaction open on its server connection, nothing owed either way, all
+ * output written) and either has_input (it just sent its next statement, which then does not
+ * run) or it has stayed between transactions for WORKER_DRAIN_REST_US; a client waiting for a
+ * server connection (its statement not run yet) goes at once. Returns true when it closed it.
+ * Worker thread.
  */
-bool worker_drain_close(struct client *c);
+bool worker_drain_close(struct client *c, bool has_input);
 
 /** Join and free. Main thread. */
 void worker_fini(struct worker *w);
