@@ -2171,7 +2171,7 @@ msg_parse(struct admin_session *s, const uint8_t *body, size_t len)
         return;
     }
     struct admin_cmd cmd;
-    struct admin_parse_err e;
+    struct admin_parse_err e = { 0 };
     const char *end = query + qlen;
     const char *stmt_end = admin_cmd_statement_end(query, end);
     if (stmt_end < end) {
@@ -2428,7 +2428,7 @@ query_step(struct admin_session *s)
         if (admin_cmd_is_empty(p, e)) {
             continue;
         }
-        struct admin_parse_err pe;
+        struct admin_parse_err pe = { 0 };
         s->n_run++;
         if (admin_cmd_parse(p, e, &s->cur, &pe) != 0) {
             out_error(s, pe.sqlstate, pe.message, pe.hint);
