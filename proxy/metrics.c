@@ -463,7 +463,8 @@ static void
 conn_linger(struct metrics_conn *mc)
 {
     char sink[4096];
-    for (;;) {
+    /* Bounded per wake-up: a peer that keeps sending must not hold the main loop. */
+    for (int i = 0; i < 16; i++) {
         ssize_t r = recv(mc->fd, sink, sizeof(sink), 0);
         if (r < 0 && errno == EINTR) {
             continue;

@@ -151,13 +151,6 @@ stats_pool_sum(struct stats_worker *const *workers, int n, uint32_t pool_id,
         hist_sum(&sp->query_latency, &out->query_latency);
         hist_sum(&sp->wait, &out->wait);
     }
-    /* A worker between its two gauge writes can make a partial sum dip below zero. */
-    int64_t *g[] = { &out->cl_idle, &out->cl_waiting, &out->cl_active, &out->cl_setting };
-    for (size_t k = 0; k < ARRAY_LEN(g); k++) {
-        if (*g[k] < 0) {
-            *g[k] = 0;
-        }
-    }
 }
 
 void

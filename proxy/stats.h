@@ -16,7 +16,8 @@
  * reader sees either NULL (nothing counted yet) or a zeroed, live block.
  *
  * Gauges (client connections by state) are per-worker signed values: each worker adds and
- * removes its own sessions, so the sum over workers is exact at rest.
+ * removes its own sessions (a session leaves one gauge before it enters another), so no
+ * worker's value is ever negative and the sum over workers is exact at rest.
  *
  * Histograms have fixed log-scale bucket bounds (stats_hist_bounds_us); buckets are stored
  * non-cumulative and turned into Prometheus' cumulative form by the reader, whose count is the
@@ -72,7 +73,7 @@ struct stats_hist {
 /* One worker's counters for one pool. Written by that worker only. */
 struct stats_pool {
     stats_counter xact_count;    /* transactions finished (ReadyForQuery 'I' after work) */
-    stats_counter query_count;   /* Query and Execute messages relayed to the server */
+    stats_counter query_count;   /* Query, Execute and FunctionCall messages relayed */
     stats_counter bytes_in;      /* bytes received from clients while attached */
     stats_counter bytes_out;     /* bytes received from the server for clients */
     stats_counter xact_time_us;  /* time from a transaction's first message to its end */
