@@ -409,7 +409,9 @@ runtime_reload(struct runtime *rt)
 {
     struct cfg *cur = rt->cfg;
     if (rt->is_stopping) {
+        /* Counted as refused, so that a console RELOAD waiting for the outcome gets one. */
         log_info("reload request ignored: shutting down");
+        atomic_fetch_add(&rt->n_reload_failures, 1);
         return -1;
     }
     log_info("reloading the configuration from %s", cur->path);
