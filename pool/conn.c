@@ -1408,3 +1408,27 @@ pool_worker_close_all(struct pool_worker *w)
         }
     }
 }
+
+int
+pool_worker_close_idle_node(struct pool_worker *w, int node_idx, const char *why)
+{
+    struct pool_set *s = w->set;
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_pools;
+    pthread_mutex_unlock(&s->mu);
+    int closed = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&s->mu);
+        struct pool *p = s->pools[i];
+        pthread_mutex_unlock(&s->mu);
+        if (p->node_idx != node_idx) {
+            continue;
+        }
+        struct ilist_node *it;
+        while ((it = ilist_first(&p->local[w->idx].idle)) != NULL) {
+            pool_conn_close(CONTAINER_OF(it, struct pool_conn, node), why);
+            closed++;
+        }
+    }
+    return closed;
+}

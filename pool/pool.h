@@ -413,6 +413,13 @@ void pool_worker_reap(struct pool_worker *w);
 /** Close every connection of this worker (shutdown). */
 void pool_worker_close_all(struct pool_worker *w);
 
+/**
+ * Close this worker's idle connections to node node_idx (the node died, changed role or left
+ * DNS): they would fail or serve the wrong role when next used. Connections in use are left to
+ * their sessions. Returns how many were closed. Runs on w.
+ */
+int pool_worker_close_idle_node(struct pool_worker *w, int node_idx, const char *why);
+
 enum pool_acquire {
     POOL_GOT_CONN,     /* *out is an idle connection, now ACTIVE and attached to nobody yet */
     POOL_MUST_CONNECT, /* a slot was reserved: call pool_conn_open */

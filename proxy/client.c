@@ -1586,6 +1586,8 @@ client_apply_capture(struct client *c, struct pool_conn *sc, const uint8_t *body
 
 static void client_attach(struct client *c, struct pool_conn *sc);
 
+static bool client_await_primary(struct client *c, int failed_node);
+
 static void
 client_open_server(struct client *c)
 {
@@ -1597,11 +1599,67 @@ client_open_server(struct client *c)
             client_acquire(c);
             return;
         }
+        if (st != ST_ENOMEM && client_await_primary(c, c->pool->node_idx)) {
+            return;
+        }
         char detail[200];
         snprintf(detail, sizeof(detail), "server \"%s\" (%s:%d) refused the connection",
                  c->pool->node->name, c->pool->node->host, c->pool->node->port);
         client_fail(c, st == ST_ENOMEM ? ST_ENOMEM : ST_ESERVER_CONNECT, detail);
     }
+}
+
+/*
+ * Transaction and statement pooling: each transaction takes its server from the pool of the
+ * snapshot's primary, so an idle session follows a failover. False when no node is usable as
+ * the primary right now.
+ */
+static bool
+client_follow_primary(struct client *c)
+{
+    struct worker *w = c->w;
+    const struct topo_snapshot *t = topo_refresh(&w->rt->topology, &w->topo);
+    if (t->primary < 0) {
+        return false;
+    }
+    if (c->pool->node_idx != t->primary) {
+        (void) routing_to_node(c, t->primary); /* out of memory: the old pool, which fails */
+    }
+    return true;
+}
+
+/*
+ * A transaction that could not get a primary server waits for the monitor to find one instead
+ * of failing at once: during a failover the old primary refuses connections before the monitor
+ * has noticed, and the promoted replica is found within two health-check periods. The wait is
+ * two periods plus health_check_timeout, at most query_wait_timeout; only in transaction and
+ * statement pooling (nothing was sent to the server yet) and only while health checks run.
+ * Returns false when the client must fail now.
+ */
+static bool
+client_await_primary(struct client *c, int failed_node)
+{
+    const struct cfg *cfg = c->w->cfg;
+    if (c->mode == CFG_POOL_SESSION || cfg->health_check_period_ms <= 0 ||
+        cfg->health_check_user == NULL || c->state != CLIENT_WAITING) {
+        return false;
+    }
+    int64_t now = mono_now_us();
+    if (c->await_until_us == 0) {
+        int64_t wait_ms = 2 * cfg->health_check_period_ms + cfg->health_check_timeout_ms;
+        if (cfg->query_wait_timeout_ms > 0 && wait_ms > cfg->query_wait_timeout_ms) {
+            wait_ms = cfg->query_wait_timeout_ms;
+        }
+        c->await_until_us = now + wait_ms * 1000;
+        log_info("client %s: no usable primary; waiting up to %lld ms for the topology to "
+                 "change",
+                 client_addr(c), (long long) wait_ms);
+    } else if (now >= c->await_until_us) {
+        return false; /* this was the last try */
+    }
+    c->is_awaiting_primary = true;
+    c->await_node = failed_node;
+    return true;
 }
 
 static void
@@ -1610,6 +1668,10 @@ client_acquire(struct client *c)
     if (admin_is_paused(&c->w->rt->admin, c->database)) {
         /* PAUSE or KILL: the transaction waits here, asking no pool, until RESUME. */
         c->is_held = true;
+        return;
+    }
+    if (c->mode != CFG_POOL_SESSION && !client_follow_primary(c) &&
+        client_await_primary(c, -1)) {
         return;
     }
     struct pool_conn *sc = NULL;
@@ -1686,8 +1748,38 @@ client_on_failed(struct pool_worker *pw, struct pool *p, uint64_t opener_id,
         client_acquire(c);
         return;
     }
+    /* A server that is down, going down or starting (SQLSTATE class 57: operator
+     * intervention) may be replaced by a failover; a refused password will not be. */
+    bool is_down = f->st == ST_ESERVER_CONNECT || f->st == ST_ETIMEOUT ||
+                   f->st == ST_ESERVER_CLOSED || strncmp(f->sqlstate, "57", 2) == 0;
+    if (is_down && client_await_primary(c, p->node_idx)) {
+        return;
+    }
     /* The server's own words (database does not exist, password rejected) help most. */
     client_fail_full(c, f->st, "FATAL", f->sqlstate, f->message, NULL);
+}
+
+void
+client_topology_changed(struct worker *w)
+{
+    const struct topo_snapshot *t = topo_refresh(&w->rt->topology, &w->topo);
+    int64_t now = mono_now_us();
+    struct ilist_node *it, *tmp;
+    ILIST_FOREACH_SAFE(&w->clients_waiting, it, tmp)
+    {
+        struct client *c = CONTAINER_OF(it, struct client, node);
+        if (!c->is_awaiting_primary) {
+            continue;
+        }
+        bool has_new = t->primary >= 0 && t->primary != c->await_node;
+        bool expired = now >= c->await_until_us;
+        if (!has_new && !expired) {
+            continue;
+        }
+        /* past the deadline: one last try against whatever the snapshot says now */
+        c->is_awaiting_primary = false;
+        client_acquire(c);
+    }
 }
 
 static void client_welcome(struct client *c);
@@ -1827,6 +1919,7 @@ static void
 client_attach(struct client *c, struct pool_conn *sc)
 {
     c->sc = sc;
+    c->await_until_us = 0; /* a server at last: a later failover gets a wait of its own */
     pool_conn_attach(sc, c);
     if (c->mode != CFG_POOL_SESSION && sc->synced_hash == c->want_hash) {
         /* The last client on this connection wanted the same settings: nothing to compare. */
@@ -2094,6 +2187,7 @@ client_tick(struct worker *w, int64_t now)
             }
         }
     }
+    client_topology_changed(w);
     int64_t idle_to =
         admin_tunable(adm, cfg, ADMIN_TUN_CLIENT_IDLE_TIMEOUT, cfg->client_idle_timeout_ms) * 1000;
     if (idle_to > 0) {

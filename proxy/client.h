@@ -152,6 +152,10 @@ struct client {
                                   it will not write */
     uint16_t n_ryw_pending;    /* commit positions of its writes still being learned: its
                                   reads go to the primary until none is */
+    bool is_awaiting_primary; /* CLIENT_WAITING for a usable primary (failover), not queued */
+    int await_node;           /* the node whose connection failed, -1 when none was usable */
+    int64_t await_until_us;   /* give up waiting for a primary then; 0 = not waiting since the
+                                 last server */
 };
 
 /** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */
@@ -195,6 +199,12 @@ void client_on_ready(struct pool_worker *pw, struct pool_conn *sc, uint64_t open
 void client_on_failed(struct pool_worker *pw, struct pool *p, uint64_t opener_id,
                       const struct pool_failure *f);
 void client_on_answer(struct pool_worker *pw, uint64_t owner_id, const char *value, size_t len);
+
+/**
+ * The worker's topology snapshot may have a new primary: sessions waiting for one try again.
+ * Runs on w (the monitor's inbox message, and every tick).
+ */
+void client_topology_changed(struct worker *w);
 
 /** A CancelRequest for (pid, key) arrived on some worker; route it to the owner. */
 void client_cancel_dispatch(struct worker *w, uint32_t pid, uint32_t key);

@@ -55,6 +55,7 @@
 #include "common/macros.h"
 #include "protocol/md5.h"
 #include "protocol/scram.h"
+#include "proxy/topology.h"
 
 #define CFG_INI_MAX_BYTES       (1024 * 1024)      /* a proxy.ini bigger than this is a mistake */
 #define CFG_AUTH_MAX_BYTES      (64 * 1024 * 1024) /* room for about a million users */
@@ -203,6 +204,12 @@ enum key_id {
     K_QUERY_WAIT_TIMEOUT,
     K_SERVER_CONNECT_TIMEOUT,
     K_SERVER_LOGIN_RETRY,
+    K_HEALTH_CHECK_PERIOD,
+    K_HEALTH_CHECK_TIMEOUT,
+    K_HEALTH_CHECK_USER,
+    K_HEALTH_CHECK_PASSWORD,
+    K_HEALTH_CHECK_DATABASE,
+    K_DNS_TTL,
     K_SHUTDOWN_TIMEOUT,
     K_LOG_LEVEL,
     K_LOG_MIN_DURATION,
@@ -287,6 +294,17 @@ static const struct key_def key_defs[K__COUNT] = {
                                    F(server_connect_timeout_ms), 0, 1, CFG_DURATION_MAX_MS },
     [K_SERVER_LOGIN_RETRY] = { "server_login_retry", SECT_PGMUX, KT_DURATION,
                                F(server_login_retry_ms), 0, 0, CFG_DURATION_MAX_MS },
+    [K_HEALTH_CHECK_PERIOD] = { "health_check_period", SECT_PGMUX, KT_DURATION,
+                                F(health_check_period_ms), 0, 0, CFG_DURATION_MAX_MS },
+    [K_HEALTH_CHECK_TIMEOUT] = { "health_check_timeout", SECT_PGMUX, KT_DURATION,
+                                 F(health_check_timeout_ms), 0, 1, CFG_DURATION_MAX_MS },
+    [K_HEALTH_CHECK_USER] = { "health_check_user", SECT_PGMUX, KT_STR, F(health_check_user), 0, 0,
+                              0 },
+    [K_HEALTH_CHECK_PASSWORD] = { "health_check_password", SECT_PGMUX, KT_STR,
+                                  F(health_check_password), 0, 0, 0 },
+    [K_HEALTH_CHECK_DATABASE] = { "health_check_database", SECT_PGMUX, KT_STR,
+                                  F(health_check_database), 0, 0, 0 },
+    [K_DNS_TTL] = { "dns_ttl", SECT_PGMUX, KT_DURATION, F(dns_ttl_ms), 0, 0, CFG_DURATION_MAX_MS },
     [K_SHUTDOWN_TIMEOUT] = { "shutdown_timeout", SECT_PGMUX, KT_DURATION, F(shutdown_timeout_ms), 0,
                              0, CFG_DURATION_MAX_MS },
     [K_LOG_LEVEL] = { "log_level", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
@@ -2093,6 +2111,51 @@ check_tls(struct cfg_parse *p)
     }
 }
 
+/* libpq can log in only with a plaintext password: md5 hashes and SCRAM verifiers are no use
+ * to the monitor. */
+static bool
+secret_is_plaintext(const char *s)
+{
+    return strncmp(s, CFG_SCRAM_SECRET_PREFIX, strlen(CFG_SCRAM_SECRET_PREFIX)) != 0 &&
+           !(strlen(s) == CFG_MD5_SECRET_LEN && strncmp(s, "md5", 3) == 0);
+}
+
+/*
+ * Who the monitor logs in as when the file does not say: the first admin_users entry with a
+ * plaintext secret in auth_file, else the first auth_file user (in name order) with one. The
+ * password, when not set, is that user's plaintext secret. With nobody suitable the user stays
+ * NULL and the monitor does not check (main says so in the log); this is not an error, since a
+ * configuration with only hashed secrets worked before the monitor existed.
+ */
+static void
+health_check_credentials(struct cfg_parse *p)
+{
+    struct cfg *c = p->c;
+    if (c->health_check_user == NULL) {
+        const char *pick = NULL;
+        for (int i = 0; i < c->n_admin_users && pick == NULL; i++) {
+            const struct cfg_user *u = cfg_user_find(c, c->admin_users[i]);
+            if (u != NULL && secret_is_plaintext(u->secret)) {
+                pick = u->name;
+            }
+        }
+        for (int i = 0; i < c->n_users && pick == NULL; i++) {
+            if (secret_is_plaintext(c->users[i].secret)) {
+                pick = c->users[i].name;
+            }
+        }
+        if (pick != NULL) {
+            c->health_check_user = dup_str(p, pick, strlen(pick));
+        }
+    }
+    if (c->health_check_user != NULL && c->health_check_password == NULL) {
+        const struct cfg_user *u = cfg_user_find(c, c->health_check_user);
+        if (u != NULL && secret_is_plaintext(u->secret)) {
+            c->health_check_password = dup_str(p, u->secret, strlen(u->secret));
+        }
+    }
+}
+
 static void
 check_rules(struct cfg_parse *p)
 {
@@ -2102,6 +2165,8 @@ check_rules(struct cfg_parse *p)
 
     if (c->n_nodes == 0) {
         ERR(p, 0, "node", "no [node.NAME] section; at least one node is required");
+    } else if (c->n_nodes > TOPO_MAX_NODES) {
+        ERR(p, 0, "node", "%d [node.NAME] sections; at most %d", c->n_nodes, TOPO_MAX_NODES);
     }
     int primary = -1;
     for (int i = 0; i < c->n_nodes; i++) {
@@ -2163,6 +2228,7 @@ check_rules(struct cfg_parse *p)
     if (c->hba_file != NULL && !p->bad[K_HBA_FILE]) {
         hba_load(p);
     }
+    health_check_credentials(p);
 
     /* a warm pool logs in as its user, so with a password-checking auth_type the user needs a
      * secret; checked only when the auth_file was read */
@@ -2207,6 +2273,9 @@ cfg_free(struct cfg *c)
     free(c->server_tls_ca_file);
     free(c->server_tls_cert_file);
     free(c->server_tls_key_file);
+    free(c->health_check_user);
+    wipe_free(c->health_check_password);
+    free(c->health_check_database);
     for (int i = 0; i < c->n_warm_pools; i++) {
         free(c->warm_pools[i].user);
         free(c->warm_pools[i].database);
@@ -2257,6 +2326,10 @@ cfg_new_defaults(const char *path)
     c->server_connect_timeout_ms = 15 * 1000;
     c->server_login_retry_ms = 1000;
     c->shutdown_timeout_ms = 30 * 1000;
+    c->health_check_period_ms = 1000;
+    c->health_check_timeout_ms = 1000;
+    c->health_check_database = strdup("postgres");
+    c->dns_ttl_ms = 30 * 1000;
     c->log_level = LOG_INFO;
     c->log_min_duration_ms = -1;
     c->log_destination = CFG_LOG_STDERR;
@@ -2292,7 +2365,8 @@ cfg_new_defaults(const char *path)
     c->read_your_writes_window_ms = 1000;
     if (c->path == NULL || c->listen_addr == NULL || c->server_reset_query == NULL ||
         c->client_tls_ciphers == NULL || c->syslog_ident == NULL || c->syslog_socket == NULL ||
-        c->metrics_addr == NULL || c->auth_query == NULL) {
+        c->metrics_addr == NULL || c->auth_query == NULL ||
+        c->health_check_database == NULL) {
         cfg_free(c);
         return NULL;
     }

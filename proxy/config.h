@@ -145,6 +145,16 @@ struct cfg {
     int64_t server_login_retry_ms;     /* 1 s: after a failed connect, fail waiters this long */
     int64_t shutdown_timeout_ms;       /* 30 s: SIGTERM lets running transactions finish this
                                           long; 0 = close at once */
+
+    /* [pgmux] topology monitor (proxy/monitor.c) */
+    int64_t health_check_period_ms;  /* 1 s; 0 = no health checks (declared roles only) */
+    int64_t health_check_timeout_ms; /* 1 s: connect + query of one check round */
+    char *health_check_user;         /* as set, else derived at load from admin_users and the
+                                        auth_file (cfg_load); NULL = no usable credentials */
+    char *health_check_password;     /* as set, else that user's plaintext auth_file secret;
+                                        NULL = none (trust or .pgpass); never logged */
+    char *health_check_database;     /* "postgres" */
+    int64_t dns_ttl_ms;              /* 30 s: host names re-resolved this often; 0 = at start only */
     enum log_level log_level;          /* info */
     int64_t log_min_duration_ms;       /* requests slower than this are logged; -1 = off */
     enum cfg_log_dest log_destination; /* stderr */

@@ -26,6 +26,7 @@
 #include "proxy/metrics.h"
 #include "proxy/tls.h"
 #include "proxy/runtime.h"
+#include "proxy/monitor.h"
 #include "proxy/topology.h"
 #include "proxy/version.h"
 #include "proxy/worker.h"
@@ -264,11 +265,6 @@ main(int argc, char **argv)
      * because rt.nodes borrows its node names and hosts. */
     rt.cfg = cfg_ref(cfg);
     rt.n_nodes = cfg->n_nodes;
-    if (cfg->n_nodes > TOPO_MAX_NODES) {
-        fprintf(stderr, "%s:0: node: %d [node.NAME] sections; at most %d\n", path, cfg->n_nodes,
-                TOPO_MAX_NODES);
-        return 2;
-    }
     /* Fixed capacity: the monitor appends the extra addresses of a name here, and pools keep
      * pointers into it, so it is never reallocated. */
     rt.nodes = calloc(TOPO_MAX_NODES, sizeof(*rt.nodes));
@@ -392,6 +388,15 @@ main(int argc, char **argv)
         }
     }
 
+    /* After the workers' inboxes exist (the monitor writes to them), before they accept: the
+     * first round of checks decides where the first clients go. */
+    struct monitor *mon = NULL;
+    if (monitor_start(&rt, &mon) != 0) {
+        log_fatal("cannot start the topology monitor");
+        log_stop();
+        return 1;
+    }
+
     /* Warm pools exist from the start so their home workers fill them to min_idle_conns. */
     for (int i = 0; i < cfg->n_warm_pools; i++) {
         const struct cfg_user *cu = cfg_user_find(cfg, cfg->warm_pools[i].user);
@@ -404,7 +409,10 @@ main(int argc, char **argv)
         }
         enum cfg_pool_mode mode =
             cfg_pool_mode_for(cfg, cfg->warm_pools[i].database, cfg->warm_pools[i].user);
-        if (!pool_get(&rt.pools, rt.primary_node, cfg->warm_pools[i].database,
+        struct topo_snapshot *first = topo_get(&rt.topology);
+        int warm_node = first->primary >= 0 ? first->primary : rt.primary_node;
+        topo_put(first);
+        if (!pool_get(&rt.pools, warm_node, cfg->warm_pools[i].database,
                       cfg->warm_pools[i].user, cu ? &sec : NULL, mode != CFG_POOL_SESSION)) {
             log_fatal("out of memory");
             return 1;
@@ -438,6 +446,8 @@ main(int argc, char **argv)
     runtime_reload_fini(&rt);
     metrics_stop(metrics);
 
+    /* Before worker_fini: the monitor posts to the workers' inboxes. */
+    monitor_stop(mon);
     for (int i = 0; i < rt.n_workers; i++) {
         pthread_join(rt.workers[i].thread, NULL);
     }
@@ -453,6 +463,7 @@ main(int argc, char **argv)
     tls_fini(&rt.tls);
     peers_fini(&rt.peers);
     admin_shared_fini(&rt.admin);
+    monitor_free(mon);
     free(rt.workers);
     topo_fini(&rt.topology);
     free(rt.stats);

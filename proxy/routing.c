@@ -81,6 +81,12 @@ enter(struct client *c, int node, bool is_read)
     return ROUTING_OK;
 }
 
+enum routing_result
+routing_to_node(struct client *c, int node)
+{
+    return enter(c, node, false);
+}
+
 void
 routing_leave(struct client *c)
 {

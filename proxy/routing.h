@@ -82,6 +82,12 @@ enum routing_result routing_txn_begin(struct client *c);
  */
 bool routing_fallback(struct client *c);
 
+/**
+ * Move the client's next server to node, as a write (the primary found after a failover),
+ * keeping the per-node accounting. ROUTING_OK or ROUTING_ENOMEM.
+ */
+enum routing_result routing_to_node(struct client *c, int node);
+
 /** The client no longer holds or waits for a server (release or close). Idempotent. */
 void routing_leave(struct client *c);
 

@@ -36,7 +36,8 @@ struct topo_node {
     bool is_healthy;    /* the last check connected and answered within its timeouts */
     bool is_removed;    /* no longer in the configuration or DNS: no new connections */
     bool is_fenced;     /* not in recovery, but another node has a newer timeline: split-brain
-                           guard, never used as a primary */
+                           guard, never used as a primary (and given no reads: its data is
+                           from before the failover) */
     uint32_t timeline;  /* from pg_control_checkpoint(), 0 when unknown */
     uint64_t lsn;       /* primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn() */
     uint64_t lag_bytes; /* replica: the primary's LSN minus its replay LSN; 0 on a primary */

@@ -1039,6 +1039,87 @@ test_tls_keys(void **state)
 }
 
 static void
+test_health_check_keys(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    /* defaults; with trust and no auth_file nobody is known to log in as */
+    assert_int_equal(load_text("[pgmux]\nauth_type = trust\n" NODE_A, &c), 0);
+    assert_int_equal(c->health_check_period_ms, 1000);
+    assert_int_equal(c->health_check_timeout_ms, 1000);
+    assert_int_equal(c->dns_ttl_ms, 30000);
+    assert_string_equal(c->health_check_database, "postgres");
+    assert_null(c->health_check_user);
+    assert_null(c->health_check_password);
+    cfg_unref(c);
+
+    /* derived: the first admin user with a plaintext secret, then the first user by name */
+    write_users("\"alice\" \"" MD5_SECRET "\"\n\"bob\" \"bob-pw\"\n\"carol\" \"carol-pw\"\n"
+                "\"dave\" \"" SCRAM_SECRET "\"\n");
+    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\nadmin_users = alice, dave, carol\n"
+                               NODE_A,
+                               &c),
+                     0);
+    assert_string_equal(c->health_check_user, "carol");
+    assert_string_equal(c->health_check_password, "carol-pw");
+    cfg_unref(c);
+    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\n" NODE_A, &c), 0);
+    assert_string_equal(c->health_check_user, "bob");
+    assert_string_equal(c->health_check_password, "bob-pw");
+    cfg_unref(c);
+
+    /* set: the user's password still comes from the auth_file unless given */
+    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\nhealth_check_user = carol\n"
+                               "health_check_period = 250ms\nhealth_check_timeout = 2s\n"
+                               "dns_ttl = 0\nhealth_check_database = appdb\n" NODE_A,
+                               &c),
+                     0);
+    assert_string_equal(c->health_check_user, "carol");
+    assert_string_equal(c->health_check_password, "carol-pw");
+    assert_int_equal(c->health_check_period_ms, 250);
+    assert_int_equal(c->health_check_timeout_ms, 2000);
+    assert_int_equal(c->dns_ttl_ms, 0);
+    assert_string_equal(c->health_check_database, "appdb");
+    cfg_unref(c);
+    teardown(NULL);
+    write_users("\"alice\" \"" MD5_SECRET "\"\n");
+    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\nhealth_check_user = mon\n"
+                               "health_check_password = \"s3cret\"\n" NODE_A,
+                               &c),
+                     0);
+    assert_string_equal(c->health_check_user, "mon");
+    assert_string_equal(c->health_check_password, "s3cret");
+    cfg_unref(c);
+    /* only hashed secrets: no credentials, and no error either */
+    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\n" NODE_A, &c), 0);
+    assert_null(c->health_check_user);
+    cfg_unref(c);
+    teardown(NULL);
+
+    expect_fail("[pgmux]\nauth_type = trust\nhealth_check_period = soon\n"
+                "health_check_timeout = 0\ndns_ttl = -1\nhealth_check_user =\n" NODE_A,
+                4);
+    expect_line(ini_path, 3, "health_check_period: 'soon' is not a duration");
+    expect_line(ini_path, 4, "health_check_timeout: '0' is out of range 1ms..");
+    expect_line(ini_path, 5, "dns_ttl: '-1' is not a duration");
+    expect_line(ini_path, 6, "health_check_user: must not be empty");
+}
+
+static void
+test_too_many_nodes(void **state)
+{
+    (void) state;
+    char text[8192] = "[pgmux]\nauth_type = trust\n";
+    for (int i = 0; i <= 64; i++) {
+        char sect[64];
+        snprintf(sect, sizeof sect, "[node.n%d]\nhost = db%d\n", i, i);
+        strcat(text, sect);
+    }
+    expect_fail(text, 1);
+    expect_line(ini_path, 0, "node: 65 [node.NAME] sections; at most 64");
+}
+
+static void
 test_overrides(void **state)
 {
     (void) state;
@@ -1520,6 +1601,11 @@ main(void)
         cmocka_unit_test_teardown(test_primary_functions, teardown),
         cmocka_unit_test_teardown(test_pin_session_state, teardown),
         cmocka_unit_test_teardown(test_tls_keys, teardown),
+}
+
+static void
+        cmocka_unit_test_teardown(test_health_check_keys, teardown),
+        cmocka_unit_test_teardown(test_too_many_nodes, teardown),
         cmocka_unit_test_teardown(test_overrides, teardown),
         cmocka_unit_test_teardown(test_pool_mode_for_precedence, teardown),
         cmocka_unit_test_teardown(test_override_errors, teardown),
