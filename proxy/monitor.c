@@ -220,10 +220,12 @@ check_connect(struct monitor *m, struct mon_node *n)
     /* only a fallback: the round's own deadline is what counts (libpq rounds this up to 2 s) */
     snprintf(timeout_s, sizeof(timeout_s), "%lld",
              (long long) (c->health_check_timeout_ms + 999) / 1000);
-    const char *keys[12], *vals[12];
+    const char *keys[20], *vals[20];
     int k = 0;
-    /* hostaddr: the address this node stands for, so libpq does no DNS lookup of its own */
+    /* hostaddr: the address this node stands for, so libpq does no DNS lookup of its own;
+     * host only names it for verify-full */
     keys[k] = "hostaddr", vals[k++] = n->addr_text;
+    keys[k] = "host", vals[k++] = c->nodes[n->origin].host;
     keys[k] = "port", vals[k++] = n->port_text;
     keys[k] = "user", vals[k++] = c->health_check_user;
     keys[k] = "dbname", vals[k++] = c->health_check_database;
@@ -231,6 +233,15 @@ check_connect(struct monitor *m, struct mon_node *n)
     keys[k] = "options", vals[k++] = opts;
     keys[k] = "connect_timeout", vals[k++] = timeout_s;
     keys[k] = "gssencmode", vals[k++] = "disable";
+    /* the monitor speaks to servers as the pools do (server_tls_*: libpq's own sslmode) */
+    keys[k] = "sslmode", vals[k++] = cfg_server_tls_name(c->server_tls_mode);
+    if (c->server_tls_ca_file) {
+        keys[k] = "sslrootcert", vals[k++] = c->server_tls_ca_file;
+    }
+    if (c->server_tls_cert_file) {
+        keys[k] = "sslcert", vals[k++] = c->server_tls_cert_file;
+        keys[k] = "sslkey", vals[k++] = c->server_tls_key_file;
+    }
     if (c->health_check_password) {
         keys[k] = "password", vals[k++] = c->health_check_password;
     }
@@ -725,7 +736,8 @@ snapshot_update(struct monitor *m, bool checked, bool force)
         if (i >= m->last->n_nodes) {
             memset(tn, 0, sizeof(*tn));
             tn->role = pool_role_of(cn->role);
-            tn->is_healthy = !checked; /* unchecked: presumed up, as at start */
+            /* a node found by DNS between checks is unknown until its first check */
+            tn->is_healthy = !m->is_checking;
         }
         tn->idx = i;
         tn->weight = cn->weight;
