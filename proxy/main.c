@@ -363,6 +363,15 @@ main(int argc, char **argv)
         return 1;
     }
 
+    /* Before the listeners open: the first round of checks decides where the first clients go
+     * (a client whose connection the kernel accepts early waits for it in the backlog). */
+    struct monitor *mon = NULL;
+    if (monitor_start(&rt, &mon) != 0) {
+        log_fatal("cannot start the topology monitor");
+        log_stop();
+        return 1;
+    }
+
     rt.workers = calloc((size_t) rt.n_workers, sizeof(*rt.workers));
     rt.stats = calloc((size_t) rt.n_workers, sizeof(*rt.stats));
     if (!rt.workers || !rt.stats) {
@@ -388,14 +397,7 @@ main(int argc, char **argv)
         }
     }
 
-    /* After the workers' inboxes exist (the monitor writes to them), before they accept: the
-     * first round of checks decides where the first clients go. */
-    struct monitor *mon = NULL;
-    if (monitor_start(&rt, &mon) != 0) {
-        log_fatal("cannot start the topology monitor");
-        log_stop();
-        return 1;
-    }
+    monitor_workers_ready(mon);
 
     /* Warm pools exist from the start so their home workers fill them to min_idle_conns. */
     for (int i = 0; i < cfg->n_warm_pools; i++) {

@@ -30,6 +30,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,7 @@ struct monitor {
     pthread_cond_t cv;  /* CLOCK_MONOTONIC */
     bool is_stopping;   /* under mu */
     bool is_first_done; /* under mu: the first round has published */
+    atomic_bool is_workers_ready; /* rt->workers may take messages (release/acquire) */
 
     struct mon_node nodes[TOPO_MAX_NODES];
     int n_nodes;                  /* == entries of rt->nodes in use */
@@ -705,6 +707,10 @@ purge_msg_run(struct pool_worker *pw, struct pool_msg *m)
 static void
 workers_tell(struct monitor *m, uint64_t purge)
 {
+    /* Before the workers exist there is nobody to tell: they take the snapshot at init. */
+    if (!atomic_load_explicit(&m->is_workers_ready, memory_order_acquire)) {
+        return;
+    }
     for (int i = 0; i < m->rt->n_workers; i++) {
         struct purge_msg *pm = malloc(sizeof(*pm));
         if (!pm) {
@@ -972,6 +978,7 @@ monitor_start(struct runtime *rt, struct monitor **out)
     }
     m->rt = rt;
     m->cfg = cfg_ref(rt->cfg);
+    atomic_init(&m->is_workers_ready, false);
     m->n_nodes = rt->n_nodes;
     for (int i = 0; i < rt->n_nodes; i++) {
         mon_node_setup(m, i, i);
@@ -1004,6 +1011,12 @@ monitor_start(struct runtime *rt, struct monitor **out)
     pthread_mutex_unlock(&m->mu);
     *out = m;
     return 0;
+}
+
+void
+monitor_workers_ready(struct monitor *m)
+{
+    atomic_store_explicit(&m->is_workers_ready, true, memory_order_release);
 }
 
 void

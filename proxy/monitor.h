@@ -17,11 +17,16 @@ struct monitor;
 /**
  * Start the monitor over rt (whose first snapshot is already published) and wait until its
  * first round of checks has published what it found, at most health_check_timeout, so the first
- * clients already see discovered roles. The workers must be initialized (worker_init: their
- * inboxes take the monitor's messages) but need not run yet. Returns 0 or -1 (out of memory,
- * thread not started).
+ * clients already see discovered roles. The workers need not exist yet: the monitor tells them
+ * nothing until monitor_workers_ready. Returns 0 or -1 (out of memory, thread not started).
  */
 int monitor_start(struct runtime *rt, struct monitor **out) MUST_CHECK;
+
+/**
+ * rt->workers are initialized (worker_init: their inboxes take the monitor's messages); they
+ * need not run yet. Main thread.
+ */
+void monitor_workers_ready(struct monitor *m);
 
 /**
  * Stop the thread, close its connections. Nodes it appended to rt->nodes keep their names until

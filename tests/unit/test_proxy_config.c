@@ -1601,9 +1601,6 @@ main(void)
         cmocka_unit_test_teardown(test_primary_functions, teardown),
         cmocka_unit_test_teardown(test_pin_session_state, teardown),
         cmocka_unit_test_teardown(test_tls_keys, teardown),
-}
-
-static void
         cmocka_unit_test_teardown(test_health_check_keys, teardown),
         cmocka_unit_test_teardown(test_too_many_nodes, teardown),
         cmocka_unit_test_teardown(test_overrides, teardown),
