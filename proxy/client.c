@@ -1610,8 +1610,10 @@ client_open_server(struct client *c)
 }
 
 /*
- * Transaction and statement pooling: each transaction takes its server from the pool of the
- * snapshot's primary, so an idle session follows a failover. False when no node is usable as
+ * Transaction and statement pooling: a transaction whose pool is on a node that can no longer
+ * serve it (down, removed, fenced, or a former primary) takes its server from the current
+ * primary's pool instead, so an idle session follows a failover. A pool on a usable replica is
+ * left alone: reads may have been routed there on purpose. False when no node is usable as
  * the primary right now.
  */
 static bool
@@ -1619,12 +1621,21 @@ client_follow_primary(struct client *c)
 {
     struct worker *w = c->w;
     const struct topo_snapshot *t = topo_refresh(&w->rt->topology, &w->topo);
+    int cur = c->pool->node_idx;
+    if (cur == t->primary) {
+        return true;
+    }
+    if (cur >= 0 && cur < t->n_nodes) {
+        const struct topo_node *tn = &t->nodes[cur];
+        if (tn->role == POOL_ROLE_REPLICA && tn->is_healthy && !tn->is_removed &&
+            !tn->is_fenced) {
+            return true;
+        }
+    }
     if (t->primary < 0) {
         return false;
     }
-    if (c->pool->node_idx != t->primary) {
-        (void) routing_to_node(c, t->primary); /* out of memory: the old pool, which fails */
-    }
+    (void) routing_to_node(c, t->primary); /* out of memory: the old pool, which fails */
     return true;
 }
 
