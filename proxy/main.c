@@ -397,7 +397,6 @@ main(int argc, char **argv)
         }
     }
 
-    monitor_workers_ready(mon);
 
     /* Warm pools exist from the start so their home workers fill them to min_idle_conns. */
     for (int i = 0; i < cfg->n_warm_pools; i++) {
@@ -425,6 +424,7 @@ main(int argc, char **argv)
     ev_async_init(&rt.workers_done, workers_done_cb);
     ev_async_start(loop, &rt.workers_done);
     runtime_reload_init(&rt);
+    monitor_workers_ready(mon); /* after rt.cfg_mu exists: the monitor follows reloads */
     atomic_store(&rt.n_running, rt.n_workers);
     for (int i = 0; i < rt.n_workers; i++) {
         if (worker_start(&rt.workers[i]) != 0) {

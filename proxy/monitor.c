@@ -45,6 +45,7 @@
 #include "pool/pool.h"
 #include "proxy/client.h"
 #include "proxy/config.h"
+#include "proxy/runtime.h"
 #include "proxy/topology.h"
 #include "proxy/worker.h"
 
@@ -541,7 +542,7 @@ dns_refresh(struct monitor *m)
             memset(pn, 0, sizeof(*pn));
             memcpy(&pn->addr, ai->ai_addr, ai->ai_addrlen);
             pn->addr_len = ai->ai_addrlen;
-            pn->host = cn->host;
+            pn->host = m->rt->nodes[o].host; /* the start-up configuration's, kept until exit */
             pn->port = cn->port;
             char text[INET6_ADDRSTRLEN];
             addr_format(&pn->addr, text, sizeof(text));
@@ -900,17 +901,76 @@ snapshot_update(struct monitor *m, bool checked, bool force)
 
 /* ---- the thread ---- */
 
+static bool
+str_differs(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+static void
+checking_update(struct monitor *m)
+{
+    bool was = m->is_checking;
+    m->is_checking = m->cfg->health_check_period_ms > 0 && m->cfg->health_check_user != NULL;
+    if (m->cfg->health_check_period_ms > 0 && !m->is_checking) {
+        log_warning("health checks are off: no health_check_user is set and no admin_users or "
+                    "auth_file user has a plaintext password; roles stay as declared and "
+                    "failover is not followed");
+    } else if (was && !m->is_checking) {
+        log_info("health checks are off (health_check_period = 0)");
+    }
+}
+
+/*
+ * A reload publishes a new configuration: the health_check_* keys and dns_ttl apply from the
+ * next round, and connections made with other credentials or TLS settings are reopened. The
+ * [node.NAME] sections do not change without a restart (runtime.c keeps the running ones), so
+ * origins stay valid. Only once the main loop runs: before that rt->cfg_mu does not exist.
+ */
+static void
+cfg_follow(struct monitor *m)
+{
+    if (!atomic_load_explicit(&m->is_workers_ready, memory_order_acquire)) {
+        return;
+    }
+    struct cfg *c = runtime_cfg_get(m->rt);
+    struct cfg *old = m->cfg;
+    if (c == old) {
+        cfg_unref(c);
+        return;
+    }
+    bool relogin = str_differs(c->health_check_user, old->health_check_user) ||
+                   str_differs(c->health_check_password, old->health_check_password) ||
+                   str_differs(c->health_check_database, old->health_check_database) ||
+                   c->health_check_timeout_ms != old->health_check_timeout_ms ||
+                   c->server_tls_mode != old->server_tls_mode ||
+                   str_differs(c->server_tls_ca_file, old->server_tls_ca_file) ||
+                   str_differs(c->server_tls_cert_file, old->server_tls_cert_file) ||
+                   str_differs(c->server_tls_key_file, old->server_tls_key_file);
+    m->cfg = c;
+    if (relogin) {
+        for (int i = 0; i < m->n_nodes; i++) {
+            conn_drop(&m->nodes[i]);
+        }
+    }
+    checking_update(m);
+    cfg_unref(old);
+}
+
 static void *
 monitor_main(void *arg)
 {
     struct monitor *m = arg;
-    const struct cfg *c = m->cfg;
-    int64_t period_us = c->health_check_period_ms * 1000;
-    int64_t ttl_us = c->dns_ttl_ms * 1000;
     bool first = true;
     int64_t next_round = mono_now_us();
     for (;;) {
+        cfg_follow(m);
+        int64_t period_us = m->cfg->health_check_period_ms * 1000;
+        int64_t ttl_us = m->cfg->dns_ttl_ms * 1000;
         int64_t now = mono_now_us();
+        if (next_round > now + period_us) {
+            next_round = now + period_us; /* the period was shortened */
+        }
         bool dns_changed = false;
         if (first || (ttl_us > 0 && now >= m->next_dns_us)) {
             dns_changed = dns_refresh(m);
@@ -933,8 +993,9 @@ monitor_main(void *arg)
             pthread_cond_broadcast(&m->cv);
             first = false;
         }
-        int64_t wake = INT64_MAX;
-        if (m->is_checking) {
+        /* at least once a second, to see a reload that turns checks or DNS on */
+        int64_t wake = mono_now_us() + 1000000;
+        if (m->is_checking && next_round < wake) {
             wake = next_round;
         }
         if (ttl_us > 0 && m->next_dns_us < wake) {
@@ -944,10 +1005,6 @@ monitor_main(void *arg)
             int64_t left = wake - mono_now_us();
             if (left <= 0) {
                 break;
-            }
-            if (wake == INT64_MAX) {
-                pthread_cond_wait(&m->cv, &m->mu);
-                continue;
             }
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -984,12 +1041,7 @@ monitor_start(struct runtime *rt, struct monitor **out)
         mon_node_setup(m, i, i);
     }
     m->last = topo_get(&rt->topology);
-    m->is_checking = m->cfg->health_check_period_ms > 0 && m->cfg->health_check_user != NULL;
-    if (m->cfg->health_check_period_ms > 0 && !m->is_checking) {
-        log_warning("health checks are off: no health_check_user is set and no admin_users or "
-                    "auth_file user has a plaintext password; roles stay as declared and "
-                    "failover is not followed");
-    }
+    checking_update(m);
     pthread_mutex_init(&m->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

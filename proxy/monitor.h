@@ -23,8 +23,9 @@ struct monitor;
 int monitor_start(struct runtime *rt, struct monitor **out) MUST_CHECK;
 
 /**
- * rt->workers are initialized (worker_init: their inboxes take the monitor's messages); they
- * need not run yet. Main thread.
+ * rt->workers are initialized (worker_init: their inboxes take the monitor's messages; they need
+ * not run yet) and reloads may come (runtime_reload_init): from now on the monitor tells the
+ * workers what changed and follows the configuration a reload publishes. Main thread.
  */
 void monitor_workers_ready(struct monitor *m);
 

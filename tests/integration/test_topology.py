@@ -10,6 +10,7 @@ test builds on.
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import CLUSTER_SH, Cluster, _add_log_source, _read_env
+from conftest import CLUSTER_SH, Cluster, _add_log_source, _read_env, _render_ini
 from helpers import wait_for
 
 PGBIN = "/usr/lib/postgresql/15/bin"
@@ -143,22 +144,25 @@ def test_auto_roles_discovered(cluster, pgmux):
 
 def test_volatile_functions_learned(cluster, pgmux):
     """User-defined VOLATILE functions are read from the primary's catalog of
-    health_check_database, and the list is republished only when it changes."""
+    health_check_database, and the list is republished only when it changes. A reload that
+    points health_check_database elsewhere is followed."""
     with cluster.su(dbname="appdb") as su:
         su.execute("DROP FUNCTION IF EXISTS topo_bump(), topo_stable()")
-    px = pgmux(pool_mode="transaction", health_check_database="appdb",
-               health_check_period="200ms")
-    wait_for(lambda: log_has(px, "learned 0 user-defined VOLATILE"), timeout=5,
-             what="the empty list")
-    with cluster.su(dbname="appdb") as su:
         try:
             su.execute("CREATE FUNCTION topo_bump() RETURNS int VOLATILE LANGUAGE sql"
                        " AS 'SELECT 1'")
             su.execute("CREATE FUNCTION topo_stable() RETURNS int STABLE LANGUAGE sql"
                        " AS 'SELECT 1'")
+            # in the postgres database there are none
+            px = pgmux(pool_mode="transaction", health_check_period="200ms")
+            wait_for(lambda: log_has(px, "learned 0 user-defined VOLATILE"), timeout=5,
+                     what="the empty list of the postgres database")
+            px.config["pgmux"]["health_check_database"] = "appdb"
+            (px.dir / "proxy.ini").write_text(_render_ini(px.config))
+            px.proc.send_signal(signal.SIGHUP)
             # "public.topo_bump" and "topo_bump"; the STABLE one is not a write
             wait_for(lambda: log_has(px, "learned 2 user-defined VOLATILE"), timeout=5,
-                     what="the new function")
+                     what="the function in appdb after the reload")
             time.sleep(0.6)  # three more rounds: an unchanged list is not announced again
             assert px.log_text().count("user-defined VOLATILE") == 2, px.log_text()
         finally:
