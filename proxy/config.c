@@ -2120,11 +2120,29 @@ secret_is_plaintext(const char *s)
            !(strlen(s) == CFG_MD5_SECRET_LEN && strncmp(s, "md5", 3) == 0);
 }
 
+/* Console-only users are pgmux's, and may not exist on the servers. */
+static bool
+user_is_console_only(const struct cfg *c, const char *name)
+{
+    for (int i = 0; i < c->n_admin_users; i++) {
+        if (strcmp(c->admin_users[i], name) == 0) {
+            return true;
+        }
+    }
+    for (int i = 0; i < c->n_stats_users; i++) {
+        if (strcmp(c->stats_users[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
- * Who the monitor logs in as when the file does not say: the first admin_users entry with a
- * plaintext secret in auth_file, else the first auth_file user (in name order) with one. The
+ * Who the monitor logs in as when the file does not say: a user that certainly exists on the
+ * servers, the first warm_pools user with a plaintext secret in auth_file; else the first
+ * auth_file user (in name order) with one that is not in admin_users or stats_users. The
  * password, when not set, is that user's plaintext secret. With nobody suitable the user stays
- * NULL and the monitor does not check (main says so in the log); this is not an error, since a
+ * NULL and the monitor does not check (it says so in the log); this is not an error, since a
  * configuration with only hashed secrets worked before the monitor existed.
  */
 static void
@@ -2133,14 +2151,15 @@ health_check_credentials(struct cfg_parse *p)
     struct cfg *c = p->c;
     if (c->health_check_user == NULL) {
         const char *pick = NULL;
-        for (int i = 0; i < c->n_admin_users && pick == NULL; i++) {
-            const struct cfg_user *u = cfg_user_find(c, c->admin_users[i]);
+        for (int i = 0; i < c->n_warm_pools && pick == NULL; i++) {
+            const struct cfg_user *u = cfg_user_find(c, c->warm_pools[i].user);
             if (u != NULL && secret_is_plaintext(u->secret)) {
                 pick = u->name;
             }
         }
         for (int i = 0; i < c->n_users && pick == NULL; i++) {
-            if (secret_is_plaintext(c->users[i].secret)) {
+            if (secret_is_plaintext(c->users[i].secret) &&
+                !user_is_console_only(c, c->users[i].name)) {
                 pick = c->users[i].name;
             }
         }

@@ -149,7 +149,7 @@ struct cfg {
     /* [pgmux] topology monitor (proxy/monitor.c) */
     int64_t health_check_period_ms;  /* 1 s; 0 = no health checks (declared roles only) */
     int64_t health_check_timeout_ms; /* 1 s: connect + query of one check round */
-    char *health_check_user;         /* as set, else derived at load from admin_users and the
+    char *health_check_user;         /* as set, else derived at load from warm_pools and the
                                         auth_file (cfg_load); NULL = no usable credentials */
     char *health_check_password;     /* as set, else that user's plaintext auth_file secret;
                                         NULL = none (trust or .pgpass); never logged */

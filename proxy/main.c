@@ -445,11 +445,11 @@ main(int argc, char **argv)
     ev_signal_start(loop, &sighup);
     ev_run(loop, 0); /* until every worker has finished (SIGINT or SIGTERM) */
     ev_async_stop(loop, &rt.workers_done);
-    runtime_reload_fini(&rt);
     metrics_stop(metrics);
 
     /* Before worker_fini: the monitor posts to the workers' inboxes. */
     monitor_stop(mon);
+    runtime_reload_fini(&rt); /* after the monitor, which takes rt.cfg_mu */
     for (int i = 0; i < rt.n_workers; i++) {
         pthread_join(rt.workers[i].thread, NULL);
     }

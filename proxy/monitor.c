@@ -913,9 +913,9 @@ checking_update(struct monitor *m)
     bool was = m->is_checking;
     m->is_checking = m->cfg->health_check_period_ms > 0 && m->cfg->health_check_user != NULL;
     if (m->cfg->health_check_period_ms > 0 && !m->is_checking) {
-        log_warning("health checks are off: no health_check_user is set and no admin_users or "
-                    "auth_file user has a plaintext password; roles stay as declared and "
-                    "failover is not followed");
+        log_warning("health checks are off: no health_check_user is set and no warm_pools or "
+                    "auth_file user (console users aside) has a plaintext password; roles stay "
+                    "as declared and failover is not followed");
     } else if (was && !m->is_checking) {
         log_info("health checks are off (health_check_period = 0)");
     }

@@ -1053,15 +1053,20 @@ test_health_check_keys(void **state)
     assert_null(c->health_check_password);
     cfg_unref(c);
 
-    /* derived: the first admin user with a plaintext secret, then the first user by name */
+    /* derived: the first warm pool's user with a plaintext secret, else the first user by name
+     * with one that is not a console user */
     write_users("\"alice\" \"" MD5_SECRET "\"\n\"bob\" \"bob-pw\"\n\"carol\" \"carol-pw\"\n"
                 "\"dave\" \"" SCRAM_SECRET "\"\n");
-    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\nadmin_users = alice, dave, carol\n"
-                               NODE_A,
+    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\n[pool]\n"
+                               "warm_pools = alice@db, dave@db, carol@db\n" NODE_A,
                                &c),
                      0);
     assert_string_equal(c->health_check_user, "carol");
     assert_string_equal(c->health_check_password, "carol-pw");
+    cfg_unref(c);
+    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\nadmin_users = bob\n" NODE_A, &c),
+                     0);
+    assert_string_equal(c->health_check_user, "carol");
     cfg_unref(c);
     assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\n" NODE_A, &c), 0);
     assert_string_equal(c->health_check_user, "bob");
