@@ -1627,8 +1627,7 @@ client_follow_primary(struct client *c)
     }
     if (cur >= 0 && cur < t->n_nodes) {
         const struct topo_node *tn = &t->nodes[cur];
-        if (tn->role == POOL_ROLE_REPLICA && tn->is_healthy && !tn->is_removed &&
-            !tn->is_fenced) {
+        if (tn->role == POOL_ROLE_REPLICA && tn->is_healthy && !tn->is_removed && !tn->is_fenced) {
             return true;
         }
     }
@@ -1681,8 +1680,7 @@ client_acquire(struct client *c)
         c->is_held = true;
         return;
     }
-    if (c->mode != CFG_POOL_SESSION && !client_follow_primary(c) &&
-        client_await_primary(c, -1)) {
+    if (c->mode != CFG_POOL_SESSION && !client_follow_primary(c) && client_await_primary(c, -1)) {
         return;
     }
     struct pool_conn *sc = NULL;

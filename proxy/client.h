@@ -152,10 +152,10 @@ struct client {
                                   it will not write */
     uint16_t n_ryw_pending;    /* commit positions of its writes still being learned: its
                                   reads go to the primary until none is */
-    bool is_awaiting_primary; /* CLIENT_WAITING for a usable primary (failover), not queued */
-    int await_node;           /* the node whose connection failed, -1 when none was usable */
-    int64_t await_until_us;   /* give up waiting for a primary then; 0 = not waiting since the
-                                 last server */
+    bool is_awaiting_primary;  /* CLIENT_WAITING for a usable primary (failover), not queued */
+    int await_node;            /* the node whose connection failed, -1 when none was usable */
+    int64_t await_until_us;    /* give up waiting for a primary then; 0 = not waiting since the
+                                  last server */
 };
 
 /** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */

@@ -2384,8 +2384,7 @@ cfg_new_defaults(const char *path)
     c->read_your_writes_window_ms = 1000;
     if (c->path == NULL || c->listen_addr == NULL || c->server_reset_query == NULL ||
         c->client_tls_ciphers == NULL || c->syslog_ident == NULL || c->syslog_socket == NULL ||
-        c->metrics_addr == NULL || c->auth_query == NULL ||
-        c->health_check_database == NULL) {
+        c->metrics_addr == NULL || c->auth_query == NULL || c->health_check_database == NULL) {
         cfg_free(c);
         return NULL;
     }

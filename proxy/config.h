@@ -154,9 +154,9 @@ struct cfg {
     char *health_check_password;     /* as set, else that user's plaintext auth_file secret;
                                         NULL = none (trust or .pgpass); never logged */
     char *health_check_database;     /* "postgres" */
-    int64_t dns_ttl_ms;              /* 30 s: host names re-resolved this often; 0 = at start only */
-    enum log_level log_level;          /* info */
-    int64_t log_min_duration_ms;       /* requests slower than this are logged; -1 = off */
+    int64_t dns_ttl_ms;          /* 30 s: host names re-resolved this often; 0 = at start only */
+    enum log_level log_level;    /* info */
+    int64_t log_min_duration_ms; /* requests slower than this are logged; -1 = off */
     enum cfg_log_dest log_destination; /* stderr */
     char *syslog_ident;                /* "pgmux" */
     int syslog_facility;               /* syslog facility code (LOG_DAEMON >> 3 = 3) */

@@ -413,8 +413,8 @@ main(int argc, char **argv)
         struct topo_snapshot *first = topo_get(&rt.topology);
         int warm_node = first->primary >= 0 ? first->primary : rt.primary_node;
         topo_put(first);
-        if (!pool_get(&rt.pools, warm_node, cfg->warm_pools[i].database,
-                      cfg->warm_pools[i].user, cu ? &sec : NULL, mode != CFG_POOL_SESSION)) {
+        if (!pool_get(&rt.pools, warm_node, cfg->warm_pools[i].database, cfg->warm_pools[i].user,
+                      cu ? &sec : NULL, mode != CFG_POOL_SESSION)) {
             log_fatal("out of memory");
             return 1;
         }

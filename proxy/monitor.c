@@ -112,17 +112,17 @@ struct monitor {
     bool is_checking; /* health_check_period > 0 and credentials known */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;  /* CLOCK_MONOTONIC */
-    bool is_stopping;   /* under mu */
-    bool is_first_done; /* under mu: the first round has published */
+    pthread_cond_t cv;            /* CLOCK_MONOTONIC */
+    bool is_stopping;             /* under mu */
+    bool is_first_done;           /* under mu: the first round has published */
     atomic_bool is_workers_ready; /* rt->workers may take messages (release/acquire) */
 
     struct mon_node nodes[TOPO_MAX_NODES];
-    int n_nodes;                  /* == entries of rt->nodes in use */
-    bool is_full_logged;          /* TOPO_MAX_NODES reached, said once */
-    struct topo_snapshot *last;   /* what this thread published last (one reference) */
-    uint32_t max_timeline_seen;   /* split-brain guard: the newest timeline any node reported */
-    bool has_functions;           /* a primary's function list was learned once */
+    int n_nodes;                /* == entries of rt->nodes in use */
+    bool is_full_logged;        /* TOPO_MAX_NODES reached, said once */
+    struct topo_snapshot *last; /* what this thread published last (one reference) */
+    uint32_t max_timeline_seen; /* split-brain guard: the newest timeline any node reported */
+    bool has_functions;         /* a primary's function list was learned once */
     int64_t next_dns_us;
 };
 
@@ -465,8 +465,9 @@ addr_equal(const struct sockaddr_storage *a, const struct sockaddr *b, socklen_t
 static void
 addr_format(const struct sockaddr_storage *ss, char *out, size_t len)
 {
-    const void *a = ss->ss_family == AF_INET6 ? (const void *) &((const struct sockaddr_in6 *) ss)->sin6_addr
-                                              : (const void *) &((const struct sockaddr_in *) ss)->sin_addr;
+    const void *a = ss->ss_family == AF_INET6
+                        ? (const void *) &((const struct sockaddr_in6 *) ss)->sin6_addr
+                        : (const void *) &((const struct sockaddr_in *) ss)->sin_addr;
     if (!inet_ntop(ss->ss_family, a, out, (socklen_t) len)) {
         snprintf(out, len, "?");
     }
@@ -585,15 +586,17 @@ dns_refresh(struct monitor *m)
 static int
 pool_role_of(enum cfg_role r)
 {
-    return r == CFG_ROLE_REPLICA ? POOL_ROLE_REPLICA
-         : r == CFG_ROLE_PRIMARY ? POOL_ROLE_PRIMARY
-                                 : POOL_ROLE_UNKNOWN;
+    return r == CFG_ROLE_REPLICA   ? POOL_ROLE_REPLICA
+           : r == CFG_ROLE_PRIMARY ? POOL_ROLE_PRIMARY
+                                   : POOL_ROLE_UNKNOWN;
 }
 
 static const char *
 role_name(int role)
 {
-    return role == POOL_ROLE_PRIMARY ? "primary" : role == POOL_ROLE_REPLICA ? "replica" : "unknown";
+    return role == POOL_ROLE_PRIMARY   ? "primary"
+           : role == POOL_ROLE_REPLICA ? "replica"
+                                       : "unknown";
 }
 
 /* The learned function list of the primary, sorted and without repeats, into s when it differs
@@ -872,8 +875,8 @@ snapshot_update(struct monitor *m, bool checked, bool force)
             /* still down, but for a new reason: worth one line */
             if (!n->is_ok && !n->is_removed && i < m->last->n_nodes &&
                 !m->last->nodes[i].is_healthy && strcmp(n->err, n->last_logged_err) != 0) {
-                log_warning("node %s (%s:%s) is still down: %s", m->rt->nodes[i].name,
-                            n->addr_text, n->port_text, n->err);
+                log_warning("node %s (%s:%s) is still down: %s", m->rt->nodes[i].name, n->addr_text,
+                            n->port_text, n->err);
                 memcpy(n->last_logged_err, n->err, MON_ERR_LEN);
             }
         }

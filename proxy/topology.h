@@ -31,18 +31,19 @@
 #define TOPO_MAX_NODES 64
 
 struct topo_node {
-    int idx;            /* index into rt->nodes, == position in snapshot->nodes */
-    int role;           /* enum pool_role: what the server says (declared role until checked) */
-    bool is_healthy;    /* the last check connected and answered within its timeouts */
-    bool is_removed;    /* no longer in the configuration or DNS: no new connections */
-    bool is_fenced;     /* not in recovery, but another node has a newer timeline: split-brain
-                           guard, never used as a primary (and given no reads: its data is
-                           from before the failover) */
-    uint32_t timeline;  /* from pg_control_checkpoint(), 0 when unknown */
-    uint64_t lsn;       /* primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn() */
-    uint64_t lag_bytes; /* replica: the primary's LSN minus its replay LSN; 0 on a primary */
-    int64_t lag_ms;     /* replica: replay delay while behind the primary; 0 when caught up */
-    int weight;         /* [node.NAME] weight */
+    int idx;               /* index into rt->nodes, == position in snapshot->nodes */
+    int role;              /* enum pool_role: what the server says (declared role until checked) */
+    bool is_healthy;       /* the last check connected and answered within its timeouts */
+    bool is_removed;       /* no longer in the configuration or DNS: no new connections */
+    bool is_fenced;        /* not in recovery, but another node has a newer timeline: split-brain
+                              guard, never used as a primary (and given no reads: its data is
+                              from before the failover) */
+    uint32_t timeline;     /* primary: its current WAL file's; replica: pg_control_checkpoint()'s;
+                              0 when unknown */
+    uint64_t lsn;          /* primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn() */
+    uint64_t lag_bytes;    /* replica: the primary's LSN minus its replay LSN; 0 on a primary */
+    int64_t lag_ms;        /* replica: replay delay while behind the primary; 0 when caught up */
+    int weight;            /* [node.NAME] weight */
     int64_t checked_at_us; /* monotonic time of the last completed check, 0 = never */
 };
 
@@ -60,9 +61,9 @@ struct topo_snapshot {
 };
 
 struct topology {
-    pthread_mutex_t mu;            /* guards cur's replacement and reference taking */
-    struct topo_snapshot *cur;     /* under mu */
-    _Atomic uint64_t generation;   /* == cur->generation, readable without mu */
+    pthread_mutex_t mu;          /* guards cur's replacement and reference taking */
+    struct topo_snapshot *cur;   /* under mu */
+    _Atomic uint64_t generation; /* == cur->generation, readable without mu */
 };
 
 /** Take a reference to the current snapshot. Any thread. */

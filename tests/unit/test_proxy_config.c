@@ -1064,8 +1064,7 @@ test_health_check_keys(void **state)
     assert_string_equal(c->health_check_user, "carol");
     assert_string_equal(c->health_check_password, "carol-pw");
     cfg_unref(c);
-    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\nadmin_users = bob\n" NODE_A, &c),
-                     0);
+    assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\nadmin_users = bob\n" NODE_A, &c), 0);
     assert_string_equal(c->health_check_user, "carol");
     cfg_unref(c);
     assert_int_equal(load_text("[pgmux]\nauth_file = @USERS@\n" NODE_A, &c), 0);
