@@ -1007,8 +1007,7 @@ pool_copy_welcome(struct pool *p, struct pool_params *out)
     return ok;
 }
 
-static void conn_release(struct pool_conn *sc, bool reset, const char *answer_sql,
-                         uint64_t owner);
+static void conn_release(struct pool_conn *sc, bool reset, const char *answer_sql, uint64_t owner);
 
 void
 pool_conn_release(struct pool_conn *sc, bool reset)

@@ -35,8 +35,9 @@ test_parse_lsn(void **state)
     uint64_t a, b;
     assert_true(lsn("1/0", &a) && lsn("0/FFFFFFFF", &b));
     assert_true(a > b);
-    static const char *const bad[] = { "", "/", "0/", "/0", "0", "0/0/0", "g/0", "0/12345678 ",
-                                       "123456789/0", "0/123456789", "-1/0", "0x1/0" };
+    static const char *const bad[] = { "",      "/",    "0/",          "/0",          "0",
+                                       "0/0/0", "g/0",  "0/12345678 ", "123456789/0", "0/123456789",
+                                       "-1/0",  "0x1/0" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (lsn(bad[i], &v)) {
             fail_msg("'%s' parsed", bad[i]);
