@@ -1733,13 +1733,9 @@ client_on_ready(struct pool_worker *pw, struct pool_conn *sc, uint64_t opener_id
 void
 client_on_answer(struct pool_worker *pw, uint64_t owner_id, const char *value, size_t len)
 {
-    struct client *c = client_by_id(pw->owner, owner_id);
-    if (c && c->n_ryw_pending > 0) {
-        /* Several may be in flight (the next write transaction ran on another connection);
-         * routing_note_lsn keeps the highest position. */
-        c->n_ryw_pending--;
-        routing_note_lsn(c, value, len);
-    }
+    struct worker *w = pw->owner;
+    struct client *c = owner_id & ROUTING_PROBE_OWNER ? NULL : client_by_id(w, owner_id);
+    routing_answer(w, c, owner_id, value, len);
 }
 
 void
@@ -2057,11 +2053,12 @@ client_release_server(struct client *c)
     }
     pool_conn_in_settle(sc);
     c->sc = NULL;
-    if (routing_txn_end(c)) {
-        /* The connection learns the commit's position on its way back to the pool; the client
-         * does not wait for it, and reads on the primary until it is known. */
-        c->n_ryw_pending++;
-        pool_conn_release_query(sc, ROUTING_LSN_SQL, c->id);
+    uint64_t owner = 0;
+    const char *q = routing_txn_end(c, &owner);
+    if (q) {
+        /* The connection learns a position for read-your-writes on its way back to the pool;
+         * the client does not wait for it. */
+        pool_conn_release_query(sc, q, owner);
     } else {
         pool_conn_release(sc, false);
     }

@@ -29,6 +29,11 @@ routing_worker_init(struct routing_worker *rw, uint64_t seed)
     }
     atomic_init(&rw->n_lsn_lookups, 0);
     atomic_init(&rw->n_fallbacks, 0);
+    atomic_init(&rw->n_probes, 0);
+    memset(rw->replay_lsn, 0, sizeof(rw->replay_lsn));
+    memset(rw->probe_sent_us, 0, sizeof(rw->probe_sent_us));
+    memset(rw->is_probing, 0, sizeof(rw->is_probing));
+    rw->wanted_lsn = 0;
 }
 
 void
@@ -50,10 +55,11 @@ routing_worker_log(const struct routing_worker *rw, const struct stats_worker *s
         }
         len += (size_t) k;
     }
-    log_info("worker %d routed: %s; commit positions learned %llu, reads moved to the primary "
-             "after a replica refused %llu",
+    log_info("worker %d routed: %s; commit positions learned %llu, replica replay positions "
+             "learned %llu, reads moved to the primary after a replica refused %llu",
              idx, len ? line : "nothing",
              (unsigned long long) atomic_load_explicit(&rw->n_lsn_lookups, memory_order_relaxed),
+             (unsigned long long) atomic_load_explicit(&rw->n_probes, memory_order_relaxed),
              (unsigned long long) atomic_load_explicit(&rw->n_fallbacks, memory_order_relaxed));
 }
 
@@ -137,7 +143,8 @@ pick_read(struct client *c, const struct topo_snapshot *t, int primary, const ch
             .is_replica = tn->role == POOL_ROLE_REPLICA,
             .is_usable = tn->is_healthy && !tn->is_removed && !tn->is_fenced && !is_down,
             .weight = tn->weight,
-            .lsn = tn->lsn,
+            /* the fresher of the health check's and this worker's own probe's position */
+            .lsn = tn->lsn > w->routing.replay_lsn[i] ? tn->lsn : w->routing.replay_lsn[i],
             .lag_bytes = tn->lag_bytes,
             .lag_ms = tn->lag_ms,
             .active = w->routing.active[i],
@@ -156,7 +163,13 @@ pick_read(struct client *c, const struct topo_snapshot *t, int primary, const ch
         min_lsn = c->n_ryw_pending ? UINT64_MAX : c->ryw_lsn;
     }
     uint64_t key = lim.balance == ROUTER_BALANCE_HASH ? hash_key(c) : 0;
-    return router_pick_read(&w->routing.bal, &lim, v, n, primary, min_lsn, key, reason);
+    int node = router_pick_read(&w->routing.bal, &lim, v, n, primary, min_lsn, key, reason);
+    if (node == primary && min_lsn != 0 && min_lsn != UINT64_MAX &&
+        min_lsn > w->routing.wanted_lsn) {
+        /* Kept off the replicas by its own write: worth asking them how far they are. */
+        w->routing.wanted_lsn = min_lsn;
+    }
+    return node;
 }
 
 static bool
@@ -443,29 +456,51 @@ routing_txn_begin(struct client *c)
     return enter(c, node, is_read);
 }
 
-bool
-routing_txn_end(struct client *c)
+/* After a read on a replica: ask it how far it has replayed, when a client waits for that. */
+static const char *
+probe_replica(struct client *c, uint64_t *owner)
+{
+    struct routing_worker *rw = &c->w->routing;
+    int node = c->route_node;
+    if (node < 0 || !c->is_route_read || !routing_on_replica(c) || rw->is_probing[node] ||
+        rw->wanted_lsn <= rw->replay_lsn[node]) {
+        return NULL;
+    }
+    int64_t now = mono_now_us();
+    if (now - rw->probe_sent_us[node] < ROUTING_PROBE_GAP_US) {
+        return NULL;
+    }
+    rw->is_probing[node] = true;
+    rw->probe_sent_us[node] = now;
+    *owner = ROUTING_PROBE_OWNER | (uint64_t) node;
+    return ROUTING_REPLAY_SQL;
+}
+
+const char *
+routing_txn_end(struct client *c, uint64_t *owner)
 {
     struct worker *w = c->w;
     const struct cfg *cfg = w->cfg;
     bool wrote = c->txn_wrote;
     c->txn_wrote = false;
-    if (!wrote || !cfg->read_write_split || c->is_pinned) {
-        return false;
+    if (!cfg->read_write_split || c->is_pinned || cfg->read_your_writes == CFG_RYW_OFF) {
+        return NULL;
     }
-    switch (cfg->read_your_writes) {
-    case CFG_RYW_WINDOW:
+    if (!wrote) {
+        return cfg->read_your_writes == CFG_RYW_LSN ? probe_replica(c, owner) : NULL;
+    }
+    if (cfg->read_your_writes == CFG_RYW_WINDOW) {
         c->ryw_until_us = mono_now_us() + cfg->read_your_writes_window_ms * 1000;
-        return false;
-    case CFG_RYW_LSN: {
-        /* With no replica to read from, the position would never be used. */
-        const struct topo_snapshot *t = topo_refresh(&w->rt->topology, &w->topo);
-        return has_replica(t, primary_of(w, t));
+        return NULL;
     }
-    case CFG_RYW_OFF:
-        break;
+    /* With no replica to read from, the position would never be used. */
+    const struct topo_snapshot *t = topo_refresh(&w->rt->topology, &w->topo);
+    if (!has_replica(t, primary_of(w, t))) {
+        return NULL;
     }
-    return false;
+    c->n_ryw_pending++;
+    *owner = c->id;
+    return ROUTING_LSN_SQL;
 }
 
 bool
@@ -508,8 +543,8 @@ routing_parse_lsn(const char *text, size_t len, uint64_t *out)
     return true;
 }
 
-void
-routing_note_lsn(struct client *c, const char *text, size_t len)
+static void
+note_lsn(struct client *c, const char *text, size_t len)
 {
     uint64_t lsn;
     if (text && routing_parse_lsn(text, len, &lsn)) {
@@ -522,4 +557,31 @@ routing_note_lsn(struct client *c, const char *text, size_t len)
     /* The node stopped being a primary under us (failover), or answered nonsense: nothing
      * says which replica has the write, so the client reads on the primary for a window. */
     c->ryw_until_us = mono_now_us() + c->w->cfg->read_your_writes_window_ms * 1000;
+}
+
+void
+routing_answer(struct worker *w, struct client *c, uint64_t owner, const char *value, size_t len)
+{
+    struct routing_worker *rw = &w->routing;
+    uint64_t lsn;
+    if (owner & ROUTING_PROBE_OWNER) {
+        uint64_t node = owner & ~ROUTING_PROBE_OWNER;
+        if (node >= TOPO_MAX_NODES) {
+            return;
+        }
+        rw->is_probing[node] = false;
+        if (value && routing_parse_lsn(value, len, &lsn)) {
+            stats_add(&rw->n_probes, 1);
+            if (lsn > rw->replay_lsn[node]) {
+                rw->replay_lsn[node] = lsn;
+            }
+        }
+        return;
+    }
+    if (c && c->n_ryw_pending > 0) {
+        /* Several may be in flight (the next write transaction ran on another connection);
+         * note_lsn keeps the highest position. */
+        c->n_ryw_pending--;
+        note_lsn(c, value, len);
+    }
 }

@@ -30,6 +30,7 @@
 #include "router/route.h"
 
 struct client;
+struct worker;
 
 /* What pgmux runs on the primary after a write transaction when read_your_writes = lsn. The
  * insert position, not the write or flush one: with synchronous_commit = off the commit record
@@ -37,12 +38,29 @@ struct client;
  * replay position reaches this value has replayed the commit. */
 #define ROUTING_LSN_SQL "SELECT pg_catalog.pg_current_wal_insert_lsn()"
 
+/* What pgmux runs on a replica's connection after a read there, when some client of the worker
+ * waits for that replica to pass its last write: the health checks' replay position can be a
+ * health_check_period old, this one is a round trip old. At most one in flight per replica and
+ * worker, and no more often than ROUTING_PROBE_GAP_US. */
+#define ROUTING_REPLAY_SQL   "SELECT pg_catalog.pg_last_wal_replay_lsn()"
+#define ROUTING_PROBE_GAP_US 5000
+
+/* Owner ids of replay probes (pool_conn_release_query): the top bit, then the node index.
+ * Client ids never have it (generation << 32 | slot, generations far below 2^31). */
+#define ROUTING_PROBE_OWNER (1ull << 63)
+
 struct routing_worker {
     struct router_balancer bal;
     int active[TOPO_MAX_NODES];     /* this worker's clients routed to each node and
                                        not finished (waiting or running) */
     _Atomic uint64_t n_lsn_lookups; /* commit positions learned (read_your_writes) */
     _Atomic uint64_t n_fallbacks;   /* reads moved to the primary when a replica refused */
+    _Atomic uint64_t n_probes;      /* replay positions learned from replicas (probes) */
+    uint64_t replay_lsn[TOPO_MAX_NODES];   /* replay position a probe saw, 0 = none */
+    int64_t probe_sent_us[TOPO_MAX_NODES]; /* when the last probe went out */
+    bool is_probing[TOPO_MAX_NODES];       /* a probe is in flight */
+    uint64_t wanted_lsn; /* highest position a read of this worker's clients needed that no
+                            replica was known to have */
 };
 
 enum routing_result {
@@ -92,16 +110,22 @@ enum routing_result routing_to_node(struct client *c, int node);
 void routing_leave(struct client *c);
 
 /**
- * The client's transaction ended (ReadyForQuery idle) and its server is about to go back:
- * true when pgmux must learn the commit's position (run ROUTING_LSN_SQL on that connection,
- * pool_conn_release_query, and give the answer to routing_note_lsn; c->n_ryw_pending keeps
- * the client's reads on the primary meanwhile). Opens the write window in window mode.
+ * The client's transaction ended (ReadyForQuery idle) and its server is about to go back: the
+ * query to run on it first (pool_conn_release_query), with the owner id its answer goes to
+ * (routing_answer), or NULL for none. After a write with read_your_writes = lsn: the commit's
+ * position (c->n_ryw_pending keeps the client's reads on the primary meanwhile); after a read
+ * on a replica that some client waits to see pass its write: that replica's replay position
+ * (ROUTING_REPLAY_SQL). Opens the write window in window mode.
  */
-bool routing_txn_end(struct client *c);
+const char *routing_txn_end(struct client *c, uint64_t *owner);
 
-/** The answer to ROUTING_LSN_SQL ("X/Y" text), or NULL when it failed (then reads stay on
- * the primary for read_your_writes_window). */
-void routing_note_lsn(struct client *c, const char *text, size_t len);
+/**
+ * The answer to a query routing_txn_end asked for (value NULL when it failed), for client c
+ * (NULL when it has gone, or for a probe: owner has ROUTING_PROBE_OWNER). A commit position
+ * that cannot be learned keeps the client's reads on the primary for read_your_writes_window.
+ */
+void routing_answer(struct worker *w, struct client *c, uint64_t owner, const char *value,
+                    size_t len);
 
 /** Whether the client's current transaction runs on a node other than the primary. */
 bool routing_on_replica(struct client *c);

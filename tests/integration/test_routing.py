@@ -348,6 +348,30 @@ def test_read_your_writes_lsn_while_the_replica_is_paused(cluster, rt, routing_t
     assert learned_positions(px) == 2
 
 
+def test_read_your_writes_lsn_asks_the_replica_how_far_it_is(cluster, rt, routing_table):
+    """After a read on the replica, a worker whose client waits for its write there asks the
+    replica for its replay position: the writer reads on the replica again without waiting for a
+    health check."""
+    px = rt(read_your_writes="lsn", workers=1)
+    with px.connect() as writer, px.connect() as bystander:
+        writer.prepare_threshold = bystander.prepare_threshold = None
+        assert insert_one(cluster, writer, "probe") == "primary"
+
+        def writer_back_on_the_replica():
+            where(cluster, writer)  # kept on the primary until the replay is known to pass it
+            assert where(cluster, bystander) == "replica"  # a read there, then a probe
+            return where(cluster, writer) == "replica"
+
+        wait_for(writer_back_on_the_replica, timeout=5, interval=0.01,
+                 what="the writer's reads back on the replica")
+        assert writer.execute("SELECT count(*) FROM rt_items WHERE v = 'probe'").fetchone()[0] == 1
+    px.proc.send_signal(signal.SIGTERM)
+    assert px.proc.wait(timeout=15) == 0
+    px.exited_on_purpose = True
+    probes = re.findall(r"replica replay positions learned (\d+)", px.log_text())
+    assert probes and int(probes[0]) >= 1, px.log_text()[-2000:]
+
+
 def learned_positions(px):
     """Stop pgmux; the commit positions its workers learned, from their exit lines."""
     px.proc.send_signal(signal.SIGTERM)
