@@ -140,6 +140,16 @@ def test_admin_console_over_tls(pgmux, certs):
         assert len(rows) >= 1
 
 
+def test_pipeline_over_tls(pgmux, certs):
+    """Many small requests in one write: several TLS records arrive together and OpenSSL reads
+    them ahead, which makes the socket look idle; every answer must still come."""
+    px = pgmux(**tls_settings(certs), pool_mode="transaction")
+    with px.connect(sslmode="require") as c:
+        with c.pipeline():
+            curs = [c.execute("SELECT %s::int", [i]) for i in range(300)]
+        assert [cur.fetchone()[0] for cur in curs] == list(range(300))
+
+
 def test_prefer_and_disable_modes(pgmux, certs):
     px = pgmux(**tls_settings(certs, client_tls_mode="prefer"))
     with px.connect(sslmode="prefer") as c:
