@@ -352,7 +352,8 @@ def test_read_your_writes_lsn_asks_the_replica_how_far_it_is(cluster, rt, routin
     """After a read on the replica, a worker whose client waits for its write there asks the
     replica for its replay position: the writer reads on the replica again without waiting for a
     health check."""
-    px = rt(read_your_writes="lsn", workers=1)
+    # one health check at start, none during the test: only the probes can tell
+    px = rt(read_your_writes="lsn", workers=1, health_check_period="1h")
     with px.connect() as writer, px.connect() as bystander:
         writer.prepare_threshold = bystander.prepare_threshold = None
         assert insert_one(cluster, writer, "probe") == "primary"
@@ -378,6 +379,40 @@ def learned_positions(px):
     assert px.proc.wait(timeout=15) == 0
     px.exited_on_purpose = True
     return sum(int(n) for n in re.findall(r"commit positions learned (\d+)", px.log_text()))
+
+
+@pytest.mark.parametrize("limit", [{"max_replica_lag_bytes": "1kB"},
+                                   {"max_replica_lag": "300ms"}], ids=["bytes", "time"])
+def test_lagging_replica_gets_no_reads(cluster, rt, routing_table, paused_replica, limit):
+    px = rt(health_check_period="100ms", **limit)
+    with px.connect() as c:
+        assert where(cluster, c) == "replica"
+        paused_replica()
+        with cluster.su(dbname="appdb") as su:  # another client's writes: WAL to replay
+            su.execute("INSERT INTO rt_items (v) SELECT 'lag' FROM generate_series(1, 100)")
+            su.execute("SELECT pg_sleep(0.05)")
+            su.execute("INSERT INTO rt_items (v) VALUES ('lag-last')")
+        wait_for(lambda: where(cluster, c) == "primary", timeout=10,
+                 what="the lagging replica excluded from reads")
+        for _ in range(3):
+            assert where(cluster, c) == "primary"
+        paused_replica.resume()
+        wait_for(lambda: where(cluster, c) == "replica", timeout=10,
+                 what="reads back on the replica once it caught up")
+
+
+def test_read_your_writes_lsn_returns_to_the_replica_once_replayed(cluster, rt, routing_table,
+                                                                   paused_replica):
+    px = rt(read_your_writes="lsn", health_check_period="100ms")
+    with px.connect() as writer:
+        paused_replica()
+        assert insert_one(cluster, writer, "l2") == "primary"
+        for _ in range(3):
+            assert where(cluster, writer) == "primary"
+        paused_replica.resume()
+        wait_for(lambda: where(cluster, writer) == "replica", timeout=10,
+                 what="the writer's reads back on the replica once it replayed the write")
+        assert writer.execute("SELECT count(*) FROM rt_items WHERE v = 'l2'").fetchone()[0] == 1
 
 
 # ---- a replica that stops ------------------------------------------------------------------
