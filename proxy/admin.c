@@ -122,6 +122,17 @@ admin_tunable(struct admin_shared *a, const struct cfg *cfg, enum admin_tun k, i
     return atomic_load_explicit(&a->tun_value[k], memory_order_relaxed);
 }
 
+void
+admin_tunables_forget(struct admin_shared *a)
+{
+    pthread_mutex_lock(&a->tun_mu);
+    struct cfg *base = atomic_load(&a->tun_base);
+    atomic_store(&a->tun_mask, 0);
+    atomic_store(&a->tun_base, NULL);
+    pthread_mutex_unlock(&a->tun_mu);
+    cfg_unref(base);
+}
+
 /* Record a SET made by a thread running with snapshot cfg. */
 static void
 tun_set(struct admin_shared *a, struct cfg *cfg, enum admin_tun k, int64_t v)

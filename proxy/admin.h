@@ -78,6 +78,13 @@ int64_t admin_tunable(struct admin_shared *a, const struct cfg *cfg, enum admin_
                       int64_t file_value);
 
 /**
+ * A reload has published a new snapshot: drop the SET values (they belonged to the old one, and
+ * the file now wins) and the reference to that snapshot, so its memory and secrets go when its
+ * other holders let go. Main thread (runtime_reload).
+ */
+void admin_tunables_forget(struct admin_shared *a);
+
+/**
  * Whether new transactions of database are held (PAUSE, KILL). Any thread; one relaxed load
  * when nothing is paused.
  */

@@ -27,6 +27,7 @@
 #include "common/strbuf.h"
 #include "pool/pool.h"
 #include "protocol/md5.h"
+#include "proxy/admin.h"
 #include "proxy/tls.h"
 
 static void
@@ -473,6 +474,8 @@ runtime_reload(struct runtime *rt)
     for (int i = 0; i < rt->n_workers; i++) {
         worker_set_cfg(&rt->workers[i], cfg_ref(next));
     }
+    /* The file wins over the admin console's SET values (they belong to the old snapshot). */
+    admin_tunables_forget(&rt->admin);
     atomic_fetch_add(&rt->n_reloads, 1);
     log_info("configuration reloaded from %s; changed: %s; users: %d added, %d removed, %d with "
              "a new secret (%d pools will log in with it)",
