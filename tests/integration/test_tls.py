@@ -57,8 +57,9 @@ def certs(cluster):
     _make_cert(d, "pgmux2", "otherca", "localhost", "IP:127.0.0.1,DNS:localhost")
     _make_cert(d, "client", "ca", "app")
     _make_cert(d, "rogue", "otherca", "app")
-    # PostgreSQL's own certificate: valid for 127.0.0.1 only, so 127.0.0.2 is a wrong host
-    _make_cert(d, "pg", "ca", "pg-server", "IP:127.0.0.1")
+    # PostgreSQL's own certificate: valid for 127.0.0.1 and localhost only, so 127.0.0.2 is a
+    # wrong host
+    _make_cert(d, "pg", "ca", "pg-server", "IP:127.0.0.1,DNS:localhost")
     _make_cert(d, "certuser", "ca", "certuser")
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", "postgres:", str(d)], check=True)
@@ -325,8 +326,9 @@ def test_tls_python_ssl_module(pgmux, certs):
 
 
 class TlsServer:
-    """A PostgreSQL of this module's own with ssl = on, on 127.0.0.1 and 127.0.0.2; its
-    certificate names IP:127.0.0.1 only. Plaintext TCP is rejected by pg_hba.conf; certuser
+    """A PostgreSQL of this module's own with ssl = on, on 127.0.0.1, 127.0.0.2 and ::1 (where
+    the machine has IPv6: "localhost" may resolve to it first); its certificate names
+    IP:127.0.0.1 and DNS:localhost only. Plaintext TCP is rejected by pg_hba.conf; certuser
     logs in with a client certificate (method cert)."""
 
     def __init__(self, directory, port):
@@ -360,7 +362,7 @@ def tls_server(cluster, certs):
            "-E", "UTF8", "--auth-local=trust")
     with open(data / "postgresql.conf", "a") as f:
         f.write(f"""
-listen_addresses = '127.0.0.1,127.0.0.2'
+listen_addresses = '127.0.0.1,127.0.0.2,::1'
 port = {port}
 unix_socket_directories = '{d / "sock"}'
 fsync = off
@@ -375,8 +377,11 @@ log_connections = on
     (data / "pg_hba.conf").write_text(
         "local all all trust\n"
         "hostssl all certuser 127.0.0.0/8 cert\n"
+        "hostssl all certuser ::1/128 cert\n"
         "hostssl all all 127.0.0.0/8 scram-sha-256\n"
-        "hostnossl all all 127.0.0.0/8 reject\n")
+        "hostssl all all ::1/128 scram-sha-256\n"
+        "hostnossl all all 0.0.0.0/0 reject\n"
+        "hostnossl all all ::/0 reject\n")
     _as_pg(str(PGBIN / "pg_ctl"), "-D", str(data), "-l", str(d / "log"), "-w", "-t", "60",
            "start")
     srv = TlsServer(d, port)
@@ -405,6 +410,20 @@ def test_server_verify_full(pgmux, certs, tls_server):
     with px.connect() as c:
         assert _backend_ssl(c) == (True, "TLSv1.3")
         assert c.execute("select 5").fetchone() == (5,)
+    # a DNS name is checked against the certificate's DNS names (and sent as SNI). pgmux uses
+    # the first address "localhost" resolves to; on a machine where that is ::1 without IPv6
+    # nothing listens there, and only the address checks below apply.
+    first = socket.getaddrinfo("localhost", tls_server.port, 0, socket.SOCK_STREAM)[0][4][0]
+    try:
+        socket.create_connection((first, tls_server.port), timeout=5).close()
+        localhost_works = True
+    except OSError:
+        localhost_works = False
+    if localhost_works:
+        px_name = pgmux(nodes=tls_nodes(tls_server, "localhost"), server_tls_mode="verify-full",
+                        server_tls_ca_file=str(certs / "ca.crt"))
+        with px_name.connect() as c:
+            assert _backend_ssl(c)[0] is True
     # verify-ca does not look at the name: 127.0.0.2 is fine
     px2 = pgmux(nodes=tls_nodes(tls_server, "127.0.0.2"), server_tls_mode="verify-ca",
                 server_tls_ca_file=str(certs / "ca.crt"))
