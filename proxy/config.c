@@ -46,6 +46,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <ini.h>
@@ -255,6 +256,8 @@ enum key_id {
     K_MAX_PREPARED_STATEMENTS,
     K_TRACK_PARAMETERS,
     K_PIN_SESSION_STATE,
+    K_UNIX_SOCKET_DIR,
+    K_UNIX_SOCKET_MODE,
     K__COUNT,
 };
 
@@ -314,6 +317,8 @@ static const struct key_def key_defs[K__COUNT] = {
     [K_SYSLOG_FACILITY] = { "syslog_facility", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
     [K_SYSLOG_SOCKET] = { "syslog_socket", SECT_PGMUX, KT_STR, F(syslog_socket), 0, 0, 0 },
     [K_METRICS_ADDR] = { "metrics_addr", SECT_PGMUX, KT_STR, F(metrics_addr), 0, 0, 0 },
+    [K_UNIX_SOCKET_DIR] = { "unix_socket_dir", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_UNIX_SOCKET_MODE] = { "unix_socket_mode", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
     [K_METRICS_PORT] = { "metrics_port", SECT_PGMUX, KT_INT, F(metrics_port), 0, 0, 65535 },
     [K_MAX_MESSAGE_SIZE] = { "max_message_size", SECT_PGMUX, KT_SIZE, F(max_message_size), 0,
                              CFG_MSG_SIZE_MIN, CFG_MSG_SIZE_MAX },
@@ -1077,6 +1082,39 @@ set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *va
             c->auth_type = (enum cfg_auth) v;
         }
         break;
+    case K_UNIX_SOCKET_DIR: {
+        /* The socket's path must fit in sun_path with the longest name we give it
+         * (".s.PGSQL.65535"); a relative directory would depend on pgmux's working directory. */
+        size_t len = strlen(value);
+        if (len > 0 && value[0] != '/') {
+            ERR(p, p->lineno, key, "'%s' is not an absolute path ('' turns the socket off)", value);
+            break;
+        }
+        if (len + sizeof("/.s.PGSQL.65535") > sizeof(((struct sockaddr_un *) NULL)->sun_path)) {
+            ERR(p, p->lineno, key, "'%s' is too long for a Unix socket path (at most %zu bytes)",
+                value,
+                sizeof(((struct sockaddr_un *) NULL)->sun_path) - sizeof("/.s.PGSQL.65535"));
+            break;
+        }
+        free(c->unix_socket_dir);
+        c->unix_socket_dir = NULL;
+        if (len > 0) {
+            c->unix_socket_dir = dup_str(p, value, len);
+        }
+        break;
+    }
+    case K_UNIX_SOCKET_MODE: {
+        /* Octal as in chmod and PgBouncer's unix_socket_mode; a leading 0 is optional. */
+        char *end = NULL;
+        errno = 0;
+        long m = strtol(value, &end, 8);
+        if (value[0] == '\0' || *end != '\0' || errno != 0 || m < 0 || m > 0777) {
+            ERR(p, p->lineno, key, "'%s' is not an octal file mode 0..0777", value);
+            break;
+        }
+        c->unix_socket_mode = (int) m;
+        break;
+    }
     case K_LOG_LEVEL: {
         static const char *const levels[] = {
             "fatal", "error", "warning", "info", "debug", "trace"
@@ -2272,6 +2310,7 @@ cfg_free(struct cfg *c)
     }
     free(c->path);
     free(c->listen_addr);
+    free(c->unix_socket_dir);
     free(c->metrics_addr);
     free(c->syslog_ident);
     free(c->syslog_socket);
@@ -2335,6 +2374,7 @@ cfg_new_defaults(const char *path)
     c->path = strdup(path);
     c->listen_addr = strdup("127.0.0.1");
     c->listen_port = 6432;
+    c->unix_socket_mode = 0777;
     c->workers = 0;
     c->max_client_conn = 1000;
     c->auth_type = CFG_AUTH_SCRAM;

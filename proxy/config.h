@@ -129,6 +129,8 @@ struct cfg {
     /* [pgmux] */
     char *listen_addr;       /* "127.0.0.1"; "*" means every IPv4 and IPv6 address */
     int listen_port;         /* 6432 */
+    char *unix_socket_dir;   /* directory of the .s.PGSQL.<listen_port> socket; NULL = none */
+    int unix_socket_mode;    /* 0777: permission bits of that socket file */
     int workers;             /* threads; 0 in the file means the CPU count, resolved at load */
     int max_client_conn;     /* 1000 */
     enum cfg_auth auth_type; /* scram-sha-256 */

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -140,6 +142,93 @@ open_listener(const struct cfg *cfg)
     return fd;
 }
 
+/*
+ * The Unix-domain listener (unix_socket_dir): one socket that every worker accepts from. A path
+ * can be bound only once, so AF_UNIX has no SO_REUSEPORT-style listener per worker; each worker
+ * watches the shared socket through a private epoll set with EPOLLEXCLUSIVE (worker.c), so a
+ * new connection wakes one worker instead of all of them.
+ */
+static struct {
+    int fd;
+    char path[sizeof(((struct sockaddr_un *) NULL)->sun_path)];
+    dev_t dev; /* of the socket file we bound: removed at exit only while it is still ours */
+    ino_t ino;
+} unix_listener = { .fd = -1 };
+
+/* Whether something accepts on the socket file at path (a stale file from a crash does not). */
+static bool
+unix_path_is_live(const struct sockaddr_un *sun)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return true; /* cannot tell: do not remove it */
+    }
+    int rc = connect(fd, (const struct sockaddr *) sun, sizeof(*sun));
+    int e = errno;
+    close(fd);
+    /* EAGAIN: a listener whose backlog is full is alive too. */
+    return rc == 0 || (e != ECONNREFUSED && e != ENOENT);
+}
+
+static int
+open_unix_listener(const struct cfg *cfg)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    /* cfg.c checked that the directory plus ".s.PGSQL.65535" fits. */
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", cfg->unix_socket_dir,
+             cfg->listen_port);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_fatal("socket(AF_UNIX): %s", strerror(errno));
+        return -1;
+    }
+    int rc = bind(fd, (struct sockaddr *) &sun, sizeof(sun));
+    if (rc < 0 && errno == EADDRINUSE) {
+        /* A file left by a pgmux that crashed is replaced; one that another process still
+         * accepts on, or that is no socket at all, is left alone. */
+        struct stat st;
+        if (lstat(sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode) && !unix_path_is_live(&sun)) {
+            log_warning("removing stale Unix socket %s (nothing listens on it)", sun.sun_path);
+            (void) unlink(sun.sun_path);
+            rc = bind(fd, (struct sockaddr *) &sun, sizeof(sun));
+        } else {
+            errno = EADDRINUSE;
+        }
+    }
+    if (rc < 0) {
+        log_fatal("cannot listen on Unix socket %s: %s", sun.sun_path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct stat st;
+    if (chmod(sun.sun_path, (mode_t) cfg->unix_socket_mode) < 0 || listen(fd, 4096) < 0 ||
+        stat(sun.sun_path, &st) < 0) {
+        log_fatal("cannot listen on Unix socket %s: %s", sun.sun_path, strerror(errno));
+        (void) unlink(sun.sun_path);
+        close(fd);
+        return -1;
+    }
+    unix_listener.fd = fd;
+    unix_listener.dev = st.st_dev;
+    unix_listener.ino = st.st_ino;
+    memcpy(unix_listener.path, sun.sun_path, sizeof(unix_listener.path));
+    return fd;
+}
+
+/* Remove our socket file, so that no new client finds it and a successor may bind the name. */
+static void
+unlink_unix_listener(void)
+{
+    struct stat st;
+    if (unix_listener.path[0] != '\0' && lstat(unix_listener.path, &st) == 0 &&
+        st.st_dev == unix_listener.dev && st.st_ino == unix_listener.ino) {
+        (void) unlink(unix_listener.path);
+    }
+    unix_listener.path[0] = '\0';
+}
+
 /* SIGINT: close everything now. */
 static void
 stop_cb(EV_P_ ev_signal *s, int revents)
@@ -192,6 +281,9 @@ drain_cb(EV_P_ ev_signal *s, int revents)
         warn_unless_migrate_req();
     }
     rt.is_stopping = true;
+    /* The name goes at once, so a new pgmux can take it over while this one drains; the
+     * workers accept what is already queued before they stop watching the socket. */
+    unlink_unix_listener();
     for (int i = 0; i < rt.n_workers; i++) {
         worker_drain(&rt.workers[i], timeout_ms * 1000);
     }
@@ -388,10 +480,16 @@ main(int argc, char **argv)
             return 1;
         }
     }
+    if (cfg->unix_socket_dir && open_unix_listener(cfg) < 0) {
+        log_stop();
+        return 1;
+    }
     for (int i = 0; i < rt.n_workers; i++) {
         int fd = open_listener(cfg);
-        if (fd < 0 || worker_init(&rt.workers[i], i, &rt, fd) != 0) {
+        if (fd < 0 || worker_init(&rt.workers[i], i, &rt, fd) != 0 ||
+            (unix_listener.fd >= 0 && worker_listen_unix(&rt.workers[i], unix_listener.fd) != 0)) {
             log_fatal("cannot start worker %d", i);
+            unlink_unix_listener();
             log_stop();
             return 1;
         }
@@ -432,9 +530,10 @@ main(int argc, char **argv)
             return 1;
         }
     }
-    log_info("pgmux %s listening on %s:%d with %d workers, %d nodes, pool_mode %s", PGMUX_VERSION,
-             cfg->listen_addr, cfg->listen_port, rt.n_workers, rt.n_nodes,
-             cfg_pool_mode_name(cfg->pool_mode));
+    log_info("pgmux %s listening on %s:%d%s%s with %d workers, %d nodes, pool_mode %s",
+             PGMUX_VERSION, cfg->listen_addr, cfg->listen_port,
+             unix_listener.fd >= 0 ? " and " : "", unix_listener.fd >= 0 ? unix_listener.path : "",
+             rt.n_workers, rt.n_nodes, cfg_pool_mode_name(cfg->pool_mode));
 
     ev_signal sigint, sigterm, sighup;
     ev_signal_init(&sigint, stop_cb, SIGINT);
@@ -452,6 +551,12 @@ main(int argc, char **argv)
     runtime_reload_fini(&rt); /* after the monitor, which takes rt.cfg_mu */
     for (int i = 0; i < rt.n_workers; i++) {
         pthread_join(rt.workers[i].thread, NULL);
+    }
+    /* Closed only now: a worker may accept on it until its thread ends. */
+    unlink_unix_listener();
+    if (unix_listener.fd >= 0) {
+        close(unix_listener.fd);
+        unix_listener.fd = -1;
     }
     /* Before worker_fini: its last inbox drain frees the answers still on their way. */
     authq_stop(rt.authq);

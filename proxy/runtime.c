@@ -190,6 +190,20 @@ keep_restart_keys(struct cfg *next, const struct cfg *cur)
                     file, cur->listen_port, next->listen_port, cur->listen_port);
         next->listen_port = cur->listen_port;
     }
+    if (!str_eq(next->unix_socket_dir, cur->unix_socket_dir) ||
+        next->unix_socket_mode != cur->unix_socket_mode) {
+        log_warning("%s: unix_socket_dir, unix_socket_mode: changed to \"%s\" %03o; takes effect "
+                    "after a restart",
+                    file, next->unix_socket_dir ? next->unix_socket_dir : "",
+                    (unsigned) next->unix_socket_mode);
+        char *v = cur->unix_socket_dir ? strdup(cur->unix_socket_dir) : NULL;
+        if (cur->unix_socket_dir && !v) {
+            return -1;
+        }
+        free(next->unix_socket_dir);
+        next->unix_socket_dir = v;
+        next->unix_socket_mode = cur->unix_socket_mode;
+    }
     if (next->workers != cur->workers) {
         log_warning("%s: workers: changed from %d to %d; takes effect after a restart, still "
                     "running %d",

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,23 +28,24 @@
 
 #define WORKER_TICK_S 0.25
 
-/* Accept up to max queued connections; false once the queue is empty or accept failed. */
+/* Accept up to max queued connections from fd (watched by io); false once the queue is empty
+ * or accept failed. */
 static bool
-accept_some(struct worker *w, int max)
+accept_some(struct worker *w, int fd_listen, ev_io *io, int max)
 {
     for (int i = 0; i < max; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
-        int fd = accept4(w->listen_fd, (struct sockaddr *) &ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(fd_listen, (struct sockaddr *) &ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int e = errno;
             if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED) {
                 return false;
             }
             log_error("accept failed: %s", strerror(e));
-            if ((e == EMFILE || e == ENFILE) && ev_is_active(&w->listen_io)) {
+            if ((e == EMFILE || e == ENFILE) && ev_is_active(io)) {
                 /* Stop listening for a tick rather than spin on a full descriptor table. */
-                ev_io_stop(w->loop, &w->listen_io);
+                ev_io_stop(w->loop, io);
             }
             return false;
         }
@@ -58,8 +60,62 @@ listen_cb(EV_P_ ev_io *io, int revents)
 {
     (void) loop;
     (void) revents;
+    struct worker *w = io->data;
     /* Bounded so one burst of connections cannot starve established sessions. */
-    (void) accept_some(io->data, 64);
+    (void) accept_some(w, w->listen_fd, io, 64);
+}
+
+static void
+unix_listen_cb(EV_P_ ev_io *io, int revents)
+{
+    (void) loop;
+    (void) revents;
+    struct worker *w = io->data;
+    /* Collect the event so the private set re-arms it (level-triggered: it reports the listener
+     * again while connections stay queued). Another worker may have taken them: accept then
+     * just finds the queue empty. */
+    struct epoll_event ev;
+    (void) epoll_wait(w->unix_epfd, &ev, 1, 0);
+    (void) accept_some(w, w->unix_fd, io, 64);
+}
+
+/* Stop accepting on the shared Unix listener; what is queued is taken first (see drain). */
+static void
+unix_listen_close(struct worker *w, bool take_queued)
+{
+    if (w->unix_epfd < 0) {
+        return;
+    }
+    if (ev_is_active(&w->unix_io)) {
+        ev_io_stop(w->loop, &w->unix_io);
+    }
+    for (int i = 0; take_queued && i < 64 && accept_some(w, w->unix_fd, &w->unix_io, 64); i++) {
+    }
+    close(w->unix_epfd);
+    w->unix_epfd = -1;
+    w->unix_fd = -1;
+}
+
+int
+worker_listen_unix(struct worker *w, int fd)
+{
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) {
+        log_error("epoll_create1: %s", strerror(errno));
+        return -1;
+    }
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        log_error("epoll_ctl(EPOLLEXCLUSIVE): %s", strerror(errno));
+        close(epfd);
+        return -1;
+    }
+    w->unix_fd = fd;
+    w->unix_epfd = epfd;
+    ev_io_init(&w->unix_io, unix_listen_cb, epfd, EV_READ);
+    w->unix_io.data = w;
+    ev_io_start(w->loop, &w->unix_io);
+    return 0;
 }
 
 static void worker_drain_check(struct worker *w, int64_t now);
@@ -154,6 +210,9 @@ tick_cb(EV_P_ ev_timer *t, int revents)
     if (!w->is_stopping && !w->is_draining && w->listen_fd >= 0 && !ev_is_active(&w->listen_io)) {
         ev_io_start(w->loop, &w->listen_io);
     }
+    if (!w->is_stopping && !w->is_draining && w->unix_epfd >= 0 && !ev_is_active(&w->unix_io)) {
+        ev_io_start(w->loop, &w->unix_io);
+    }
 }
 
 static void
@@ -177,6 +236,7 @@ worker_finish(struct worker *w)
     if (ev_is_active(&w->listen_io)) {
         ev_io_stop(w->loop, &w->listen_io);
     }
+    unix_listen_close(w, false);
     struct ilist *lists[] = { &w->clients_active, &w->clients_waiting, &w->clients_idle,
                               &w->clients_login, &w->clients_admin };
     for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
@@ -305,11 +365,12 @@ drain_msg_run(struct pool_worker *pw, struct pool_msg *m)
         if (ev_is_active(&w->listen_io)) {
             ev_io_stop(w->loop, &w->listen_io);
         }
-        for (int i = 0; i < 64 && accept_some(w, 64); i++) {
+        for (int i = 0; i < 64 && accept_some(w, w->listen_fd, &w->listen_io, 64); i++) {
         }
         close(w->listen_fd);
         w->listen_fd = -1;
     }
+    unix_listen_close(w, true);
     worker_drain_check(w, mono_now_us());
 }
 
@@ -426,6 +487,8 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
         return -1;
     }
     w->listen_fd = listen_fd;
+    w->unix_fd = -1;
+    w->unix_epfd = -1;
     w->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV);
     if (!w->loop) {
         w->loop = ev_loop_new(EVFLAG_AUTO);
@@ -514,6 +577,10 @@ worker_fini(struct worker *w)
     if (w->listen_fd >= 0) {
         close(w->listen_fd);
         w->listen_fd = -1;
+    }
+    if (w->unix_epfd >= 0) {
+        close(w->unix_epfd);
+        w->unix_epfd = -1;
     }
     if (w->scram_cache) {
         OPENSSL_cleanse(w->scram_cache, (size_t) w->n_scram_cache * sizeof(*w->scram_cache));

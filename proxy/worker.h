@@ -83,6 +83,9 @@ struct worker {
 
     int listen_fd;
     ev_io listen_io;
+    int unix_fd;   /* the Unix-domain listener shared by all workers (main.c owns it); -1 = none */
+    int unix_epfd; /* owned: an epoll set holding unix_fd with EPOLLEXCLUSIVE; -1 = none */
+    ev_io unix_io; /* on unix_epfd */
     ev_timer tick;
     ev_check reap;
     bool is_stopping;
@@ -120,6 +123,12 @@ struct worker {
 
 /** Create worker idx's loop, listener watcher and pool context. Main thread, before start. */
 int worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd) MUST_CHECK;
+
+/**
+ * Accept clients from the shared Unix-domain listener fd too (not owned: main.c closes it
+ * after every worker thread ended). Main thread, after worker_init and before start.
+ */
+int worker_listen_unix(struct worker *w, int fd) MUST_CHECK;
 
 /** Start the thread. */
 int worker_start(struct worker *w) MUST_CHECK;
