@@ -315,7 +315,10 @@ apply_to_pools(struct runtime *rt, const struct cfg *next, const struct cfg *cur
         struct pool *p = pool_at(&rt->pools, i, &n);
         const struct cfg_user *was = cfg_user_find(cur, p->user);
         const struct cfg_user *now = cfg_user_find(next, p->user);
-        if (!str_eq(was ? was->secret : NULL, now ? now->secret : NULL)) {
+        /* A user no longer in auth_file cannot log in to pgmux any more, but its sessions
+         * still open go on, in transaction pooling with new server connections too: the pool
+         * keeps the secret it has. */
+        if (now && !str_eq(was ? was->secret : NULL, now->secret)) {
             struct pool_secret ps;
             secret_from_user(now, &ps);
             if (pool_set_secret(p, &ps) != ST_OK) {

@@ -245,3 +245,24 @@ def test_rotated_password_is_used_for_new_logins(cluster, pgmux):
     finally:
         with cluster.su() as su:
             su.execute(f"ALTER ROLE pwuser PASSWORD '{PASSWORDS['pwuser']}'")
+
+
+def test_removed_user_keeps_its_open_sessions(cluster, pgmux):
+    """A user taken out of auth_file cannot log in after the reload; its session already open
+    goes on, in transaction pooling even when it needs a new server connection."""
+    both = [("app", PASSWORDS["app"]), ("pwuser", PASSWORDS["pwuser"])]
+    px = pgmux(pool_mode="transaction", userlist=both)
+    open_session = px.connect(user="pwuser", password=PASSWORDS["pwuser"])
+    assert open_session.execute("SELECT 1").fetchone() == (1,)
+    rewrite(px, userlist=both[:1])
+    sighup_and_wait(px)
+    assert re.search(r"users: 0 added, 1 removed", px.log_text())
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        px.connect(user="pwuser", password=PASSWORDS["pwuser"])
+    # Its idle server connection goes away: the next transaction needs a new one.
+    for row in cluster.server_conns(user="pwuser"):
+        cluster.terminate(row["pid"], replica=row["node"] == "replica")
+    wait_for(lambda: cluster.count(user="pwuser") == 0, timeout=5,
+             what="pwuser's server connection to go")
+    assert open_session.execute("SELECT current_user").fetchone() == ("pwuser",)
+    open_session.close()
