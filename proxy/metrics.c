@@ -204,6 +204,13 @@ metrics_render(struct runtime *rt, struct strbuf *b)
     family(b, "pgmux_log_lines_dropped_total", "counter",
            "Log lines dropped because the logger's queue was full.");
     strbuf_appendf(b, "pgmux_log_lines_dropped_total %llu\n", (unsigned long long) log_dropped());
+    family(b, "pgmux_config_reloads_total", "counter",
+           "Configuration reloads (SIGHUP, RELOAD) by result: applied, or refused (an invalid "
+           "file, or a request during shutdown).");
+    strbuf_appendf(b, "pgmux_config_reloads_total{result=\"applied\"} %u\n",
+                   atomic_load(&rt->n_reloads));
+    strbuf_appendf(b, "pgmux_config_reloads_total{result=\"refused\"} %u\n",
+                   atomic_load(&rt->n_reload_failures));
     family(b, "pgmux_workers_running", "gauge", "Worker threads whose event loop runs.");
     strbuf_appendf(b, "pgmux_workers_running %d\n",
                    atomic_load_explicit(&rt->n_running, memory_order_relaxed));

@@ -266,3 +266,27 @@ def test_removed_user_keeps_its_open_sessions(cluster, pgmux):
              what="pwuser's server connection to go")
     assert open_session.execute("SELECT current_user").fetchone() == ("pwuser",)
     open_session.close()
+
+
+def test_reloads_are_counted_in_metrics(cluster, pgmux):
+    import urllib.request
+
+    from conftest import _free_port
+
+    mport = _free_port()
+    px = pgmux(metrics_port=mport)
+
+    def count(result):
+        body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read()
+        m = re.search(rf'^pgmux_config_reloads_total{{result="{result}"}} (\d+)$',
+                      body.decode(), re.M)
+        assert m, body.decode()[-2000:]
+        return int(m.group(1))
+
+    assert count("applied") == 0 and count("refused") == 0
+    rewrite(px, max_open_conns=5)
+    sighup_and_wait(px)
+    ini = px.dir / "proxy.ini"
+    ini.write_text(ini.read_text().replace("[pool]", "[pool]\nno_such_key = 1"))
+    sighup_and_wait(px, word="configuration reload refused")
+    assert count("applied") == 1 and count("refused") == 1
