@@ -178,6 +178,9 @@ pick_random(struct router_balancer *b, const struct cand *c, int n)
     for (int i = 0; i < n; i++) {
         total += (uint64_t) c[i].weight;
     }
+    if (total == 0) {
+        return 0; /* not reached: every candidate has a positive weight */
+    }
     uint64_t r = xorshift64(&b->rng) % total;
     for (int i = 0; i < n; i++) {
         if (r < (uint64_t) c[i].weight) {

@@ -17,7 +17,7 @@ import pytest
 
 import pgwire
 from helpers import wait_for
-from test_txn_protocol import SYNC, Wire, bind, execute, parse
+from test_txn_protocol import Wire, bind, execute, parse
 
 WHO = "SELECT pg_is_in_recovery(), inet_server_port()"
 
@@ -443,17 +443,17 @@ def test_stopped_replica_gets_no_reads_and_no_client_sees_an_error(cluster, rt, 
     def port_of(c):
         return int(c.execute("SELECT inet_server_port()").fetchone()[0])
 
-    node = ["node", str(cluster.dir), "replica2"]
+    node = [str(cluster.dir), "replica2"]
     with px.connect() as c:
         assert {port_of(c) for _ in range(3)} == {replica2}
-        subprocess.run([str(cluster_sh()), "stop-node", *node[1:]], check=True, timeout=60)
+        subprocess.run([str(cluster_sh()), "stop-node", *node], check=True, timeout=60)
         try:
             # its idle server connection hears the shutdown and is closed, never handed out
             wait_for(lambda: "idle connection" in px.log_text(), timeout=5,
                      what="pgmux closing the stopped replica's idle connection")
             assert [port_of(c) for _ in range(5)] == [cluster.primary_port] * 5
         finally:
-            subprocess.run([str(cluster_sh()), "start-node", *node[1:]], check=True,
+            subprocess.run([str(cluster_sh()), "start-node", *node], check=True,
                            timeout=60)
         wait_for(lambda: port_of(c) == replica2, timeout=15,
                  what="reads back on the restarted replica")
