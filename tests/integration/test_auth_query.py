@@ -154,17 +154,19 @@ def test_lookup_failures_and_slow_lookups(cluster, pgmux, lookup_role, new_role)
     px = pgmux(
         userlist=userlist(),
         auth_user=lookup_role,
-        server_connect_timeout="2s",
+        server_connect_timeout="4s",
         auth_query="SELECT usename, passwd FROM pg_shadow WHERE usename = $1 "
-        "AND pg_sleep(3) IS NOT NULL",
+        "AND pg_sleep(6) IS NOT NULL",
     )
     slow = Background(pgwire.login_error, px.port, role, "appdb", "aq-slow-pw")
-    time.sleep(0.3)
-    t0 = time.monotonic()
+    # the lookup is running on the server, so the logins below overlap it
+    wait_for(lambda: [r for r in cluster.server_conns(state="active")
+                      if "pg_shadow" in r["query"]], timeout=10, what="the lookup running")
     for _ in range(5):
         with px.connect() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
-    assert time.monotonic() - t0 < 2.0
+    # all served while the lookup still waits for its answer, not after it gave up
+    assert not slow.done(), "the logins waited for the slow lookup"
     err = slow.result(timeout=15)
     assert err.sqlstate == "08006", err.fields
     assert err.message == f'could not look up user "{role}" with auth_query'

@@ -11,6 +11,11 @@ import pgwire
 from helpers import Background, wait_for
 
 
+# How soon a cancelled pg_sleep(30) must end: far below the 30 s it would run uncancelled, with
+# room for a sanitizer build on a loaded machine (a second was too tight there).
+CANCEL_S = 5.0
+
+
 def sleeping(cluster, n=1):
     """pgmux's server connections running pg_sleep, once there are at least n of them."""
 
@@ -28,10 +33,10 @@ def test_cancel_psycopg3(cluster, pgmux):
         sleeping(cluster)
         t0 = time.monotonic()
         conn.cancel()
-        err = task.error(timeout=5)
+        err = task.error(timeout=10)
         elapsed = task.finished_at - t0
         assert isinstance(err, psycopg.errors.QueryCanceled), err
-        assert elapsed < 1.0, f"cancel took {elapsed:.2f}s"
+        assert elapsed < CANCEL_S, f"cancel took {elapsed:.2f}s"
         # The session goes on.
         assert conn.execute("SELECT 'after cancel'").fetchone() == ("after cancel",)
 
@@ -45,9 +50,9 @@ def test_cancel_psycopg2(cluster, pgmux):
         sleeping(cluster)
         t0 = time.monotonic()
         conn.cancel()
-        err = task.error(timeout=5)
+        err = task.error(timeout=10)
         assert isinstance(err, psycopg2.errors.QueryCanceled), err
-        assert task.finished_at - t0 < 1.0
+        assert task.finished_at - t0 < CANCEL_S
         cur = conn.cursor()
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
@@ -65,8 +70,8 @@ def test_cancel_reaches_only_its_own_client(cluster, pgmux):
         for i, (c, t) in enumerate(zip(conns, tasks)):
             t0 = time.monotonic()
             c.cancel()
-            assert isinstance(t.error(timeout=5), psycopg.errors.QueryCanceled)
-            assert t.finished_at - t0 < 1.0
+            assert isinstance(t.error(timeout=10), psycopg.errors.QueryCanceled)
+            assert t.finished_at - t0 < CANCEL_S
             # Everyone after i is still running.
             assert all(not other.done() for other in tasks[i + 1 :]), f"cancel {i} hit others"
     finally:
