@@ -13,7 +13,7 @@ FROM debian:12-slim AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         build-essential pkg-config \
-        libev-dev libssl-dev libpq-dev libinih-dev libpg-query-dev \
+        libev-dev libssl-dev libpq-dev libinih-dev libpg-query-dev liburing-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -22,7 +22,7 @@ RUN make clean && make -j"$(nproc)" && make install PREFIX=/usr/local DESTDIR=/i
 FROM debian:12-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        libev4 libssl3 libpq5 libinih1 libpg-query1504.0 ca-certificates \
+        libev4 libssl3 libpq5 libinih1 libpg-query1504.0 liburing2 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /nonexistent \
         --shell /usr/sbin/nologin pgmux \

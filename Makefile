@@ -6,6 +6,7 @@
 #   make check-asan      unit tests on the ASan+UBSan build
 #   make check-integration  pytest suite against a real primary + replica (ASan+UBSan pgmux)
 #   make check-tsan      the same suite against the ThreadSanitizer build
+#   make check-integration-uring  the relay's core suites with io_engine = io_uring
 #   make test            deps + everything above; what CI runs
 #   make run             local primary + replica + pgmux on port 6432 with proxy.ini
 #   make install         binary, example configuration, systemd unit (PREFIX, DESTDIR)
@@ -15,7 +16,7 @@
 #   make V=1             show full compiler command lines
 
 CC      ?= cc
-PKGS    := openssl libpq inih
+PKGS    := openssl libpq inih liburing
 LIBEV_CFLAGS ?=
 LIBEV_LIBS   ?= -lev
 
@@ -54,7 +55,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: install uninstall all deps check check-asan check-integration check-tsan test run bench fuzz fuzz-smoke clean \
+.PHONY: install uninstall all deps check check-asan check-integration check-integration-uring check-tsan test run bench fuzz fuzz-smoke clean \
         check-headers format format-check tidy asan bench-smoke bench-classify bench-classify-smoke \
         bench-routing bench-metrics
 
@@ -116,11 +117,22 @@ check-integration: all asan
 	if [ $$rc -eq 5 ]; then echo "check-integration: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
+# The relay's core suites again with io_engine = io_uring (ASan+UBSan), so the batched path
+# cannot rot while epoll stays the default.
+URING_TESTS := test_queries test_pool test_txn_protocol test_txn_semantics test_txn_large \
+               test_streaming test_protocol_errors test_cancel test_workers test_unix_socket \
+               test_io_engine
+check-integration-uring: all asan
+	PGMUX_IO_ENGINE=io_uring PGMUX_BIN=$(CURDIR)/build/asan/pgmux \
+	    PGMUX_RELEASE_BIN=$(CURDIR)/build/release/pgmux \
+	    $(PYTEST) -q -rfEs -p no:cacheprovider $(URING_TESTS:%=tests/integration/%.py)
+
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory check-asan
 	@$(MAKE) --no-print-directory check-integration
+	@$(MAKE) --no-print-directory check-integration-uring
 	@$(MAKE) --no-print-directory check-tsan
 	@$(MAKE) --no-print-directory bench-smoke
 	@$(MAKE) --no-print-directory bench-classify-smoke

@@ -374,7 +374,7 @@ pool_sock_send_nowait(struct pool_sock *s, const void *p, size_t len)
 /* ---- buffered I/O ---- */
 
 int
-pool_sock_recv(struct pool_sock *s, struct buf_pool *bp)
+pool_sock_recv_room(struct pool_sock *s, struct buf_pool *bp)
 {
     if (!s->in) {
         s->in = buf_get(bp);
@@ -391,6 +391,16 @@ pool_sock_recv(struct pool_sock *s, struct buf_pool *bp)
             return -1;
         }
     }
+    return 0;
+}
+
+int
+pool_sock_recv(struct pool_sock *s, struct buf_pool *bp)
+{
+    if (pool_sock_recv_room(s, bp) != 0) {
+        return -1;
+    }
+    struct buf *b = s->in;
     int n = pool_sock_read(s, b->data + b->recvd, buf_space(b));
     if (n > 0) {
         b->recvd += (uint32_t) n;

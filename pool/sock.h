@@ -103,6 +103,9 @@ void pool_sock_send_nowait(struct pool_sock *s, const void *p, size_t len);
  */
 int pool_sock_recv(struct pool_sock *s, struct buf_pool *bp);
 
+/** The first half of pool_sock_recv: make room in s->in. 0, or -1 with errno (ENOMEM, EMSGSIZE). */
+int pool_sock_recv_room(struct pool_sock *s, struct buf_pool *bp);
+
 /**
  * Write s->out to the socket. Returns ST_OK when everything went (out is returned to bp),
  * ST_AGAIN when some is left, or ST_ECLIENT_CLOSED/ST_ESERVER_CLOSED-style failure reported as

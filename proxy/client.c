@@ -45,6 +45,7 @@
 #include "proxy/admin.h"
 #include "proxy/authq.h"
 #include "proxy/config.h"
+#include "proxy/iobatch.h"
 #include "proxy/errors.h"
 #include "proxy/hba.h"
 #include "proxy/peers.h"
@@ -276,6 +277,9 @@ client_close(struct client *c, const char *why)
         return;
     }
     struct worker *w = c->w;
+    if (c->is_recv_queued) {
+        iobatch_forget(w, c);
+    }
     if (log_level_current >= LOG_INFO) {
         char u[96], d[96], r[160];
         log_info("event=disconnect client=" CLIENT_ID_FMT
@@ -2099,7 +2103,16 @@ client_idle_read_cb(EV_P_ ev_io *io, int revents)
     if (w->is_draining && worker_drain_close(c, true)) {
         return; /* its next statement is answered with the 57P01, unread and not run */
     }
-    int n = pool_sock_recv(&c->sock, &w->pw.bufs);
+    if (!c->sock.ssl && iobatch_queue(w, c, IOBATCH_IDLE_CLIENT)) {
+        return;
+    }
+    client_idle_read_done(c, pool_sock_recv(&c->sock, &w->pw.bufs));
+}
+
+void
+client_idle_read_done(struct client *c, int n)
+{
+    struct worker *w = c->w;
     if (n == -2) {
         return;
     }

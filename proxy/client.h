@@ -130,6 +130,7 @@ struct client {
     bool is_pinned;        /* session state keeps the server connection (txn pooling) */
     bool needs_capture;    /* a tracked parameter the server does not report may have
                               changed: read it back before releasing the server */
+    bool is_recv_queued;   /* io_uring: a receive waits in the worker's batch (iobatch.c) */
     bool is_c2s_paused;    /* the relay waits for bytes to drain before injecting */
     int64_t drain_rest_us; /* draining: when the drain first saw the session between
                               transactions (0 = not seen so) */
@@ -224,6 +225,18 @@ struct client *client_by_slot(struct worker *w, uint32_t slot);
 /* relay.c: the byte path of an ACTIVE session. */
 void relay_start(struct client *c);
 void relay_stop(struct client *c);
+
+/**
+ * The relay's read in two halves, for io_engine = io_uring (iobatch.c): make room in the
+ * source's buffer (false: the session failed and is closed), then account for n bytes the
+ * kernel put after src->in->recvd (0 = EOF, -1 = error with errno) and move them on.
+ */
+bool relay_read_room(struct client *c, bool from_client);
+void relay_read_done(struct client *c, bool from_client, int n);
+
+/** A transaction-pooled client with no server: n bytes were added to c->sock.in (the result of
+ * pool_sock_recv, as for relay_read_done); get it a server. For iobatch.c. */
+void client_idle_read_done(struct client *c, int n);
 
 /* client.c: a transaction-pooled client finished its transaction: give the server back. */
 void client_release_server(struct client *c);

@@ -258,6 +258,7 @@ enum key_id {
     K_PIN_SESSION_STATE,
     K_UNIX_SOCKET_DIR,
     K_UNIX_SOCKET_MODE,
+    K_IO_ENGINE,
     K__COUNT,
 };
 
@@ -319,6 +320,7 @@ static const struct key_def key_defs[K__COUNT] = {
     [K_METRICS_ADDR] = { "metrics_addr", SECT_PGMUX, KT_STR, F(metrics_addr), 0, 0, 0 },
     [K_UNIX_SOCKET_DIR] = { "unix_socket_dir", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
     [K_UNIX_SOCKET_MODE] = { "unix_socket_mode", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
+    [K_IO_ENGINE] = { "io_engine", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
     [K_METRICS_PORT] = { "metrics_port", SECT_PGMUX, KT_INT, F(metrics_port), 0, 0, 65535 },
     [K_MAX_MESSAGE_SIZE] = { "max_message_size", SECT_PGMUX, KT_SIZE, F(max_message_size), 0,
                              CFG_MSG_SIZE_MIN, CFG_MSG_SIZE_MAX },
@@ -1100,6 +1102,16 @@ set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *va
         c->unix_socket_dir = NULL;
         if (len > 0) {
             c->unix_socket_dir = dup_str(p, value, len);
+        }
+        break;
+    }
+    case K_IO_ENGINE: {
+        static const char *const engines[] = { "epoll", "io_uring", "auto" };
+        v = enum_lookup(value, engines, ARRAY_LEN(engines));
+        if (v < 0) {
+            err_bad_enum(p, key, value, engines, ARRAY_LEN(engines));
+        } else {
+            c->io_engine = (enum cfg_io_engine) v;
         }
         break;
     }

@@ -25,6 +25,7 @@
 #include "proxy/authq.h"
 #include "proxy/client.h"
 #include "proxy/config.h"
+#include "proxy/iobatch.h"
 #include "proxy/metrics.h"
 #include "proxy/tls.h"
 #include "proxy/runtime.h"
@@ -494,6 +495,24 @@ main(int argc, char **argv)
             return 1;
         }
     }
+    /* Chosen once at start: every worker runs the same engine, or all fall back to epoll. */
+    const char *engine = "epoll";
+    if (cfg->io_engine != CFG_IO_EPOLL) {
+        const char *why = NULL;
+        bool batched = true;
+        for (int i = 0; i < rt.n_workers && batched; i++) {
+            batched = iobatch_init(&rt.workers[i], cfg->io_engine, &why);
+        }
+        if (batched) {
+            engine = "io_uring";
+        } else {
+            for (int i = 0; i < rt.n_workers; i++) {
+                iobatch_fini(&rt.workers[i]);
+            }
+            log_warning("io_engine %s: io_uring is not available (%s); using epoll",
+                        cfg->io_engine == CFG_IO_AUTO ? "auto" : "io_uring", why ? why : "?");
+        }
+    }
 
 
     /* Warm pools exist from the start so their home workers fill them to min_idle_conns. */
@@ -530,10 +549,11 @@ main(int argc, char **argv)
             return 1;
         }
     }
-    log_info("pgmux %s listening on %s:%d%s%s with %d workers, %d nodes, pool_mode %s",
+    log_info("pgmux %s listening on %s:%d%s%s with %d workers, %d nodes, pool_mode %s, "
+             "io_engine %s",
              PGMUX_VERSION, cfg->listen_addr, cfg->listen_port,
              unix_listener.fd >= 0 ? " and " : "", unix_listener.fd >= 0 ? unix_listener.path : "",
-             rt.n_workers, rt.n_nodes, cfg_pool_mode_name(cfg->pool_mode));
+             rt.n_workers, rt.n_nodes, cfg_pool_mode_name(cfg->pool_mode), engine);
 
     ev_signal sigint, sigterm, sighup;
     ev_signal_init(&sigint, stop_cb, SIGINT);

@@ -32,6 +32,7 @@
 #include "protocol/wire.h"
 #include "proxy/client.h"
 #include "proxy/config.h"
+#include "proxy/iobatch.h"
 #include "proxy/relay_int.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
@@ -539,8 +540,8 @@ relay_pump(struct client *c, bool from_client)
     }
 }
 
-static void
-relay_read(struct client *c, bool from_client)
+bool
+relay_read_room(struct client *c, bool from_client)
 {
     struct worker *w = c->w;
     struct pool_sock *src = from_client ? &c->sock : &c->sc->sock;
@@ -558,14 +559,18 @@ relay_read(struct client *c, bool from_client)
         }
         if (buf_reserve(&w->pw.bufs, &src->in, need) != 0) {
             client_fail(c, ST_ENOMEM, NULL);
-            return;
+            return false;
         }
     }
+    return true;
+}
+
+void
+relay_read_done(struct client *c, bool from_client, int n)
+{
+    struct worker *w = c->w;
+    struct pool_sock *src = from_client ? &c->sock : &c->sc->sock;
     struct buf *b = src->in;
-    int n = pool_sock_read(src, b->data + b->recvd, buf_space(b));
-    if (n == -2) {
-        return;
-    }
     if (n <= 0) {
         if (from_client) {
             if (n < 0 && src->ssl) {
@@ -593,6 +598,21 @@ relay_read(struct client *c, bool from_client)
 }
 
 static void
+relay_read(struct client *c, bool from_client)
+{
+    if (!relay_read_room(c, from_client)) {
+        return;
+    }
+    struct pool_sock *src = from_client ? &c->sock : &c->sc->sock;
+    struct buf *b = src->in;
+    int n = pool_sock_read(src, b->data + b->recvd, buf_space(b));
+    if (n == -2) {
+        return;
+    }
+    relay_read_done(c, from_client, n);
+}
+
+static void
 relay_client_read_cb(EV_P_ ev_io *io, int revents)
 {
     (void) loop;
@@ -600,6 +620,9 @@ relay_client_read_cb(EV_P_ ev_io *io, int revents)
     struct client *c = io->data;
     /* Draining, session pooling between transactions: the next statement gets the 57P01. */
     if (c->w->is_draining && worker_drain_close(c, true)) {
+        return;
+    }
+    if (!c->sock.ssl && iobatch_queue(c->w, c, IOBATCH_RELAY_CLIENT)) {
         return;
     }
     relay_read(c, true);
@@ -611,7 +634,11 @@ relay_server_read_cb(EV_P_ ev_io *io, int revents)
     (void) loop;
     (void) revents;
     struct pool_conn *sc = io->data;
-    relay_read(sc->client, false);
+    struct client *c = sc->client;
+    if (!sc->sock.ssl && iobatch_queue(c->w, c, IOBATCH_RELAY_SERVER)) {
+        return;
+    }
+    relay_read(c, false);
 }
 
 static void

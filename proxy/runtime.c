@@ -204,6 +204,10 @@ keep_restart_keys(struct cfg *next, const struct cfg *cur)
         next->unix_socket_dir = v;
         next->unix_socket_mode = cur->unix_socket_mode;
     }
+    if (next->io_engine != cur->io_engine) {
+        log_warning("%s: io_engine: changed; takes effect after a restart", file);
+        next->io_engine = cur->io_engine;
+    }
     if (next->workers != cur->workers) {
         log_warning("%s: workers: changed from %d to %d; takes effect after a restart, still "
                     "running %d",

@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/mono.h"
 #include "proxy/client.h"
+#include "proxy/iobatch.h"
 #include "proxy/topology.h"
 
 #define WORKER_TICK_S 0.25
@@ -574,6 +575,7 @@ worker_fini(struct worker *w)
     client_reap(w);
     pool_worker_fini(&w->pw);
     ev_check_stop(w->loop, &w->reap);
+    iobatch_fini(w);
     if (w->listen_fd >= 0) {
         close(w->listen_fd);
         w->listen_fd = -1;

@@ -86,6 +86,7 @@ struct worker {
     int unix_fd;   /* the Unix-domain listener shared by all workers (main.c owns it); -1 = none */
     int unix_epfd; /* owned: an epoll set holding unix_fd with EPOLLEXCLUSIVE; -1 = none */
     ev_io unix_io; /* on unix_epfd */
+    struct iobatch *iob; /* owned: io_engine = io_uring's ring; NULL = epoll only */
     ev_timer tick;
     ev_check reap;
     bool is_stopping;

@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(
   build-essential pkg-config
   libev-dev libssl-dev libpq-dev libinih-dev libcmocka-dev
+  liburing-dev  # io_engine = io_uring (proxy/iobatch.c)
   libpg-query-dev  # router/classify.c: PostgreSQL 15's parser
   postgresql-15 postgresql-client-15
   python3-pytest python3-psycopg python3-psycopg2

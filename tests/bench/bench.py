@@ -4,7 +4,7 @@
 Starts the test cluster (tests/cluster.sh; the replica is stopped, only the primary is
 measured), loads pgbench data, and runs each workload against a direct connection, the byte
 relay (tests/bench/relay.c, the kernel floor), Debian's PgBouncer in transaction mode and
-pgmux, alternating targets run by run (A B C D A B C D ...), and reports medians. Then: system
+pgmux (pgmux-uring: the same with io_engine = io_uring, when BENCH_TARGETS names it), alternating targets run by run (A B C D A B C D ...), and reports medians. Then: system
 calls per transaction (strace -c -f on a short separate run), RSS per idle client
 (tests/bench/idle_clients.c), and instructions per transaction under callgrind.
 Writes build/bench/results.md and prints it. Settings: BENCH_* environment variables, listed in
@@ -64,14 +64,15 @@ WORKLOADS = [
     ("S extended c=100", ["-S", "-M", "extended"], 100, None),
     ("S extended c=500", ["-S", "-M", "extended"], 500, None),
     # PgBouncer 1.18 cannot pool named prepared statements in transaction mode
-    ("S prepared c=10", ["-S", "-M", "prepared"], 10, {"direct", "relay", "pgmux"}),
-    ("S prepared c=100", ["-S", "-M", "prepared"], 100, {"direct", "relay", "pgmux"}),
+    ("S prepared c=10", ["-S", "-M", "prepared"], 10, {"direct", "relay", "pgmux", "pgmux-uring"}),
+    ("S prepared c=100", ["-S", "-M", "prepared"], 100,
+     {"direct", "relay", "pgmux", "pgmux-uring"}),
     ("S -C c=10", ["-S", "-C"], 10, None),
     ("TPC-B c=10", [], 10, None),
     ("TPC-B c=100", [], 100, None),
 ]
 PG_MAX_CONNECTIONS = 300  # tests/cluster.sh
-PROXIES = ("relay", "pgbouncer", "pgmux")
+PROXIES = ("relay", "pgbouncer", "pgmux", "pgmux-uring")
 
 children = []  # Popen objects to stop on exit
 
@@ -202,7 +203,7 @@ class Bench:
         os.chmod(path, 0o644)
         return path
 
-    def pgmux_ini(self, name, port, pool_mode, max_open, workers, max_clients):
+    def pgmux_ini(self, name, port, pool_mode, max_open, workers, max_clients, io_engine="epoll"):
         path = os.path.join(self.tmp, f"{name}.ini")
         with open(path, "w") as f:
             f.write(f"""[pgmux]
@@ -213,6 +214,7 @@ max_client_conn = {max_clients}
 auth_type = md5
 auth_file = {self.write_userlist()}
 log_level = warning
+io_engine = {io_engine}
 ; a pool that cannot serve a client surfaces as an error in the table, not a two-minute hang
 query_wait_timeout = 10s
 
@@ -247,10 +249,12 @@ role = primary
     def pgmux_max_open(self):
         return self.pool_size if self.pool_mode != "session" else PG_MAX_CONNECTIONS - 50
 
-    def start_pgmux(self, name="pgmux", workers=None, max_clients=1000, valgrind=None):
+    def start_pgmux(self, name="pgmux", workers=None, max_clients=1000, valgrind=None,
+                    io_engine="epoll"):
         port = free_port()
         w = ENV["BENCH_PGMUX_WORKERS"] if workers is None else workers
-        ini = self.pgmux_ini(name, port, self.pool_mode, self.pgmux_max_open(), w, max_clients)
+        ini = self.pgmux_ini(name, port, self.pool_mode, self.pgmux_max_open(), w, max_clients,
+                             io_engine)
         argv = [ENV["BENCH_PGMUX"], "-c", ini]
         if valgrind:
             argv = valgrind + argv
@@ -301,7 +305,9 @@ stats_period = 3600
             if t == "direct":
                 continue
             p, port = {"relay": self.start_relay, "pgbouncer": self.start_pgbouncer,
-                       "pgmux": self.start_pgmux}[t]()
+                       "pgmux": self.start_pgmux,
+                       "pgmux-uring": lambda: self.start_pgmux("pgmux-uring",
+                                                               io_engine="io_uring")}[t]()
             self.procs[t], self.ports[t] = p, port
 
     # --- one pgbench run -----------------------------------------------------------------
@@ -408,7 +414,7 @@ stats_period = 3600
                     self.results[(name, t)] = "not supported"
                 elif t in ("direct", "relay") and clients > PG_MAX_CONNECTIONS - 10:
                     self.results[(name, t)] = f"> max_connections ({PG_MAX_CONNECTIONS})"
-                elif t == "pgmux" and self.pool_mode == "session" and \
+                elif t.startswith("pgmux") and self.pool_mode == "session" and \
                         clients > self.pgmux_max_open():
                     self.results[(name, t)] = "session mode: > server connections"
                 else:
@@ -556,8 +562,9 @@ stats_period = 3600
                     f"{fmt(m['rss'] / 1024 if m['rss'] else None, '.1f')} |")
         lines += ["", "Ratios (medians above):", "",
                   "| workload | pgmux/PgBouncer tps | pgmux/PgBouncer CPU per tx | "
-                  "pgmux/relay CPU per tx | added avg latency vs direct, ms: pgmux / PgBouncer |",
-                  "|---|--:|--:|--:|--:|"]
+                  "pgmux/relay CPU per tx | added avg latency vs direct, ms: pgmux / PgBouncer | "
+                  "pgmux io_uring/PgBouncer CPU per tx | pgmux io_uring/epoll CPU per tx |",
+                  "|---|--:|--:|--:|--:|--:|--:|"]
 
         def ratio(a, b):
             return f"{a / b:.2f}" if a is not None and b else "—"
@@ -565,6 +572,7 @@ stats_period = 3600
         for name, _, _, _ in WORKLOADS:
             mx, pb = summary.get((name, "pgmux"), {}), summary.get((name, "pgbouncer"), {})
             rl, di = summary.get((name, "relay"), {}), summary.get((name, "direct"), {})
+            ur = summary.get((name, "pgmux-uring"), {})
             if not mx and not pb:
                 continue
             d = di.get("lat")
@@ -572,7 +580,9 @@ stats_period = 3600
                    f"{fmt(pb.get('lat') - d if pb.get('lat') and d else None, '.3f')}")
             lines.append(f"| {name} | {ratio(mx.get('tps'), pb.get('tps'))} | "
                          f"{ratio(mx.get('cpu'), pb.get('cpu'))} | "
-                         f"{ratio(mx.get('cpu'), rl.get('cpu'))} | {add} |")
+                         f"{ratio(mx.get('cpu'), rl.get('cpu'))} | {add} | "
+                         f"{ratio(ur.get('cpu'), pb.get('cpu'))} | "
+                         f"{ratio(ur.get('cpu'), mx.get('cpu'))} |")
         if self.syscall_mix:
             lines += ["", "Most frequent system calls in the strace runs (calls, name), "
                       "S c=100: " + "; ".join(

@@ -18,6 +18,7 @@ Environment
   PGMUX_BIN          pgmux under test (default: build/asan/pgmux)
   PGMUX_RELEASE_BIN  optimized pgmux for the memory test (default: build/release/pgmux)
   PGMUX_KEEP_CLUSTER=1  leave the cluster directory behind (its path is printed)
+  PGMUX_IO_ENGINE    io_engine for every pgmux started (default: pgmux's own, epoll)
 """
 
 import hashlib
@@ -445,6 +446,9 @@ def pgmux(cluster, request, tmp_path):
                 # identity (pg_backend_pid) across transactions on one node, so tests that
                 # route ask for it (test_routing.py)
                 "read_write_split": "off",
+                # PGMUX_IO_ENGINE=io_uring runs the suite on the batched path (make
+                # check-integration-uring)
+                "io_engine": os.environ.get("PGMUX_IO_ENGINE") or None,
             },
             "pool": {
                 "pool_mode": "session",
