@@ -1055,6 +1055,12 @@ conn_release(struct pool_conn *sc, bool reset, const char *answer_sql, uint64_t 
         conn_answer_none(w, owner);
         return;
     }
+    /* Idle connections to a removed node were closed when it left; this one was busy then. */
+    if (atomic_load_explicit(&sc->pool->node->is_removed, memory_order_relaxed)) {
+        pool_conn_close(sc, "node removed");
+        conn_answer_none(w, owner);
+        return;
+    }
     if (answer_sql && (reset || sc->is_session_dirty)) {
         conn_answer_none(w, owner);
         answer_sql = NULL;

@@ -60,6 +60,7 @@ struct pool_node {
     atomic_int role;               /* enum pool_role */
     atomic_int is_up;              /* 0 after a failed connect, 1 after a successful login */
     _Atomic int64_t down_until_us; /* no new connections before this (server_login_retry) */
+    atomic_int is_removed;         /* left the configuration or DNS: released connections close */
 };
 
 /* TLS towards servers: libpq's sslmode values, in the order of enum cfg_server_tls. */

@@ -73,6 +73,7 @@ resolve_node(struct pool_node *n, const struct cfg_node *cn, const char *path)
                                                          : POOL_ROLE_UNKNOWN);
     atomic_init(&n->is_up, 1);
     atomic_init(&n->down_until_us, 0);
+    atomic_init(&n->is_removed, 0);
     return 0;
 }
 

@@ -340,11 +340,22 @@ metrics_render(struct runtime *rt, struct strbuf *b)
             b->failed = true;
         }
     }
+    /* A [node.NAME] section replaced by a reload leaves its old node removed under the same
+     * name: one series per name, the newest node's. */
+    bool shadowed[STATS_MAX_NODES] = { false };
+    for (int i = 0; i < n_nodes; i++) {
+        for (int j = i + 1; j < n_nodes && !shadowed[i]; j++) {
+            shadowed[i] = strcmp(rt->nodes[i].name, rt->nodes[j].name) == 0;
+        }
+    }
     if (!b->failed) {
         family(b, "pgmux_node_up", "gauge",
                "1 when the node answered its last health check and the last connection attempt "
                "to it succeeded.");
         for (int i = 0; i < n_nodes; i++) {
+            if (shadowed[i]) {
+                continue;
+            }
             bool healthy = !ts || ts->nodes[i].is_healthy;
             bool up = atomic_load_explicit(&rt->nodes[i].is_up, memory_order_relaxed) != 0;
             strbuf_appendf(b, "pgmux_node_up{%s} %d\n", nl[i], healthy && up);
@@ -352,6 +363,9 @@ metrics_render(struct runtime *rt, struct strbuf *b)
         family(b, "pgmux_node_role", "gauge",
                "1 for the node's current role (primary, replica or unknown), 0 for the others.");
         for (int i = 0; i < n_nodes; i++) {
+            if (shadowed[i]) {
+                continue;
+            }
             int role = ts ? ts->nodes[i].role
                           : atomic_load_explicit(&rt->nodes[i].role, memory_order_relaxed);
             for (int r = 0; r < 3; r++) {
@@ -361,6 +375,9 @@ metrics_render(struct runtime *rt, struct strbuf *b)
         }
         family(b, "pgmux_node_is_write_target", "gauge", "1 for the node writes currently go to.");
         for (int i = 0; i < n_nodes; i++) {
+            if (shadowed[i]) {
+                continue;
+            }
             strbuf_appendf(b, "pgmux_node_is_write_target{%s} %d\n", nl[i],
                            ts ? ts->primary == i : rt->primary_node == i);
         }
@@ -368,18 +385,27 @@ metrics_render(struct runtime *rt, struct strbuf *b)
                "Replica: WAL bytes between the primary's position and this node's replay; 0 on "
                "a primary or when unknown.");
         for (int i = 0; i < n_nodes; i++) {
+            if (shadowed[i]) {
+                continue;
+            }
             strbuf_appendf(b, "pgmux_node_replication_lag_bytes{%s} %llu\n", nl[i],
                            (unsigned long long) (ts ? ts->nodes[i].lag_bytes : 0));
         }
         family(b, "pgmux_node_replication_lag_seconds", "gauge",
                "Replica: replay delay while behind the primary; 0 when caught up or unknown.");
         for (int i = 0; i < n_nodes; i++) {
+            if (shadowed[i]) {
+                continue;
+            }
             strbuf_appendf(b, "pgmux_node_replication_lag_seconds{%s} %.3f\n", nl[i],
                            ts ? (double) ts->nodes[i].lag_ms / 1000.0 : 0.0);
         }
         family(b, "pgmux_node_server_connections", "gauge",
                "Server connections open to the node, all pools.");
         for (int i = 0; i < n_nodes; i++) {
+            if (shadowed[i]) {
+                continue;
+            }
             long long sum = 0;
             for (int k = 0; k < n; k++) {
                 if (pv[k].p->node_idx == i) {
@@ -391,6 +417,9 @@ metrics_render(struct runtime *rt, struct strbuf *b)
         family(b, "pgmux_node_routed_total", "counter",
                "Routing decisions that picked the node, by the role the router asked for.");
         for (int i = 0; i < n_nodes; i++) {
+            if (shadowed[i]) {
+                continue;
+            }
             strbuf_appendf(b, "pgmux_node_routed_total{%s,target=\"primary\"} %llu\n", nl[i],
                            (unsigned long long) g.routed[i][STATS_ROUTE_PRIMARY]);
             strbuf_appendf(b, "pgmux_node_routed_total{%s,target=\"replica\"} %llu\n", nl[i],

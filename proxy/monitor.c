@@ -22,6 +22,13 @@
  * Every dns_ttl each [node.NAME] host is resolved again (getaddrinfo, here and never on a
  * worker): an address not seen before becomes a node appended to rt->nodes, one that vanished
  * is marked is_removed; a failed lookup changes nothing.
+ *
+ * A reload's [node.NAME] sections reach this thread with the configuration snapshot (runtime.c
+ * resolves nothing on the main thread): a new section is resolved and appended here, one that
+ * is gone marks its nodes is_removed, one whose host, port or role changed is both. Nothing in
+ * rt->nodes is ever freed or moved while the process runs: an entry is written in full before
+ * the snapshot that counts it is published, and the names and hosts this thread allocates live
+ * until monitor_free, after the workers have stopped.
  */
 #include "proxy/monitor.h"
 
@@ -78,9 +85,13 @@ enum mon_state {
 };
 
 struct mon_node {
-    int origin; /* index of its [node.NAME] in cfg->nodes */
+    int origin; /* index of its [node.NAME] in m->cfg->nodes; -1 once that section is gone */
     bool is_removed;
-    char *owned_name; /* "NAME@ADDRESS" of a node appended from DNS; NULL for a configured one */
+    char *section;    /* the NAME of its [node.NAME] (owned: the section may leave a reload) */
+    int cfg_role;     /* enum cfg_role of that section */
+    int weight;       /* and its weight, followed by reloads */
+    char *owned_name; /* name of a node appended at run time ("NAME" or "NAME@ADDRESS") */
+    char *owned_host; /* its host (rt->nodes[i].host points here); NULL for start-up nodes */
     char addr_text[INET6_ADDRSTRLEN];
     char port_text[8];
 
@@ -124,6 +135,7 @@ struct monitor {
     uint32_t max_timeline_seen; /* split-brain guard: the newest timeline any node reported */
     bool has_functions;         /* a primary's function list was learned once */
     int64_t next_dns_us;
+    bool is_dns_pending; /* a [node.NAME] section has no address yet: resolve at every wake */
 };
 
 /* ---- small helpers ---- */
@@ -228,7 +240,7 @@ check_connect(struct monitor *m, struct mon_node *n)
     /* hostaddr: the address this node stands for, so libpq does no DNS lookup of its own;
      * host only names it for verify-full */
     keys[k] = "hostaddr", vals[k++] = n->addr_text;
-    keys[k] = "host", vals[k++] = c->nodes[n->origin].host;
+    keys[k] = "host", vals[k++] = m->rt->nodes[n - m->nodes].host;
     keys[k] = "port", vals[k++] = n->port_text;
     keys[k] = "user", vals[k++] = c->health_check_user;
     keys[k] = "dbname", vals[k++] = c->health_check_database;
@@ -444,6 +456,15 @@ round_run(struct monitor *m)
 
 /* ---- DNS ---- */
 
+static int
+pool_role_of(enum cfg_role r)
+{
+    return r == CFG_ROLE_REPLICA   ? POOL_ROLE_REPLICA
+           : r == CFG_ROLE_PRIMARY ? POOL_ROLE_PRIMARY
+                                   : POOL_ROLE_UNKNOWN;
+}
+
+
 static bool
 addr_equal(const struct sockaddr_storage *a, const struct sockaddr *b, socklen_t blen)
 {
@@ -473,14 +494,81 @@ addr_format(const struct sockaddr_storage *ss, char *out, size_t len)
     }
 }
 
-static void
-mon_node_setup(struct monitor *m, int idx, int origin)
+static bool
+mon_node_setup(struct monitor *m, int idx, int origin, const struct cfg_node *cn)
 {
     struct mon_node *n = &m->nodes[idx];
     struct pool_node *pn = &m->rt->nodes[idx];
     n->origin = origin;
+    n->cfg_role = cn->role;
+    n->weight = cn->weight;
+    n->section = strdup(cn->name);
     addr_format(&pn->addr, n->addr_text, sizeof(n->addr_text));
     snprintf(n->port_text, sizeof(n->port_text), "%d", pn->port);
+    return n->section != NULL;
+}
+
+/* Workers read is_removed from snapshots; the pool layer reads it from the node when a
+ * connection comes back. */
+static void
+mon_node_set_removed(struct monitor *m, int idx, bool removed)
+{
+    m->nodes[idx].is_removed = removed;
+    atomic_store_explicit(&m->rt->nodes[idx].is_removed, removed, memory_order_relaxed);
+}
+
+/*
+ * Append a node for address ai of section cn (index o in m->cfg->nodes) at the end of
+ * rt->nodes; existing indexes never move. The first node of a section is named after it, a
+ * further address of its host "NAME@ADDRESS". It becomes visible to workers with the next
+ * snapshot published (topo_publish's lock orders these writes before any worker's read).
+ */
+static bool
+mon_node_append(struct monitor *m, const struct cfg_node *cn, int o, const struct addrinfo *ai,
+                bool is_first)
+{
+    int idx = m->n_nodes;
+    struct pool_node *pn = &m->rt->nodes[idx];
+    struct mon_node *n = &m->nodes[idx];
+    char text[INET6_ADDRSTRLEN];
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    addr_format(&ss, text, sizeof(text));
+    size_t nl = strlen(cn->name) + 1 + strlen(text) + 1;
+    char *name = malloc(nl);
+    char *host = strdup(cn->host);
+    if (!name || !host) {
+        free(name);
+        free(host);
+        return false;
+    }
+    if (is_first) {
+        snprintf(name, nl, "%s", cn->name);
+    } else {
+        snprintf(name, nl, "%s@%s", cn->name, text);
+    }
+    memset(pn, 0, sizeof(*pn));
+    memcpy(&pn->addr, &ss, sizeof(ss));
+    pn->addr_len = ai->ai_addrlen;
+    pn->host = host;
+    pn->port = cn->port;
+    pn->name = name;
+    atomic_init(&pn->role, pool_role_of(cn->role));
+    atomic_init(&pn->is_up, 1);
+    atomic_init(&pn->down_until_us, 0);
+    atomic_init(&pn->is_removed, 0);
+    memset(n, 0, sizeof(*n));
+    n->owned_name = name;
+    n->owned_host = host;
+    if (!mon_node_setup(m, idx, o, cn)) {
+        free(name);
+        free(host);
+        memset(n, 0, sizeof(*n));
+        return false;
+    }
+    m->n_nodes++;
+    return true;
 }
 
 /* Resolve every configured host again; true when a node was added, removed or came back. */
@@ -489,6 +577,7 @@ dns_refresh(struct monitor *m)
 {
     const struct cfg *c = m->cfg;
     bool changed = false;
+    m->is_dns_pending = false;
     for (int o = 0; o < c->n_nodes; o++) {
         const struct cfg_node *cn = &c->nodes[o];
         struct addrinfo hints, *res = NULL;
@@ -497,10 +586,18 @@ dns_refresh(struct monitor *m)
         hints.ai_socktype = SOCK_STREAM;
         char port[16];
         snprintf(port, sizeof(port), "%d", cn->port);
+        bool has_node = false;
+        for (int i = 0; i < m->n_nodes && !has_node; i++) {
+            has_node = m->nodes[i].origin == o;
+        }
         int rc = getaddrinfo(cn->host, port, &hints, &res);
         if (rc != 0 || !res) {
+            if (!has_node) {
+                /* a section added by a reload: tried again at every wake, about once a second */
+                m->is_dns_pending = true;
+            }
             log_warning("node %s: cannot resolve \"%s\": %s; keeping its %s", cn->name, cn->host,
-                        gai_strerror(rc), "known addresses");
+                        gai_strerror(rc), has_node ? "known addresses" : "place empty");
             continue;
         }
         bool seen[TOPO_MAX_NODES] = { false };
@@ -519,7 +616,7 @@ dns_refresh(struct monitor *m)
             if (found >= 0) {
                 seen[found] = true;
                 if (m->nodes[found].is_removed) {
-                    m->nodes[found].is_removed = false;
+                    mon_node_set_removed(m, found, false);
                     log_info("node %s: address %s is back in DNS", m->rt->nodes[found].name,
                              m->nodes[found].addr_text);
                     changed = true;
@@ -535,43 +632,28 @@ dns_refresh(struct monitor *m)
                 }
                 continue;
             }
-            /* A new address: a new node at the end; existing indexes never move. It becomes
-             * visible to workers with the snapshot published below (topo_publish's lock orders
-             * these writes before any worker's read). */
             int idx = m->n_nodes;
-            struct pool_node *pn = &m->rt->nodes[idx];
-            memset(pn, 0, sizeof(*pn));
-            memcpy(&pn->addr, ai->ai_addr, ai->ai_addrlen);
-            pn->addr_len = ai->ai_addrlen;
-            pn->host = m->rt->nodes[o].host; /* the start-up configuration's, kept until exit */
-            pn->port = cn->port;
-            char text[INET6_ADDRSTRLEN];
-            addr_format(&pn->addr, text, sizeof(text));
-            size_t nl = strlen(cn->name) + 1 + strlen(text) + 1;
-            char *name = malloc(nl);
-            if (!name) {
+            if (!mon_node_append(m, cn, o, ai, !has_node)) {
+                log_error("node %s: out of memory adding address %s", cn->name,
+                          "of its host");
                 continue;
             }
-            snprintf(name, nl, "%s@%s", cn->name, text);
-            pn->name = name;
-            atomic_init(&pn->role, cn->role == CFG_ROLE_REPLICA   ? POOL_ROLE_REPLICA
-                                   : cn->role == CFG_ROLE_PRIMARY ? POOL_ROLE_PRIMARY
-                                                                  : POOL_ROLE_UNKNOWN);
-            atomic_init(&pn->is_up, 1);
-            atomic_init(&pn->down_until_us, 0);
-            memset(&m->nodes[idx], 0, sizeof(m->nodes[idx]));
-            m->nodes[idx].owned_name = name;
-            mon_node_setup(m, idx, o);
             seen[idx] = true;
-            m->n_nodes++;
             changed = true;
-            log_info("node %s: \"%s\" also resolves to %s: added as node %s (index %d)", cn->name,
-                     cn->host, text, name, idx);
+            if (has_node) {
+                log_info("node %s: \"%s\" also resolves to %s: added as node %s (index %d)",
+                         cn->name, cn->host, m->nodes[idx].addr_text, m->rt->nodes[idx].name, idx);
+            } else {
+                log_info("node %s: added (%s:%d, %s, role %s, weight %d) as node index %d",
+                         cn->name, m->nodes[idx].addr_text, cn->port, cn->host,
+                         cfg_role_name(cn->role), cn->weight, idx);
+            }
+            has_node = true;
         }
         freeaddrinfo(res);
         for (int i = 0; i < m->n_nodes; i++) {
             if (m->nodes[i].origin == o && !seen[i] && !m->nodes[i].is_removed) {
-                m->nodes[i].is_removed = true;
+                mon_node_set_removed(m, i, true);
                 changed = true;
                 log_info("node %s: address %s no longer in DNS for \"%s\": removed",
                          m->rt->nodes[i].name, m->nodes[i].addr_text, cn->host);
@@ -582,14 +664,6 @@ dns_refresh(struct monitor *m)
 }
 
 /* ---- the next snapshot ---- */
-
-static int
-pool_role_of(enum cfg_role r)
-{
-    return r == CFG_ROLE_REPLICA   ? POOL_ROLE_REPLICA
-           : r == CFG_ROLE_PRIMARY ? POOL_ROLE_PRIMARY
-                                   : POOL_ROLE_UNKNOWN;
-}
 
 static const char *
 role_name(int role)
@@ -646,10 +720,9 @@ functions_update(struct monitor *m, struct topo_snapshot *s, struct mon_node *n)
 static int
 primary_choose(struct monitor *m, const struct topo_snapshot *s, int previous)
 {
-    const struct cfg *c = m->cfg;
     /* A declared primary is the primary whenever it answers; roles are not second-guessed. */
     for (int i = 0; i < s->n_nodes; i++) {
-        if (c->nodes[m->nodes[i].origin].role == CFG_ROLE_PRIMARY) {
+        if (m->nodes[i].cfg_role == CFG_ROLE_PRIMARY) {
             const struct topo_node *tn = &s->nodes[i];
             if (tn->is_healthy && !tn->is_removed) {
                 return i;
@@ -657,7 +730,7 @@ primary_choose(struct monitor *m, const struct topo_snapshot *s, int previous)
         }
     }
     for (int i = 0; i < s->n_nodes; i++) {
-        if (c->nodes[m->nodes[i].origin].role == CFG_ROLE_PRIMARY) {
+        if (m->nodes[i].cfg_role == CFG_ROLE_PRIMARY && !s->nodes[i].is_removed) {
             return -1; /* declared, and down */
         }
     }
@@ -736,21 +809,19 @@ snapshot_update(struct monitor *m, bool checked, bool force)
         log_error("monitor: out of memory building a topology snapshot");
         return;
     }
-    const struct cfg *c = m->cfg;
     int64_t now = mono_now_us();
     s->n_nodes = m->n_nodes;
     for (int i = 0; i < m->n_nodes; i++) {
         struct mon_node *n = &m->nodes[i];
         struct topo_node *tn = &s->nodes[i];
-        const struct cfg_node *cn = &c->nodes[n->origin];
         if (i >= m->last->n_nodes) {
             memset(tn, 0, sizeof(*tn));
-            tn->role = pool_role_of(cn->role);
+            tn->role = pool_role_of(n->cfg_role);
             /* a node found by DNS between checks is unknown until its first check */
             tn->is_healthy = !m->is_checking;
         }
         tn->idx = i;
-        tn->weight = cn->weight;
+        tn->weight = n->weight;
         tn->is_removed = n->is_removed;
         if (!checked || n->is_removed) {
             continue;
@@ -761,7 +832,7 @@ snapshot_update(struct monitor *m, bool checked, bool force)
             continue; /* role, timeline and position stay as last seen */
         }
         int seen_role = n->is_in_recovery ? POOL_ROLE_REPLICA : POOL_ROLE_PRIMARY;
-        tn->role = cn->role == CFG_ROLE_AUTO ? seen_role : pool_role_of(cn->role);
+        tn->role = n->cfg_role == CFG_ROLE_AUTO ? seen_role : pool_role_of(n->cfg_role);
         tn->timeline = n->timeline;
         tn->lsn = n->lsn;
         if (n->timeline > m->max_timeline_seen) {
@@ -777,7 +848,7 @@ snapshot_update(struct monitor *m, bool checked, bool force)
             if (!n->is_ok || n->is_removed) {
                 continue;
             }
-            tn->is_fenced = c->nodes[n->origin].role == CFG_ROLE_AUTO && !n->is_in_recovery &&
+            tn->is_fenced = n->cfg_role == CFG_ROLE_AUTO && !n->is_in_recovery &&
                             n->timeline < m->max_timeline_seen;
         }
         s->primary = primary_choose(m, s, m->last->primary);
@@ -924,23 +995,91 @@ checking_update(struct monitor *m)
     }
 }
 
+static const struct cfg_node *
+cfg_node_find(const struct cfg *c, const char *name, int *idx)
+{
+    for (int i = 0; i < c->n_nodes; i++) {
+        if (strcmp(c->nodes[i].name, name) == 0) {
+            *idx = i;
+            return &c->nodes[i];
+        }
+    }
+    *idx = -1;
+    return NULL;
+}
+
+/*
+ * Match the running nodes to the [node.NAME] sections of a reloaded configuration. A section
+ * that is gone, or whose host, port or role changed, removes its nodes for good (origin -1: DNS
+ * never brings them back); a changed section then comes back as a new node, appended by the
+ * dns_refresh that follows, like a section that is new. A changed weight applies in place.
+ * Returns true when the nodes need a dns_refresh and a new snapshot.
+ */
+static bool
+nodes_follow(struct monitor *m, const struct cfg *c, const struct cfg *old)
+{
+    bool changed = false;
+    for (int i = 0; i < m->n_nodes; i++) {
+        struct mon_node *n = &m->nodes[i];
+        if (n->origin < 0) {
+            continue;
+        }
+        const struct cfg_node *was = &old->nodes[n->origin];
+        int j;
+        const struct cfg_node *now = cfg_node_find(c, n->section, &j);
+        const char *why = NULL;
+        if (!now) {
+            why = "its section is gone from the configuration";
+        } else if (strcmp(now->host, was->host) != 0 || now->port != was->port) {
+            why = "its host or port changed (the section's new address becomes a new node)";
+        } else if (now->role != was->role) {
+            why = "its role changed (the section becomes a new node)";
+        }
+        if (why) {
+            n->origin = -1;
+            changed = true;
+            if (!n->is_removed) {
+                mon_node_set_removed(m, i, true);
+                log_info("node %s (%s:%s) removed: %s; running transactions finish, sessions on "
+                         "it go on until they end, nothing new goes there",
+                         m->rt->nodes[i].name, n->addr_text, n->port_text, why);
+            }
+            continue;
+        }
+        n->origin = j;
+        if (now->weight != n->weight) {
+            log_info("node %s: weight %d -> %d", m->rt->nodes[i].name, n->weight, now->weight);
+            n->weight = now->weight;
+            changed = true;
+        }
+    }
+    for (int j = 0; j < c->n_nodes; j++) {
+        bool has_node = false;
+        for (int i = 0; i < m->n_nodes && !has_node; i++) {
+            has_node = m->nodes[i].origin == j;
+        }
+        changed |= !has_node;
+    }
+    return changed;
+}
+
 /*
  * A reload publishes a new configuration: the health_check_* keys and dns_ttl apply from the
- * next round, and connections made with other credentials or TLS settings are reopened. The
- * [node.NAME] sections do not change without a restart (runtime.c keeps the running ones), so
- * origins stay valid. Only once the main loop runs: before that rt->cfg_mu does not exist.
+ * next round, and connections made with other credentials or TLS settings are reopened; nodes
+ * follow its [node.NAME] sections (nodes_follow). Returns true when the nodes changed. Only
+ * once the main loop runs: before that rt->cfg_mu does not exist.
  */
-static void
+static bool
 cfg_follow(struct monitor *m)
 {
     if (!atomic_load_explicit(&m->is_workers_ready, memory_order_acquire)) {
-        return;
+        return false;
     }
     struct cfg *c = runtime_cfg_get(m->rt);
     struct cfg *old = m->cfg;
     if (c == old) {
         cfg_unref(c);
-        return;
+        return false;
     }
     bool relogin = str_differs(c->health_check_user, old->health_check_user) ||
                    str_differs(c->health_check_password, old->health_check_password) ||
@@ -950,6 +1089,7 @@ cfg_follow(struct monitor *m)
                    str_differs(c->server_tls_ca_file, old->server_tls_ca_file) ||
                    str_differs(c->server_tls_cert_file, old->server_tls_cert_file) ||
                    str_differs(c->server_tls_key_file, old->server_tls_key_file);
+    bool nodes_changed = nodes_follow(m, c, old);
     m->cfg = c;
     if (relogin) {
         for (int i = 0; i < m->n_nodes; i++) {
@@ -958,6 +1098,7 @@ cfg_follow(struct monitor *m)
     }
     checking_update(m);
     cfg_unref(old);
+    return nodes_changed;
 }
 
 static void *
@@ -967,17 +1108,20 @@ monitor_main(void *arg)
     bool first = true;
     int64_t next_round = mono_now_us();
     for (;;) {
-        cfg_follow(m);
+        bool nodes_changed = cfg_follow(m);
         int64_t period_us = m->cfg->health_check_period_ms * 1000;
         int64_t ttl_us = m->cfg->dns_ttl_ms * 1000;
         int64_t now = mono_now_us();
         if (next_round > now + period_us) {
             next_round = now + period_us; /* the period was shortened */
         }
-        bool dns_changed = false;
-        if (first || (ttl_us > 0 && now >= m->next_dns_us)) {
-            dns_changed = dns_refresh(m);
+        bool dns_changed = nodes_changed;
+        if (first || nodes_changed || m->is_dns_pending || (ttl_us > 0 && now >= m->next_dns_us)) {
+            dns_changed |= dns_refresh(m);
             m->next_dns_us = now + ttl_us;
+        }
+        if (dns_changed && m->is_checking) {
+            next_round = now; /* a node added by a reload is checked at once */
         }
         bool do_check = m->is_checking && now >= next_round;
         if (do_check) {
@@ -1039,10 +1183,6 @@ monitor_start(struct runtime *rt, struct monitor **out)
     m->rt = rt;
     m->cfg = cfg_ref(rt->cfg);
     atomic_init(&m->is_workers_ready, false);
-    m->n_nodes = rt->n_nodes;
-    for (int i = 0; i < rt->n_nodes; i++) {
-        mon_node_setup(m, i, i);
-    }
     m->last = topo_get(&rt->topology);
     checking_update(m);
     pthread_mutex_init(&m->mu, NULL);
@@ -1051,6 +1191,13 @@ monitor_start(struct runtime *rt, struct monitor **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&m->cv, &ca);
     pthread_condattr_destroy(&ca);
+    m->n_nodes = rt->n_nodes;
+    for (int i = 0; i < rt->n_nodes; i++) {
+        if (!mon_node_setup(m, i, i, &m->cfg->nodes[i])) {
+            monitor_free(m);
+            return -1;
+        }
+    }
     if (pthread_create(&m->thread, NULL, monitor_main, m) != 0) {
         monitor_stop(m);
         monitor_free(m);
@@ -1101,6 +1248,8 @@ monitor_free(struct monitor *m)
         funcs_clear(&m->nodes[i]);
         free(m->nodes[i].funcs);
         free(m->nodes[i].owned_name);
+        free(m->nodes[i].owned_host);
+        free(m->nodes[i].section);
     }
     topo_put(m->last);
     pthread_cond_destroy(&m->cv);

@@ -12,6 +12,9 @@
  * costs nothing when there is no reload, and gives each worker one well-defined point where the
  * snapshot changes, so no callback sees two snapshots.
  *
+ * [node.NAME] sections travel with the snapshot to the monitor thread, which resolves new hosts
+ * (never here: the main loop must not block on DNS) and appends or removes nodes (monitor.c).
+ *
  * What it does not do: re-open listeners or start and stop workers (listen_addr, listen_port,
  * workers need a restart, README "Zero-downtime restart"), or change the parameters that
  * transaction pooling tracks (sessions in flight read them back by position in the list).
@@ -92,22 +95,6 @@ lists_eq(char **a, int na, char **b, int nb)
     return true;
 }
 
-static bool
-nodes_eq(const struct cfg *a, const struct cfg *b)
-{
-    if (a->n_nodes != b->n_nodes) {
-        return false;
-    }
-    for (int i = 0; i < a->n_nodes; i++) {
-        const struct cfg_node *x = &a->nodes[i], *y = &b->nodes[i];
-        if (strcmp(x->name, y->name) != 0 || strcmp(x->host, y->host) != 0 || x->port != y->port ||
-            x->role != y->role || x->weight != y->weight) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static int
 copy_list(char **src, int n, char ***out)
 {
@@ -139,30 +126,6 @@ free_list(char **v, int n)
         free(v[i]);
     }
     free(v);
-}
-
-static int
-copy_nodes(const struct cfg *src, struct cfg_node **out)
-{
-    struct cfg_node *v = calloc((size_t) src->n_nodes, sizeof(*v));
-    if (!v) {
-        return -1;
-    }
-    for (int i = 0; i < src->n_nodes; i++) {
-        v[i] = src->nodes[i];
-        v[i].name = strdup(src->nodes[i].name);
-        v[i].host = strdup(src->nodes[i].host);
-        if (!v[i].name || !v[i].host) {
-            for (int j = 0; j <= i; j++) {
-                free(v[j].name);
-                free(v[j].host);
-            }
-            free(v);
-            return -1;
-        }
-    }
-    *out = v;
-    return 0;
 }
 
 /*
@@ -261,22 +224,6 @@ keep_restart_keys(struct cfg *next, const struct cfg *cur)
         free_list(next->track_parameters, next->n_track_parameters);
         next->track_parameters = v;
         next->n_track_parameters = cur->n_track_parameters;
-    }
-    if (!nodes_eq(next, cur)) {
-        log_warning("%s: node: the [node.NAME] sections changed; nodes are added and removed by "
-                    "a restart, still using the running ones",
-                    file);
-        struct cfg_node *v;
-        if (copy_nodes(cur, &v) != 0) {
-            return -1;
-        }
-        for (int i = 0; i < next->n_nodes; i++) {
-            free(next->nodes[i].name);
-            free(next->nodes[i].host);
-        }
-        free(next->nodes);
-        next->nodes = v;
-        next->n_nodes = cur->n_nodes;
     }
     return 0;
 }
@@ -393,6 +340,38 @@ describe_changes(struct strbuf *b, const struct cfg *n, const struct cfg *o)
 #undef CHG
 }
 
+/*
+ * [node.NAME] sections added, removed, or with a new host, port or role (the monitor thread
+ * resolves and applies them: nothing here may block on DNS), or a new weight.
+ */
+static void
+count_node_changes(const struct cfg *n, const struct cfg *o, int *added, int *removed,
+                   int *replaced, int *reweighted)
+{
+    *added = *removed = *replaced = *reweighted = 0;
+    for (int i = 0; i < n->n_nodes; i++) {
+        const struct cfg_node *x = &n->nodes[i], *was = NULL;
+        for (int j = 0; j < o->n_nodes && !was; j++) {
+            was = strcmp(o->nodes[j].name, x->name) == 0 ? &o->nodes[j] : NULL;
+        }
+        if (!was) {
+            (*added)++;
+        } else if (strcmp(was->host, x->host) != 0 || was->port != x->port ||
+                   was->role != x->role) {
+            (*replaced)++;
+        } else if (was->weight != x->weight) {
+            (*reweighted)++;
+        }
+    }
+    for (int j = 0; j < o->n_nodes; j++) {
+        bool found = false;
+        for (int i = 0; i < n->n_nodes && !found; i++) {
+            found = strcmp(o->nodes[j].name, n->nodes[i].name) == 0;
+        }
+        *removed += !found;
+    }
+}
+
 /* Users added, removed, or with a new secret. */
 static void
 count_user_changes(const struct cfg *n, const struct cfg *o, int *added, int *removed, int *changed)
@@ -446,6 +425,20 @@ runtime_reload(struct runtime *rt)
         atomic_fetch_add(&rt->n_reload_failures, 1);
         return -1;
     }
+    /* As at start: some node must be able to take writes. */
+    bool can_write = false;
+    for (int i = 0; i < next->n_nodes; i++) {
+        can_write |= next->nodes[i].role != CFG_ROLE_REPLICA;
+    }
+    if (!can_write) {
+        log_error("%s:0: node: no node can serve writes (every node is role = replica)",
+                  cur->path);
+        log_error("configuration reload refused: %s is invalid; the running configuration stays",
+                  cur->path);
+        cfg_unref(next);
+        atomic_fetch_add(&rt->n_reload_failures, 1);
+        return -1;
+    }
     if (keep_restart_keys(next, cur) != 0) {
         log_error("configuration reload failed: out of memory; the running configuration stays");
         cfg_unref(next);
@@ -487,6 +480,8 @@ runtime_reload(struct runtime *rt)
     describe_changes(&changes, next, cur);
     int added, removed, changed;
     count_user_changes(next, cur, &added, &removed, &changed);
+    int n_added, n_removed, n_replaced, n_reweighted;
+    count_node_changes(next, cur, &n_added, &n_removed, &n_replaced, &n_reweighted);
 
     /* Publish: other threads asking runtime_cfg_get see it now, workers at their next event. */
     pthread_mutex_lock(&rt->cfg_mu);
@@ -499,9 +494,10 @@ runtime_reload(struct runtime *rt)
     admin_tunables_forget(&rt->admin);
     atomic_fetch_add(&rt->n_reloads, 1);
     log_info("configuration reloaded from %s; changed: %s; users: %d added, %d removed, %d with "
-             "a new secret (%d pools will log in with it)",
+             "a new secret (%d pools will log in with it); nodes: %d added, %d removed, %d "
+             "replaced (new host, port or role), %d with a new weight",
              next->path, changes.s && !changes.failed ? changes.s : "no [pgmux]/[pool] key", added,
-             removed, changed, secrets);
+             removed, changed, secrets, n_added, n_removed, n_replaced, n_reweighted);
     strbuf_fini(&changes);
     cfg_unref(cur);
     return 0;

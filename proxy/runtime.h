@@ -6,8 +6,9 @@
  * secrets (new logins; pools log in to servers with the new secret from their next connection),
  * pool_mode for new sessions, every [pgmux] timeout, max_client_conn, auth_type, admin and stats
  * users, max_message_size, max_prepared_statements, pin_session_state, log_level, new
- * warm_pools. What needs a restart (logged, the running value stays): listen_addr, listen_port,
- * workers, track_parameters, and the [node.NAME] sections.
+ * warm_pools, [node.NAME] sections added, removed or changed (applied by the monitor thread).
+ * What needs a restart (logged, the running value stays): listen_addr, listen_port, workers,
+ * track_parameters.
  *
  * Threads: runtime_request_reload from any thread (and from a signal handler: it only calls
  * ev_async_send); the reload itself runs on the main thread, the only one that reads files.

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import PASSWORDS, _render_ini, write_userlist
 from helpers import Background, wait_for
+from test_metrics import _free_port, scrape, value
 
 
 def reloads(px, word="configuration reloaded from"):
@@ -290,3 +291,109 @@ def test_reloads_are_counted_in_metrics(cluster, pgmux):
     ini.write_text(ini.read_text().replace("[pool]", "[pool]\nno_such_key = 1"))
     sighup_and_wait(px, word="configuration reload refused")
     assert count("applied") == 1 and count("refused") == 1
+
+
+WHO = "SELECT inet_server_port(), pg_is_in_recovery()"
+
+
+def rewrite_nodes(px, nodes):
+    """Replace px's [node.*] sections with nodes ({name: {key: value}}), keeping the order of
+    the other sections."""
+    for section in [s for s in px.config if s.startswith("node.")]:
+        del px.config[section]
+    for name, keys in nodes.items():
+        px.config[f"node.{name}"] = dict(keys)
+    (px.dir / "proxy.ini").write_text(_render_ini(px.config))
+
+
+def replica_pids(cluster):
+    return {r["pid"] for r in cluster.server_conns(user="app", dbname="appdb", replica=True)}
+
+
+def test_nodes_added_and_removed_by_reload(cluster, pgmux):
+    primary = {"host": "127.0.0.1", "port": cluster.primary_port, "role": "primary"}
+    replica = {"host": "127.0.0.1", "port": cluster.replica_port, "role": "replica"}
+    mport = _free_port()
+    px = pgmux(pool_mode="transaction", read_write_split="on", read_your_writes="off",
+               metrics_port=mport, nodes={"primary": primary})
+    reader = px.connect()
+    assert reader.execute(WHO).fetchone() == (cluster.primary_port, False)
+    # A session-mode client would do as well; this one stays in its transaction throughout.
+    keep = px.connect(autocommit=False)
+    keep.execute("SELECT 1")
+
+    # 1. Added: reads reach the new replica; writes stay on the primary.
+    rewrite_nodes(px, {"primary": primary, "replica": replica})
+    sighup_and_wait(px)
+    assert "nodes: 1 added, 0 removed" in px.log_text()
+    wait_for(lambda: reader.execute(WHO).fetchone() == (cluster.replica_port, True), timeout=10,
+             what="a read on the replica added by the reload")
+    for _ in range(5):
+        assert reader.execute(WHO).fetchone() == (cluster.replica_port, True)
+    with px.connect() as c:
+        c.execute("BEGIN")
+        assert c.execute(WHO).fetchone() == (cluster.primary_port, False)
+        c.execute("COMMIT")
+    assert re.search(r"node replica: added \(127\.0\.0\.1:\d+", px.log_text())
+
+    # A changed role is a removal and an addition under the same name; a new weight applies.
+    rewrite_nodes(px, {"primary": dict(primary, weight=3), "replica": dict(replica, role="auto")})
+    sighup_and_wait(px)
+    log = px.log_text()
+    assert "nodes: 0 added, 0 removed, 1 replaced (new host, port or role), 1 with a new weight" \
+        in log, log[-2000:]
+    wait_for(lambda: "node primary: weight 1 -> 3" in px.log_text()
+             and px.log_text().count("node replica: added (") == 2, timeout=10,
+             what="the replaced node and the new weight in the log")
+    assert "removed: its role changed" in px.log_text()
+    wait_for(lambda: value(scrape(mport), "pgmux_node_up", node="replica") == 1, timeout=10,
+             what="the new node up in /metrics")
+    fams = scrape(mport)  # one series per node name: value() asserts it is not ambiguous
+    assert value(fams, "pgmux_node_role", node="replica", role="replica") == 1
+    for _ in range(5):
+        assert reader.execute(WHO).fetchone() == (cluster.replica_port, True)
+
+    # 2. A running transaction on it, then it is removed.
+    held = px.connect()
+    held.execute("BEGIN READ ONLY")
+    assert held.execute(WHO).fetchone() == (cluster.replica_port, True)
+    pids_before = replica_pids(cluster)
+    assert pids_before
+    rewrite_nodes(px, {"primary": primary})
+    sighup_and_wait(px)
+    wait_for(lambda: "node replica (127.0.0.1:" in px.log_text()
+             and "removed: its section is gone" in px.log_text(), timeout=10,
+             what="the node's removal in the log")
+    # New reads go to the primary, and nothing new opens on the removed node.
+    wait_for(lambda: reader.execute(WHO).fetchone() == (cluster.primary_port, False), timeout=5,
+             what="reads back on the primary")
+    others = [px.connect() for _ in range(3)]
+    for c in others:
+        for _ in range(3):
+            assert c.execute(WHO).fetchone() == (cluster.primary_port, False)
+    assert replica_pids(cluster) <= pids_before
+    # The transaction on it runs to its end; its server connection closes when released.
+    assert held.execute(WHO).fetchone() == (cluster.replica_port, True)
+    held.execute("COMMIT")
+    wait_for(lambda: not replica_pids(cluster), timeout=5,
+             what="the removed node's connections to close")
+    assert held.execute(WHO).fetchone() == (cluster.primary_port, False)
+    keep.execute("SELECT 2")
+    keep.commit()
+    for c in others + [held, keep]:
+        c.close()
+
+    # 3. Invalid node sections refuse the reload; the running nodes stay.
+    rewrite_nodes(px, {"primary": primary, "bad": {"host": "127.0.0.1", "port": 70000}})
+    sighup_and_wait(px, word="configuration reload refused")
+    assert re.search(r"proxy\.ini:\d+: port: ", px.log_text()), px.log_text()[-2000:]
+    rewrite_nodes(px, {"only": dict(replica)})
+    sighup_and_wait(px, word="no node can serve writes")
+    assert reloads(px, "configuration reload refused") == 2
+    assert reader.execute(WHO).fetchone() == (cluster.primary_port, False)
+    with px.connect() as c:
+        c.execute("BEGIN")
+        assert c.execute(WHO).fetchone() == (cluster.primary_port, False)
+        c.execute("COMMIT")
+    reader.close()
+    assert px.alive()
