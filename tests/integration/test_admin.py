@@ -237,13 +237,14 @@ def test_pause_waits_and_holds_until_resume(console):
         pause.result(timeout=10)
         # A new transaction is held.
         held = Background(lambda: other.execute("SELECT 42").fetchone())
-        time.sleep(0.3)
-        assert not held.done(), "a transaction ran on a paused database"
         with admin_conn(px) as look:
+            # the query may take a while to reach pgmux on a loaded machine: wait until it is
+            # held, then check that it stays held
+            wait_for(lambda: [p["cl_waiting"] for p in rows_dict(look.execute("SHOW POOLS"))
+                              if p["database"] == "appdb"] == [1], what="the client held")
+            assert not held.done(), "a transaction ran on a paused database"
             states = [r[3] for r in psql(px, "SHOW CLIENTS") if r[1] == "app"]
             assert "paused" in states, states
-            pools = rows_dict(look.execute("SHOW POOLS"))
-            assert [p["cl_waiting"] for p in pools if p["database"] == "appdb"] == [1]
         # A second PAUSE of the same database is an error; the first still holds.
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
             adm.execute("PAUSE appdb")
