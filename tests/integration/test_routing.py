@@ -319,8 +319,9 @@ def test_read_your_writes_window(cluster, rt, routing_table, paused_replica):
     paused_replica()
     with px.connect() as writer, px.connect() as bystander:
         assert where(cluster, writer) == "replica"
-        assert insert_one(cluster, writer, "w1") == "primary"
+        # before the write: the window opens at its commit, no earlier than this
         t0 = time.monotonic()
+        assert insert_one(cluster, writer, "w1") == "primary"
         # the write is not on the replica (replay paused): the writer must not read there
         assert writer.execute("SELECT count(*) FROM rt_items WHERE v = 'w1'").fetchone()[0] == 1
         assert where(cluster, writer) == "primary"
