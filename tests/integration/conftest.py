@@ -21,6 +21,7 @@ Environment
   PGMUX_IO_ENGINE    io_engine for every pgmux started (default: pgmux's own, epoll)
 """
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -110,10 +111,46 @@ def _no_secrets_in_logs():
     assert not found, "secrets in pgmux logs:\n" + "\n".join(found)
 
 
-def _free_port():
+# pgmux listens with SO_REUSEPORT, so a second pgmux on a port that one already listens on
+# starts without an error and the kernel splits the connections between the two. Two test runs
+# on one machine (same user) that happened to pick the same free port then sent each other's
+# clients to the wrong pgmux. A run reserves each port it hands out with a lock file held until
+# it exits, and reuses its own reserved ports once they are free again, so that it holds few.
+PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "pgmux-test-ports"
+_PORTS_HELD = {}  # port -> the open lock file
+_PORTS_RECENT = []  # the last ports handed out: a test may take several before pgmux binds one
+
+
+def _bindable(port):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port():
+    """A port on 127.0.0.1 that nothing listens on and that no other test run holds."""
+    port = next((p for p in _PORTS_HELD if p not in _PORTS_RECENT and _bindable(p)), None)
+    while port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            candidate = s.getsockname()[1]
+        if candidate in _PORTS_HELD:
+            continue
+        PORT_LOCK_DIR.mkdir(mode=0o777, exist_ok=True)
+        f = open(PORT_LOCK_DIR / str(candidate), "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()  # another run holds it (it may be between two of its tests)
+            continue
+        _PORTS_HELD[candidate] = f
+        port = candidate
+    _PORTS_RECENT.append(port)
+    del _PORTS_RECENT[:-8]
+    return port
 
 
 def _binary(env_name, default):
@@ -170,7 +207,7 @@ class Cluster:
             row_factory=psycopg.rows.dict_row,
         )
 
-    def server_conns(self, user=None, dbname=None, state=None, replica=None):
+    def server_conns(self, user=None, dbname=None, state=None, replica=None, conns=None):
         """pg_stat_activity rows (dicts) of TCP client backends - pgmux's server connections,
         as the tests themselves only connect over the unix socket - on both nodes (or on one:
         replica=False/True), filtered by user, database and state. Each row has a 'node' key.
@@ -190,10 +227,14 @@ class Cluster:
         rows = []
         nodes = [False, True] if replica is None else [replica]
         for on_replica in nodes:
-            with self.su(replica=on_replica) as c:
-                for r in c.execute(sql, args).fetchall():
-                    r["node"] = "replica" if on_replica else "primary"
-                    rows.append(r)
+            if conns is not None:  # {on_replica: connection} kept open by the caller
+                result = conns[on_replica].execute(sql, args).fetchall()
+            else:
+                with self.su(replica=on_replica) as c:
+                    result = c.execute(sql, args).fetchall()
+            for r in result:
+                r["node"] = "replica" if on_replica else "primary"
+                rows.append(r)
         return rows
 
     def count(self, **filters):
@@ -533,14 +574,22 @@ class PeakSampler:
         self._thread.start()
 
     def _run(self):
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.cluster.count(**self.filters))
+        # Connections kept open: a login per sample made a loaded machine sample a few times a
+        # second, too rarely to see a peak.
+        conns = {}
+        try:
+            for on_replica in (False, True):
+                conns[on_replica] = self.cluster.su(replica=on_replica)
+            while not self._stop.is_set():
+                rows = self.cluster.server_conns(conns=conns, **self.filters)
+                self.peak = max(self.peak, len(rows))
                 self.samples += 1
-            except Exception as e:  # reported by stop()
-                self.error = e
-                return
-            self._stop.wait(self.interval)
+                self._stop.wait(self.interval)
+        except Exception as e:  # reported by stop()
+            self.error = e
+        finally:
+            for c in conns.values():
+                c.close()
 
     def stop(self):
         """Stop sampling; returns the peak. Raises what the sampler hit, if anything."""
