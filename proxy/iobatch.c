@@ -78,14 +78,27 @@ iobatch_run(struct worker *w, struct iobatch *b)
         io_uring_sqe_set_data64(sqe, i);
         submitted++;
     }
+    bool is_broken = false;
     if (submitted > 0) {
-        int rc;
-        do {
-            rc = io_uring_submit_and_wait(&b->ring, submitted);
-        } while (rc == -EINTR);
-        if (rc < 0) {
-            /* Nothing was read: the sockets stay readable and epoll reports them again. */
-            log_error("worker %d: io_uring_submit: %s", w->idx, strerror(-rc));
+        /* The kernel stops a submission early only when it cannot take an SQE (memory); it
+         * then returns without waiting, and the rest go in the next call. Each call that takes
+         * all that is left waits until every completion is there: with MSG_DONTWAIT, at once. */
+        unsigned sent = 0;
+        int tries = 0;
+        while (sent < submitted) {
+            int rc = io_uring_submit_and_wait(&b->ring, submitted);
+            if (rc > 0) {
+                sent += (unsigned) rc;
+            } else if (rc == -EINTR || ((rc == -EAGAIN || rc == 0) && ++tries < 8)) {
+                continue;
+            } else {
+                /* What was not submitted must never be: the ring goes, this worker reads
+                 * with epoll from now on, and the sockets not read stay readable. */
+                log_error("worker %d: io_uring_submit: %s; back to epoll", w->idx,
+                          rc < 0 ? strerror(-rc) : "no progress");
+                is_broken = true;
+                break;
+            }
         }
         unsigned head, seen = 0;
         struct io_uring_cqe *cqe;
@@ -122,6 +135,9 @@ iobatch_run(struct worker *w, struct iobatch *b)
     }
     b->n = 0;
     b->is_running = false;
+    if (is_broken) {
+        iobatch_fini(w); /* stops the prepare watcher that runs us: allowed in its callback */
+    }
 }
 
 static void
