@@ -571,9 +571,10 @@ mon_node_append(struct monitor *m, const struct cfg_node *cn, int o, const struc
     return true;
 }
 
-/* Resolve every configured host again; true when a node was added, removed or came back. */
+/* Resolve every configured host again; true when a node was added, removed or came back.
+ * is_retry: only for a section still without an address (its failure was logged already). */
 static bool
-dns_refresh(struct monitor *m)
+dns_refresh(struct monitor *m, bool is_retry)
 {
     const struct cfg *c = m->cfg;
     bool changed = false;
@@ -590,14 +591,23 @@ dns_refresh(struct monitor *m)
         for (int i = 0; i < m->n_nodes && !has_node; i++) {
             has_node = m->nodes[i].origin == o;
         }
+        if (is_retry && has_node) {
+            continue; /* resolved again at its dns_ttl */
+        }
         int rc = getaddrinfo(cn->host, port, &hints, &res);
         if (rc != 0 || !res) {
             if (!has_node) {
                 /* a section added by a reload: tried again at every wake, about once a second */
                 m->is_dns_pending = true;
             }
-            log_warning("node %s: cannot resolve \"%s\": %s; keeping its %s", cn->name, cn->host,
-                        gai_strerror(rc), has_node ? "known addresses" : "place empty");
+            if (is_retry) {
+                log_debug("node %s: still cannot resolve \"%s\": %s", cn->name, cn->host,
+                          gai_strerror(rc));
+            } else {
+                log_warning("node %s: cannot resolve \"%s\": %s; keeping its %s", cn->name,
+                            cn->host, gai_strerror(rc),
+                            has_node ? "known addresses" : "place empty, trying again");
+            }
             continue;
         }
         bool seen[TOPO_MAX_NODES] = { false };
@@ -871,8 +881,10 @@ snapshot_update(struct monitor *m, bool checked, bool force)
         if (s->primary >= 0 && m->nodes[s->primary].has_funcs) {
             functions_update(m, s, &m->nodes[s->primary]);
         }
-    } else if (s->primary >= 0 && s->nodes[s->primary].is_removed) {
-        s->primary = -1;
+    } else if (s->primary < 0 || s->nodes[s->primary].is_removed) {
+        /* Without checks (health_check_period = 0) this is the only place a primary declared
+         * by a reload is taken up. */
+        s->primary = primary_choose(m, s, -1);
     }
 
     /* What changed, for the log and for the workers' idle connections. */
@@ -1116,8 +1128,9 @@ monitor_main(void *arg)
             next_round = now + period_us; /* the period was shortened */
         }
         bool dns_changed = nodes_changed;
-        if (first || nodes_changed || m->is_dns_pending || (ttl_us > 0 && now >= m->next_dns_us)) {
-            dns_changed |= dns_refresh(m);
+        bool dns_due = first || nodes_changed || (ttl_us > 0 && now >= m->next_dns_us);
+        if (dns_due || m->is_dns_pending) {
+            dns_changed |= dns_refresh(m, !dns_due);
             m->next_dns_us = now + ttl_us;
         }
         if (dns_changed && m->is_checking) {
