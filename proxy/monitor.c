@@ -1131,7 +1131,9 @@ monitor_main(void *arg)
         bool dns_due = first || nodes_changed || (ttl_us > 0 && now >= m->next_dns_us);
         if (dns_due || m->is_dns_pending) {
             dns_changed |= dns_refresh(m, !dns_due);
-            m->next_dns_us = now + ttl_us;
+            if (dns_due) {
+                m->next_dns_us = now + ttl_us;
+            }
         }
         if (dns_changed && m->is_checking) {
             next_round = now; /* a node added by a reload is checked at once */
