@@ -9,6 +9,7 @@ test builds on.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -409,3 +410,30 @@ def test_split_brain_guard(own_logs, pgmux):
             ).fetchone()[0]
         assert clients == 0
     assert "primary is now node primary" not in px.log_text().split("fenced")[-1]
+
+
+def test_reloaded_node_resolved_when_its_name_appears(cluster, pgmux, hosts_entry):
+    """A [node.NAME] section added by a reload whose host does not resolve yet: the reload is
+    applied, the monitor keeps trying (about once a second, not at dns_ttl), and the node
+    takes reads once the name resolves."""
+    from test_reload import rewrite_nodes, sighup_and_wait
+
+    primary = {"host": "127.0.0.1", "port": cluster.primary_port, "role": "primary"}
+    px = pgmux(pool_mode="transaction", read_write_split="on", read_your_writes="off",
+               dns_ttl="1h", nodes={"primary": primary})
+    rewrite_nodes(px, {"primary": primary, "late": {"host": hosts_entry.name,
+                                                    "port": cluster.replica_port,
+                                                    "role": "replica"}})
+    sighup_and_wait(px)
+    wait_for(lambda: "node late: cannot resolve" in px.log_text(), timeout=5,
+             what="the failed lookup in the log")
+    assert "place empty, trying again" in px.log_text()
+    with px.connect() as c:
+        assert where(c) == (cluster.primary_port, False)
+    hosts_entry.set(["127.0.0.1"])
+    wait_for(lambda: re.search(r"node late: added \(127\.0\.0\.1:", px.log_text()), timeout=5,
+             what="the section's node once its name resolves")
+    with px.connect() as c:
+        wait_for(lambda: where(c) == (cluster.replica_port, True), timeout=5,
+                 what="a read on the late node")
+    assert px.log_text().count("node late: cannot resolve") == 1
