@@ -397,3 +397,27 @@ def test_nodes_added_and_removed_by_reload(cluster, pgmux):
         c.execute("COMMIT")
     reader.close()
     assert px.alive()
+
+
+def test_primary_section_replaced_without_health_checks(cluster, pgmux):
+    """With health checks off roles stay as declared: a declared primary that a reload brings
+    in under a new name takes the writes from the one it replaces."""
+    mport = _free_port()
+    old = {"host": "127.0.0.1", "port": cluster.primary_port, "role": "primary"}
+    replica = {"host": "127.0.0.1", "port": cluster.replica_port, "role": "replica"}
+    px = pgmux(pool_mode="transaction", read_write_split="on", read_your_writes="off",
+               health_check_period=0, metrics_port=mport,
+               nodes={"old": old, "replica": replica})
+    assert value(scrape(mport), "pgmux_node_is_write_target", node="old") == 1
+    rewrite_nodes(px, {"replica": replica, "new": dict(old)})
+    sighup_and_wait(px)
+    wait_for(lambda: value(scrape(mport), "pgmux_node_is_write_target", node="new") == 1,
+             timeout=5, what="the new section to take the writes")
+    fams = scrape(mport)
+    assert value(fams, "pgmux_node_is_write_target", node="old") == 0
+    with px.connect() as c:
+        c.execute("BEGIN")
+        assert c.execute(WHO).fetchone() == (cluster.primary_port, False)
+        c.execute("COMMIT")
+        assert c.execute(WHO).fetchone() == (cluster.replica_port, True)
+    assert "node old (127.0.0.1:" in px.log_text()
