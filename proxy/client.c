@@ -1617,8 +1617,10 @@ client_open_server(struct client *c)
  * Transaction and statement pooling: a transaction whose pool is on a node that can no longer
  * serve it (down, removed, fenced, or a former primary) takes its server from the current
  * primary's pool instead, so an idle session follows a failover. A pool on a usable replica is
- * left alone: reads may have been routed there on purpose. False when no node is usable as
- * the primary right now.
+ * left alone when a read was routed there on purpose, or for a login that runs nothing of the
+ * client's; a transaction routed as a write lands on a replica only when no primary was known
+ * (the fallback node may be a standby), and must wait for one instead. False when no node is
+ * usable as the primary right now.
  */
 static bool
 client_follow_primary(struct client *c)
@@ -1629,7 +1631,7 @@ client_follow_primary(struct client *c)
     if (cur == t->primary) {
         return true;
     }
-    if (cur >= 0 && cur < t->n_nodes) {
+    if ((c->is_route_read || c->route_node < 0) && cur >= 0 && cur < t->n_nodes) {
         const struct topo_node *tn = &t->nodes[cur];
         if (tn->role == POOL_ROLE_REPLICA && tn->is_healthy && !tn->is_removed && !tn->is_fenced) {
             return true;
@@ -1684,8 +1686,18 @@ client_acquire(struct client *c)
         c->is_held = true;
         return;
     }
-    if (c->mode != CFG_POOL_SESSION && !client_follow_primary(c) && client_await_primary(c, -1)) {
-        return;
+    if (c->mode != CFG_POOL_SESSION && !client_follow_primary(c)) {
+        if (client_await_primary(c, -1)) {
+            return;
+        }
+        if (c->route_node >= 0 && !c->is_route_read && c->route_node < c->w->topo->n_nodes &&
+            c->w->topo->nodes[c->route_node].role == POOL_ROLE_REPLICA) {
+            /* A write on the fallback node, which is a standby: it would only refuse it. */
+            client_fail_full(c, ST_ESERVER_CONNECT, NULL, NULL, "no usable primary server",
+                             "no node answers as the primary; pgmux waited for the topology to "
+                             "change");
+            return;
+        }
     }
     struct pool_conn *sc = NULL;
     switch (pool_acquire(&c->w->pw, c->pool, &c->waiter, &sc)) {

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import CLUSTER_SH, Cluster, _add_log_source, _read_env, _render_ini
+from conftest import CLUSTER_SH, Cluster, _add_log_source, _free_port, _read_env, _render_ini
 from helpers import wait_for
 
 PGBIN = "/usr/lib/postgresql/15/bin"
@@ -265,6 +265,28 @@ def test_stopped_replica_marked_down(own_logs, pgmux):
     wait_for(lambda: read_on(px) == (oc.replica_port, True), timeout=5,
              what="reads to go to the replica again")
     wait_for(oc.streaming, timeout=15, what="the replica to stream again")
+
+
+def test_write_without_a_primary_is_not_sent_to_a_replica(cluster, pgmux):
+    """No node answers as the primary (the only other one is down), so the fallback for writes
+    is the first auto node, a standby: a transaction routed as a write (read_write_split off)
+    waits for the topology, then fails with 08006, instead of running there (it used to, and
+    a failover slower than two health checks gave the writers 25006)."""
+    px = pgmux(pool_mode="transaction", health_check_period="200ms",
+               health_check_timeout="200ms",
+               nodes={"replica": {"host": "127.0.0.1", "port": cluster.replica_port,
+                                  "role": "auto"},
+                      "primary": {"host": "127.0.0.1", "port": _free_port(), "role": "auto"}})
+    with px.connect() as c:  # the login itself runs nothing of the client's: the standby will do
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as e:
+            c.execute("SELECT pg_is_in_recovery()").fetchone()
+    # libpq folds the FATAL into "connection lost"; the SQLSTATE is in pgmux's event line
+    assert "no usable primary server" in str(e.value), e.value
+    assert time.monotonic() - t0 >= 0.5  # two periods plus the timeout: 600 ms
+    log = px.log_text()
+    assert "no usable primary; waiting up to 600 ms" in log
+    assert 'sqlstate=08006 message="no usable primary server"' in log, log[-2000:]
 
 
 def test_failover_by_promotion_under_load(own_logs, pgmux):
