@@ -12,7 +12,8 @@ Fixtures
             binary=... for another), waits until it accepts connections and returns a Pgmux
             (.port, .pid, .dsn(user, password, dbname), .connect(...), .log_text(), .rss_kib(),
             .alive()). At teardown: SIGTERM, wait, and fail if pgmux had died before, did not
-            exit, or its log holds a sanitizer report.
+            exit, or its log holds a sanitizer report. Its port is reserved for the whole run
+            (a lock file in $TMPDIR/pgmux-test-ports), so runs may share a machine.
 
 Environment
   PGMUX_BIN          pgmux under test (default: build/asan/pgmux)
