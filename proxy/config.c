@@ -1094,8 +1094,7 @@ set_special(struct cfg_parse *p, enum key_id id, const char *key, const char *va
         }
         if (len + sizeof("/.s.PGSQL.65535") > sizeof(((struct sockaddr_un *) NULL)->sun_path)) {
             ERR(p, p->lineno, key, "'%s' is too long for a Unix socket path (at most %zu bytes)",
-                value,
-                sizeof(((struct sockaddr_un *) NULL)->sun_path) - sizeof("/.s.PGSQL.65535"));
+                value, sizeof(((struct sockaddr_un *) NULL)->sun_path) - sizeof("/.s.PGSQL.65535"));
             break;
         }
         free(c->unix_socket_dir);

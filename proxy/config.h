@@ -38,9 +38,9 @@ enum cfg_log_dest {
 
 /* How workers do socket I/O (io_engine). */
 enum cfg_io_engine {
-    CFG_IO_EPOLL,    /* readiness from epoll, one recv per readable socket */
-    CFG_IO_URING,    /* receives of a loop iteration batched into one io_uring submission */
-    CFG_IO_AUTO,     /* io_uring when the kernel allows it, else epoll */
+    CFG_IO_EPOLL, /* readiness from epoll, one recv per readable socket */
+    CFG_IO_URING, /* receives of a loop iteration batched into one io_uring submission */
+    CFG_IO_AUTO,  /* io_uring when the kernel allows it, else epoll */
 };
 
 enum cfg_pool_mode {
@@ -134,16 +134,16 @@ struct cfg {
     char *path; /* the ini file as given */
 
     /* [pgmux] */
-    char *listen_addr;       /* "127.0.0.1"; "*" means every IPv4 and IPv6 address */
-    int listen_port;         /* 6432 */
-    char *unix_socket_dir;   /* directory of the .s.PGSQL.<listen_port> socket; NULL = none */
-    int unix_socket_mode;    /* 0777: permission bits of that socket file */
+    char *listen_addr;            /* "127.0.0.1"; "*" means every IPv4 and IPv6 address */
+    int listen_port;              /* 6432 */
+    char *unix_socket_dir;        /* directory of the .s.PGSQL.<listen_port> socket; NULL = none */
+    int unix_socket_mode;         /* 0777: permission bits of that socket file */
     enum cfg_io_engine io_engine; /* epoll */
-    int workers;             /* threads; 0 in the file means the CPU count, resolved at load */
-    int max_client_conn;     /* 1000 */
-    enum cfg_auth auth_type; /* scram-sha-256 */
-    char *auth_file;         /* path, relative names resolved against the ini file's directory */
-    char **admin_users;      /* comma-separated list */
+    int workers;                  /* threads; 0 in the file means the CPU count, resolved at load */
+    int max_client_conn;          /* 1000 */
+    enum cfg_auth auth_type;      /* scram-sha-256 */
+    char *auth_file;    /* path, relative names resolved against the ini file's directory */
+    char **admin_users; /* comma-separated list */
     int n_admin_users;
     char **stats_users;
     int n_stats_users;

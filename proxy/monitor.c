@@ -644,8 +644,7 @@ dns_refresh(struct monitor *m, bool is_retry)
             }
             int idx = m->n_nodes;
             if (!mon_node_append(m, cn, o, ai, !has_node)) {
-                log_error("node %s: out of memory adding address %s", cn->name,
-                          "of its host");
+                log_error("node %s: out of memory adding address %s", cn->name, "of its host");
                 continue;
             }
             seen[idx] = true;

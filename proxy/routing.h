@@ -51,11 +51,11 @@ struct worker;
 
 struct routing_worker {
     struct router_balancer bal;
-    int active[TOPO_MAX_NODES];     /* this worker's clients routed to each node and
-                                       not finished (waiting or running) */
-    _Atomic uint64_t n_lsn_lookups; /* commit positions learned (read_your_writes) */
-    _Atomic uint64_t n_fallbacks;   /* reads moved to the primary when a replica refused */
-    _Atomic uint64_t n_probes;      /* replay positions learned from replicas (probes) */
+    int active[TOPO_MAX_NODES];            /* this worker's clients routed to each node and
+                                              not finished (waiting or running) */
+    _Atomic uint64_t n_lsn_lookups;        /* commit positions learned (read_your_writes) */
+    _Atomic uint64_t n_fallbacks;          /* reads moved to the primary when a replica refused */
+    _Atomic uint64_t n_probes;             /* replay positions learned from replicas (probes) */
     uint64_t replay_lsn[TOPO_MAX_NODES];   /* replay position a probe saw, 0 = none */
     int64_t probe_sent_us[TOPO_MAX_NODES]; /* when the last probe went out */
     bool is_probing[TOPO_MAX_NODES];       /* a probe is in flight */

@@ -431,8 +431,7 @@ runtime_reload(struct runtime *rt)
         can_write |= next->nodes[i].role != CFG_ROLE_REPLICA;
     }
     if (!can_write) {
-        log_error("%s:0: node: no node can serve writes (every node is role = replica)",
-                  cur->path);
+        log_error("%s:0: node: no node can serve writes (every node is role = replica)", cur->path);
         log_error("configuration reload refused: %s is invalid; the running configuration stays",
                   cur->path);
         cfg_unref(next);
