@@ -189,7 +189,7 @@ find_hint(const char *s, size_t len)
             i++;
         }
         if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
-            while (i < len && s[i] != '\n') {
+            while (i < len && s[i] != '\n' && s[i] != '\r') {
                 i++;
             }
             continue;

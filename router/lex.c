@@ -78,7 +78,7 @@ router_lex_skip_space(struct router_lexer *lx)
         if (is_space((unsigned char) c)) {
             lx->pos++;
         } else if (c == '-' && lx->pos + 1 < lx->len && lx->s[lx->pos + 1] == '-') {
-            while (lx->pos < lx->len && lx->s[lx->pos] != '\n') {
+            while (lx->pos < lx->len && lx->s[lx->pos] != '\n' && lx->s[lx->pos] != '\r') {
                 lx->pos++;
             }
         } else if (c == '/' && lx->pos + 1 < lx->len && lx->s[lx->pos + 1] == '*') {

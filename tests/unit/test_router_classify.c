@@ -277,6 +277,10 @@ test_lexing(void **state)
     static const struct case_ cases[] = {
         { "/* DELETE FROM t */ SELECT 1", R },
         { "-- DELETE FROM t\nSELECT 1", R },
+        /* PostgreSQL ends a line comment at a carriage return too */
+        { "SELECT 1 -- x\r; DELETE FROM t", W },
+        { "SELECT 1 -- x\r; START TRANSACTION; SELECT 1", W },
+        { "SELECT 1 -- x\rFOR UPDATE", W },
         { "/* outer /* inner DELETE */ still comment; DELETE */ SELECT 1", R },
         { "/* outer /* inner */ SELECT 1 */ DELETE FROM t", W },
         { "SELECT 'it''s; DELETE FROM t'", R },
@@ -536,6 +540,8 @@ test_hints(void **state)
     assert_int_equal(c.cls, W);
     c = classify("-- pgmux: replica\nDELETE FROM t");
     assert_int_equal(c.hint, ROUTER_HINT_NONE);
+    c = classify("-- x\r/* pgmux: primary */ SELECT 1");
+    assert_int_equal(c.hint, ROUTER_HINT_PRIMARY);
     c = classify("/* pgmux: replica");
     assert_int_equal(c.hint, ROUTER_HINT_NONE);
 }

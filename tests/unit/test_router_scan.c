@@ -45,6 +45,8 @@ test_plain_statements_pin_nothing(void **state)
     assert_int_equal(flags("SELECT 'LISTEN x; PREPARE p AS SELECT 1'"), 0);
     assert_int_equal(flags("SELECT $$ LISTEN x $$, $t$ DECLARE c CURSOR WITH HOLD $t$"), 0);
     assert_int_equal(flags("/* LISTEN x */ SELECT 1 -- ; LISTEN y"), 0);
+    /* a line comment ends at a carriage return, as in PostgreSQL */
+    assert_int_equal(flags("SELECT 1 -- x\r; LISTEN y"), ROUTER_F_LISTEN);
     assert_int_equal(flags("/* nested /* LISTEN */ still comment */ SELECT 1"), 0);
     assert_int_equal(flags("SELECT \"listen\" FROM t"), 0);
     assert_int_equal(flags("SELECT E'it\\'s; LISTEN x'"), 0);
