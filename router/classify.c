@@ -1046,6 +1046,26 @@ mark(struct text_result *r, bool is_write, const char *reason)
     }
 }
 
+/* A SELECT that runs (alone, or under EXPLAIN ANALYZE) writes when it modifies data in a CTE,
+ * locks rows, creates a table with INTO or calls a function that may write. */
+static void
+mark_select(struct text_result *r, const struct stmt_info *st, const char *cte_reason,
+            const char *read_reason)
+{
+    if (st->has_write_node) {
+        mark(r, true, cte_reason);
+    } else if (st->has_lock) {
+        mark(r, true, "row lock clause");
+    } else if (st->has_into) {
+        mark(r, true, "select into");
+    } else if (st->fn != FN_HARMLESS) {
+        mark(r, true,
+             st->fn == FN_VOLATILE ? "calls a volatile function" : "calls a primary function");
+    } else {
+        mark(r, false, read_reason);
+    }
+}
+
 /* The BEGIN of this text's open transaction ends (COMMIT, ROLLBACK, PREPARE, end of text): if
  * nothing declared it read only, it needed the primary all along. */
 static void
@@ -1086,21 +1106,9 @@ stmt_finish(struct walk *w, struct text_result *r)
     r->n_statements++;
     const char *t = st->type;
     bool fn_write = st->fn != FN_HARMLESS;
-    const char *fn_reason =
-        st->fn == FN_VOLATILE ? "calls a volatile function" : "calls a primary function";
 
     if (strcmp(t, "SelectStmt") == 0) {
-        if (st->has_write_node) {
-            mark(r, true, "data-modifying cte");
-        } else if (st->has_lock) {
-            mark(r, true, "row lock clause");
-        } else if (st->has_into) {
-            mark(r, true, "select into");
-        } else if (fn_write) {
-            mark(r, true, fn_reason);
-        } else {
-            mark(r, false, "read-only select");
-        }
+        mark_select(r, st, "data-modifying cte", "read-only select");
     } else if (strcmp(t, "VariableShowStmt") == 0) {
         mark(r, false, "show");
     } else if (strcmp(t, "ExplainStmt") == 0) {
@@ -1112,16 +1120,10 @@ stmt_finish(struct walk *w, struct text_result *r)
                              strcmp(q, "MergeStmt") == 0 || strcmp(q, "CreateTableAsStmt") == 0 ||
                              strcmp(q, "DeclareCursorStmt") == 0;
             mark(r, !plannable, plannable ? "explain" : "explain of an unknown statement");
-        } else if (strcmp(q, "SelectStmt") != 0 || st->has_write_node) {
+        } else if (strcmp(q, "SelectStmt") != 0) {
             mark(r, true, "explain analyze of a write");
-        } else if (st->has_lock) {
-            mark(r, true, "row lock clause");
-        } else if (st->has_into) {
-            mark(r, true, "select into");
-        } else if (fn_write) {
-            mark(r, true, fn_reason);
         } else {
-            mark(r, false, "explain analyze of a read");
+            mark_select(r, st, "explain analyze of a write", "explain analyze of a read");
         }
     } else if (strcmp(t, "CopyStmt") == 0) {
         if (st->is_from || st->has_filename || st->is_program) {
