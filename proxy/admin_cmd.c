@@ -60,6 +60,37 @@ lex_at_end(struct lexer *lx)
 }
 
 /*
+ * The quoted run at lx->p (which is the quote character), with a doubled quote standing for one,
+ * copied into out without the quotes. Returns its length, or -1 when it is unterminated or does
+ * not fit; lx->p moves past it only on success.
+ */
+static int
+lex_quoted(struct lexer *lx, char quote, char *out, size_t cap)
+{
+    size_t n = 0;
+    const char *q = lx->p + 1;
+    for (;;) {
+        if (q >= lx->end) {
+            return -1;
+        }
+        if (*q == quote) {
+            if (q + 1 < lx->end && q[1] == quote) {
+                q++;
+            } else {
+                break;
+            }
+        }
+        if (n + 1 >= cap) {
+            return -1;
+        }
+        out[n++] = *q++;
+    }
+    lx->p = q + 1;
+    out[n] = '\0';
+    return (int) n;
+}
+
+/*
  * An identifier: unquoted ones are folded to lower case, as PostgreSQL does; "quoted" ones are
  * kept as written ("" is a quote). false when there is none or it does not fit.
  */
@@ -69,26 +100,7 @@ lex_ident(struct lexer *lx, char *out, size_t cap)
     lex_skip(lx);
     size_t n = 0;
     if (lx->p < lx->end && *lx->p == '"') {
-        const char *q = lx->p + 1;
-        for (;;) {
-            if (q >= lx->end) {
-                return false;
-            }
-            if (*q == '"') {
-                if (q + 1 < lx->end && q[1] == '"') {
-                    q++;
-                } else {
-                    break;
-                }
-            }
-            if (n + 1 >= cap) {
-                return false;
-            }
-            out[n++] = *q++;
-        }
-        lx->p = q + 1;
-        out[n] = '\0';
-        return n > 0;
+        return lex_quoted(lx, '"', out, cap) > 0;
     }
     const char *q = lx->p;
     while (q < lx->end &&
@@ -131,26 +143,7 @@ lex_value(struct lexer *lx, char *out, size_t cap)
     lex_skip(lx);
     size_t n = 0;
     if (lx->p < lx->end && *lx->p == '\'') {
-        const char *q = lx->p + 1;
-        for (;;) {
-            if (q >= lx->end) {
-                return false;
-            }
-            if (*q == '\'') {
-                if (q + 1 < lx->end && q[1] == '\'') {
-                    q++;
-                } else {
-                    break;
-                }
-            }
-            if (n + 1 >= cap) {
-                return false;
-            }
-            out[n++] = *q++;
-        }
-        lx->p = q + 1;
-        out[n] = '\0';
-        return true;
+        return lex_quoted(lx, '\'', out, cap) >= 0;
     }
     const char *q = lx->p;
     while (q < lx->end &&
