@@ -392,6 +392,17 @@ main(int argc, char **argv)
 
     log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
+    /* The watchers go in before any thread starts or any socket listens: whoever sees the port
+     * accept may send SIGHUP or SIGTERM at once, and a signal without a handler would end the
+     * process. libev holds a signal that comes early until the loop runs. */
+    struct ev_loop *loop = ev_default_loop(0);
+    ev_signal sigint, sigterm, sighup;
+    ev_signal_init(&sigint, stop_cb, SIGINT);
+    ev_signal_init(&sigterm, drain_cb, SIGTERM);
+    ev_signal_init(&sighup, hup_cb, SIGHUP);
+    ev_signal_start(loop, &sigint);
+    ev_signal_start(loop, &sigterm);
+    ev_signal_start(loop, &sighup);
 
     /* Until roles are discovered at run time (#4), sessions go to the node declared primary,
      * else to the first node that is not declared a replica. */
@@ -473,7 +484,6 @@ main(int argc, char **argv)
     }
     /* The monitoring endpoint listens before the client port does, so whoever sees pgmux
      * accept clients can also scrape it (and a port conflict stops pgmux before it serves). */
-    struct ev_loop *loop = ev_default_loop(0);
     struct metrics_server *metrics = NULL;
     if (cfg->metrics_port != 0) {
         metrics = metrics_start(loop, &rt, cfg->metrics_addr, cfg->metrics_port);
@@ -556,13 +566,6 @@ main(int argc, char **argv)
              unix_listener.fd >= 0 ? " and " : "", unix_listener.fd >= 0 ? unix_listener.path : "",
              rt.n_workers, rt.n_nodes, cfg_pool_mode_name(cfg->pool_mode), engine);
 
-    ev_signal sigint, sigterm, sighup;
-    ev_signal_init(&sigint, stop_cb, SIGINT);
-    ev_signal_init(&sigterm, drain_cb, SIGTERM);
-    ev_signal_init(&sighup, hup_cb, SIGHUP);
-    ev_signal_start(loop, &sigint);
-    ev_signal_start(loop, &sigterm);
-    ev_signal_start(loop, &sighup);
     ev_run(loop, 0); /* until every worker has finished (SIGINT or SIGTERM) */
     ev_async_stop(loop, &rt.workers_done);
     metrics_stop(metrics);
