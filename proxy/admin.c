@@ -1468,36 +1468,12 @@ gather_done(struct admin_session *s, struct admin_gather *g)
     admin_command_done(s, true);
 }
 
-/* Tunables: the keys SET may change. */
+/* How a SET key's value is spelled: a count, a duration, or a log level. */
 enum tun_kind {
     TK_INT,
     TK_MS,
     TK_LEVEL,
 };
-
-static const struct {
-    const char *key;
-    enum admin_tun k;
-    enum tun_kind kind;
-} tun_keys[] = {
-    { "max_client_conn", ADMIN_TUN_MAX_CLIENT_CONN, TK_INT },
-    { "client_idle_timeout", ADMIN_TUN_CLIENT_IDLE_TIMEOUT, TK_MS },
-    { "client_login_timeout", ADMIN_TUN_CLIENT_LOGIN_TIMEOUT, TK_MS },
-    { "query_wait_timeout", ADMIN_TUN_QUERY_WAIT_TIMEOUT, TK_MS },
-    { "shutdown_timeout", ADMIN_TUN_SHUTDOWN_TIMEOUT, TK_MS },
-    { "log_level", ADMIN_TUN_LOG_LEVEL, TK_LEVEL },
-};
-
-static int
-tun_find(const char *key)
-{
-    for (size_t i = 0; i < ARRAY_LEN(tun_keys); i++) {
-        if (strcmp(tun_keys[i].key, key) == 0) {
-            return (int) i;
-        }
-    }
-    return -1;
-}
 
 /* The snapshot's own value of tunable k. */
 static int64_t
@@ -1561,29 +1537,42 @@ enum pool_key {
     PK_LOGIN_RETRY,
 };
 
-static const struct {
+/*
+ * Every key SET may change, in one table: either a tunable (kept beside the configuration
+ * snapshot, lasting until the next reload) or a pool limit (kept in the pool set's settings).
+ */
+struct set_key {
     const char *key;
-    enum pool_key pk;
     enum tun_kind kind;
-} pool_keys[] = {
-    { "max_open_conns", PK_MAX_OPEN, TK_INT },
-    { "max_idle_conns", PK_MAX_IDLE, TK_INT },
-    { "min_idle_conns", PK_MIN_IDLE, TK_INT },
-    { "conn_max_lifetime", PK_LIFETIME, TK_MS },
-    { "conn_max_idle_time", PK_IDLE_TIME, TK_MS },
-    { "server_connect_timeout", PK_CONNECT_TIMEOUT, TK_MS },
-    { "server_login_retry", PK_LOGIN_RETRY, TK_MS },
+    bool is_pool;
+    int id; /* enum admin_tun, or enum pool_key when is_pool */
 };
 
-static int
-pool_key_find(const char *key)
+static const struct set_key set_keys[] = {
+    { "max_client_conn", TK_INT, false, ADMIN_TUN_MAX_CLIENT_CONN },
+    { "client_idle_timeout", TK_MS, false, ADMIN_TUN_CLIENT_IDLE_TIMEOUT },
+    { "client_login_timeout", TK_MS, false, ADMIN_TUN_CLIENT_LOGIN_TIMEOUT },
+    { "query_wait_timeout", TK_MS, false, ADMIN_TUN_QUERY_WAIT_TIMEOUT },
+    { "shutdown_timeout", TK_MS, false, ADMIN_TUN_SHUTDOWN_TIMEOUT },
+    { "log_level", TK_LEVEL, false, ADMIN_TUN_LOG_LEVEL },
+    { "max_open_conns", TK_INT, true, PK_MAX_OPEN },
+    { "max_idle_conns", TK_INT, true, PK_MAX_IDLE },
+    { "min_idle_conns", TK_INT, true, PK_MIN_IDLE },
+    { "conn_max_lifetime", TK_MS, true, PK_LIFETIME },
+    { "conn_max_idle_time", TK_MS, true, PK_IDLE_TIME },
+    { "server_connect_timeout", TK_MS, true, PK_CONNECT_TIMEOUT },
+    { "server_login_retry", TK_MS, true, PK_LOGIN_RETRY },
+};
+
+static const struct set_key *
+set_key_find(const char *key)
 {
-    for (size_t i = 0; i < ARRAY_LEN(pool_keys); i++) {
-        if (strcmp(pool_keys[i].key, key) == 0) {
-            return (int) i;
+    for (size_t i = 0; i < ARRAY_LEN(set_keys); i++) {
+        if (strcmp(set_keys[i].key, key) == 0) {
+            return &set_keys[i];
         }
     }
-    return -1;
+    return NULL;
 }
 
 /* Current value of a pool key (ms for durations), from the pool set's settings. */
@@ -1607,6 +1596,17 @@ pool_key_get(struct pool_settings *d, enum pool_key pk)
         return atomic_load(&d->login_retry_us) / 1000;
     }
     return 0;
+}
+
+/* What a SET key is now: the SET value if one holds, else the file's. */
+static int64_t
+set_key_value(struct worker *w, const struct set_key *k)
+{
+    if (k->is_pool) {
+        return pool_key_get(&w->rt->pools.defaults, (enum pool_key) k->id);
+    }
+    enum admin_tun t = (enum admin_tun) k->id;
+    return admin_tunable(&w->rt->admin, w->cfg, t, tun_file_value(w->cfg, t));
 }
 
 /* SET of a pool key: the other settings stay as they are. NULL, or why v is refused. */
@@ -1662,15 +1662,9 @@ exec_show_config(struct admin_session *s)
     char value[512], dflt[512];
     for (int i = 0; i < cfg_key_count(); i++) {
         const char *key = cfg_key_name(i);
-        int t = tun_find(key);
-        int pk = pool_key_find(key);
-        if (t >= 0) {
-            int64_t v = admin_tunable(&w->rt->admin, w->cfg, tun_keys[t].k,
-                                      tun_file_value(w->cfg, tun_keys[t].k));
-            tun_format(tun_keys[t].kind, v, value, sizeof(value));
-        } else if (pk >= 0) {
-            tun_format(pool_keys[pk].kind, pool_key_get(&w->rt->pools.defaults, pool_keys[pk].pk),
-                       value, sizeof(value));
+        const struct set_key *sk = set_key_find(key);
+        if (sk) {
+            tun_format(sk->kind, set_key_value(w, sk), value, sizeof(value));
         } else {
             cfg_key_format(w->cfg, i, value, sizeof(value));
         }
@@ -1679,7 +1673,7 @@ exec_show_config(struct admin_session *s)
         put_text(&r, key);
         put_text(&r, value);
         put_text(&r, dflt);
-        put_bool(&r, t >= 0 || pk >= 0);
+        put_bool(&r, sk != NULL);
         row_end(&r);
     }
     cfg_unref(defaults);
@@ -1884,9 +1878,8 @@ exec_set(struct admin_session *s, const struct admin_cmd *cmd)
         out_error(s, SQLSTATE_UNDEFINED_OBJECT, msg, "SHOW CONFIG lists the keys");
         return EXEC_ERROR;
     }
-    int t = tun_find(cfg_key_name(key));
-    int pk = pool_key_find(cfg_key_name(key));
-    if (t < 0 && pk < 0) {
+    const struct set_key *sk = set_key_find(cfg_key_name(key));
+    if (!sk) {
         snprintf(msg, sizeof(msg), "parameter \"%s\" cannot be changed while pgmux runs",
                  cfg_key_name(key));
         out_error(s, SQLSTATE_CANT_CHANGE_RUNTIME_PARAM, msg,
@@ -1903,22 +1896,21 @@ exec_set(struct admin_session *s, const struct admin_cmd *cmd)
         return EXEC_ERROR;
     }
     char shown[64];
-    if (pk >= 0) {
-        const char *bad = pool_key_set(&w->rt->pools, pool_keys[pk].pk, v, why, sizeof(why));
+    if (sk->is_pool) {
+        const char *bad = pool_key_set(&w->rt->pools, (enum pool_key) sk->id, v, why, sizeof(why));
         if (bad) {
             snprintf(msg, sizeof(msg), "invalid value for parameter \"%s\": %s", cfg_key_name(key),
                      bad);
             out_error(s, SQLSTATE_INVALID_PARAMETER_VALUE, msg, NULL);
             return EXEC_ERROR;
         }
-        tun_format(pool_keys[pk].kind, v, shown, sizeof(shown));
     } else {
-        tun_set(&w->rt->admin, w->cfg, tun_keys[t].k, v);
-        if (tun_keys[t].k == ADMIN_TUN_LOG_LEVEL) {
+        tun_set(&w->rt->admin, w->cfg, (enum admin_tun) sk->id, v);
+        if (sk->id == ADMIN_TUN_LOG_LEVEL) {
             log_set_level((enum log_level) v);
         }
-        tun_format(tun_keys[t].kind, v, shown, sizeof(shown));
     }
+    tun_format(sk->kind, v, shown, sizeof(shown));
     char detail[160];
     snprintf(detail, sizeof(detail), "key=%s value=%s", cfg_key_name(key), shown);
     log_command(s, "SET", detail);
