@@ -22,6 +22,7 @@ Environment
   PGMUX_IO_ENGINE    io_engine for every pgmux started (default: pgmux's own, epoll)
 """
 
+import atexit
 import fcntl
 import hashlib
 import os
@@ -147,11 +148,46 @@ def _free_port():
         except BlockingIOError:
             f.close()  # another run holds it (it may be between two of its tests)
             continue
+        try:
+            same = os.stat(PORT_LOCK_DIR / str(candidate)).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            f.close()  # its holder removed it as we opened it: the lock is on a dead file
+            continue
         _PORTS_HELD[candidate] = f
         port = candidate
     _PORTS_RECENT.append(port)
     del _PORTS_RECENT[:-8]
     return port
+
+
+def _release_ports():
+    """At exit: remove our lock files (still locked, so no other run can take a port from a file
+    we are about to remove: it checks that the file it locked is still the one in the
+    directory), so that the directory does not grow by a file per port over many runs."""
+    for port, f in list(_PORTS_HELD.items()):
+        try:
+            os.unlink(PORT_LOCK_DIR / str(port))
+        except OSError:
+            pass
+        f.close()
+    _PORTS_HELD.clear()
+    # Files that runs killed before their exit left behind: unlocked, so nobody holds them.
+    try:
+        names = os.listdir(PORT_LOCK_DIR)
+    except OSError:
+        return
+    for name in names:
+        try:
+            with open(PORT_LOCK_DIR / name, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(PORT_LOCK_DIR / name)
+        except OSError:
+            pass  # held by a running run (BlockingIOError), or already gone
+
+
+atexit.register(_release_ports)
 
 
 def _binary(env_name, default):
