@@ -17,6 +17,13 @@ pkgs=(
   clang-14 libclang-rt-14-dev  # make fuzz / fuzz-smoke: libFuzzer's runtime is in libclang-rt
 )
 
+# `tests/deps.sh bundle` (make bench-bundle, bench-scaling; not CI): patchelf points the bundled
+# programs at the bundled loader and libraries; busybox-static and bash-static are the only
+# programs tests/bench/device/bare.sh leaves usable besides the bundle's.
+if [ "${1:-}" = bundle ]; then
+  pkgs+=(patchelf busybox-static bash-static)
+fi
+
 # node-postgres tests (tests/integration/node): Debian's node and npm, unless a node is
 # already installed (e.g. from NodeSource, whose nodejs package carries npm itself).
 if ! command -v node >/dev/null 2>&1; then
