@@ -11,6 +11,8 @@
 #   make run             local primary + replica + pgmux on port 6432 with proxy.ini
 #   make install         binary, example configuration, systemd unit (PREFIX, DESTDIR)
 #   make bench-classify  statement classification cost per statement (ns), each path
+#   make bench-bundle    build/bundle.tar.gz: pgmux, PostgreSQL, PgBouncer and their libraries,
+#                        to measure multi-core scaling on a bare machine (README "Multi-core scaling")
 #   make SANITIZE=address,undefined   build into build/asan
 #   make SANITIZE=thread              build into build/tsan
 #   make V=1             show full compiler command lines
@@ -57,7 +59,7 @@ PYTEST := /usr/bin/python3 -m pytest
 
 .PHONY: install uninstall all deps check check-asan check-integration check-integration-uring check-tsan test run bench fuzz fuzz-smoke clean \
         check-headers format format-check tidy asan bench-smoke bench-classify bench-classify-smoke \
-        bench-routing bench-metrics
+        bench-routing bench-metrics bench-bundle bench-bundle-check bench-scaling
 
 all: $(BUILD)/pgmux $(BUILD)/tests/classify_cli
 
@@ -209,6 +211,28 @@ bench-classify-smoke: $(BUILD)/tests/classify_bench
 # read_your_writes = lsn costs per write transaction (TPC-B, lsn vs off). Its own cluster.
 bench-routing: all
 	@/usr/bin/python3 tests/bench/routing.py
+
+# Multi-core scaling on a machine without PostgreSQL, PgBouncer, network or Debian (README.md
+# "Multi-core scaling"). bench-bundle packs everything into build/bundle.tar.gz; bench-bundle-check
+# unpacks it to /opt/pgmux-bundle and checks its programs start on bundled libraries only;
+# bench-scaling runs tests/bench/device/scaling.sh here with Debian's libraries hidden
+# (tests/bench/device/bare.sh), workers 1 and 2, short runs: the mechanics, not the scaling.
+bench-bundle:
+	@./tests/deps.sh bundle
+	@$(MAKE) --no-print-directory SANITIZE= all build/bundle.tar.gz
+
+build/bundle.tar.gz: build/release/pgmux tests/bench/device/bundle.sh tests/bench/device/pinrun.c \
+                     tests/bench/relay.c
+	@./tests/bench/device/bundle.sh
+
+bench-bundle-check: bench-bundle
+	@./tests/bench/device/check-bundle.sh build/bundle.tar.gz
+
+bench-scaling: bench-bundle
+	@SCALING_WORKERS="$${SCALING_WORKERS:-1 2}" SCALING_TIME=$${SCALING_TIME:-4} \
+	    SCALING_WARMUP=$${SCALING_WARMUP:-1} SCALING_REPS=$${SCALING_REPS:-2} \
+	    SCALING_SCALE=$${SCALING_SCALE:-5} SCALING_CLIENTS=$${SCALING_CLIENTS:-32} \
+	    SCALING_POOL=$${SCALING_POOL:-16} ./tests/bench/device/bare.sh build/bundle.tar.gz
 
 check-headers:
 	@set -e; for h in common/*.h protocol/*.h pool/*.h router/*.h proxy/*.h; do \
