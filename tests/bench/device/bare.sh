@@ -27,6 +27,14 @@ bb=/bin/busybox
 $bb mount --bind /bin/busybox "$(readlink -f /bin/sh)"
 $bb mount --bind /bin/busybox /usr/bin/env  # for #!/usr/bin/env lines
 $bb mount --bind /dev/null "$(readlink -f /usr/sbin/pgbouncer)"
+# Private copies of the user database without a postgres user, as on a fresh machine: scaling.sh
+# must then create its own, and the real files stay untouched.
+# (Not in $tools: its passwd is a link to busybox.)
+etc=$(mktemp -d /tmp/pgmux-bare-etc.XXXXXX)
+for f in passwd group; do
+    grep -v '^postgres:' /etc/$f > "$etc/$f"
+    $bb mount --bind "$etc/$f" /etc/$f
+done
 for d in /usr/lib/postgresql /usr/share/postgresql /usr/share/postgresql-common \
          /usr/share/zoneinfo /usr/local/lib /usr/lib/x86_64-linux-gnu; do
     [ -d "$d" ] && $bb mount -t tmpfs -o size=1m,mode=755 none "$d"
@@ -40,5 +48,7 @@ fi
 echo "bare.sh: Debian's libraries, loader, PostgreSQL, PgBouncer and zoneinfo are hidden; PATH=$PATH"
 status=0
 bash "$here/scaling.sh" "$@" || status=$?
-rm -rf "$tools"
+grep "^pgmuxbench:" /etc/passwd && echo "bare.sh: (that user lived in this namespace's copy of /etc/passwd only)"
+$bb umount /etc/passwd /etc/group 2>/dev/null
+rm -rf "$tools" "$etc"
 exit $status

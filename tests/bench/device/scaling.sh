@@ -20,6 +20,9 @@
 # shows what PostgreSQL and pgbench reach on their CPUs: the ceiling a proxy can approach.
 # Below 8 CPUs nothing is pinned unless the SCALING_*_CPUS variables say so.
 #
+# SCALING_TARGETS may add "relay" (tests/bench/relay.c: one thread, bytes only, one server
+# connection per client), what one core can forward at all.
+#
 # Output in $OUT (default build/scaling): scaling.md (the table), runs.tsv (every run),
 # pgbench.log (every pgbench output), scaling.log (this script's log), env.txt (the machine),
 # logs.tar.gz (PostgreSQL's and the proxies' logs).
@@ -105,6 +108,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     grep -h '^PRETTY_NAME' /etc/os-release 2>/dev/null
     echo "host libc: $( (ldd --version 2>/dev/null || true) | head -1)"
     echo "cpus: $NCPU ($CPU_MODEL); memory: $((MEM_KB / 1024)) MiB; CLK_TCK $CLK_TCK"
+    # Which CPUs share a core (hyperthreads) decides what a CPU split really gives each party.
+    echo "thread siblings: $(cat /sys/devices/system/cpu/cpu[0-9]*/topology/thread_siblings_list 2>/dev/null | sort -u -t, -n | tr '\n' ' ')"
     echo "tools: $(for t in taskset setpriv runuser su useradd python3 perf strace; do
         command -v $t >/dev/null 2>&1 && printf '%s ' $t; done)"
     echo "bundle:"; sed 's/^/  /' "$PREFIX/MANIFEST"
@@ -283,6 +288,11 @@ EOF
         "$PREFIX/bin/pgbouncer" "$W/pgbouncer.ini" >> "$W/pgbouncer.log" 2>&1 &
     PROXY_PID=$!
 }
+start_relay() {  # start_relay PORT: sets PROXY_PID
+    "$PINRUN" ${PROXY_CPUS:+-c "$PROXY_CPUS"} ${RUNAS:+-u "$RUNAS"} -- \
+        "$PREFIX/bin/relay" "$1" "$PGPORT_" >> "$W/relay.log" 2>&1 &
+    PROXY_PID=$!
+}
 stop_proxy() {
     [ -n "${PROXY_PID:-}" ] || return 0
     kill -TERM "$PROXY_PID" 2>/dev/null
@@ -308,8 +318,12 @@ group_busy() {  # group_busy CPULIST FILE_BEFORE FILE_AFTER
           if (FNR == NR) { t0[c] = tot; i0[c] = idle } else { dt += tot - t0[c]; di += idle - i0[c] } }
         END { if (dt > 0) printf "%.0f", 100 * (dt - di) / dt; else printf "-" }' "$2" "$3"
 }
+# A proxy that stops answering must not hold the run past the device command's limit.
+TIMEOUT=""
+command -v timeout >/dev/null 2>&1 && TIMEOUT="timeout -s KILL"
 pgbench_run() {  # pgbench_run PORT SECONDS: output in $W/pgbench.out
-    as_user "$CLIENT_CPUS" "$PG/pgbench" -n -S -h 127.0.0.1 -p "$1" -U "$BENCH_USER" \
+    ${TIMEOUT:+$TIMEOUT $(($2 + 30))} \
+    "$PINRUN" ${CLIENT_CPUS:+-c "$CLIENT_CPUS"} ${RUNAS:+-u "$RUNAS"} -- "$PG/pgbench" -n -S -h 127.0.0.1 -p "$1" -U "$BENCH_USER" \
         -c "$CLIENTS" -j "$JOBS" -T "$2" "$BENCH_DB" > "$W/pgbench.out" 2>&1
 }
 
@@ -325,7 +339,11 @@ run_target() {  # run_target REP TARGET WORKERS
         local try
         for try in 1 2 3; do  # another port if the chosen one was taken meanwhile
             port=$(free_port)
-            if [ "$target" = pgbouncer ]; then start_pgbouncer "$port"; else start_pgmux "$w" "$port"; fi
+            case $target in
+                pgbouncer) start_pgbouncer "$port" ;;
+                relay) start_relay "$port" ;;
+                *) start_pgmux "$w" "$port" ;;
+            esac
             pid=$PROXY_PID
             wait_port "$port" "$pid" && { err=""; break; }
             err="$label did not start (see its log)"
@@ -415,7 +433,15 @@ report() {
         done
         echo
         echo "proxy CPU %: the proxy process's utime + stime over the measured run (100 = one core)."
+        case " $TARGETS " in *" relay "*)
+            echo "relay: tests/bench/relay.c, one thread that forwards bytes (one upstream connection per client, no pooling): one core's kernel floor." ;; esac
         echo "CPUs busy %: share of non-idle time of that CPU group in /proc/stat over the measured run."
+        local w8
+        w8=$(col pgmux 8 4 | median)
+        if [ -n "$w8" ] && [ -n "$bouncer" ]; then
+            echo
+            awk -v a="$w8" -v b="$bouncer" 'BEGIN { r = a / b; v = (r >= 3) ? "met" : "not met"; printf "Issue 7 target, pgmux at 8 workers >= 3x PgBouncer: %.2fx, %s.\n", r, v }'
+        fi
         [ -n "${NOTE:-}" ] && { echo; echo "$NOTE"; }
         echo
         echo "Whole run: $(elapsed) s."
@@ -427,8 +453,8 @@ order=()
 for t in $TARGETS; do
     case $t in
         pgmux) for w in $WORKERS; do order+=("pgmux:$w"); done ;;
-        direct|pgbouncer) order+=("$t:-") ;;
-        *) die "unknown target $t (direct, pgbouncer, pgmux)" ;;
+        direct|pgbouncer|relay) order+=("$t:-") ;;
+        *) die "unknown target $t (direct, relay, pgbouncer, pgmux)" ;;
     esac
 done
 NOTE=""
