@@ -100,40 +100,70 @@ scan_set(struct router_lexer *lx, struct router_tok *t, bool is_reset, router_tr
     }
 }
 
-/* Words whose mere presence sends a query to the full scan (they may change session state). */
-static const struct {
-    const char *w;
-    size_t n;
-} suspects[] = {
-    { "temp", 4 },
-    { "pg_temp", 7 },
-    { "temporary", 9 },
-    { "set_config", 10 },
-    { "pg_advisory_lock", 16 },
-    { "pg_try_advisory_lock", 20 },
-    { "pg_advisory_lock_shared", 23 },
-    { "pg_try_advisory_lock_shared", 27 },
+/* Words whose mere presence sends a query to the full scan (they may change session state),
+ * indexed by length: no two have the same. */
+static const char *const suspect_of_len[28] = {
+    [4] = "temp",
+    [7] = "pg_temp",
+    [9] = "temporary",
+    [10] = "set_config",
+    [16] = "pg_advisory_lock",
+    [20] = "pg_try_advisory_lock",
+    [23] = "pg_advisory_lock_shared",
+    [27] = "pg_try_advisory_lock_shared",
 };
 
 static bool
 word_is_suspect(const char *w, size_t n)
 {
-    for (size_t i = 0; i < sizeof(suspects) / sizeof(suspects[0]); i++) {
-        if (suspects[i].n == n && (w[0] | 0x20) == suspects[i].w[0] &&
-            strncasecmp(w, suspects[i].w, n) == 0) {
-            return true;
+    const char *s =
+        n < sizeof(suspect_of_len) / sizeof(suspect_of_len[0]) ? suspect_of_len[n] : NULL;
+    if (!s) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = w[i];
+        if (c >= 'A' && c <= 'Z') {
+            c = (char) (c + ('a' - 'A'));
+        }
+        if (c != s[i]) {
+            return false;
         }
     }
-    return false;
+    return true;
 }
 
-/* ASCII identifier characters without the locale lookups of isalnum(); bytes >= 0x80 count
- * as identifier characters, as in PostgreSQL's scanner. */
+/* Bytes that continue a word for scan_is_plain: ASCII letters, digits, '_', and every byte
+ * >= 0x80, as in PostgreSQL's scanner. A table, not <ctype.h> or a chain of compares: it runs
+ * over every byte of every query in transaction pooling. */
+#define W8  1, 1, 1, 1, 1, 1, 1, 1
+#define W64 W8, W8, W8, W8, W8, W8, W8, W8
+#define W10 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+#define W26 W8, W8, W8, 1, 1
+static const unsigned char word_byte[256] = {
+    ['0'] = W10, ['A'] = W26, ['_'] = 1, ['a'] = W26, [0x80] = W64, W64,
+};
+#undef W8
+#undef W64
+#undef W10
+#undef W26
+
 static inline bool
 ident_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c >= 0x80;
+    return word_byte[c] != 0;
+}
+
+/* s[0..n) equals the lower-case word w (n bytes), ignoring ASCII case. */
+static inline bool
+word_eq(const char *s, const char *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((char) (s[i] | 0x20) != w[i]) {
+            return false;
+        }
+    }
+    return true;
 }
 
 /*
@@ -164,8 +194,8 @@ scan_is_plain(const char *sql, size_t len)
     size_t wl = i - w;
     bool known = false;
     for (size_t k = 0; k < sizeof(plain) / sizeof(plain[0]) && !known; k++) {
-        known = plain[k].n == wl && (sql[w] | 0x20) == plain[k].w[0] &&
-                strncasecmp(sql + w, plain[k].w, wl) == 0;
+        /* (c | 0x20) maps only letters onto letters here: the word holds letters only */
+        known = plain[k].n == wl && word_eq(sql + w, plain[k].w, wl);
     }
     if (!known || (i < len && ident_char((unsigned char) sql[i]))) {
         return false;
@@ -180,18 +210,18 @@ scan_is_plain(const char *sql, size_t len)
     }
     /* One pass over the words; only those of a suspect's length and first letter are compared.
      * A suspect inside a string literal just costs the full scan. */
+    const unsigned char *u = (const unsigned char *) sql;
     for (size_t p = i; p < len;) {
-        if (!ident_char((unsigned char) sql[p])) {
+        if (!word_byte[u[p]]) {
             p++;
             continue;
         }
         size_t b = p;
-        while (p < len && ident_char((unsigned char) sql[p])) {
+        do {
             p++;
-        }
+        } while (p < len && word_byte[u[p]]);
         size_t n = p - b;
-        if ((n == 4 || n == 7 || n == 9 || n == 10 || n == 16 || n == 20 || n == 23 || n == 27) &&
-            word_is_suspect(sql + b, n)) {
+        if (word_is_suspect(sql + b, n)) {
             return false;
         }
     }

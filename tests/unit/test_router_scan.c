@@ -79,6 +79,17 @@ test_pinning_statements(void **state)
     assert_true(flags("SELECT set_config('work_mem', '4MB', false)") & ROUTER_F_SET_SESSION);
     assert_true(flags("SET myapp.tenant = 'x'") & ROUTER_F_SET_SESSION);
     assert_true(flags("SELECT 1; LISTEN x") & ROUTER_F_LISTEN);
+    /* the plain-query shortcut must still see suspects in any case, after any word */
+    assert_true(flags("SELECT PG_ADVISORY_LOCK(42)") & ROUTER_F_ADVISORY);
+    assert_true(flags("Select x, Pg_Try_Advisory_Lock(1) FROM t") & ROUTER_F_ADVISORY);
+    assert_true(flags("SELECT 1 INTO TEMPORARY t") & ROUTER_F_TEMP);
+    assert_true(flags("SELECT * INTO Pg_Temp.t FROM s") & ROUTER_F_TEMP);
+    assert_true(flags("WITH a AS (SELECT 1) SELECT SET_CONFIG('work_mem', '1MB', false)") &
+                ROUTER_F_SET_SESSION);
+    /* words of a suspect's length that are not one, and suspects inside longer words */
+    assert_int_equal(flags("SELECT tempo, pg_tempx, temporari, set_confix FROM t"), 0);
+    assert_int_equal(flags("SELECT abalance FROM pgbench_accounts WHERE aid = 1;"), 0);
+    assert_int_equal(flags("SELECT x\xc3\xa9temp FROM t"), 0);
 }
 
 static void
