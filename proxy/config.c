@@ -57,6 +57,7 @@
 #include "protocol/md5.h"
 #include "protocol/scram.h"
 #include "proxy/topology.h"
+#include "router/scan.h"
 
 #define CFG_INI_MAX_BYTES       (1024 * 1024)      /* a proxy.ini bigger than this is a mistake */
 #define CFG_AUTH_MAX_BYTES      (64 * 1024 * 1024) /* room for about a million users */
@@ -2598,6 +2599,18 @@ cfg_param_tracked(const struct cfg *c, const char *name)
         }
     }
     return false;
+}
+
+bool
+cfg_scan_tracked(const char *name, size_t len, void *arg)
+{
+    char buf[ROUTER_NAME_MAX * 2];
+    if (len >= sizeof(buf)) {
+        return false;
+    }
+    memcpy(buf, name, len);
+    buf[len] = '\0';
+    return cfg_param_tracked(arg, buf);
 }
 
 int

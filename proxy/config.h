@@ -282,6 +282,13 @@ enum cfg_pool_mode cfg_pool_mode_for(const struct cfg *c, const char *database, 
  */
 bool cfg_param_tracked(const struct cfg *c, const char *name);
 
+/**
+ * cfg_param_tracked for a name that is not NUL-terminated (len bytes), with the configuration
+ * as arg (a const struct cfg *): the router_tracked_fn of router_scan_sql (router/scan.h).
+ * Longer names are not tracked. Pure; any thread.
+ */
+bool cfg_scan_tracked(const char *name, size_t len, void *arg);
+
 /** Number of tracked parameters: the built-in ones, then track_parameters. */
 int cfg_tracked_count(const struct cfg *c);
 

@@ -273,18 +273,6 @@ classify_text(struct client *c, const char *sql, size_t len, struct router_stmt 
     st->is_read_only = cl.is_begin_read_only;
 }
 
-static bool
-scan_tracked(const char *name, size_t len, void *arg)
-{
-    char buf[ROUTER_NAME_MAX * 2];
-    if (len >= sizeof(buf)) {
-        return false;
-    }
-    memcpy(buf, name, len);
-    buf[len] = '\0';
-    return cfg_param_tracked(arg, buf);
-}
-
 /* A read that leaves session state behind must run where the client pins: the primary. */
 static void
 classify_sql(struct client *c, const char *sql, size_t len, struct router_stmt *st)
@@ -292,7 +280,7 @@ classify_sql(struct client *c, const char *sql, size_t len, struct router_stmt *
     classify_text(c, sql, len, st);
     if (st->is_read || st->is_hint_replica || st->is_read_only) {
         struct router_scan scan;
-        router_scan_sql(sql, len, scan_tracked, (void *) (uintptr_t) c->w->cfg, &scan);
+        router_scan_sql(sql, len, cfg_scan_tracked, (void *) (uintptr_t) c->w->cfg, &scan);
         st->is_pinning = (scan.flags & ROUTER_F_PINS) != 0;
     }
 }

@@ -242,18 +242,6 @@ refusal_sql(const char *message, const char *hint)
 #undef REFUSAL_FMT
 }
 
-static bool
-scan_tracked(const char *name, size_t len, void *arg)
-{
-    char buf[ROUTER_NAME_MAX * 2];
-    if (len >= sizeof(buf)) {
-        return false;
-    }
-    memcpy(buf, name, len);
-    buf[len] = '\0';
-    return cfg_param_tracked(arg, buf);
-}
-
 /*
  * What a query text does to the session. Returns NULL when it may run, or the refusal SQL to
  * run instead (owned by the caller), with *err set on out-of-memory.
@@ -262,7 +250,7 @@ static char *
 judge_sql(struct client *c, const char *sql, size_t len, struct router_scan *sc_out, bool *err)
 {
     const struct cfg *cfg = c->w->cfg;
-    router_scan_sql(sql, len, scan_tracked, (void *) (uintptr_t) cfg, sc_out);
+    router_scan_sql(sql, len, cfg_scan_tracked, (void *) (uintptr_t) cfg, sc_out);
     *err = false;
     char *r = NULL;
     if (c->mode == CFG_POOL_STATEMENT && (sc_out->flags & ROUTER_F_BEGIN)) {
