@@ -66,8 +66,10 @@ struct client_stmt {
     uint64_t h2;
     uint8_t *tail; /* Parse body after the name: query, parameter count and types */
     uint32_t tail_len;
-    bool is_pending; /* its Parse has not been answered yet: an error there undoes it */
-    bool is_read;    /* its text may run on a replica (a Bind of it routes as a read) */
+    bool is_pending;    /* its Parse has not been answered yet: an error there undoes it */
+    bool is_read;       /* its text may run on a replica (a Bind of it routes as a read) */
+    bool is_classified; /* is_read is known; false when it was prepared while no replica
+                           could read (routing classifies it when a Bind first needs it) */
 };
 
 struct client {
@@ -149,6 +151,8 @@ struct client {
                                   in w->routing.active) */
     bool is_route_read;        /* routed as a read (a replica refusing falls back to primary) */
     bool txn_wrote;            /* the transaction may have written: learn its commit position */
+    bool has_unlearned_write;  /* read_your_writes = lsn: it may have written while no replica
+                                  could read, and that commit position was not learned */
     bool is_read_only_session; /* default_transaction_read_only or target_session_attrs said
                                   it will not write */
     uint16_t n_ryw_pending;    /* commit positions of its writes still being learned: its

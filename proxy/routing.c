@@ -34,6 +34,10 @@ routing_worker_init(struct routing_worker *rw, uint64_t seed)
     memset(rw->probe_sent_us, 0, sizeof(rw->probe_sent_us));
     memset(rw->is_probing, 0, sizeof(rw->is_probing));
     rw->wanted_lsn = 0;
+    rw->read_node_gen = 0;
+    rw->read_node_cfg = NULL;
+    rw->read_node_primary = -1;
+    rw->has_read_node = true;
 }
 
 void
@@ -172,15 +176,44 @@ pick_read(struct client *c, const struct topo_snapshot *t, int primary, const ch
     return node;
 }
 
+/*
+ * Whether some node other than the primary could take a read now, by this worker's snapshot and
+ * configuration: a replica by role, healthy, not removed or fenced, with a weight, within the lag
+ * limits. It ignores this process's own failed connects (down_until_us): saying yes too often
+ * only costs a classification. Cached per (snapshot, configuration, primary), so the common path
+ * is three compares.
+ */
 static bool
-has_replica(const struct topo_snapshot *t, int primary)
+has_read_node(struct worker *w, const struct topo_snapshot *t, int primary)
 {
-    for (int i = 0; i < t->n_nodes; i++) {
-        if (i != primary && t->nodes[i].role == POOL_ROLE_REPLICA && !t->nodes[i].is_removed) {
-            return true;
-        }
+    struct routing_worker *rw = &w->routing;
+    if (rw->read_node_gen == t->generation && rw->read_node_cfg == w->cfg &&
+        rw->read_node_primary == primary) {
+        return rw->has_read_node;
     }
-    return false;
+    const struct cfg *cfg = w->cfg;
+    bool any = false;
+    for (int i = 0; i < t->n_nodes && i < TOPO_MAX_NODES && !any; i++) {
+        const struct topo_node *tn = &t->nodes[i];
+        any = i != primary && tn->role == POOL_ROLE_REPLICA && tn->is_healthy && !tn->is_removed &&
+              !tn->is_fenced && tn->weight > 0 &&
+              !(cfg->max_replica_lag_ms > 0 && tn->lag_ms > cfg->max_replica_lag_ms) &&
+              !(cfg->max_replica_lag_bytes > 0 &&
+                tn->lag_bytes > (uint64_t) cfg->max_replica_lag_bytes);
+    }
+    rw->read_node_gen = t->generation;
+    rw->read_node_cfg = cfg;
+    rw->read_node_primary = primary;
+    rw->has_read_node = any;
+    return any;
+}
+
+bool
+routing_has_read_node(struct client *c)
+{
+    struct worker *w = c->w;
+    const struct topo_snapshot *t = topo_refresh(&w->rt->topology, &w->topo);
+    return has_read_node(w, t, primary_of(w, t));
 }
 
 /* ---- sessions ---- */
@@ -365,6 +398,12 @@ first_statement(struct client *c, struct router_stmt *st)
             const char *name = cstr_at(body, blen, &pos, &slen);
             struct client_stmt *s = name && name[0] ? find_stmt(c, name) : NULL;
             if (s) {
+                if (!s->is_classified) {
+                    /* the Parse text leads the tail, NUL-terminated (txn.c stmt_store) */
+                    const char *text = (const char *) s->tail;
+                    s->is_read = routing_text_is_read(c, text, strnlen(text, s->tail_len));
+                    s->is_classified = true;
+                }
                 one.is_known = true;
                 one.is_read = s->is_read;
             } else if (!first) {
@@ -406,6 +445,14 @@ routing_txn_begin(struct client *c)
     const struct cfg *cfg = w->cfg;
     const struct topo_snapshot *t = topo_refresh(&w->rt->topology, &w->topo);
     int primary = primary_of(w, t);
+    if (cfg->read_write_split && !c->is_pinned && !has_read_node(w, t, primary)) {
+        /* No replica can take a read: everything runs on the primary, so the class would
+         * change nothing here, and it is not worked out. The transaction may have written;
+         * routing_txn_end remembers that for when a replica can read again. A read-only
+         * session is trusted not to write, as on the classified path. */
+        c->txn_wrote = !c->is_read_only_session;
+        return enter(c, primary, c->is_read_only_session);
+    }
     struct router_session rs = {
         .is_read_only_hint = c->is_read_only_session,
         .is_split = cfg->read_write_split,
@@ -420,6 +467,10 @@ routing_txn_begin(struct client *c)
                 c->ryw_until_us = 0;
             }
         }
+        /* It wrote while no replica could read, so its commit position was never learned:
+         * this transaction runs on the primary, and learns one at its end that is at least as
+         * far as that write's commit. */
+        rs.is_write_window = rs.is_write_window || c->has_unlearned_write;
         enum routing_result r = first_statement(c, &st);
         if (r != ROUTING_OK) {
             return r;
@@ -439,6 +490,7 @@ routing_txn_begin(struct client *c)
      * routed as a read, nor a plain read that stayed on the primary. */
     c->txn_wrote = rs.is_split && !is_read && !(st.is_known && st.is_read && !st.is_begin) &&
                    !(st.is_begin && st.is_read_only);
+    c->txn_wrote = c->txn_wrote || (rs.is_split && c->has_unlearned_write);
     log_debug("client %s user=%s db=%s transaction routed to node %d: %s", client_addr(c), c->user,
               c->database, node, reason);
     return enter(c, node, is_read);
@@ -472,20 +524,27 @@ routing_txn_end(struct client *c, uint64_t *owner)
     bool wrote = c->txn_wrote;
     c->txn_wrote = false;
     if (!cfg->read_write_split || c->is_pinned || cfg->read_your_writes == CFG_RYW_OFF) {
+        c->has_unlearned_write = false; /* nothing will wait for it (or a reload said so) */
         return NULL;
     }
     if (!wrote) {
         return cfg->read_your_writes == CFG_RYW_LSN ? probe_replica(c, owner) : NULL;
     }
     if (cfg->read_your_writes == CFG_RYW_WINDOW) {
+        c->has_unlearned_write = false; /* the window covers it (lsn before a reload) */
         c->ryw_until_us = mono_now_us() + cfg->read_your_writes_window_ms * 1000;
         return NULL;
     }
-    /* With no replica to read from, the position would never be used. */
+    /* With no replica to read from, the position would never be used now. A replica that can
+     * read later (a reload, DNS, a standby that recovers or catches up) must still not serve
+     * this client's reads before it has this write: the flag sends its next transaction to the
+     * primary, whose commit position then covers this one. */
     const struct topo_snapshot *t = topo_refresh(&w->rt->topology, &w->topo);
-    if (!has_replica(t, primary_of(w, t))) {
+    if (!has_read_node(w, t, primary_of(w, t))) {
+        c->has_unlearned_write = true;
         return NULL;
     }
+    c->has_unlearned_write = false;
     c->n_ryw_pending++;
     *owner = c->id;
     return ROUTING_LSN_SQL;

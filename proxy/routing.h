@@ -29,6 +29,7 @@
 #include "proxy/topology.h"
 #include "router/route.h"
 
+struct cfg;
 struct client;
 struct worker;
 
@@ -61,6 +62,11 @@ struct routing_worker {
     bool is_probing[TOPO_MAX_NODES];       /* a probe is in flight */
     uint64_t wanted_lsn; /* highest position a read of this worker's clients needed that no
                             replica was known to have */
+    /* has_read_node's cache: its answer for (snapshot generation, configuration, primary) */
+    uint64_t read_node_gen;
+    const struct cfg *read_node_cfg;
+    int read_node_primary;
+    bool has_read_node;
 };
 
 enum routing_result {
@@ -129,6 +135,13 @@ void routing_answer(struct worker *w, struct client *c, uint64_t owner, const ch
 
 /** Whether the client's current transaction runs on a node other than the primary. */
 bool routing_on_replica(struct client *c);
+
+/**
+ * Whether some replica could take a read now (this worker's snapshot and configuration). When
+ * none can, transactions and named statements are not classified: everything runs on the
+ * primary, and writes are remembered as not yet learned (routing_txn_end).
+ */
+bool routing_has_read_node(struct client *c);
 
 /** Whether a Parse text may run on a replica (remembered with a named statement). */
 bool routing_text_is_read(struct client *c, const char *sql, size_t len);

@@ -95,7 +95,7 @@ stmt_hash(const uint8_t *tail, size_t len, uint64_t *h1, uint64_t *h2)
 /* Record (or replace) the client's statement name -> tail. */
 static bool
 stmt_store(struct client *c, const char *name, const uint8_t *tail, uint32_t tail_len, uint64_t h1,
-           uint64_t h2, bool is_read)
+           uint64_t h2, bool is_read, bool is_classified)
 {
     struct client_stmt *s = stmt_find(c, name);
     uint8_t *t = malloc(tail_len ? tail_len : 1);
@@ -130,6 +130,7 @@ stmt_store(struct client *c, const char *name, const uint8_t *tail, uint32_t tai
     s->h2 = h2;
     s->is_pending = true;
     s->is_read = is_read;
+    s->is_classified = is_classified;
     return true;
 }
 
@@ -473,8 +474,13 @@ client_parse(struct client *c, struct relay_msg *m)
     }
     /* From here on the message is handled: no more RELAY_PAUSE. A Bind of the statement in a
      * later transaction routes by the class its text has now. */
-    bool is_read = cacheable && !dup && !own_tail && c->w->cfg->read_write_split &&
-                   routing_text_is_read(c, sql, sql_len);
+    bool is_read = false;
+    bool is_classified = true;
+    if (cacheable && !dup && !own_tail && c->w->cfg->read_write_split) {
+        /* With no replica to read from, the class is worked out when a Bind first needs it */
+        is_classified = routing_has_read_node(c);
+        is_read = is_classified && routing_text_is_read(c, sql, sql_len);
+    }
     if (!own_tail) {
         note_scan(c, &scan);
         if (named && !cacheable) {
@@ -495,15 +501,15 @@ client_parse(struct client *c, struct relay_msg *m)
         h1 = h2 = 0;
     } else if (on_server) {
         /* Already there under its server name: pgmux answers ParseComplete itself. */
-        if (!stmt_store(c, name, tail, tail_len, h1, h2, is_read)) {
+        if (!stmt_store(c, name, tail, tail_len, h1, h2, is_read, is_classified)) {
             action = RELAY_ENOMEM;
         }
         flags = POOL_REQ_FAKE;
     } else if (cacheable) {
         char sname[POOL_STMT_NAME_LEN + 1];
         pool_stmt_name(h1, h2, sname);
-        if (!stmt_store(c, name, tail, tail_len, h1, h2, is_read) || evict_if_full(c) != 0 ||
-            emit_close(c, h1, h2) != 0 ||
+        if (!stmt_store(c, name, tail, tail_len, h1, h2, is_read, is_classified) ||
+            evict_if_full(c) != 0 || emit_close(c, h1, h2) != 0 ||
             !pool_reqs_push(&sc->reqs, POOL_REQ_CLOSE, POOL_REQ_INJECTED, 0, 0) ||
             emit_parse_named(c, sname, tail, tail_len) != 0 ||
             pool_stmts_add(&sc->stmts, h1, h2) != ST_OK) {

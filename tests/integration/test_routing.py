@@ -395,6 +395,84 @@ def learned_positions(px):
     return sum(int(n) for n in re.findall(r"commit positions learned (\d+)", px.log_text()))
 
 
+# ---- no replica that can read: nothing is classified, nothing is looked up -----------------
+
+
+def only_primary(cluster):
+    return {"primary": {"host": "127.0.0.1", "port": cluster.primary_port, "role": "primary"}}
+
+
+def with_replica(cluster):
+    return dict(only_primary(cluster), replica={"host": "127.0.0.1", "port": cluster.replica_port,
+                                                "role": "replica"})
+
+
+def test_no_commit_position_lookup_without_a_replica(cluster, rt, routing_table):
+    """With only the primary configured, write transactions are not followed by a commit
+    position lookup (the positive case is the paused-replica test above, which counts 2)."""
+    px = rt(read_your_writes="lsn", nodes=only_primary(cluster))
+    with px.connect() as c:
+        for i in range(5):
+            assert insert_one(cluster, c, f"solo{i}") == "primary"
+            assert where(cluster, c) == "primary"
+        with c.transaction():
+            c.execute("UPDATE rt_items SET v = v WHERE v = 'solo0'")
+    assert learned_positions(px) == 0
+
+
+def test_write_made_before_a_replica_joins_is_read_back(cluster, rt, routing_table,
+                                                       paused_replica):
+    """A write made while no replica could read, then a replica that has not replayed it added
+    by a reload: the writer still reads its write; a bystander reads on the replica."""
+    from test_reload import rewrite_nodes, sighup_and_wait
+
+    px = rt(read_your_writes="lsn", nodes=only_primary(cluster), health_check_period="100ms")
+
+    def fresh(sql):
+        # A new client each time: every transaction run while no replica could read counts
+        # as a possible write, so a client that ran one would wait for the replay too.
+        with px.connect() as c:
+            return tuple(c.execute(sql).fetchone())
+
+    with px.connect() as writer:
+        paused_replica()
+        assert insert_one(cluster, writer, "before-join") == "primary"
+        rewrite_nodes(px, with_replica(cluster))
+        sighup_and_wait(px)
+        wait_for(lambda: node_of(cluster, fresh(WHO)) == "replica", timeout=10,
+                 what="reads on the replica added by the reload")
+        # proof that the replica is behind
+        assert fresh("SELECT count(*), pg_is_in_recovery() FROM rt_items"
+                     " WHERE v = 'before-join'") == (0, True)
+        for _ in range(3):
+            assert writer.execute("SELECT count(*) FROM rt_items WHERE v = 'before-join'"
+                                  ).fetchone()[0] == 1
+            assert where(cluster, writer) == "primary"
+        paused_replica.resume()
+        wait_for(lambda: where(cluster, writer) == "replica", timeout=10,
+                 what="the writer's reads back on the replica once it replayed the write")
+    # the writer's first transaction after the reload learned a position covering its write
+    assert learned_positions(px) >= 1
+
+
+def test_statement_prepared_before_a_replica_joins_reads_there(cluster, rt, routing_table):
+    """A named statement prepared while no replica could read is classified when first needed:
+    once a replica joins, executing it reads there."""
+    from test_reload import rewrite_nodes, sighup_and_wait
+
+    px = rt(nodes=only_primary(cluster), health_check_period="100ms")
+    with px.connect() as c:
+        for _ in range(2):
+            assert where(cluster, c, WHO + " WHERE %s > 0", [1], prepare=True) == "primary"
+        rewrite_nodes(px, with_replica(cluster))
+        sighup_and_wait(px)
+        wait_for(lambda: where(cluster, c, WHO + " WHERE %s > 0", [1], prepare=True) ==
+                 "replica", timeout=10, what="the prepared read on the replica")
+        assert where(cluster, c, "INSERT INTO rt_items (v) VALUES (%s)"
+                     " RETURNING pg_is_in_recovery(), inet_server_port()", ["prep-join"],
+                     prepare=True) == "primary"
+
+
 @pytest.mark.parametrize("limit", [{"max_replica_lag_bytes": "1kB"},
                                    {"max_replica_lag": "300ms"}], ids=["bytes", "time"])
 def test_lagging_replica_gets_no_reads(cluster, rt, routing_table, paused_replica, limit):
