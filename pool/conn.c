@@ -962,14 +962,18 @@ pool_stmts_clear(struct pool_stmts *s)
 void
 pool_learn_welcome(struct pool *p, const struct pool_params *params)
 {
+    if (atomic_load_explicit(&p->has_welcome, memory_order_acquire)) {
+        return;
+    }
+    /* mu only orders writers; readers go by has_welcome. */
     pthread_mutex_lock(&p->mu);
-    if (!p->has_welcome) {
+    if (!atomic_load_explicit(&p->has_welcome, memory_order_relaxed)) {
         bool ok = true;
         for (int i = 0; i < params->n && ok; i++) {
             ok = pool_params_set(&p->welcome, params->v[i].name, params->v[i].value) == ST_OK;
         }
         if (ok) {
-            p->has_welcome = true;
+            atomic_store_explicit(&p->has_welcome, true, memory_order_release);
         } else {
             pool_params_clear(&p->welcome);
         }
@@ -977,34 +981,26 @@ pool_learn_welcome(struct pool *p, const struct pool_params *params)
     pthread_mutex_unlock(&p->mu);
 }
 
-bool
-pool_welcome_value(struct pool *p, const char *name, char *out, size_t outlen)
+const struct pool_params *
+pool_welcome(struct pool *p)
 {
-    bool ok = false;
-    pthread_mutex_lock(&p->mu);
-    for (int i = 0; p->has_welcome && i < p->welcome.n; i++) {
-        if (strcasecmp(p->welcome.v[i].name, name) == 0) {
-            ok = strlen(p->welcome.v[i].value) < outlen;
-            if (ok) {
-                strcpy(out, p->welcome.v[i].value);
-            }
-            break;
-        }
-    }
-    pthread_mutex_unlock(&p->mu);
-    return ok;
+    return atomic_load_explicit(&p->has_welcome, memory_order_acquire) ? &p->welcome : NULL;
 }
 
 bool
-pool_copy_welcome(struct pool *p, struct pool_params *out)
+pool_welcome_value(struct pool *p, const char *name, char *out, size_t outlen)
 {
-    pthread_mutex_lock(&p->mu);
-    bool ok = p->has_welcome;
-    for (int i = 0; ok && i < p->welcome.n; i++) {
-        ok = pool_params_set(out, p->welcome.v[i].name, p->welcome.v[i].value) == ST_OK;
+    const struct pool_params *wp = pool_welcome(p);
+    for (int i = 0; wp && i < wp->n; i++) {
+        if (strcasecmp(wp->v[i].name, name) == 0) {
+            if (strlen(wp->v[i].value) >= outlen) {
+                return false;
+            }
+            strcpy(out, wp->v[i].value);
+            return true;
+        }
     }
-    pthread_mutex_unlock(&p->mu);
-    return ok;
+    return false;
 }
 
 static void conn_release(struct pool_conn *sc, bool reset, const char *answer_sql, uint64_t owner);

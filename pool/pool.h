@@ -150,9 +150,11 @@ struct pool {
     bool may_overtake;          /* transaction pooling: a waiter on the worker that frees a
                                    connection may go first (at most 4 times per waiter); session
                                    pooling serves strictly in arrival order */
-    struct pool_params welcome; /* under mu: a fresh server's ParameterStatus set, so clients
-                                   in transaction pooling can log in without a server */
-    bool has_welcome;           /* under mu */
+    struct pool_params welcome; /* a fresh server's ParameterStatus set, so clients in
+                                   transaction pooling can log in without a server: written
+                                   once under mu, then read-only until pool_set_fini */
+    atomic_bool has_welcome;    /* welcome is complete (stored with release after it was
+                                   written, so a reader that sees true may read it unlocked) */
     /* The pools of the same (database, user) on each node, by node index, filled on first use
      * by pool_sibling and never cleared (pools live until pool_set_fini): routing a
      * transaction to another node costs an atomic load, not the set's lock. */
@@ -514,8 +516,11 @@ void pool_learn_welcome(struct pool *p, const struct pool_params *params);
 /** The pool's welcome value of name into out (outlen bytes); false when unknown. Any thread. */
 bool pool_welcome_value(struct pool *p, const char *name, char *out, size_t outlen);
 
-/** Copy the pool's welcome set into out; false when none is known yet. Any thread. */
-bool pool_copy_welcome(struct pool *p, struct pool_params *out);
+/**
+ * The pool's welcome set, or NULL when none is known yet. It never changes once known and
+ * lives as long as the pool, so the caller reads it without a lock or a copy. Any thread.
+ */
+const struct pool_params *pool_welcome(struct pool *p);
 
 /** Close a connection now (server gone, protocol lost, shutdown). */
 void pool_conn_close(struct pool_conn *sc, const char *why);

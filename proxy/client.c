@@ -692,13 +692,11 @@ client_auth_done(struct client *c)
     if (c->mode != CFG_POOL_SESSION) {
         /* Transaction pooling: a client that logs in needs no server when the pool already
          * knows what a fresh server reports. */
-        struct pool_params welcome = { 0 };
-        if (pool_copy_welcome(c->pool, &welcome)) {
-            client_welcome_from(c, &welcome);
-            pool_params_clear(&welcome);
+        const struct pool_params *welcome = pool_welcome(c->pool);
+        if (welcome) {
+            client_welcome_from(c, welcome);
             return;
         }
-        pool_params_clear(&welcome);
     }
     client_set_state(c, CLIENT_WAITING);
     /* Nothing is read from the client until it has a server: it must wait for
