@@ -500,6 +500,10 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
     pool_sock_init(&c->sock, fd, c, client_login_read_cb, client_out_write_cb);
     pool_sock_start_read(w->loop, &c->sock);
     log_info("event=connect client=" CLIENT_ID_FMT " addr=%s", CLIENT_ID(c), client_addr(c));
+    /* The client speaks first, and with TCP_DEFER_ACCEPT (main.c) its first packet is already
+     * here: read it now rather than after another trip through the loop. When it is not, the
+     * read finds nothing and the watcher waits for it. */
+    client_login_read_cb(w->loop, &c->sock.rio, EV_READ);
 }
 
 /* ---- cancel ---- */
@@ -662,11 +666,12 @@ client_auth_done(struct client *c)
     uint8_t mem[16];
     proto_builder_init_fixed(&pb, mem, sizeof(mem));
     proto_build_auth_ok(&pb);
+    /* Not written yet: with a known welcome set the whole login answer (AuthenticationOk,
+     * ParameterStatus..., BackendKeyData, ReadyForQuery) goes in one write below. */
     if (client_queue(c, &pb) != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }
-    client_out_flush(c);
     if (client_init_want(c) != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
@@ -698,6 +703,9 @@ client_auth_done(struct client *c)
             return;
         }
     }
+    /* The welcome must come from a server first: the client learns now that its password
+     * was accepted. */
+    client_out_flush(c);
     client_set_state(c, CLIENT_WAITING);
     /* Nothing is read from the client until it has a server: it must wait for
      * ReadyForQuery anyway, and unread bytes are the cheapest way to hold it. */

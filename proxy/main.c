@@ -17,6 +17,7 @@
 
 #include <ev.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/rand.h>
 
 #include "common/log.h"
@@ -35,6 +36,9 @@
 #include "proxy/worker.h"
 
 static struct runtime rt;
+
+/* Seconds the kernel may hold a silent new connection before accepting it (TCP_DEFER_ACCEPT). */
+#define MAIN_DEFER_ACCEPT_S 10
 
 static void
 usage(FILE *f)
@@ -133,6 +137,20 @@ open_listener(const struct cfg *cfg)
     if (res->ai_family == AF_INET6 && !host) {
         (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
     }
+    /* Linux copies these to every accepted socket, so a login costs no setsockopt of its own:
+     * Nagle would only delay messages that are each complete, and keepalive finds clients that
+     * vanished without a FIN. */
+    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    (void) setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+#ifdef TCP_DEFER_ACCEPT
+    /* A PostgreSQL client always speaks first (SSLRequest or startup packet), so the kernel
+     * may hold a connection until its first bytes are there: the worker then wakes once per
+     * login for accept and the first read together, and a port probe that sends nothing is
+     * never accepted at all. A client still silent after this long is accepted anyway, and
+     * client_login_timeout takes over. */
+    int defer_s = MAIN_DEFER_ACCEPT_S;
+    (void) setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof(defer_s));
+#endif
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
         log_fatal("cannot listen on %s:%d: %s", cfg->listen_addr, cfg->listen_port,
                   strerror(errno));

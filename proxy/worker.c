@@ -50,10 +50,24 @@ accept_some(struct worker *w, int fd_listen, ev_io *io, int max)
             }
             return false;
         }
-        (void) pool_sock_setup(fd, ss.ss_family != AF_UNIX);
+        /* accept4 made it non-blocking and close-on-exec; TCP_NODELAY and keepalive come
+         * from the listening socket (main.c): no further system call per client. */
         client_accept(w, fd, (struct sockaddr *) &ss, len);
     }
     return true;
+}
+
+/* How many connections to accept now. One per wake-up spares the accept that finds the queue
+ * empty, the common case when logins arrive one at a time; a listener reported again in the
+ * very next loop iteration means they queue faster than that, and then a burst is taken
+ * (bounded, so that a flood of connections cannot starve established sessions). */
+static int
+accept_budget(struct worker *w)
+{
+    unsigned int it = ev_iteration(w->loop);
+    bool is_busy = it - w->accept_iter <= 1;
+    w->accept_iter = it;
+    return is_busy ? 64 : 1;
 }
 
 static void
@@ -62,8 +76,7 @@ listen_cb(EV_P_ ev_io *io, int revents)
     (void) loop;
     (void) revents;
     struct worker *w = io->data;
-    /* Bounded so one burst of connections cannot starve established sessions. */
-    (void) accept_some(w, w->listen_fd, io, 64);
+    (void) accept_some(w, w->listen_fd, io, accept_budget(w));
 }
 
 static void
@@ -77,7 +90,7 @@ unix_listen_cb(EV_P_ ev_io *io, int revents)
      * just finds the queue empty. */
     struct epoll_event ev;
     (void) epoll_wait(w->unix_epfd, &ev, 1, 0);
-    (void) accept_some(w, w->unix_fd, io, 64);
+    (void) accept_some(w, w->unix_fd, io, accept_budget(w));
 }
 
 /* Stop accepting on the shared Unix listener; what is queued is taken first (see drain). */

@@ -83,6 +83,7 @@ struct worker {
 
     int listen_fd;
     ev_io listen_io;
+    unsigned int accept_iter; /* ev_iteration of the last accepting wake-up (accept_budget) */
     int unix_fd;   /* the Unix-domain listener shared by all workers (main.c owns it); -1 = none */
     int unix_epfd; /* owned: an epoll set holding unix_fd with EPOLLEXCLUSIVE; -1 = none */
     ev_io unix_io; /* on unix_epfd */

@@ -252,11 +252,13 @@ def test_hba_file_is_validated_at_load(tmp_path):
 def test_max_client_conn_per_addr(pgmux):
     """The cap counts every connection from one address (logged in or not); the next one gets
     53300, other addresses are not affected, and a closed connection frees its place."""
-    # One worker, one listening socket: connections are accepted in the order they were made,
-    # so the silent one below is counted before the login that follows it.
+    # One worker, one listening socket: connections are accepted in the order their first
+    # bytes arrive (TCP_DEFER_ACCEPT), so the stalled one below is counted before the login
+    # that follows it.
     px = pgmux(max_client_conn_per_addr=3, workers=1)
     held = [pgwire.connect(px.port, "app", "appdb", "app-secret") for _ in range(2)]
-    silent = pgwire.RawConn(px.port)  # connected, nothing sent: counts as well
+    silent = pgwire.RawConn(px.port)  # a startup packet begun, then nothing: counts as well
+    silent.send(b"\0\0")
     e = pgwire.login_error(px.port, "app", "appdb", "app-secret")
     assert e.sqlstate == "53300", e.fields
     assert e.message == "too many connections from address 127.0.0.1"
