@@ -1,0 +1,261 @@
+"""What a login costs pgmux in system calls (a new connection per transaction, README
+"Performance"): socket options inherited from the listening socket instead of set per client,
+TCP_DEFER_ACCEPT and the first read straight after accept, the whole login answer in one
+write, one accept per wake-up unless connections queue up. The system calls are counted with
+strace attached to the running pgmux, and sockets are inspected from inside pgmux with
+pidfd_getfd.
+"""
+
+import ctypes
+import hashlib
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import pgwire
+
+SYS_PIDFD_GETFD = 438  # x86_64 and aarch64 alike
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _steal(pid, fd):
+    """A duplicate of pgmux's descriptor fd as a socket object of ours (pidfd_getfd)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        dup = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if dup < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    finally:
+        os.close(pidfd)
+    return socket.socket(fileno=dup)
+
+
+def _pgmux_sockets(pid):
+    """(fd, socket) for each TCP socket pgmux holds."""
+    out = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                continue
+            s = _steal(pid, int(name))
+        except OSError:
+            continue
+        if s.family in (socket.AF_INET, socket.AF_INET6) and s.type == socket.SOCK_STREAM:
+            out.append((int(name), s))
+        else:
+            s.close()
+    return out
+
+
+def test_client_sockets_inherit_options_from_the_listener(pgmux):
+    """The listening socket carries TCP_NODELAY, SO_KEEPALIVE and TCP_DEFER_ACCEPT; an accepted
+    client socket has TCP_NODELAY and SO_KEEPALIVE without a setsockopt of its own."""
+    px = pgmux(workers=1)
+    c = pgwire.connect(px.port, "app", "appdb", "app-secret")
+    try:
+        mine = c.sock.getsockname()
+        socks = _pgmux_sockets(px.proc.pid)
+        try:
+            listeners = [
+                s
+                for _, s in socks
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                and s.getsockname()[1] == px.port
+            ]
+            accepted = [s for _, s in socks if _peer(s) == mine]
+            assert len(listeners) == 1 and len(accepted) == 1, (listeners, accepted)
+            lst, cli = listeners[0], accepted[0]
+            assert lst.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+            for s in (lst, cli):
+                assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+                assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        finally:
+            for _, s in socks:
+                s.close()
+        assert c.query("SELECT 1") == [["1"]]
+    finally:
+        c.terminate()
+
+
+def _peer(s):
+    try:
+        return s.getpeername()
+    except OSError:
+        return None
+
+
+# ---- system calls per login ----------------------------------------------------------------
+
+TRACED = (
+    "accept4,accept,recvfrom,recvmsg,read,sendto,sendmsg,write,writev,close,epoll_wait,"
+    "epoll_pwait,epoll_ctl,fcntl,setsockopt,shutdown"
+)
+_LINE = re.compile(r"^(\d+)\s+(\w+)\((\d+)?(.*?)\)?\s+=\s+(-?\d+)")
+
+
+def _attach_strace(pid, out):
+    st = subprocess.Popen(
+        ["strace", "-f", "-qq", "-e", f"trace={TRACED}", "-e", "signal=none", "-o", str(out),
+         "-p", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    # attached once every thread of pgmux names a tracer
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        traced = 0
+        for t in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{t}/status") as f:
+                    traced += any(
+                        ln.startswith("TracerPid:") and ln.split()[1] != "0" for ln in f
+                    )
+            except OSError:
+                pass
+        if traced == len(tasks):
+            return st
+        time.sleep(0.02)
+    st.kill()
+    raise AssertionError("strace did not attach")
+
+
+def _sessions(trace):
+    """Per accepted client socket: the list of (syscall, return value) made on it, in order,
+    from its accept4 to its close; plus the accept4 calls that found the queue empty, and
+    for each session whether an epoll_wait ran between its accept and its first read."""
+    sessions, open_fd, eagain = [], {}, 0
+    last_by_thread = {}
+    for line in trace.splitlines():
+        if "resumed>" in line:
+            # "<... recvfrom resumed>": strace split a call another thread interrupted
+            m = re.match(r"^(\d+)\s+<\.\.\. (\w+) resumed>.*=\s+(-?\d+)", line)
+            if not m:
+                continue
+            tid, name, ret = m.group(1), m.group(2), int(m.group(3))
+            fd = last_by_thread.get(tid)
+        else:
+            unfinished = "<unfinished" in line
+            m = _LINE.match(line.replace(" <unfinished ...>", " = 0") if unfinished else line)
+            if not m:
+                continue
+            tid, name, fd, ret = m.group(1), m.group(2), m.group(3), int(m.group(5))
+            if name == "epoll_ctl":  # epoll_ctl(epfd, op, fd, ...): the socket is the third
+                e = re.search(r"epoll_ctl\(\d+, EPOLL_CTL_\w+, (\d+)", line)
+                fd = e.group(1) if e else None
+            last_by_thread[tid] = fd
+            if unfinished:
+                continue
+        if name in ("accept4", "accept"):
+            if ret < 0:
+                eagain += 1
+            else:
+                s = {"fd": ret, "ops": [], "tid": tid, "waited": False, "read": False}
+                sessions.append(s)
+                open_fd[ret] = s
+            continue
+        if name in ("epoll_wait", "epoll_pwait"):
+            for s in open_fd.values():
+                if s["tid"] == tid and not s["read"]:
+                    s["waited"] = True
+            continue
+        if fd is None or int(fd) not in open_fd:
+            continue
+        s = open_fd[int(fd)]
+        s["ops"].append((name, ret))
+        if name in ("recvfrom", "recvmsg", "read") and ret > 0:
+            s["read"] = True
+        if name == "close":
+            del open_fd[int(fd)]
+    return sessions, eagain
+
+
+WRITES = ("sendto", "sendmsg", "write", "writev")
+
+
+def test_login_system_calls(pgmux, tmp_path):
+    """Logins with an SSLRequest first (as libpq's sslmode=prefer sends), by SCRAM and by md5,
+    each running one query, with strace attached: per session one accept4 and no accept4 that
+    finds the queue empty, no fcntl, setsockopt or shutdown, the SSLRequest read straight
+    after accept (no epoll_wait in between), one epoll_ctl (the registration) during the
+    login, and one write per step of the exchange: 'N', the authentication requests, then
+    the whole login answer (SASLFinal or nothing, AuthenticationOk, ParameterStatus...,
+    BackendKeyData, ReadyForQuery) in a single write."""
+    px = pgmux(workers=1, pool_mode="transaction", userlist="hashed", io_engine="epoll")
+    # user, password, authentication requests written before the login answer
+    users = [("app", "app-secret", 2), ("md5user", "md5-secret", 1)]
+    for user, pw, _ in users:  # warm: a server connection and the pool's welcome set
+        c = pgwire.connect(px.port, user, "appdb", pw)
+        assert c.query("SELECT 1") == [["1"]]
+        c.terminate()
+    out = tmp_path / "strace.txt"
+    st = _attach_strace(px.proc.pid, out)
+    rounds = 4
+    try:
+        for _ in range(rounds):
+            for user, pw, _ in users:
+                c = pgwire.RawConn(px.port)
+                c.send(pgwire.ssl_request())
+                assert c.recv_byte() == b"N"
+                c.login(user, "appdb", pw)
+                assert c.query("SELECT 2") == [["2"]]
+                c.terminate()
+        # pgmux has closed every session (it reads the Terminate, then closes)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            sessions, _ = _sessions(out.read_text())
+            if len(sessions) == 2 * rounds and all(s["ops"] and s["ops"][-1][0] == "close"
+                                                   for s in sessions):
+                break
+            time.sleep(0.05)
+    finally:
+        st.send_signal(signal.SIGINT)
+        st.wait(timeout=10)
+    sessions, eagain = _sessions(out.read_text())
+    assert len(sessions) == 2 * rounds, out.read_text()[-3000:]
+    assert eagain == 0, "an accept4 found the queue empty"
+    for i, s in enumerate(sessions):
+        user, _, auth_writes = users[i % 2]
+        ops = [name for name, _ in s["ops"]]
+        where = f"{user}: {s['ops']}"
+        assert not {"fcntl", "setsockopt", "shutdown"} & set(ops), where
+        assert ops[0] in ("recvfrom", "recvmsg", "read") and s["ops"][0][1] == 8, where
+        assert not s["waited"], "epoll_wait between accept and the first read: " + where
+        writes = [k for k, name in enumerate(ops) if name in WRITES]
+        # 'N', the authentication requests, the login answer, the query's result
+        assert len(writes) == 1 + auth_writes + 1 + 1, where
+        login = ops[: writes[1 + auth_writes] + 1]
+        assert login.count("epoll_ctl") == 1, where
+        assert ops[-1] == "close" and ops.count("close") == 1, where
+
+
+def test_burst_of_connections(pgmux):
+    """300 clients connect at once and all log in: past the first wake-up the listener is
+    drained in bursts, none is left in the queue."""
+    px = pgmux(workers=1, pool_mode="transaction", userlist="hashed", max_client_conn=400)
+    conns = []
+    try:
+        for _ in range(300):
+            c = pgwire.RawConn(px.port)
+            c.send(pgwire.startup_packet({"user": "md5user", "database": "appdb"}))
+            conns.append(c)
+        for c in conns:
+            mtype, payload = c.recv_msg()
+            assert mtype == b"R" and struct.unpack("!i", payload[:4])[0] == pgwire.AUTH_MD5
+            inner = pgwire.md5_secret("md5user", "md5-secret")[3:]
+            outer = "md5" + hashlib.md5(inner.encode() + payload[4:8]).hexdigest()
+            c.send(pgwire.message(b"p", outer.encode() + b"\0"))
+        for c in conns:
+            while True:
+                mtype, payload = c.recv_msg()
+                assert mtype != b"E", pgwire.parse_error_fields(payload)
+                if mtype == b"Z":
+                    break
+        assert conns[-1].query("SELECT 3") == [["3"]]
+    finally:
+        for c in conns:
+            c.terminate()
