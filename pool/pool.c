@@ -332,12 +332,9 @@ inbox_cb(EV_P_ ev_async *a, int revents)
     pool_worker_drain(a->data);
 }
 
-static void
-local_run_cb(EV_P_ ev_prepare *pr, int revents)
+void
+pool_worker_run_local(struct pool_worker *w)
 {
-    (void) loop;
-    (void) revents;
-    struct pool_worker *w = pr->data;
     while (w->local_head) {
         struct pool_msg *m = w->local_head;
         w->local_head = NULL;
@@ -348,6 +345,14 @@ local_run_cb(EV_P_ ev_prepare *pr, int revents)
             m = next;
         }
     }
+}
+
+static void
+local_run_cb(EV_P_ ev_prepare *pr, int revents)
+{
+    (void) loop;
+    (void) revents;
+    pool_worker_run_local(pr->data);
 }
 
 void

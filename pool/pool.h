@@ -404,6 +404,13 @@ void pool_worker_post(struct pool_worker *w, struct pool_msg *m);
  */
 void pool_worker_send(struct pool_worker *from, struct pool_worker *to, struct pool_msg *m);
 
+/**
+ * Run the messages this worker sent itself (pool_worker_send), including those they send. A
+ * prepare watcher does it before each poll; a later prepare hook that may cause such messages
+ * (io_engine = io_uring's batch) calls it too, so none waits for the next wake-up.
+ */
+void pool_worker_run_local(struct pool_worker *w);
+
 /** Run queued inbox messages; call from the ev_async callback. */
 void pool_worker_drain(struct pool_worker *w);
 

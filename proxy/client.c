@@ -277,7 +277,7 @@ client_close(struct client *c, const char *why)
         return;
     }
     struct worker *w = c->w;
-    if (c->is_recv_queued) {
+    if (c->is_recv_queued || c->is_c2s_send_queued || c->is_s2c_send_queued) {
         iobatch_forget(w, c);
     }
     if (log_level_current >= LOG_INFO) {
@@ -2038,7 +2038,8 @@ client_can_release(const struct client *c)
     const struct pool_conn *sc = c->sc;
     return sc && c->state == CLIENT_ACTIVE && c->mode != CFG_POOL_SESSION && !c->is_pinned &&
            sc->txn_status == 'I' && sc->expect_ready == 0 && sc->reqs.n == 0 && !sc->is_unsynced &&
-           !c->is_c2s_paused && !c->is_s2c_paused && c->sock.remain == 0 &&
+           !c->is_c2s_paused && !c->is_s2c_paused && !c->is_s2c_send_queued &&
+           c->sock.remain == 0 &&
            (!c->sock.in || buf_unparsed(c->sock.in) + buf_pending(c->sock.in) == 0) &&
            sc->sock.remain == 0 && (!sc->sock.in || buf_unparsed(sc->sock.in) == 0) &&
            (!sc->sock.out || buf_pending(sc->sock.out) == 0);

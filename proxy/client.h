@@ -133,6 +133,9 @@ struct client {
     bool needs_capture;    /* a tracked parameter the server does not report may have
                               changed: read it back before releasing the server */
     bool is_recv_queued;   /* io_uring: a receive waits in the worker's batch (iobatch.c) */
+    bool is_c2s_send_queued; /* io_uring: a send to the server waits in the batch */
+    bool is_s2c_send_queued; /* io_uring: a send to the client waits in the batch; the server
+                                is not given back before it went */
     bool is_c2s_paused;    /* the relay waits for bytes to drain before injecting */
     int64_t drain_rest_us; /* draining: when the drain first saw the session between
                               transactions (0 = not seen so) */
@@ -232,8 +235,8 @@ void relay_stop(struct client *c);
 
 /**
  * The relay's read in two halves, for io_engine = io_uring (iobatch.c): make room in the
- * source's buffer (false: the session failed and is closed), then account for n bytes the
- * kernel put after src->in->recvd (0 = EOF, -1 = error with errno) and move them on.
+ * source's buffer (false: the session failed and is closed), then move on the n bytes that
+ * were received and already added to src->in->recvd (0 = EOF, -1 = error with errno).
  */
 bool relay_read_room(struct client *c, bool from_client);
 void relay_read_done(struct client *c, bool from_client, int n);

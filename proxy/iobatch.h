@@ -1,17 +1,21 @@
 /*
- * iobatch.h - io_engine = io_uring: the receives of a worker's loop iteration go to the kernel
- * in one io_uring submission.
+ * iobatch.h - io_engine = io_uring: the receives and sends of a worker's loop iteration go to
+ * the kernel in batches of one io_uring submission each.
  *
  * A relay read callback, and the read callback of a transaction-pooled client between
- * transactions, does not recv at once: it queues (client, which read) here. The
- * worker's ev_prepare hook, which libev runs once per iteration just before it polls again,
- * turns the queue into one RECV SQE per socket (MSG_DONTWAIT), submits them with one
+ * transactions, does not recv at once: it queues (client, which read) here; a relay flush to a
+ * plaintext socket does not sendmsg: it queues (client, which direction). The worker's
+ * ev_prepare hook, which libev runs once per iteration just before it polls again, turns the
+ * queue into one RECV or SEND SQE per socket (MSG_DONTWAIT), submits them with one
  * io_uring_enter and waits for all of them; with MSG_DONTWAIT each completes during that call
- * (data, EOF, or -EAGAIN), so no request outlives the hook. That is what keeps the rest of
- * pgmux unchanged: a buffer is lent only while a receive is in flight inside the hook (idle
- * clients hold none), closing a connection never has to cancel anything, and a connection can
- * move to another worker whenever it could with epoll. libev keeps readiness, timers, signals
- * and inboxes; TLS sockets, logins and the console stay on the readiness path.
+ * (data, EOF, bytes taken, or -EAGAIN), so no request outlives the hook. Handling the results
+ * queues the sends they cause, and the hook submits those too before libev polls (see
+ * iobatch.c). That is what keeps the rest of pgmux unchanged: a buffer is lent only while bytes
+ * are in flight (idle clients hold none), closing a connection never has to cancel anything,
+ * and a connection can move to another worker whenever it could with epoll. A send that the
+ * socket takes only in part leaves the rest to the write watcher, as with epoll. libev keeps
+ * readiness, timers, signals and inboxes; TLS sockets, logins and the console stay on the
+ * readiness path.
  *
  * Owned by the worker's thread.
  */
@@ -49,7 +53,14 @@ enum iobatch_kind {
  */
 bool iobatch_queue(struct worker *w, struct client *c, enum iobatch_kind kind);
 
-/** c is closing: drop its queued receive. */
+/**
+ * Queue a relay flush of c towards the server (from_client) or the client: the bytes are
+ * gathered when the hook submits, then relay_send_done goes on. true when queued or already
+ * queued; false when the worker does not batch or the queue is full (the caller writes at once).
+ */
+bool iobatch_queue_send(struct worker *w, struct client *c, bool from_client);
+
+/** c is closing: drop its queued receive and sends. */
 void iobatch_forget(struct worker *w, struct client *c);
 
 #endif

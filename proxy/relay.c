@@ -37,6 +37,7 @@
 #include "proxy/stats.h"
 #include "proxy/worker.h"
 
+static bool relay_flush_how(struct client *c, bool from_client, bool is_now);
 static bool relay_flush(struct client *c, bool from_client);
 static void relay_pump(struct client *c, bool from_client);
 
@@ -342,8 +343,9 @@ static void
 relay_server_lost(struct client *c, const char *why)
 {
     struct pool_conn *sc = c->sc;
-    /* Whatever complete messages the server managed to send (its FATAL, typically) go first. */
-    if (!relay_flush(c, false)) {
+    /* Whatever complete messages the server managed to send (its FATAL, typically) go first,
+     * now: the server's buffer goes with it. */
+    if (!relay_flush_how(c, false, true)) {
         return;
     }
     bool at_boundary = sc->sock.remain == 0 && (!sc->sock.in || buf_pending(sc->sock.in) == 0);
@@ -410,59 +412,70 @@ relay_flush_tls(struct client *c, bool from_client)
     return true;
 }
 
-static bool
-relay_flush(struct client *c, bool from_client)
+bool
+relay_send_gather(struct client *c, bool from_client, struct relay_send *s)
+{
+    struct pool_sock *src = from_client ? &c->sock : &c->sc->sock;
+    struct pool_sock *dst = from_client ? &c->sc->sock : &c->sock;
+    if (dst->ssl || dst->fd < 0) {
+        return false;
+    }
+    struct buf *o = dst->out;
+    struct buf *b = src->in;
+    s->fd = dst->fd;
+    s->n_iov = 0;
+    s->out = NULL;
+    s->out_len = 0;
+    s->in = NULL;
+    if (o && buf_pending(o)) {
+        s->iov[0].iov_base = o->data + o->sent;
+        s->iov[0].iov_len = buf_pending(o);
+        s->out = o;
+        s->out_len = buf_pending(o);
+        s->n_iov = 1;
+    }
+    if (b && buf_pending(b)) {
+        s->iov[s->n_iov].iov_base = b->data + b->sent;
+        s->iov[s->n_iov].iov_len = buf_pending(b);
+        s->in = b;
+        s->n_iov++;
+    }
+    return s->n_iov > 0;
+}
+
+void
+relay_send_advance(const struct relay_send *s, uint32_t n)
+{
+    uint32_t t = n < s->out_len ? n : s->out_len;
+    if (s->out) {
+        s->out->sent += t;
+    }
+    if (s->in && n > t) {
+        s->in->sent += n - t;
+    }
+}
+
+/* A write to dst failed (errno set): the side it went to is gone. */
+static void
+relay_write_failed(struct client *c, bool from_client)
+{
+    if (from_client) {
+        relay_server_lost(c, "could not write to the server");
+    } else {
+        client_close(c, "could not write to the client");
+    }
+}
+
+/* After a write: give back what drained, and read from the source only while the destination
+ * keeps up (the backpressure in the file comment). */
+static void
+relay_settle(struct client *c, bool from_client)
 {
     struct worker *w = c->w;
     struct pool_sock *src = from_client ? &c->sock : &c->sc->sock;
     struct pool_sock *dst = from_client ? &c->sc->sock : &c->sock;
-    if (dst->ssl) {
-        return relay_flush_tls(c, from_client);
-    }
     struct buf *o = dst->out;
     struct buf *b = src->in;
-    struct iovec iov[2];
-    int cnt = 0;
-    if (o && buf_pending(o)) {
-        iov[cnt].iov_base = o->data + o->sent;
-        iov[cnt].iov_len = buf_pending(o);
-        cnt++;
-    }
-    if (b && buf_pending(b)) {
-        iov[cnt].iov_base = b->data + b->sent;
-        iov[cnt].iov_len = buf_pending(b);
-        cnt++;
-    }
-    if (cnt > 0) {
-        struct msghdr mh;
-        memset(&mh, 0, sizeof(mh));
-        mh.msg_iov = iov;
-        mh.msg_iovlen = (size_t) cnt;
-        ssize_t n;
-        do {
-            n = sendmsg(dst->fd, &mh, MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                if (from_client) {
-                    relay_server_lost(c, "could not write to the server");
-                } else {
-                    client_close(c, "could not write to the client");
-                }
-                return false;
-            }
-            n = 0;
-        }
-        size_t left = (size_t) n;
-        if (o && buf_pending(o)) {
-            size_t t = left < buf_pending(o) ? left : buf_pending(o);
-            o->sent += (uint32_t) t;
-            left -= t;
-        }
-        if (b && left) {
-            b->sent += (uint32_t) left;
-        }
-    }
     if (o && o->sent == o->recvd) {
         buf_put(&w->pw.bufs, o);
         dst->out = NULL;
@@ -479,7 +492,51 @@ relay_flush(struct client *c, bool from_client)
         pool_sock_stop_write(w->loop, dst);
         pool_sock_start_read(w->loop, src);
     }
+}
+
+/*
+ * Write dst->out, then src->in's approved bytes, in one system call; with io_engine = io_uring
+ * the worker's batch does it later in this loop iteration (relay_send_done goes on from there).
+ * Returns false when the session was torn down (a peer is gone). is_now: never defer (the
+ * caller needs the bytes gone before it goes on).
+ */
+static bool
+relay_flush_how(struct client *c, bool from_client, bool is_now)
+{
+    struct pool_sock *dst = from_client ? &c->sc->sock : &c->sock;
+    if (dst->ssl) {
+        return relay_flush_tls(c, from_client);
+    }
+    struct relay_send s;
+    if (relay_send_gather(c, from_client, &s)) {
+        if (!is_now && c->w->iob && iobatch_queue_send(c->w, c, from_client)) {
+            return true;
+        }
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = s.iov;
+        mh.msg_iovlen = (size_t) s.n_iov;
+        ssize_t n;
+        do {
+            n = sendmsg(s.fd, &mh, MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                relay_write_failed(c, from_client);
+                return false;
+            }
+            n = 0;
+        }
+        relay_send_advance(&s, (uint32_t) n);
+    }
+    relay_settle(c, from_client);
     return true;
+}
+
+static bool
+relay_flush(struct client *c, bool from_client)
+{
+    return relay_flush_how(c, from_client, false);
 }
 
 /* Parse and flush until nothing more can move; then, for transaction pooling, see whether
@@ -570,7 +627,6 @@ relay_read_done(struct client *c, bool from_client, int n)
 {
     struct worker *w = c->w;
     struct pool_sock *src = from_client ? &c->sock : &c->sc->sock;
-    struct buf *b = src->in;
     if (n <= 0) {
         if (from_client) {
             if (n < 0 && src->ssl) {
@@ -587,7 +643,6 @@ relay_read_done(struct client *c, bool from_client, int n)
         }
         return;
     }
-    b->recvd += (uint32_t) n;
     if (c->stats) {
         stats_add(from_client ? &c->stats->bytes_in : &c->stats->bytes_out, (uint64_t) n);
     }
@@ -608,6 +663,9 @@ relay_read(struct client *c, bool from_client)
     int n = pool_sock_read(src, b->data + b->recvd, buf_space(b));
     if (n == -2) {
         return;
+    }
+    if (n > 0) {
+        b->recvd += (uint32_t) n;
     }
     relay_read_done(c, from_client, n);
 }
@@ -641,10 +699,12 @@ relay_server_read_cb(EV_P_ ev_io *io, int revents)
     relay_read(c, false);
 }
 
+/* One direction's destination took everything that was waiting (or as much as it could): go
+ * on where the flush left the session. */
 static void
-relay_writable(struct client *c, bool from_client)
+relay_drained(struct client *c, bool from_client)
 {
-    if (!relay_flush(c, from_client) || c->state != CLIENT_ACTIVE || !c->sc) {
+    if (c->state != CLIENT_ACTIVE || !c->sc) {
         return;
     }
     bool *paused = from_client ? &c->is_c2s_paused : &c->is_s2c_paused;
@@ -655,6 +715,30 @@ relay_writable(struct client *c, bool from_client)
     } else if (!from_client && c->mode != CFG_POOL_SESSION && client_can_release(c)) {
         client_release_server(c);
     }
+}
+
+static void
+relay_writable(struct client *c, bool from_client)
+{
+    if (!relay_flush(c, from_client)) {
+        return;
+    }
+    relay_drained(c, from_client);
+}
+
+void
+relay_send_done(struct client *c, bool from_client, int res)
+{
+    if (c->state != CLIENT_ACTIVE || !c->sc) {
+        return;
+    }
+    if (res < 0 && res != -EAGAIN && res != -EWOULDBLOCK && res != -EINTR) {
+        errno = -res;
+        relay_write_failed(c, from_client);
+        return;
+    }
+    relay_settle(c, from_client);
+    relay_drained(c, from_client);
 }
 
 static void
