@@ -57,7 +57,7 @@ done
 cp -rL "$PGSHARE" "$B/usr/share/postgresql/15"
 # Debian's build reads time zones from the system's /usr/share/zoneinfo (--with-system-tzdata);
 # scaling.sh sets timezone = 'GMT', which PostgreSQL knows without any file, and a few zones
-# come along for a session that wants another.
+# come along for a run that wants another.
 mkdir -p "$B/usr/share/zoneinfo"
 for z in UTC GMT Etc/UTC; do
     [ -e "/usr/share/zoneinfo/$z" ] && install -D -m 644 "/usr/share/zoneinfo/$z" "$B/usr/share/zoneinfo/$z"
