@@ -116,7 +116,8 @@ strip --strip-unneeded "$B"/bin/* "$B"/usr/lib/postgresql/15/bin/* 2>/dev/null |
 } > "$B/MANIFEST"
 echo "$PREFIX" > "$B/PREFIX"
 
-tar -C "$OUTDIR" -cf - "$NAME" | gzip -9 > "$TARBALL"
+# gzip -9 saves 0.5% for six times the time (libicudata dominates)
+tar -C "$OUTDIR" -cf - "$NAME" | gzip -6 > "$TARBALL"
 size=$(du -k "$TARBALL" | cut -f1)
 echo "bench-bundle: $TARBALL: $((size / 1024)) MiB ($(du -sk "$B" | cut -f1) KiB unpacked, $(ls "$B/lib" | wc -l) libraries); unpacks to $PREFIX"
 [ "$size" -lt $((48 * 1024)) ] || die "the bundle is over 48 MiB: the device takes at most 64 MiB in all"
