@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -139,6 +140,28 @@ test_unterminated_input_ends_the_scan(void **state)
     assert_true(flags("SELECT $1; LISTEN x") & ROUTER_F_LISTEN);
 }
 
+/* The plain-query shortcut looks 16 bytes at a time: a suspect at every offset, in every
+ * case, across block boundaries and in the bytes after the last whole block. */
+static void
+test_suspects_at_every_offset(void **state)
+{
+    (void) state;
+    char sql[256];
+    for (int pad = 0; pad < 40; pad++) {
+        snprintf(sql, sizeof(sql), "SELECT %*s, PG_ADVISORY_LOCK(1)", pad, "x");
+        assert_true(flags(sql) & ROUTER_F_ADVISORY);
+        snprintf(sql, sizeof(sql), "select %*s, set_config('a.b', 'c', false)", pad, "x");
+        assert_true(flags(sql) & ROUTER_F_SET_SESSION);
+        snprintf(sql, sizeof(sql), "SELECT %*s INTO tEmP t", pad, "x");
+        assert_true(flags(sql) & ROUTER_F_TEMP);
+        snprintf(sql, sizeof(sql), "SELECT %*s INTO temp t;", pad, "x");
+        assert_true(flags(sql) & ROUTER_F_TEMP);
+        snprintf(sql, sizeof(sql), "SELECT %*s FROM timestamps, views, info WHERE a = 'temp'", pad,
+                 "x");
+        assert_int_equal(flags(sql), 0);
+    }
+}
+
 int
 main(void)
 {
@@ -148,6 +171,7 @@ main(void)
         cmocka_unit_test(test_tracked_parameters),
         cmocka_unit_test(test_honoured_statements),
         cmocka_unit_test(test_unterminated_input_ends_the_scan),
+        cmocka_unit_test(test_suspects_at_every_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
