@@ -133,7 +133,7 @@ client_set_state(struct client *c, enum client_state st)
 {
     struct worker *w = c->w;
     ASSERT(c->state != CLIENT_CLOSED);
-    int64_t now = mono_now_us();
+    int64_t now = worker_now_us(w);
     struct stats_pool *sp = c->stats;
     if (sp) {
         stats_gauge *from = client_gauge(sp, c->state);
@@ -2140,7 +2140,7 @@ client_idle_read_done(struct client *c, int n)
         return;
     }
     struct buf *b = c->sock.in;
-    c->last_read_us = mono_now_us();
+    c->last_read_us = worker_now_us(w);
     if (c->stats) {
         stats_add(&c->stats->bytes_in, (uint64_t) n);
     }

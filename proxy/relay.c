@@ -647,7 +647,7 @@ relay_read_done(struct client *c, bool from_client, int n)
         stats_add(from_client ? &c->stats->bytes_in : &c->stats->bytes_out, (uint64_t) n);
     }
     if (from_client) {
-        c->last_read_us = (int64_t) (ev_now(w->loop) * 1e6);
+        c->last_read_us = worker_now_us(w); /* the clock client_idle_timeout reads */
     }
     relay_pump(c, from_client);
 }

@@ -212,6 +212,7 @@ tick_cb(EV_P_ ev_timer *t, int revents)
     (void) revents;
     struct worker *w = t->data;
     int64_t now = mono_now_us();
+    w->mono_minus_loop_us = now - (int64_t) (ev_now(w->loop) * 1e6);
     linger_tick(w, now, false);
     worker_drain_check(w, now);
     if (w->is_stopping) {
@@ -510,6 +511,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     if (!w->loop) {
         return -1;
     }
+    w->mono_minus_loop_us = mono_now_us() - (int64_t) (ev_now(w->loop) * 1e6);
     ilist_init(&w->clients_login);
     ilist_init(&w->clients_idle);
     ilist_init(&w->clients_waiting);

@@ -89,6 +89,8 @@ struct worker {
     ev_io unix_io; /* on unix_epfd */
     struct iobatch *iob; /* owned: io_engine = io_uring's ring; NULL = epoll only */
     ev_timer tick;
+    int64_t mono_minus_loop_us; /* mono_now_us() - ev_now() in µs, as of the last tick
+                                   (worker_now_us) */
     ev_check reap;
     bool is_stopping;
     bool is_draining;          /* SIGTERM: no new clients, sessions end between transactions */
@@ -122,6 +124,19 @@ struct worker {
     uint8_t rand_pool[256]; /* random bytes for cancel keys and salts, refilled in bulk */
     size_t rand_left;
 };
+
+/**
+ * The monotonic clock (mono_now_us) as of this loop iteration, without a system call: the
+ * loop's time (ev_now, the wall clock when the iteration began) moved onto the monotonic clock
+ * by an offset the housekeeping tick refreshes. A step of the wall clock skews it until the
+ * next tick (WORKER_TICK_S). For timestamps that are compared with mono_now_us (idle and wait
+ * timeouts). The worker's thread.
+ */
+static inline int64_t
+worker_now_us(const struct worker *w)
+{
+    return (int64_t) (ev_now(w->loop) * 1e6) + w->mono_minus_loop_us;
+}
 
 /** Create worker idx's loop, listener watcher and pool context. Main thread, before start. */
 int worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd) MUST_CHECK;

@@ -3,6 +3,7 @@ max_open_conns, the FIFO wait queue and query_wait_timeout, min_idle_conns/warm_
 max_idle_conns, conn_max_idle_time, conn_max_lifetime, max_client_conn, reset on release,
 and a server connection dying under a client."""
 
+import select
 import threading
 import time
 
@@ -253,3 +254,19 @@ def test_server_backend_killed_mid_query(cluster, pgmux):
     with px.connect() as conn2:
         assert conn2.execute("SELECT 'next client'").fetchone() == ("next client",)
         assert conn2.execute("SELECT pg_backend_pid()").fetchone()[0] != row["pid"]
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_client_idle_timeout_counts_from_the_last_message(cluster, pgmux, mode):
+    """client_idle_timeout closes a client that sent nothing for that long, also one whose last
+    message reached a server it holds (a session, or a transaction left open)."""
+    px = pgmux(pool_mode=mode, client_idle_timeout="1s")
+    with px.connect(autocommit=False) as c:
+        c.execute("SELECT 1").fetchone()  # BEGIN, then the SELECT inside the transaction
+        t0 = time.monotonic()
+        # pgmux's FATAL makes the socket readable; nothing is sent that would reset the clock
+        wait_for(lambda: select.select([c.fileno()], [], [], 0.05)[0], timeout=10,
+                 what="pgmux closing the idle client")
+        assert time.monotonic() - t0 >= 0.9
+        with pytest.raises(psycopg.OperationalError, match="idle-session timeout"):
+            c.execute("SELECT 1")
