@@ -310,7 +310,11 @@ relay_parse(struct client *c, bool from_client)
         }
         switch (a) {
         case RELAY_OK:
-            src->remain = (uint32_t) total;
+            if (m.has_full) {
+                b->parsed += (uint32_t) total; /* the common case: no second turn of the loop */
+            } else {
+                src->remain = (uint32_t) total;
+            }
             break;
         case RELAY_WAIT:
             return RELAY_OK; /* relay_read grows the buffer if the message cannot fit */
