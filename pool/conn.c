@@ -968,14 +968,27 @@ pool_learn_welcome(struct pool *p, const struct pool_params *params)
     /* mu only orders writers; readers go by has_welcome. */
     pthread_mutex_lock(&p->mu);
     if (!atomic_load_explicit(&p->has_welcome, memory_order_relaxed)) {
-        bool ok = true;
+        /* Serialized once here, so a login copies bytes instead of building messages. */
+        struct proto_builder pb;
+        proto_builder_init_dynamic(&pb);
+        uint32_t *ends = calloc((size_t) params->n + 1, sizeof(*ends));
+        bool ok = ends != NULL;
         for (int i = 0; i < params->n && ok; i++) {
             ok = pool_params_set(&p->welcome, params->v[i].name, params->v[i].value) == ST_OK;
+            proto_build_parameter_status(&pb, params->v[i].name, params->v[i].value);
+            ok = ok && !proto_builder_failed(&pb) && pb.len <= UINT32_MAX;
+            if (ok) {
+                ends[i] = (uint32_t) pb.len;
+            }
         }
         if (ok) {
+            p->welcome_msgs = pb.data; /* taken over from the builder */
+            p->welcome_ends = ends;
             atomic_store_explicit(&p->has_welcome, true, memory_order_release);
         } else {
             pool_params_clear(&p->welcome);
+            proto_builder_fini(&pb);
+            free(ends);
         }
     }
     pthread_mutex_unlock(&p->mu);

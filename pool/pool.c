@@ -166,6 +166,8 @@ pool_set_fini(struct pool_set *s)
         free(p->user);
         free(p->local);
         pool_params_clear(&p->welcome);
+        free(p->welcome_msgs);
+        free(p->welcome_ends);
         pthread_mutex_destroy(&p->mu);
         free(p);
     }

@@ -153,6 +153,9 @@ struct pool {
     struct pool_params welcome; /* a fresh server's ParameterStatus set, so clients in
                                    transaction pooling can log in without a server: written
                                    once under mu, then read-only until pool_set_fini */
+    uint8_t *welcome_msgs;      /* the same as ParameterStatus messages, welcome.v[i]'s
+                                   ending at welcome_ends[i]; written with welcome */
+    uint32_t *welcome_ends;     /* [welcome.n] */
     atomic_bool has_welcome;    /* welcome is complete (stored with release after it was
                                    written, so a reader that sees true may read it unlocked) */
     /* The pools of the same (database, user) on each node, by node index, filled on first use
@@ -525,7 +528,8 @@ bool pool_welcome_value(struct pool *p, const char *name, char *out, size_t outl
 
 /**
  * The pool's welcome set, or NULL when none is known yet. It never changes once known and
- * lives as long as the pool, so the caller reads it without a lock or a copy. Any thread.
+ * lives as long as the pool, so the caller reads it (and p->welcome_msgs, welcome_ends)
+ * without a lock or a copy. Any thread.
  */
 const struct pool_params *pool_welcome(struct pool *p);
 
