@@ -19,6 +19,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,10 +262,14 @@ client_free_auth(struct client *c)
             c->cu = NULL;
         }
         authq_secret_free(c->auth->aq_user.secret);
-        proto_scram_server_fini(&c->auth->scram);
+        /* The SCRAM state is most of the struct: wiped (once) only when an exchange or a
+         * cleartext check used it; calloc left it zero otherwise. */
+        if (c->auth->kind == CLIENT_AUTH_SCRAM || c->auth->kind == CLIENT_AUTH_PASSWORD) {
+            proto_scram_server_fini(&c->auth->scram);
+        }
         cfg_unref(c->auth->cfg);
         c->cu = NULL;
-        OPENSSL_cleanse(c->auth, sizeof(*c->auth));
+        OPENSSL_cleanse(c->auth, offsetof(struct client_auth, scram));
         free(c->auth);
         c->auth = NULL;
     }
@@ -570,6 +575,52 @@ mock_scram_secret(struct worker *w, const char *user, struct proto_scram_secret 
     worker_random(w, out->server_key, sizeof(out->server_key));
 }
 
+/*
+ * The cache entry for keys derived from (kind, user, secret, password or NULL), with its tag
+ * in tag: *hit says whether it holds them; otherwise the caller may fill it (client_derived_
+ * fill) once it has derived and checked them, so a wrong password evicts nothing. NULL when
+ * the tag could not be computed (then nothing is cached).
+ */
+static struct worker_derived *
+client_derived(struct worker *w, char kind, const char *user, const char *secret,
+               const char *password, uint8_t tag[SHA256_DIGEST_LENGTH], bool *hit)
+{
+    unsigned int tag_len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    /* The NULs keep ("ab", "c") and ("a", "bc") apart. */
+    bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+              EVP_DigestUpdate(ctx, w->derived_key, sizeof(w->derived_key)) == 1 &&
+              EVP_DigestUpdate(ctx, &kind, 1) == 1 &&
+              EVP_DigestUpdate(ctx, user, strlen(user) + 1) == 1 &&
+              EVP_DigestUpdate(ctx, secret, strlen(secret) + 1) == 1 &&
+              (!password || EVP_DigestUpdate(ctx, password, strlen(password) + 1) == 1) &&
+              EVP_DigestFinal_ex(ctx, tag, &tag_len) == 1 && tag_len == SHA256_DIGEST_LENGTH;
+    EVP_MD_CTX_free(ctx);
+    *hit = false;
+    if (!ok) {
+        return NULL;
+    }
+    struct worker_derived *d = &w->derived[tag[0] % WORKER_DERIVED_N];
+    *hit = d->is_used && CRYPTO_memcmp(d->tag, tag, SHA256_DIGEST_LENGTH) == 0;
+    return d;
+}
+
+/* Make d the entry for tag (from client_derived) holding secret or client_key. */
+static void
+client_derived_fill(struct worker_derived *d, const uint8_t tag[SHA256_DIGEST_LENGTH],
+                    const struct proto_scram_secret *secret, const uint8_t *client_key)
+{
+    OPENSSL_cleanse(d, sizeof(*d));
+    memcpy(d->tag, tag, SHA256_DIGEST_LENGTH);
+    if (secret) {
+        d->secret = *secret;
+    }
+    if (client_key) {
+        memcpy(d->client_key, client_key, PROTO_SCRAM_KEY_LEN);
+    }
+    d->is_used = true;
+}
+
 /* The SCRAM secret to check this user's proof against. false: the secret is md5 only. */
 static bool
 client_scram_secret(struct client *c, struct proto_scram_secret *out)
@@ -586,15 +637,27 @@ client_scram_secret(struct client *c, struct proto_scram_secret *out)
     if (proto_md5_is_secret(s)) {
         return false;
     }
-    /* PBKDF2 results are cached for auth_file users only; a plaintext secret from auth_query
-     * (a custom query can return one) is derived at each login. */
+    /* A plaintext secret: PBKDF2 once per worker, then from the cache, by user index for
+     * auth_file users, by tag for a plaintext secret that auth_query returned (a custom query
+     * can). */
     int idx = c->auth && c->cu == &c->auth->aq_user ? -1 : (int) (c->cu - w->cfg->users);
+    struct worker_derived *d = NULL;
+    uint8_t tag[SHA256_DIGEST_LENGTH];
     if (idx >= 0 && idx < w->n_scram_cache && w->scram_cached[idx]) {
         *out = w->scram_cache[idx];
         return true;
     }
+    if (idx < 0) {
+        bool hit;
+        d = client_derived(w, 'p', c->user, s, NULL, tag, &hit);
+        if (hit) {
+            *out = d->secret;
+            return true;
+        }
+    }
     uint8_t salt[16];
     worker_random(w, salt, sizeof(salt));
+    stats_add(&w->stats->g.auth_derivations, 1);
     if (!proto_scram_secret_from_password(s, salt, sizeof(salt), PROTO_SCRAM_DEFAULT_ITERATIONS,
                                           out)) {
         return false;
@@ -602,11 +665,13 @@ client_scram_secret(struct client *c, struct proto_scram_secret *out)
     if (idx >= 0 && idx < w->n_scram_cache) {
         w->scram_cache[idx] = *out;
         w->scram_cached[idx] = true;
+    } else if (d) {
+        client_derived_fill(d, tag, out, NULL);
     }
     return true;
 }
 
-static void client_welcome_from(struct client *c, const struct pool_params *server);
+static void client_welcome_from(struct client *c, const struct pool *p);
 static enum status client_init_want(struct client *c);
 
 static void
@@ -697,9 +762,8 @@ client_auth_done(struct client *c)
     if (c->mode != CFG_POOL_SESSION) {
         /* Transaction pooling: a client that logs in needs no server when the pool already
          * knows what a fresh server reports. */
-        const struct pool_params *welcome = pool_welcome(c->pool);
-        if (welcome) {
-            client_welcome_from(c, welcome);
+        if (pool_welcome(c->pool)) {
+            client_welcome_from(c, c->pool);
             return;
         }
     }
@@ -790,13 +854,29 @@ client_check_cleartext(struct client *c, const char *pw)
         uint8_t salted[PROTO_SCRAM_KEY_LEN], stored[SHA256_DIGEST_LENGTH];
         uint8_t *client_key = c->auth->scram.client_key;
         unsigned int klen = 0;
-        if (proto_scram_secret_parse(s, sec) &&
-            proto_scram_salted_password(pw, sec->salt, sec->salt_len, sec->iterations, salted) &&
+        if (!proto_scram_secret_parse(s, sec)) {
+            return false;
+        }
+        /* PBKDF2 once per password, secret and worker: a hit means this very password
+         * matched this secret before. The entry is as good as the ClientKey that pgmux keeps
+         * anyway to log in to servers. */
+        bool hit;
+        uint8_t tag[SHA256_DIGEST_LENGTH];
+        struct worker_derived *d = client_derived(c->w, 'c', c->user, s, pw, tag, &hit);
+        if (hit) {
+            memcpy(client_key, d->client_key, PROTO_SCRAM_KEY_LEN);
+            return true;
+        }
+        stats_add(&c->w->stats->g.auth_derivations, 1);
+        if (proto_scram_salted_password(pw, sec->salt, sec->salt_len, sec->iterations, salted) &&
             HMAC(EVP_sha256(), salted, sizeof(salted), (const uint8_t *) "Client Key", 10,
                  client_key, &klen) != NULL &&
             klen == PROTO_SCRAM_KEY_LEN) {
             SHA256(client_key, PROTO_SCRAM_KEY_LEN, stored);
             ok = CRYPTO_memcmp(stored, sec->stored_key, PROTO_SCRAM_KEY_LEN) == 0;
+        }
+        if (ok && d) {
+            client_derived_fill(d, tag, NULL, client_key);
         }
         OPENSSL_cleanse(salted, sizeof(salted));
         OPENSSL_cleanse(stored, sizeof(stored));
@@ -1974,22 +2054,37 @@ client_attach(struct client *c, struct pool_conn *sc)
 }
 
 /* ParameterStatus (the server's values, the client's own for what it set), our
- * BackendKeyData, ReadyForQuery. */
+ * BackendKeyData, ReadyForQuery. msgs/ends: server's values already serialized
+ * (pool_welcome), or NULL. */
 static enum status
-client_queue_welcome(struct client *c, const struct pool_params *server, uint8_t txn_status)
+client_queue_welcome(struct client *c, const struct pool_params *server, const uint8_t *msgs,
+                     const uint32_t *ends, uint8_t txn_status)
 {
     struct worker *w = c->w;
     struct proto_builder pb;
-    proto_builder_init_dynamic(&pb);
-    for (int i = 0; i < server->n; i++) {
-        const char *name = server->v[i].name;
-        const char *value = server->v[i].value;
-        const char *mine = params_get(&c->want, name);
-        proto_build_parameter_status(&pb, name, mine ? mine : value);
+    /* Room for a usual welcome (about 450 bytes); a longer one is built again below. */
+    uint8_t mem[1024];
+    proto_builder_init_fixed(&pb, mem, sizeof(mem));
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t start = 0;
+        for (int i = 0; i < server->n; i++) {
+            const char *name = server->v[i].name;
+            const char *mine = params_get(&c->want, name);
+            if (msgs && !mine) {
+                proto_builder_bytes(&pb, msgs + start, ends[i] - start);
+            } else {
+                proto_build_parameter_status(&pb, name, mine ? mine : server->v[i].value);
+            }
+            start = msgs ? ends[i] : 0;
+        }
+        uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | c->slot;
+        proto_build_backend_key(&pb, pid, c->cancel_key);
+        proto_build_ready(&pb, txn_status);
+        if (!proto_builder_failed(&pb) || pass == 1) {
+            break;
+        }
+        proto_builder_init_dynamic(&pb);
     }
-    uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | c->slot;
-    proto_build_backend_key(&pb, pid, c->cancel_key);
-    proto_build_ready(&pb, txn_status);
     enum status st = client_queue(c, &pb);
     proto_builder_fini(&pb);
     c->is_welcomed = true;
@@ -1998,9 +2093,9 @@ client_queue_welcome(struct client *c, const struct pool_params *server, uint8_t
 
 /* Transaction pooling with a known welcome set: no server needed to log in. */
 static void
-client_welcome_from(struct client *c, const struct pool_params *server)
+client_welcome_from(struct client *c, const struct pool *p)
 {
-    if (client_queue_welcome(c, server, 'I') != ST_OK) {
+    if (client_queue_welcome(c, &p->welcome, p->welcome_msgs, p->welcome_ends, 'I') != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }
@@ -2018,7 +2113,7 @@ client_welcome(struct client *c)
     /* The parameters of a connection nobody has touched yet (the replay changed only what
      * this client asked for, and the client gets its own values anyway). */
     pool_learn_welcome(c->pool, &sc->params);
-    if (client_queue_welcome(c, &sc->params, sc->txn_status) != ST_OK) {
+    if (client_queue_welcome(c, &sc->params, NULL, NULL, sc->txn_status) != ST_OK) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }

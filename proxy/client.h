@@ -56,7 +56,7 @@ struct client_auth {
     struct cfg_user aq_user; /* the user as auth_query found it (name borrowed, secret owned);
                                 c->cu points here for such a user */
     uint8_t md5_salt[4];
-    struct proto_scram_server scram;
+    struct proto_scram_server scram; /* last: client_free_auth wipes what precedes it */
 };
 
 /* A statement the client prepared with a named Parse (transaction and statement pooling). */

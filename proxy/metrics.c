@@ -189,6 +189,11 @@ metrics_render(struct runtime *rt, struct strbuf *b)
     strbuf_appendf(b, "pgmux_logins_total{result=\"ok\"} %llu\n", (unsigned long long) g.logins_ok);
     strbuf_appendf(b, "pgmux_logins_total{result=\"failed\"} %llu\n",
                    (unsigned long long) g.logins_failed);
+    family(b, "pgmux_auth_key_derivations_total", "counter",
+           "PBKDF2 key derivations made for client logins; cached per worker, so this stays "
+           "near users times workers however many logins there are.");
+    strbuf_appendf(b, "pgmux_auth_key_derivations_total %llu\n",
+                   (unsigned long long) g.auth_derivations);
     family(b, "pgmux_unpooled_errors_total", "counter",
            "Errors pgmux sent to sessions before they had a pool (refused at login), by "
            "SQLSTATE class.");

@@ -165,6 +165,7 @@ stats_global_sum(struct stats_worker *const *workers, int n, struct stats_global
         out->clients_accepted += ld(&sw->g.clients_accepted);
         out->logins_ok += ld(&sw->g.logins_ok);
         out->logins_failed += ld(&sw->g.logins_failed);
+        out->auth_derivations += ld(&sw->g.auth_derivations);
         out->slow_queries += ld(&sw->g.slow_queries);
         for (int k = 0; k < STATS_SQLSTATE_CLASSES; k++) {
             out->errors_nopool[k] += ld(&sw->g.errors_nopool[k]);

@@ -98,8 +98,9 @@ struct stats_node {
 struct stats_global {
     stats_counter clients_accepted; /* TCP/unix connections accepted */
     stats_counter logins_ok;
-    stats_counter logins_failed;                         /* authentication refused */
-    stats_counter slow_queries;                          /* requests over log_min_duration */
+    stats_counter logins_failed;    /* authentication refused */
+    stats_counter auth_derivations; /* PBKDF2 runs for client logins (cache misses) */
+    stats_counter slow_queries;     /* requests over log_min_duration */
     stats_counter errors_nopool[STATS_SQLSTATE_CLASSES]; /* pgmux errors before a pool */
 };
 
@@ -139,6 +140,7 @@ struct stats_global_sum {
     uint64_t clients_accepted;
     uint64_t logins_ok;
     uint64_t logins_failed;
+    uint64_t auth_derivations;
     uint64_t slow_queries;
     uint64_t errors_nopool[STATS_SQLSTATE_CLASSES];
     uint64_t routed[STATS_MAX_NODES][STATS_ROUTES];

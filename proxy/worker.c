@@ -412,6 +412,9 @@ struct cfg_msg {
 static void
 scram_cache_reset(struct worker *w, int n_users)
 {
+    /* Tagged by content, these would only miss; but a user or secret the reload removed
+     * should not stay in memory. */
+    OPENSSL_cleanse(w->derived, sizeof(w->derived));
     if (w->scram_cache) {
         OPENSSL_cleanse(w->scram_cache, (size_t) w->n_scram_cache * sizeof(*w->scram_cache));
     }
@@ -497,6 +500,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     w->topo = topo_get(&rt->topology);
     uint64_t seed;
     worker_random(w, &seed, sizeof(seed));
+    worker_random(w, w->derived_key, sizeof(w->derived_key));
     routing_worker_init(&w->routing, seed);
     if (router_classifier_create(ROUTER_CLASSIFY_CACHE_DEFAULT, &w->classifier) != ST_OK) {
         return -1;
@@ -604,6 +608,7 @@ worker_fini(struct worker *w)
     }
     free(w->scram_cache);
     free(w->scram_cached);
+    OPENSSL_cleanse(w->derived, sizeof(w->derived));
     free(w->slots);
     free(w->free_slots);
     ev_loop_destroy(w->loop);

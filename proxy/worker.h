@@ -39,6 +39,22 @@
 struct worker;
 struct client;
 
+/*
+ * A key derived with PBKDF2 for a client login where no auth_file user index can name it: the
+ * SCRAM secret made from a plaintext secret that auth_query returned, or the ClientKey that a
+ * cleartext password (hba method password) gave against a SCRAM secret. Found again by tag,
+ * SHA-256 over derived_key and what it was derived from (the password too, for the second
+ * kind: a hit proves the same password was checked before). Direct-mapped by tag, so a
+ * collision only costs one derivation more.
+ */
+#define WORKER_DERIVED_N 32
+struct worker_derived {
+    uint8_t tag[32];
+    bool is_used;
+    struct proto_scram_secret secret;        /* from a plaintext secret */
+    uint8_t client_key[PROTO_SCRAM_KEY_LEN]; /* from a cleartext password */
+};
+
 struct runtime {
     struct cfg *cfg;               /* current configuration snapshot, one reference held here;
                                       replaced by a reload on the main thread under cfg_mu (other
@@ -117,6 +133,9 @@ struct worker {
     struct proto_scram_secret *scram_cache;
     bool *scram_cached;
     int n_scram_cache;
+    /* The other PBKDF2 results of client logins, which no user index names (client.c). */
+    struct worker_derived derived[WORKER_DERIVED_N];
+    uint8_t derived_key[32]; /* random: a tag means nothing outside this worker */
 
     struct routing_worker routing;        /* balancing state and routing counters */
     struct router_classifier *classifier; /* statement classes, with this worker's cache */

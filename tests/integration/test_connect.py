@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import pgwire
+from conftest import PASSWORDS, _free_port, register_secret, userlist_entries
 
 SYS_PIDFD_GETFD = 438  # x86_64 and aarch64 alike
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -259,3 +260,61 @@ def test_burst_of_connections(pgmux):
     finally:
         for c in conns:
             c.terminate()
+
+
+# ---- no key derivation per login --------------------------------------------------------
+
+
+def _derivations(mport):
+    with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    m = re.search(rb"^pgmux_auth_key_derivations_total (\d+)$", data, re.M)
+    assert m, data[-2000:]
+    return int(m.group(1))
+
+
+def test_logins_derive_no_keys_once_cached(cluster, pgmux):
+    """PBKDF2 runs once per worker and secret, not per login, wherever pgmux needs it: a
+    plaintext auth_file password in a SCRAM exchange (pwuser), a cleartext password checked
+    against a SCRAM secret (app, hba method password), a plaintext secret that auth_query
+    returned (cx_plain). A wrong cleartext password costs its own derivation and evicts
+    nothing; an md5 secret needs none."""
+    lookup, lookup_pw, role, role_pw = "cx_lookup", "cx-lookup-pw", "cx_plain", "cx-plain-pw"
+    register_secret(lookup_pw, lookup)
+    register_secret(role_pw, role)
+    with cluster.su() as c:
+        for name, pw, extra in ((lookup, lookup_pw, " SUPERUSER"), (role, role_pw, "")):
+            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
+                c.execute(f"CREATE ROLE {name} LOGIN{extra} PASSWORD '{pw}'")
+        c.execute(f"GRANT ALL ON DATABASE appdb TO {role}")
+    mport = _free_port()
+    users = userlist_entries(cluster, "hashed") + [(lookup, lookup_pw)]
+    px = pgmux(
+        workers=1, pool_mode="transaction", metrics_port=mport, userlist=users,
+        hba="host all app 127.0.0.1/32 password\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        auth_user=lookup, auth_dbname="postgres",
+        auth_query=f"SELECT usename, '{role_pw}' FROM pg_shadow WHERE usename = $1",
+    )
+    # user, password, authentication request, derivations: for the first login, for a wrong
+    # password (only a cleartext one is run through PBKDF2: a SCRAM proof is checked against
+    # the cached keys)
+    cases = [
+        ("pwuser", PASSWORDS["pwuser"], pgwire.AUTH_SASL, 1, 0),
+        ("app", PASSWORDS["app"], pgwire.AUTH_CLEARTEXT, 1, 1),
+        (role, role_pw, pgwire.AUTH_SASL, 1, 0),
+        ("md5user", PASSWORDS["md5user"], pgwire.AUTH_MD5, 0, 0),
+    ]
+    for user, pw, method, first, wrong in cases:
+        before = _derivations(mport)
+        for i in range(5):
+            c = pgwire.connect(px.port, user, "appdb", pw)
+            assert c.auth_requests[0] == method, (user, c.auth_requests)
+            assert c.query("SELECT current_user") == [[user]]
+            c.terminate()
+            if i == 1:
+                assert pgwire.login_error(px.port, user, "appdb", "wrong").sqlstate == "28P01"
+        after = _derivations(mport)
+        assert after - before == first + wrong, (user, before, after)
