@@ -31,6 +31,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 USER, PASSWORD, DB = "md5user", "md5-secret", "bench"  # md5user: md5 in the cluster's pg_hba
 MD5_SECRET = "md5" + hashlib.md5((PASSWORD + USER).encode()).hexdigest()
+# app: a SCRAM verifier in the cluster, copied into both proxies' auth_file (so each logs in to
+# PostgreSQL with the keys the client's SCRAM exchange gave it: no plaintext anywhere)
+SCRAM_USER, SCRAM_PASSWORD = "app", "app-secret"
+PASSWORDS = {USER: PASSWORD, SCRAM_USER: SCRAM_PASSWORD}
+ROW_USERS = {"S -C scram c=10": SCRAM_USER}  # rows not run as USER
 
 
 def env(name, default):
@@ -68,6 +73,8 @@ WORKLOADS = [
     ("S prepared c=100", ["-S", "-M", "prepared"], 100,
      {"direct", "relay", "pgmux", "pgmux-uring"}),
     ("S -C c=10", ["-S", "-C"], 10, None),
+    # the same logins with SCRAM-SHA-256: libpq runs PBKDF2 (4096 iterations) for each one
+    ("S -C scram c=10", ["-S", "-C"], 10, None),
     ("TPC-B c=10", [], 10, None),
     ("TPC-B c=100", [], 100, None),
 ]
@@ -188,10 +195,18 @@ class Bench:
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError("pgbench -i failed:\n" + r.stderr)
+        psql_bench = psql[:-2] + [DB, "-c"]  # psql ends with "-d", "postgres", "-c"
+        subprocess.run(psql_bench + [f"GRANT SELECT, UPDATE, INSERT ON ALL TABLES IN SCHEMA "
+                                     f"public TO {SCRAM_USER}"],
+                       cwd=self.cluster, check=True, capture_output=True)
+        r = subprocess.run(psql[:-1] + ["-At", "-c", "SELECT rolpassword FROM pg_authid "
+                                        f"WHERE rolname = '{SCRAM_USER}'"],
+                           cwd=self.cluster, check=True, capture_output=True, text=True)
+        self.scram_secret = r.stdout.strip()
 
-    def pgenv(self):
+    def pgenv(self, user=USER):
         e = dict(os.environ)
-        e["PGPASSWORD"] = PASSWORD
+        e["PGPASSWORD"] = PASSWORDS[user]
         e.pop("PGSERVICE", None)
         return e
 
@@ -200,6 +215,7 @@ class Bench:
         path = os.path.join(self.tmp, "userlist.txt")
         with open(path, "w") as f:
             f.write(f'"{USER}" "{MD5_SECRET}"\n')
+            f.write(f'"{SCRAM_USER}" "{self.scram_secret}"\n')
         os.chmod(path, 0o644)
         return path
 
@@ -311,16 +327,17 @@ stats_period = 3600
             self.procs[t], self.ports[t] = p, port
 
     # --- one pgbench run -----------------------------------------------------------------
-    def pgbench(self, target, args, clients, seconds=None, txns=None, logdir=None, port=None):
+    def pgbench(self, target, args, clients, seconds=None, txns=None, logdir=None, port=None,
+                user=USER):
         argv = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port or self.ports[target]),
-                "-U", USER, "-c", str(clients), "-j", str(min(clients, int(ENV["BENCH_JOBS"])))]
+                "-U", user, "-c", str(clients), "-j", str(min(clients, int(ENV["BENCH_JOBS"])))]
         argv += ["-t", str(txns)] if txns else ["-T", str(seconds)]
         if logdir:
             argv += ["-l", "--log-prefix", os.path.join(logdir, "tx")]
         argv += args + [DB]
         limit = (float(seconds) if seconds else 0) + 60 + clients / 10 + (txns or 0) / 100
         try:
-            r = subprocess.run(argv, env=self.pgenv(), capture_output=True, text=True,
+            r = subprocess.run(argv, env=self.pgenv(user), capture_output=True, text=True,
                                timeout=limit)
         except subprocess.TimeoutExpired as e:
             r = subprocess.CompletedProcess(argv, -9, e.stdout or "", (e.stderr or "") +
@@ -354,13 +371,14 @@ stats_period = 3600
             res["p99"] = lats[min(len(lats) - 1, int(len(lats) * 0.99))] / 1000 if lats else None
         return res
 
-    def run_one(self, target, args, clients):
+    def run_one(self, target, args, clients, user=USER):
         pid = self.procs[target].pid if target in self.procs else None
         if pid and self.procs[target].poll() is not None:
             return {"error": f"{target} is not running (exit {self.procs[target].returncode})"}
         logdir = tempfile.mkdtemp(dir=self.tmp, prefix="run-")
         before = proc_cpu(pid) if pid else None
-        res = self.pgbench(target, args, clients, seconds=ENV["BENCH_TIME"], logdir=logdir)
+        res = self.pgbench(target, args, clients, seconds=ENV["BENCH_TIME"], logdir=logdir,
+                           user=user)
         if pid and self.procs[target].poll() is None and res["txns"] and not res["error"]:
             after = proc_cpu(pid)
             n = max(res["txns"], 1)
@@ -370,14 +388,14 @@ stats_period = 3600
         shutil.rmtree(logdir, ignore_errors=True)
         return res
 
-    def count_syscalls(self, target, args, clients):
+    def count_syscalls(self, target, args, clients, user=USER):
         pid = self.procs[target].pid
         outf = os.path.join(self.tmp, f"strace-{target}.txt")
         st = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", outf],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         children.append(st)
         time.sleep(0.5)  # attach to every thread
-        res = self.pgbench(target, args, clients, seconds=ENV["BENCH_STRACE_TIME"])
+        res = self.pgbench(target, args, clients, seconds=ENV["BENCH_STRACE_TIME"], user=user)
         stop(st, signal.SIGINT)
         calls = None
         try:  # strace -c table: % time, seconds, usecs/call, calls, errors, syscall
@@ -408,6 +426,7 @@ stats_period = 3600
         self.syscall_mix = {}
         reps = int(ENV["BENCH_REPS"])
         for name, args, clients, allowed in rows:
+            user = ROW_USERS.get(name, USER)
             active = []
             for t in targets:
                 if allowed is not None and t not in allowed:
@@ -422,7 +441,7 @@ stats_period = 3600
                     self.results[(name, t)] = []
             for rep in range(reps):
                 for t in active:
-                    res = self.run_one(t, args, clients)
+                    res = self.run_one(t, args, clients, user)
                     self.results[(name, t)].append(res)
                     tps = res.get("tps")
                     log(f"{name:18} {t:9} run {rep + 1}/{reps}: "
@@ -432,7 +451,7 @@ stats_period = 3600
             if float(ENV["BENCH_STRACE_TIME"]) > 0:
                 for t in active:
                     if t in PROXIES:
-                        self.syscalls[(name, t)] = self.count_syscalls(t, args, clients)
+                        self.syscalls[(name, t)] = self.count_syscalls(t, args, clients, user)
 
     # --- item 2 --------------------------------------------------------------------------
     def idle_clients(self):
@@ -528,7 +547,8 @@ stats_period = 3600
                  f"targets alternating; pgmux pool_mode = {self.pool_mode}, max_open_conns = "
                  f"{self.pgmux_max_open()}, workers = {ENV['BENCH_PGMUX_WORKERS']} (0 = CPUs); "
                  f"PgBouncer {self.pgbouncer_version()} transaction mode, pool size "
-                 f"{self.pool_size}; auth md5. Whole run: {seconds / 60:.1f} min.", ""]
+                 f"{self.pool_size}; auth md5 (the scram row: SCRAM-SHA-256 as {SCRAM_USER}, its "
+                 f"PostgreSQL verifier in both auth_files). Whole run: {seconds / 60:.1f} min.", ""]
         for n in self.notes:
             lines += [f"**Note:** {n}", ""]
         lines += ["| workload | target | tps | lat avg ms | lat p99 ms | proxy user µs/tx | "
