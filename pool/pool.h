@@ -167,8 +167,8 @@ struct pool {
 /* A client waiting for a connection. Memory owned by the client's worker; linked under mu. */
 struct pool_waiter {
     struct ilist_node node;
-    int worker;        /* index of the waiting client's worker */
     uint64_t id;       /* the owner's identifier, handed back with the grant */
+    int worker;        /* index of the waiting client's worker */
     uint32_t n_passed; /* times a later waiter on the serving worker went first */
 };
 
