@@ -669,13 +669,20 @@ admin_flush(struct admin_session *s)
     s->out_sent = 0;
 }
 
+/* The console session of c, NULL when it has none (it lives in the session's rare state). */
+static struct admin_session *
+session_of(const struct client *c)
+{
+    return c->aux ? c->aux->admin : NULL;
+}
+
 static void
 admin_write_cb(EV_P_ ev_io *io, int revents)
 {
     (void) loop;
     (void) revents;
     struct client *c = io->data;
-    struct admin_session *s = c->admin;
+    struct admin_session *s = session_of(c);
     admin_flush(s);
     if (c->state == CLIENT_ADMIN && s->out_sent == 0 && s->out.len == 0) {
         admin_process(s); /* reading may have stopped for the backlog */
@@ -688,8 +695,8 @@ log_command(struct admin_session *s, const char *command, const char *detail)
 {
     char u[96];
     log_info("event=admin_command client=" CLIENT_ID_FMT " addr=%s user=%s command=%s%s%s",
-             CLIENT_ID(s->c), client_addr(s->c), log_value(s->c->user, u, sizeof(u)), command,
-             detail ? " " : "", detail ? detail : "");
+             CLIENT_ID(s->c), client_addr(s->c), log_value(client_user(s->c), u, sizeof(u)),
+             command, detail ? " " : "", detail ? detail : "");
 }
 
 /* "db=NAME" (quoted as log lines quote values), or "db=*" for every database. */
@@ -732,13 +739,14 @@ void
 admin_session_start(struct client *c)
 {
     struct worker *w = c->w;
-    bool is_admin = user_listed(w->cfg->admin_users, w->cfg->n_admin_users, c->user);
-    bool is_stats = user_listed(w->cfg->stats_users, w->cfg->n_stats_users, c->user);
+    bool is_admin = user_listed(w->cfg->admin_users, w->cfg->n_admin_users, client_user(c));
+    bool is_stats = user_listed(w->cfg->stats_users, w->cfg->n_stats_users, client_user(c));
     if (!is_admin && !is_stats) {
         client_fail(c, ST_EADMIN_DENIED, NULL);
         return;
     }
-    struct admin_session *s = calloc(1, sizeof(*s));
+    struct client_aux *x = client_aux(c);
+    struct admin_session *s = x ? calloc(1, sizeof(*s)) : NULL;
     if (!s) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
@@ -748,7 +756,7 @@ admin_session_start(struct client *c)
     s->txn_status = 'I';
     proto_builder_init_dynamic(&s->out);
     ev_timer_init(&s->pause_timer, NULL, 0, 0);
-    c->admin = s;
+    x->admin = s;
     client_set_state(c, CLIENT_ADMIN);
 
     /* The console keeps only application_name of the startup parameters, for SHOW CLIENTS and
@@ -756,8 +764,8 @@ admin_session_start(struct client *c)
     const char *app = "";
     struct proto_startup su;
     struct proto_err perr;
-    if (c->startup &&
-        proto_startup_parse((const uint8_t *) c->startup, c->startup_len, &su, &perr) == ST_OK) {
+    if (c->login && proto_startup_parse((const uint8_t *) c->login->startup, c->login->startup_len,
+                                        &su, &perr) == ST_OK) {
         const char *v = proto_startup_param(&su, "application_name");
         if (v && pool_params_set(&c->want, "application_name", v) == ST_OK) {
             app = v;
@@ -777,15 +785,15 @@ admin_session_start(struct client *c)
     proto_build_parameter_status(pb, "integer_datetimes", "on");
     proto_build_parameter_status(pb, "standard_conforming_strings", "on");
     proto_build_parameter_status(pb, "is_superuser", "off");
-    proto_build_parameter_status(pb, "session_authorization", c->user);
+    proto_build_parameter_status(pb, "session_authorization", client_user(c));
     proto_build_parameter_status(pb, "application_name", app);
-    uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | c->slot;
+    uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | client_slot(c);
     proto_build_backend_key(pb, pid, c->cancel_key);
     proto_build_ready(pb, 'I');
 
     char u[96];
     log_info("event=admin_login client=" CLIENT_ID_FMT " addr=%s user=%s access=%s", CLIENT_ID(c),
-             client_addr(c), log_value(c->user, u, sizeof(u)), is_admin ? "admin" : "stats");
+             client_addr(c), log_value(client_user(c), u, sizeof(u)), is_admin ? "admin" : "stats");
     ev_set_cb(&c->sock.rio, admin_read_cb);
     ev_set_cb(&c->sock.wio, admin_write_cb);
     c->last_read_us = mono_now_us();
@@ -795,7 +803,7 @@ admin_session_start(struct client *c)
 void
 admin_session_close(struct client *c)
 {
-    struct admin_session *s = c->admin;
+    struct admin_session *s = session_of(c);
     if (!s) {
         return;
     }
@@ -804,7 +812,7 @@ admin_session_close(struct client *c)
         ev_timer_stop(c->w->loop, &s->pause_timer);
     }
     gather_cancel(s);
-    c->admin = NULL;
+    c->aux->admin = NULL;
     admin_session_free(s);
 }
 
@@ -997,8 +1005,8 @@ part_clients(struct worker *w, struct admin_part *part)
             const struct client *c = CONTAINER_OF(it, struct client, node);
             row_begin(&r);
             put_text(&r, "C");
-            put_text(&r, c->user);
-            put_text(&r, c->database);
+            put_text(&r, client_user(c));
+            put_text(&r, client_database(c));
             put_text(&r, client_state_name(c));
             if (c->peer_family == AF_INET || c->peer_family == AF_INET6) {
                 char addr[64];
@@ -1027,7 +1035,7 @@ part_clients(struct worker *w, struct admin_part *part)
             } else {
                 put_null(&r);
             }
-            put_int(&r, c->n_stmts);
+            put_int(&r, c->stmts ? c->stmts->n : 0);
             put_text(&r, want_value(c, "application_name"));
             row_end(&r);
         }
@@ -1159,7 +1167,7 @@ part_busy(struct worker *w, struct admin_part *part)
         ILIST_FOREACH_SAFE(lists[i], it, tmp)
         {
             const struct client *c = CONTAINER_OF(it, struct client, node);
-            if (!c->is_held && db_matches(part->g, c->database)) {
+            if (!c->is_held && db_matches(part->g, client_database(c))) {
                 part->n_busy++;
             }
         }
@@ -1180,7 +1188,7 @@ part_kill(struct worker *w, struct admin_part *part)
             /* A session still logging in to the database is held at its first transaction:
              * the database is paused before the workers are asked. */
             if (c->state != CLIENT_STARTUP && c->state != CLIENT_AUTH &&
-                db_matches(g, c->database)) {
+                db_matches(g, client_database(c))) {
                 client_fail(c, ST_EADMIN_KILL, NULL);
             }
         }
@@ -1246,10 +1254,10 @@ gather_done_run(struct pool_worker *pw, struct pool_msg *m)
     struct admin_gather *g = CONTAINER_OF(m, struct admin_gather, done);
     struct worker *w = pw->owner;
     struct client *c = client_by_slot(w, (uint32_t) (g->client_id & 0xffffffffu));
-    if (c && c->id == g->client_id && c->state == CLIENT_ADMIN && c->admin &&
-        c->admin->gather == g) {
-        c->admin->gather = NULL;
-        gather_done(c->admin, g);
+    struct admin_session *s = c ? session_of(c) : NULL;
+    if (c && c->id == g->client_id && c->state == CLIENT_ADMIN && s && s->gather == g) {
+        s->gather = NULL;
+        gather_done(s, g);
         gather_unref(g); /* the session's */
     }
     gather_unref(g); /* this message's */
@@ -2121,7 +2129,7 @@ admin_run_cur(struct admin_session *s, bool simple)
 void
 admin_session_cancel(struct client *c)
 {
-    struct admin_session *s = c->admin;
+    struct admin_session *s = session_of(c);
     if (!s || !s->is_busy || s->cur.kind != AK_PAUSE) {
         return;
     }
@@ -2610,5 +2618,5 @@ admin_read_cb(EV_P_ ev_io *io, int revents)
         return;
     }
     c->last_read_us = mono_now_us();
-    admin_process(c->admin);
+    admin_process(session_of(c));
 }

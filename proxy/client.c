@@ -164,7 +164,8 @@ client_by_slot(struct worker *w, uint32_t slot)
     if (slot >= w->cap_slots) {
         return NULL;
     }
-    struct client *c = w->slots[slot];
+    uintptr_t v = w->slots[slot];
+    struct client *c = (v & 1) ? NULL : (struct client *) v;
     return (c && c->state != CLIENT_CLOSED) ? c : NULL;
 }
 
@@ -178,31 +179,32 @@ client_by_id(struct worker *w, uint64_t id)
 static bool
 slot_alloc(struct worker *w, uint32_t *out)
 {
-    if (w->n_free_slots == 0) {
-        uint32_t ncap = w->cap_slots ? w->cap_slots * 2 : 1024;
+    if (w->free_slot == WORKER_NO_SLOT) {
+        /* Doubling while small, then a quarter more: the table is 8 bytes a session, and
+         * doubling would leave up to half of it unused at 100,000 clients. */
+        uint32_t cap = w->cap_slots;
+        uint32_t ncap = cap == 0 ? 1024 : cap < 8192 ? cap * 2 : cap + cap / 4;
         if (ncap > WORKER_MAX_SLOTS) {
             ncap = WORKER_MAX_SLOTS;
         }
-        if (ncap <= w->cap_slots) {
+        if (ncap <= cap) {
             return false;
         }
-        struct client **ns = realloc(w->slots, ncap * sizeof(*ns));
+        uintptr_t *ns = realloc(w->slots, ncap * sizeof(*ns));
         if (!ns) {
             return false;
         }
         w->slots = ns;
-        uint32_t *nf = realloc(w->free_slots, ncap * sizeof(*nf));
-        if (!nf) {
-            return false;
+        for (uint32_t i = cap; i < ncap; i++) {
+            uint32_t next = i + 1 < ncap ? i + 1 : WORKER_NO_SLOT;
+            ns[i] = ((uintptr_t) next << 1) | 1;
         }
-        w->free_slots = nf;
-        for (uint32_t i = ncap; i > w->cap_slots; i--) {
-            w->slots[i - 1] = NULL;
-            w->free_slots[w->n_free_slots++] = i - 1;
-        }
+        w->free_slot = cap;
         w->cap_slots = ncap;
     }
-    *out = w->free_slots[--w->n_free_slots];
+    uint32_t slot = w->free_slot;
+    w->free_slot = (uint32_t) (w->slots[slot] >> 1);
+    *out = slot;
     return true;
 }
 
@@ -257,22 +259,42 @@ client_queue(struct client *c, const struct proto_builder *pb)
 static void
 client_free_auth(struct client *c)
 {
-    if (c->auth) {
-        if (c->cu == &c->auth->aq_user) {
-            c->cu = NULL;
+    struct client_login *l = c->login;
+    if (l && l->auth) {
+        struct client_auth *a = l->auth;
+        authq_secret_free(a->aq_user.secret);
+        if (a->scram) {
+            proto_scram_server_fini(a->scram);
+            free(a->scram);
         }
-        authq_secret_free(c->auth->aq_user.secret);
-        /* The SCRAM state is most of the struct: wiped (once) only when an exchange or a
-         * cleartext check used it; calloc left it zero otherwise. */
-        if (c->auth->kind == CLIENT_AUTH_SCRAM || c->auth->kind == CLIENT_AUTH_PASSWORD) {
-            proto_scram_server_fini(&c->auth->scram);
-        }
-        cfg_unref(c->auth->cfg);
-        c->cu = NULL;
-        OPENSSL_cleanse(c->auth, offsetof(struct client_auth, scram));
-        free(c->auth);
-        c->auth = NULL;
+        cfg_unref(a->cfg);
+        l->cu = NULL;
+        OPENSSL_cleanse(a, sizeof(*a));
+        free(a);
+        l->auth = NULL;
     }
+}
+
+/* The login state is done with: the startup packet's copy goes too (user and database must
+ * already point elsewhere, or nowhere). */
+static void
+client_free_login(struct client *c)
+{
+    client_free_auth(c);
+    free(c->login);
+    c->login = NULL;
+}
+
+struct client_aux *
+client_aux(struct client *c)
+{
+    if (!c->aux) {
+        c->aux = calloc(1, sizeof(*c->aux));
+        if (c->aux) {
+            c->aux->await_node = -1;
+        }
+    }
+    return c->aux;
 }
 
 void
@@ -289,8 +311,8 @@ client_close(struct client *c, const char *why)
         char u[96], d[96], r[160];
         log_info("event=disconnect client=" CLIENT_ID_FMT
                  " addr=%s db=%s user=%s node=%s duration_ms=%lld reason=%s",
-                 CLIENT_ID(c), client_addr(c), log_value(c->database, d, sizeof(d)),
-                 log_value(c->user, u, sizeof(u)), c->pool ? c->pool->node->name : "-",
+                 CLIENT_ID(c), client_addr(c), log_value(client_database(c), d, sizeof(d)),
+                 log_value(client_user(c), u, sizeof(u)), c->pool ? c->pool->node->name : "-",
                  (long long) ((mono_now_us() - c->connected_us) / 1000),
                  log_value(why, r, sizeof(r)));
     }
@@ -337,8 +359,8 @@ client_close(struct client *c, const char *why)
         peers_release(&w->rt->peers, c->peer_family, c->peer);
         c->is_addr_counted = false;
     }
-    w->slots[c->slot] = NULL;
-    w->free_slots[w->n_free_slots++] = c->slot;
+    w->slots[client_slot(c)] = ((uintptr_t) w->free_slot << 1) | 1;
+    w->free_slot = client_slot(c);
     ilist_remove(client_list(w, c->state), &c->node);
     c->state = CLIENT_CLOSED;
     ilist_push_tail(&w->to_free, &c->node);
@@ -350,9 +372,12 @@ client_reap(struct worker *w)
     struct ilist_node *n;
     while ((n = ilist_pop_head(&w->to_free)) != NULL) {
         struct client *c = CONTAINER_OF(n, struct client, node);
-        free(c->startup);
-        free(c->set_error);
-        free(c->query_text);
+        client_free_login(c);
+        if (c->aux) {
+            free(c->aux->set_error);
+            free(c->aux->query_text);
+            free(c->aux);
+        }
         free(c);
     }
 }
@@ -394,8 +419,8 @@ client_fail_full(struct client *c, enum status st, const char *severity, const c
         log_info("event=%s client=" CLIENT_ID_FMT
                  " addr=%s db=%s user=%s node=%s sqlstate=%s message=%s detail=%s",
                  st == ST_EAUTH || st == ST_EAUTH_USER ? "login_failed" : "refused", CLIENT_ID(c),
-                 client_addr(c), log_value(c->database, d, sizeof(d)),
-                 log_value(c->user, u, sizeof(u)), c->pool ? c->pool->node->name : "-",
+                 client_addr(c), log_value(client_database(c), d, sizeof(d)),
+                 log_value(client_user(c), u, sizeof(u)), c->pool ? c->pool->node->name : "-",
                  log_value(code, cs, sizeof(cs)),
                  log_value(message ? message : e->message, m, sizeof(m)),
                  log_value(detail, dt, sizeof(dt)));
@@ -415,7 +440,7 @@ client_fail_auth(struct client *c)
 {
     char msg[200];
     snprintf(msg, sizeof(msg), "password authentication failed for user \"%s\"",
-             c->user ? c->user : "");
+             client_user(c) ? client_user(c) : "");
     client_fail_full(c, ST_EAUTH, NULL, NULL, msg, NULL);
 }
 
@@ -481,7 +506,6 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
     }
     c->w = w;
     c->route_node = -1;
-    c->slot = slot;
     c->id = ((uint64_t) ++w->next_gen << 32) | slot;
     worker_random(w, &c->cancel_key, sizeof(c->cancel_key));
     c->since_us = c->last_read_us = c->connected_us = mono_now_us();
@@ -496,7 +520,7 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
         c->is_addr_counted = peers_acquire(&w->rt->peers, c->peer_family, c->peer, per_addr);
         c->is_over_addr_limit = !c->is_addr_counted;
     }
-    w->slots[slot] = c;
+    w->slots[slot] = (uintptr_t) c;
     c->state = CLIENT_STARTUP;
     ilist_node_init(&c->node);
     ilist_push_tail(&w->clients_login, &c->node);
@@ -626,11 +650,11 @@ static bool
 client_scram_secret(struct client *c, struct proto_scram_secret *out)
 {
     struct worker *w = c->w;
-    if (!c->cu) {
-        mock_scram_secret(w, c->user, out);
+    if (!c->login->cu) {
+        mock_scram_secret(w, client_user(c), out);
         return true;
     }
-    const char *s = c->cu->secret;
+    const char *s = c->login->cu->secret;
     if (strncmp(s, "SCRAM-SHA-256$", 14) == 0) {
         return proto_scram_secret_parse(s, out);
     }
@@ -640,7 +664,8 @@ client_scram_secret(struct client *c, struct proto_scram_secret *out)
     /* A plaintext secret: PBKDF2 once per worker, then from the cache, by user index for
      * auth_file users, by tag for a plaintext secret that auth_query returned (a custom query
      * can). */
-    int idx = c->auth && c->cu == &c->auth->aq_user ? -1 : (int) (c->cu - w->cfg->users);
+    struct client_login *l = c->login;
+    int idx = l->auth && l->cu == &l->auth->aq_user ? -1 : (int) (l->cu - w->cfg->users);
     struct worker_derived *d = NULL;
     uint8_t tag[SHA256_DIGEST_LENGTH];
     if (idx >= 0 && idx < w->n_scram_cache && w->scram_cached[idx]) {
@@ -649,7 +674,7 @@ client_scram_secret(struct client *c, struct proto_scram_secret *out)
     }
     if (idx < 0) {
         bool hit;
-        d = client_derived(w, 'p', c->user, s, NULL, tag, &hit);
+        d = client_derived(w, 'p', client_user(c), s, NULL, tag, &hit);
         if (hit) {
             *out = d->secret;
             return true;
@@ -678,7 +703,7 @@ static void
 client_auth_done(struct client *c)
 {
     struct worker *w = c->w;
-    if (admin_is_console_db(c->database)) {
+    if (admin_is_console_db(client_database(c))) {
         /* Authorization is decided after authentication, so a refusal tells a stranger
          * nothing about which users exist. */
         client_free_auth(c);
@@ -689,18 +714,20 @@ client_auth_done(struct client *c)
     const struct topo_snapshot *topo = topo_refresh(&w->rt->topology, &w->topo);
     int node = topo->primary >= 0 ? topo->primary : w->rt->primary_node;
 
+    struct client_login *l = c->login;
     struct pool_secret ps;
     memset(&ps, 0, sizeof(ps));
-    const char *s = c->cu->secret;
+    const char *s = l->cu->secret;
     bool is_scram = strncmp(s, "SCRAM-SHA-256$", 14) == 0;
     if (proto_md5_is_secret(s)) {
         snprintf(ps.md5, sizeof(ps.md5), "%s", s);
     } else if (!is_scram) {
         ps.password = (char *) (uintptr_t) s; /* copied by pool_get */
     }
-    c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, c->database, c->user);
-    c->pool = pool_get(&w->rt->pools, node, c->database, c->user, &ps, c->mode != CFG_POOL_SESSION);
-    if (c->pool && c->auth && c->cu == &c->auth->aq_user) {
+    c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, client_database(c), client_user(c));
+    c->pool = pool_get(&w->rt->pools, node, client_database(c), client_user(c), &ps,
+                       c->mode != CFG_POOL_SESSION);
+    if (c->pool && l->auth && l->cu == &l->auth->aq_user) {
         /* The pool may have been made with a secret auth_query has since seen change; so may
          * its pools on the other nodes, which copied it. */
         pool_update_secret(c->pool, &ps);
@@ -712,18 +739,19 @@ client_auth_done(struct client *c)
         }
     }
     OPENSSL_cleanse(&ps, sizeof(ps));
-    c->cu = NULL; /* the snapshot it points into may go with the next reload */
+    l->cu = NULL; /* the snapshot it points into may go with the next reload */
     if (!c->pool) {
         client_fail(c, ST_ENOMEM, NULL);
         return;
     }
     c->stats = stats_pool_get(w->stats, c->pool->id);
     stats_add(&w->stats->g.logins_ok, 1);
-    if (is_scram && c->auth &&
-        (c->auth->kind == CLIENT_AUTH_SCRAM || c->auth->kind == CLIENT_AUTH_PASSWORD)) {
+    if (is_scram && l->auth && l->auth->scram &&
+        (l->auth->kind == CLIENT_AUTH_SCRAM || l->auth->kind == CLIENT_AUTH_PASSWORD)) {
         /* The client's proof gave us its ClientKey: with the secret's ServerKey that logs us
          * in to a server storing the same secret, with no plaintext password anywhere. */
-        pool_learn_scram_keys(c->pool, c->auth->scram.client_key, c->auth->scram.secret.server_key);
+        pool_learn_scram_keys(c->pool, l->auth->scram->client_key,
+                              l->auth->scram->secret.server_key);
     }
     client_free_auth(c);
 
@@ -748,17 +776,13 @@ client_auth_done(struct client *c)
     if (log_level_current >= LOG_INFO) {
         char u[96], db[96];
         log_info("event=login client=" CLIENT_ID_FMT " addr=%s db=%s user=%s node=%s mode=%s",
-                 CLIENT_ID(c), client_addr(c), log_value(c->database, db, sizeof(db)),
-                 log_value(c->user, u, sizeof(u)), c->pool->node->name,
+                 CLIENT_ID(c), client_addr(c), log_value(client_database(c), db, sizeof(db)),
+                 log_value(client_user(c), u, sizeof(u)), c->pool->node->name,
                  cfg_pool_mode_name((enum cfg_pool_mode) c->mode));
     }
     /* The startup packet has served its purpose (the wanted settings are parsed out of it);
      * the names live on in the pool. An idle session keeps only what it must. */
-    c->user = c->pool->user;
-    c->database = c->pool->database;
-    free(c->startup);
-    c->startup = NULL;
-    c->startup_len = 0;
+    client_free_login(c);
     if (c->mode != CFG_POOL_SESSION) {
         /* Transaction pooling: a client that logs in needs no server when the pool already
          * knows what a fresh server reports. */
@@ -777,27 +801,29 @@ client_auth_done(struct client *c)
     client_acquire(c);
 }
 
-/* Ask the client for what its method needs, now that c->cu is known (NULL: unknown user). */
+/* Ask the client for what its method needs, now that login->cu is known (NULL: unknown user). */
 static enum status
 client_auth_challenge(struct client *c)
 {
     struct worker *w = c->w;
+    struct client_login *l = c->login;
     enum hba_method m = (enum hba_method) c->method;
     if (m == HBA_TRUST) {
-        if (!c->cu) {
+        if (!l->cu) {
             client_fail_auth(c);
             return ST_EAUTH;
         }
         client_auth_done(c);
         return ST_OK;
     }
-    if (!c->auth) {
-        c->auth = calloc(1, sizeof(*c->auth));
-        if (!c->auth) {
+    if (!l->auth) {
+        l->auth = calloc(1, sizeof(*l->auth));
+        if (!l->auth) {
             return ST_ENOMEM;
         }
     }
-    c->auth->cfg = cfg_ref(w->cfg);
+    struct client_auth *a = l->auth;
+    a->cfg = cfg_ref(w->cfg);
     struct proto_builder pb;
     uint8_t mem[64];
     proto_builder_init_fixed(&pb, mem, sizeof(mem));
@@ -805,7 +831,7 @@ client_auth_challenge(struct client *c)
     bool use_scram = false;
     if (m == HBA_PASSWORD) {
         /* The password itself comes back, so any form of secret can check it. */
-        c->auth->kind = CLIENT_AUTH_PASSWORD;
+        a->kind = CLIENT_AUTH_PASSWORD;
         proto_build_auth_cleartext(&pb);
         client_set_state(c, CLIENT_AUTH);
         enum status st = client_queue(c, &pb);
@@ -814,22 +840,27 @@ client_auth_challenge(struct client *c)
         }
         return st;
     }
-    if (m == HBA_SCRAM || (c->cu && strncmp(c->cu->secret, "SCRAM-SHA-256$", 14) == 0)) {
+    if (m == HBA_SCRAM || (l->cu && strncmp(l->cu->secret, "SCRAM-SHA-256$", 14) == 0)) {
         /* md5 cannot be checked against a SCRAM secret, and a SCRAM exchange cannot be
          * checked against an md5 secret: each user gets the method its secret allows. */
         use_scram = client_scram_secret(c, &secret);
-    } else if (!c->cu) {
+    } else if (!l->cu) {
         use_scram = false;
     }
     if (use_scram) {
-        c->auth->kind = CLIENT_AUTH_SCRAM;
-        proto_scram_server_init(&c->auth->scram, &secret, NULL);
+        a->scram = malloc(sizeof(*a->scram));
+        if (!a->scram) {
+            OPENSSL_cleanse(&secret, sizeof(secret));
+            return ST_ENOMEM;
+        }
+        a->kind = CLIENT_AUTH_SCRAM;
+        proto_scram_server_init(a->scram, &secret, NULL);
         OPENSSL_cleanse(&secret, sizeof(secret));
         proto_build_auth_sasl(&pb);
     } else {
-        c->auth->kind = CLIENT_AUTH_MD5;
-        worker_random(w, c->auth->md5_salt, sizeof(c->auth->md5_salt));
-        proto_build_auth_md5(&pb, c->auth->md5_salt);
+        a->kind = CLIENT_AUTH_MD5;
+        worker_random(w, a->md5_salt, sizeof(a->md5_salt));
+        proto_build_auth_md5(&pb, a->md5_salt);
     }
     client_set_state(c, CLIENT_AUTH);
     enum status st = client_queue(c, &pb);
@@ -841,18 +872,26 @@ client_auth_challenge(struct client *c)
 
 /*
  * A cleartext password against the user's secret, whatever its form. Against a SCRAM secret
- * the password yields the ClientKey, kept in c->auth like a SCRAM exchange's so that pgmux
+ * the password yields the ClientKey, kept in login->auth like a SCRAM exchange's so that pgmux
  * can log in to servers storing the same secret.
  */
 static bool
 client_check_cleartext(struct client *c, const char *pw)
 {
-    const char *s = c->cu->secret;
+    struct client_auth *a = c->login->auth;
+    const char *s = c->login->cu->secret;
     bool ok = false;
     if (strncmp(s, "SCRAM-SHA-256$", 14) == 0) {
-        struct proto_scram_secret *sec = &c->auth->scram.secret;
+        /* Only the secret and the ClientKey of the exchange's state are used here. */
+        if (!a->scram) {
+            a->scram = calloc(1, sizeof(*a->scram));
+            if (!a->scram) {
+                return false;
+            }
+        }
+        struct proto_scram_secret *sec = &a->scram->secret;
         uint8_t salted[PROTO_SCRAM_KEY_LEN], stored[SHA256_DIGEST_LENGTH];
-        uint8_t *client_key = c->auth->scram.client_key;
+        uint8_t *client_key = a->scram->client_key;
         unsigned int klen = 0;
         if (!proto_scram_secret_parse(s, sec)) {
             return false;
@@ -862,7 +901,7 @@ client_check_cleartext(struct client *c, const char *pw)
          * anyway to log in to servers. */
         bool hit;
         uint8_t tag[SHA256_DIGEST_LENGTH];
-        struct worker_derived *d = client_derived(c->w, 'c', c->user, s, pw, tag, &hit);
+        struct worker_derived *d = client_derived(c->w, 'c', client_user(c), s, pw, tag, &hit);
         if (hit) {
             memcpy(client_key, d->client_key, PROTO_SCRAM_KEY_LEN);
             return true;
@@ -882,7 +921,7 @@ client_check_cleartext(struct client *c, const char *pw)
         OPENSSL_cleanse(stored, sizeof(stored));
     } else if (proto_md5_is_secret(s)) {
         char hashed[PROTO_MD5_LEN + 1];
-        proto_md5_hash_password(pw, c->user, hashed);
+        proto_md5_hash_password(pw, client_user(c), hashed);
         ok = strlen(s) == PROTO_MD5_LEN && CRYPTO_memcmp(hashed, s, PROTO_MD5_LEN) == 0;
         OPENSSL_cleanse(hashed, sizeof(hashed));
     } else {
@@ -892,13 +931,14 @@ client_check_cleartext(struct client *c, const char *pw)
     return ok;
 }
 
-/* c->auth takes secret (owned) as what auth_query found for c->user. */
+/* login->auth takes secret (owned) as what auth_query found for client_user(c). */
 static void
 client_use_found(struct client *c, char *secret)
 {
-    c->auth->aq_user.name = (char *) (uintptr_t) c->user;
-    c->auth->aq_user.secret = secret;
-    c->cu = &c->auth->aq_user;
+    struct client_login *l = c->login;
+    l->auth->aq_user.name = (char *) (uintptr_t) client_user(c);
+    l->auth->aq_user.secret = secret;
+    l->cu = &l->auth->aq_user;
 }
 
 /*
@@ -910,19 +950,19 @@ static enum status
 client_auth_begin(struct client *c)
 {
     struct worker *w = c->w;
-    c->cu = cfg_user_find(w->cfg, c->user);
+    c->login->cu = cfg_user_find(w->cfg, client_user(c));
     /* The console's database exists only in pgmux: auth_query cannot run there, so console
      * users come from auth_file unless auth_dbname names a real database. */
-    if (c->cu || !w->cfg->auth_user || strcmp(c->user, w->cfg->auth_user) == 0 ||
-        (!w->cfg->auth_dbname && admin_is_console_db(c->database))) {
+    if (c->login->cu || !w->cfg->auth_user || strcmp(client_user(c), w->cfg->auth_user) == 0 ||
+        (!w->cfg->auth_dbname && admin_is_console_db(client_database(c)))) {
         return client_auth_challenge(c);
     }
-    c->auth = calloc(1, sizeof(*c->auth));
-    if (!c->auth) {
+    c->login->auth = calloc(1, sizeof(*c->login->auth));
+    if (!c->login->auth) {
         return ST_ENOMEM;
     }
     char *secret = NULL;
-    switch (authq_cached(w->rt->authq, c->user, &secret)) {
+    switch (authq_cached(w->rt->authq, client_user(c), &secret)) {
     case AUTHQ_FOUND:
         client_use_found(c, secret);
         return client_auth_challenge(c);
@@ -934,8 +974,8 @@ client_auth_begin(struct client *c)
     const struct topo_snapshot *topo = topo_refresh(&w->rt->topology, &w->topo);
     int idx = topo->primary >= 0 ? topo->primary : w->rt->primary_node;
     const struct pool_node *node = &w->rt->nodes[idx];
-    enum status st = authq_request(w->rt->authq, w->cfg, &w->pw, c->id, c->user, c->database,
-                                   node->host, node->port);
+    enum status st = authq_request(w->rt->authq, w->cfg, &w->pw, c->id, client_user(c),
+                                   client_database(c), node->host, node->port);
     if (st == ST_EPOOL) {
         client_fail_full(c, ST_EPOOL, NULL, NULL, "too many auth_query lookups are waiting", NULL);
         return ST_EPOOL;
@@ -969,7 +1009,8 @@ client_on_authq(struct pool_worker *pw, struct pool_msg *m)
     authq_reply_free(r);
     if (outcome == AUTHQ_FAILED) {
         char msg[160];
-        snprintf(msg, sizeof(msg), "could not look up user \"%.64s\" with auth_query", c->user);
+        snprintf(msg, sizeof(msg), "could not look up user \"%.64s\" with auth_query",
+                 client_user(c));
         client_fail_full(c, ST_ESERVER_CONNECT, NULL, NULL, msg,
                          "pgmux's log says why; users in auth_file are not affected");
         return;
@@ -990,14 +1031,14 @@ client_on_authq(struct pool_worker *pw, struct pool_msg *m)
 static enum status
 client_auth_message(struct client *c, const uint8_t *body, size_t len)
 {
-    struct client_auth *a = c->auth;
+    struct client_auth *a = c->login->auth;
     struct proto_err err = { { 0 } };
     if (a->kind == CLIENT_AUTH_PASSWORD) {
         const char *pw;
         if (proto_read_password(body, len, &pw) != ST_OK) {
             return ST_ECLIENT_PROTOCOL;
         }
-        bool ok = c->cu && client_check_cleartext(c, pw);
+        bool ok = c->login->cu && client_check_cleartext(c, pw);
         OPENSSL_cleanse((void *) (uintptr_t) body, len);
         if (!ok) {
             client_fail_auth(c);
@@ -1012,13 +1053,13 @@ client_auth_message(struct client *c, const uint8_t *body, size_t len)
             return ST_ECLIENT_PROTOCOL;
         }
         bool ok = false;
-        if (c->cu) {
+        if (c->login->cu) {
             char stored[PROTO_MD5_LEN + 1];
             char expect[PROTO_MD5_LEN + 1];
-            if (proto_md5_is_secret(c->cu->secret)) {
-                snprintf(stored, sizeof(stored), "%s", c->cu->secret);
+            if (proto_md5_is_secret(c->login->cu->secret)) {
+                snprintf(stored, sizeof(stored), "%s", c->login->cu->secret);
             } else {
-                proto_md5_hash_password(c->cu->secret, c->user, stored);
+                proto_md5_hash_password(c->login->cu->secret, client_user(c), stored);
             }
             proto_md5_salt(stored, a->md5_salt, expect);
             ok = strlen(pw) == PROTO_MD5_LEN && CRYPTO_memcmp(pw, expect, PROTO_MD5_LEN) == 0;
@@ -1037,7 +1078,10 @@ client_auth_message(struct client *c, const uint8_t *body, size_t len)
     struct proto_builder pb;
     uint8_t mem[PROTO_SCRAM_MSG_MAX + 64];
     proto_builder_init_fixed(&pb, mem, sizeof(mem));
-    if (a->scram.state == 0) {
+    if (!a->scram) {
+        return ST_ECLIENT_PROTOCOL; /* no exchange of that kind was started */
+    }
+    if (a->scram->state == 0) {
         const char *mech;
         const uint8_t *data;
         size_t data_len;
@@ -1049,7 +1093,7 @@ client_auth_message(struct client *c, const uint8_t *body, size_t len)
                              "client selected an invalid SASL authentication mechanism", NULL);
             return ST_ECLIENT_PROTOCOL;
         }
-        if (proto_scram_server_first(&a->scram, data, data_len, out, sizeof(out), &out_len, &err) !=
+        if (proto_scram_server_first(a->scram, data, data_len, out, sizeof(out), &out_len, &err) !=
             ST_OK) {
             client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "malformed SCRAM message",
                              err.text[0] ? err.text : NULL);
@@ -1063,8 +1107,8 @@ client_auth_message(struct client *c, const uint8_t *body, size_t len)
         return st;
     }
     enum status st =
-        proto_scram_server_final(&a->scram, body, len, out, sizeof(out), &out_len, &err);
-    if (st == ST_EAUTH || (st == ST_OK && !c->cu)) {
+        proto_scram_server_final(a->scram, body, len, out, sizeof(out), &out_len, &err);
+    if (st == ST_EAUTH || (st == ST_OK && !c->login->cu)) {
         client_fail_auth(c);
         return ST_EAUTH;
     }
@@ -1110,24 +1154,25 @@ client_check_access(struct client *c)
         .is_tls = tls,
         .family = c->peer_family,
         .addr = c->peer,
-        .database = c->database,
-        .user = c->user,
+        .database = client_database(c),
+        .user = client_user(c),
     };
     const struct hba_rule *r = hba_match(&cfg->hba, &hc);
     if (r && r->method != HBA_REJECT) {
         c->method = r->method;
-        log_debug("client %s user=%s db=%s: hba_file line %d, method %s", client_addr(c), c->user,
-                  c->database, r->line, hba_method_name((enum hba_method) r->method));
+        log_debug("client %s user=%s db=%s: hba_file line %d, method %s", client_addr(c),
+                  client_user(c), client_database(c), r->line,
+                  hba_method_name((enum hba_method) r->method));
         return ST_OK;
     }
     if (r) {
-        log_debug("client %s user=%s db=%s: rejected by hba_file line %d", client_addr(c), c->user,
-                  c->database, r->line);
+        log_debug("client %s user=%s db=%s: rejected by hba_file line %d", client_addr(c),
+                  client_user(c), client_database(c), r->line);
     }
     char msg[320];
     snprintf(msg, sizeof(msg), "%s for host \"%s\", user \"%.64s\", database \"%.64s\", %s",
              r ? "pgmux hba_file rejects connection" : "no pgmux hba_file entry", client_host(c),
-             c->user, c->database, tls ? "SSL encryption" : "no encryption");
+             client_user(c), client_database(c), tls ? "SSL encryption" : "no encryption");
     client_fail_full(c, ST_EAUTH_USER, NULL, SQLSTATE_INVALID_AUTHORIZATION, msg, NULL);
     return ST_EAUTH_USER;
 }
@@ -1181,14 +1226,16 @@ client_startup_v3(struct client *c, const uint8_t *pkt, uint32_t len,
                          "set parameters as separate startup parameters or with SET");
         return ST_ECLIENT_UNSUPPORTED;
     }
-    c->startup = malloc(len);
-    if (!c->startup) {
+    ASSERT(!c->login);
+    struct client_login *l = calloc(1, sizeof(*l) + len);
+    if (!l) {
         return ST_ENOMEM;
     }
-    memcpy(c->startup, pkt, len);
-    c->startup_len = len;
-    c->user = c->startup + (st->user - (const char *) pkt);
-    c->database = c->startup + (st->database - (const char *) pkt);
+    c->login = l;
+    memcpy(l->startup, pkt, len);
+    l->startup_len = len;
+    l->user = l->startup + (st->user - (const char *) pkt);
+    l->database = l->startup + (st->database - (const char *) pkt);
     if (!c->sock.ssl && c->peer_family != AF_UNIX &&
         tls_client_mode(&c->w->rt->tls) == CFG_CLIENT_TLS_REQUIRE) {
         /* After the startup packet, as PostgreSQL's hostssl does, so the client learns why. */
@@ -1300,9 +1347,8 @@ client_handle_startup(struct client *c)
         switch (su.kind) {
         case PROTO_STARTUP_SSL:
         case PROTO_STARTUP_GSSENC: {
-            bool *answered =
-                su.kind == PROTO_STARTUP_SSL ? &c->is_ssl_answered : &c->is_gss_answered;
-            if (*answered) {
+            bool is_ssl = su.kind == PROTO_STARTUP_SSL;
+            if (is_ssl ? c->is_ssl_answered : c->is_gss_answered) {
                 client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, NULL, "encryption requested twice",
                                  NULL);
                 return ST_ECLIENT_PROTOCOL;
@@ -1314,8 +1360,12 @@ client_handle_startup(struct client *c)
                                  "received unencrypted data after SSL request", NULL);
                 return ST_ECLIENT_PROTOCOL;
             }
-            *answered = true;
-            st = client_answer_encryption(c, su.kind == PROTO_STARTUP_SSL);
+            if (is_ssl) {
+                c->is_ssl_answered = true;
+            } else {
+                c->is_gss_answered = true;
+            }
+            st = client_answer_encryption(c, is_ssl);
             if (st != ST_OK) {
                 return st;
             }
@@ -1462,7 +1512,8 @@ client_init_want(struct client *c)
 {
     struct proto_startup su;
     struct proto_err err;
-    if (proto_startup_parse((const uint8_t *) c->startup, c->startup_len, &su, &err) != ST_OK) {
+    if (proto_startup_parse((const uint8_t *) c->login->startup, c->login->startup_len, &su,
+                            &err) != ST_OK) {
         return ST_EINTERNAL;
     }
     for (int i = 0; i < su.n_params; i++) {
@@ -1746,28 +1797,32 @@ client_await_primary(struct client *c, int failed_node)
         cfg->health_check_user == NULL || c->state != CLIENT_WAITING) {
         return false;
     }
+    struct client_aux *x = client_aux(c);
+    if (!x) {
+        return false;
+    }
     int64_t now = mono_now_us();
-    if (c->await_until_us == 0) {
+    if (x->await_until_us == 0) {
         int64_t wait_ms = 2 * cfg->health_check_period_ms + cfg->health_check_timeout_ms;
         if (cfg->query_wait_timeout_ms > 0 && wait_ms > cfg->query_wait_timeout_ms) {
             wait_ms = cfg->query_wait_timeout_ms;
         }
-        c->await_until_us = now + wait_ms * 1000;
+        x->await_until_us = now + wait_ms * 1000;
         log_info("client %s: no usable primary; waiting up to %lld ms for the topology to "
                  "change",
                  client_addr(c), (long long) wait_ms);
-    } else if (now >= c->await_until_us) {
+    } else if (now >= x->await_until_us) {
         return false; /* this was the last try */
     }
     c->is_awaiting_primary = true;
-    c->await_node = failed_node;
+    x->await_node = failed_node;
     return true;
 }
 
 static void
 client_acquire(struct client *c)
 {
-    if (admin_is_paused(&c->w->rt->admin, c->database)) {
+    if (admin_is_paused(&c->w->rt->admin, client_database(c))) {
         /* PAUSE or KILL: the transaction waits here, asking no pool, until RESUME. */
         c->is_held = true;
         return;
@@ -1878,8 +1933,9 @@ client_topology_changed(struct worker *w)
         if (!c->is_awaiting_primary) {
             continue;
         }
-        bool has_new = t->primary >= 0 && t->primary != c->await_node;
-        bool expired = now >= c->await_until_us;
+        /* is_awaiting_primary is only set with c->aux in place (client_await_primary) */
+        bool has_new = t->primary >= 0 && t->primary != c->aux->await_node;
+        bool expired = now >= c->aux->await_until_us;
         if (!has_new && !expired) {
             continue;
         }
@@ -1931,17 +1987,19 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
     enum status st;
     while ((st = pool_conn_next_msg(sc, &h, &body)) == ST_OK) {
         size_t blen = h.len - 4;
-        if (h.type == 'E' && !c->set_error) {
+        if (h.type == 'E' && !(c->aux && c->aux->set_error)) {
             struct proto_error_fields ef;
             if (proto_read_error(body, blen, &ef) == ST_OK) {
                 const char *code =
                     ef.code && strlen(ef.code) == 5 ? ef.code : SQLSTATE_INVALID_PARAMETER_VALUE;
                 const char *msg = ef.message ? ef.message : "invalid startup parameter";
                 size_t ml = strlen(msg);
-                c->set_error = malloc(6 + ml + 1);
-                if (c->set_error) {
-                    memcpy(c->set_error, code, 6);
-                    memcpy(c->set_error + 6, msg, ml + 1);
+                struct client_aux *x = client_aux(c);
+                char *e = x ? malloc(6 + ml + 1) : NULL;
+                if (e) {
+                    memcpy(e, code, 6);
+                    memcpy(e + 6, msg, ml + 1);
+                    x->set_error = e;
                 }
             }
         } else if (h.type == 'S') {
@@ -1963,8 +2021,9 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
             }
             sc->expect_ready = 0;
             pool_conn_in_settle(sc);
-            if (c->set_error) {
-                client_fail_full(c, ST_ECLIENT_UNSUPPORTED, "FATAL", c->set_error, c->set_error + 6,
+            if (c->aux && c->aux->set_error) {
+                const char *e = c->aux->set_error;
+                client_fail_full(c, ST_ECLIENT_UNSUPPORTED, "FATAL", e, e + 6,
                                  "a startup parameter was refused");
                 return;
             }
@@ -2005,8 +2064,10 @@ client_run_own_query(struct client *c, const char *sql)
     proto_builder_init_dynamic(&pb);
     proto_build_query(&pb, sql);
     client_set_state(c, CLIENT_SETTING);
-    free(c->set_error);
-    c->set_error = NULL;
+    if (c->aux) {
+        free(c->aux->set_error);
+        c->aux->set_error = NULL;
+    }
     sc->expect_ready = 1;
     pool_sock_stop_read(c->w->loop, &c->sock);
     ev_set_cb(&sc->sock.rio, client_setting_read_cb);
@@ -2026,7 +2087,9 @@ static void
 client_attach(struct client *c, struct pool_conn *sc)
 {
     c->sc = sc;
-    c->await_until_us = 0; /* a server at last: a later failover gets a wait of its own */
+    if (c->aux) {
+        c->aux->await_until_us = 0; /* a server at last: a later failover gets a wait of its own */
+    }
     pool_conn_attach(sc, c);
     if (c->mode != CFG_POOL_SESSION && sc->synced_hash == c->want_hash) {
         /* The last client on this connection wanted the same settings: nothing to compare. */
@@ -2077,7 +2140,7 @@ client_queue_welcome(struct client *c, const struct pool_params *server, const u
             }
             start = msgs ? ends[i] : 0;
         }
-        uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | c->slot;
+        uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | client_slot(c);
         proto_build_backend_key(&pb, pid, c->cancel_key);
         proto_build_ready(&pb, txn_status);
         if (!proto_builder_failed(&pb) || pass == 1) {
@@ -2120,8 +2183,8 @@ client_welcome(struct client *c)
     pool_sock_stop_read(w->loop, &sc->sock);
     client_set_state(c, CLIENT_ACTIVE);
     c->last_read_us = mono_now_us();
-    log_debug("client %s user=%s db=%s attached to server conn %llu", client_addr(c), c->user,
-              c->database, (unsigned long long) sc->id);
+    log_debug("client %s user=%s db=%s attached to server conn %llu", client_addr(c),
+              client_user(c), client_database(c), (unsigned long long) sc->id);
     relay_start(c);
 }
 
@@ -2337,7 +2400,7 @@ client_resume_held(struct worker *w)
     {
         struct client *c = CONTAINER_OF(it, struct client, node);
         if (c->state == CLIENT_WAITING && c->is_held &&
-            !admin_is_paused(&w->rt->admin, c->database)) {
+            !admin_is_paused(&w->rt->admin, client_database(c))) {
             c->is_held = false;
             client_acquire(c);
         }

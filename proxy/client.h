@@ -50,13 +50,47 @@ enum client_auth_kind {
 };
 
 struct client_auth {
-    struct cfg *cfg; /* the snapshot c->cu points into: a reload during the exchange must not
+    struct cfg *cfg; /* the snapshot login->cu points into: a reload during the exchange must not
                         free it (one reference) */
     enum client_auth_kind kind;
-    struct cfg_user aq_user; /* the user as auth_query found it (name borrowed, secret owned);
-                                c->cu points here for such a user */
     uint8_t md5_salt[4];
-    struct proto_scram_server scram; /* last: client_free_auth wipes what precedes it */
+    struct cfg_user aq_user; /* the user as auth_query found it (name borrowed, secret owned);
+                                login->cu points here for such a user */
+    struct proto_scram_server *scram; /* CLIENT_AUTH_SCRAM and CLIENT_AUTH_PASSWORD only (owned):
+                                         an md5 login does without its ~1.7 KiB */
+};
+
+/*
+ * What a session needs only while it logs in: allocated with the startup packet, freed once
+ * the session is logged in (admin console sessions keep it: admin.c reads their startup
+ * parameters). Keeping it out of struct client is most of what makes an idle session small.
+ */
+struct client_login {
+    const struct cfg_user *cu; /* auth_file entry, NULL for an unknown user (points into
+                                  auth->cfg, or w->cfg without an exchange) */
+    struct client_auth *auth;  /* only while authenticating */
+    const char *user;          /* in startup */
+    const char *database;      /* in startup */
+    uint32_t startup_len;
+    char startup[]; /* copy of the startup packet */
+};
+
+/*
+ * State few sessions ever need, allocated on first use (client_aux) and freed with the
+ * session: an idle session pays one pointer for all of it.
+ */
+struct client_aux {
+    struct admin_session *admin; /* CLIENT_ADMIN only (owned) */
+    char *set_error;             /* first error of pgmux's own query: SQLSTATE, NUL, message
+                                    (allocated only when there is one) */
+    char *query_text;            /* start of the request's SQL for the slow-query log, NUL-ended
+                                    (CLIENT_QUERY_TEXT_LEN bytes, allocated once when
+                                    log_min_duration is set) */
+    int64_t drain_rest_us;       /* draining: when the drain first saw the session between
+                                    transactions (0 = not seen so) */
+    int64_t await_until_us;      /* give up waiting for a primary then; 0 = not waiting since
+                                    the last server */
+    int await_node;              /* the node whose connection failed, -1 when none was usable */
 };
 
 /* A statement the client prepared with a named Parse (transaction and statement pooling). */
@@ -72,99 +106,127 @@ struct client_stmt {
                            could read (routing classifies it when a Bind first needs it) */
 };
 
+/* The named prepared statements of a session; allocated with its first one. */
+struct client_stmts {
+    int n;
+    int cap;
+    struct client_stmt v[]; /* [cap] */
+};
+
+/*
+ * A session. An idle one costs what this struct costs (plus libev's per-descriptor slot in
+ * each worker's loop), so everything a session needs only sometimes lives behind a pointer
+ * (login, aux, stmts, want's array): see README "Performance" for the measured figure. Order
+ * keeps related fields together without holes; flags are one bit each.
+ */
 struct client {
     struct ilist_node node;
     struct pool_sock sock;
     struct worker *w;
     uint64_t id; /* generation << 32 | slot: stale grants and cancels miss */
     enum client_state state;
-    uint32_t slot;
-    uint32_t cancel_key; /* the key of our BackendKeyData */
-    uint32_t startup_len;
+    uint32_t cancel_key;  /* the key of our BackendKeyData */
     int64_t since_us;     /* entered the current state */
     int64_t last_read_us; /* last byte from the client */
+    int64_t connected_us; /* accepted (mono_now_us), for the disconnect line and
+                             client_login_timeout, which counts from here */
 
-    char *startup;             /* copy of the startup packet until login ends (owned) */
-    const char *user;          /* in startup, then the pool's copy */
-    const char *database;      /* in startup, then the pool's copy */
-    const struct cfg_user *cu; /* auth_file entry, NULL for an unknown user; only during login
-                                  (points into auth->cfg, or w->cfg without an exchange) */
-    struct client_auth *auth;  /* only while authenticating */
+    struct client_login *login; /* only while logging in (and for console sessions) */
+    struct client_aux *aux;     /* NULL until something rare needs it (client_aux) */
     struct pool *pool;
-    struct pool_conn *sc;      /* attached server connection (CLIENT_SETTING, CLIENT_ACTIVE) */
-    struct pool_waiter waiter; /* linked in pool->waiters while queued */
-    char *set_error;           /* first error of pgmux's own query: SQLSTATE, NUL, message
-                                  (allocated only when there is one) */
-    struct pool_params want;   /* parameter values this client set (startup or SET);
-                                  tracked ones it did not set are the pool's defaults */
-    uint64_t want_hash;        /* order-independent hash of want, never 0 */
-    struct stats_pool *stats;  /* this worker's counters for the pool the session's gauges
-                                  are counted in (stats.h); NULL before login */
-    int64_t connected_us;      /* accepted (mono_now_us), for the disconnect line and
-                                  client_login_timeout, which counts from here */
-    int64_t req_start_us;      /* first message of a request awaiting ReadyForQuery, 0 = none */
-    int64_t xact_start_us;     /* first message of the running transaction, 0 = none */
-    char *query_text;          /* start of the request's SQL for the slow-query log, NUL-ended
-                                  (CLIENT_QUERY_TEXT_LEN bytes, allocated once when
-                                  log_min_duration is set) */
-    struct client_stmt *stmts; /* named prepared statements (transaction pooling) */
-    int n_stmts;
-    int cap_stmts;
+    struct pool_conn *sc;       /* attached server connection (CLIENT_SETTING, CLIENT_ACTIVE) */
+    struct pool_waiter waiter;  /* linked in pool->waiters while queued */
+    struct pool_params want;    /* parameter values this client set (startup or SET);
+                                   tracked ones it did not set are the pool's defaults */
+    uint64_t want_hash;         /* order-independent hash of want, never 0 */
+    struct stats_pool *stats;   /* this worker's counters for the pool the session's gauges
+                                   are counted in (stats.h); NULL before login */
+    int64_t req_start_us;       /* first message of a request awaiting ReadyForQuery, 0 = none */
+    int64_t xact_start_us;      /* first message of the running transaction, 0 = none */
+    struct client_stmts *stmts; /* named prepared statements (transaction pooling), NULL: none */
 
-    struct admin_session *admin; /* CLIENT_ADMIN only (owned) */
+    /* read/write routing (routing.c) */
+    uint64_t ryw_lsn;       /* read_your_writes = lsn: WAL insert position after its last
+                               write transaction; reads need a replica past it (0: none) */
+    int64_t ryw_until_us;   /* read_your_writes = window: reads on the primary until then */
+    int16_t route_node;     /* node of the server it holds or waits for, -1: none (counted
+                               in w->routing.active) */
+    uint16_t n_ryw_pending; /* commit positions of its writes still being learned: its
+                               reads go to the primary until none is */
 
     uint8_t peer[16]; /* peer address (IPv4 in the first 4 bytes), formatted only for log
                          lines: an idle session should cost little */
     uint16_t peer_port;
-    uint8_t peer_family;  /* AF_INET, AF_INET6, AF_UNIX */
-    uint8_t mode;         /* enum cfg_pool_mode for this session */
-    uint8_t method;       /* enum hba_method: how this client must authenticate (auth_type, or
-                             its hba_file line) */
-    bool is_ssl_answered; /* an SSLRequest was answered 'N' */
-    bool is_gss_answered;
-    bool is_over_limit;    /* accepted beyond max_client_conn: refuse after startup */
-    bool is_counted;       /* holds one unit of rt->n_clients */
-    bool is_queued;        /* waiter was queued (grant or cancel pending) */
-    bool is_held;          /* CLIENT_WAITING without asking the pool: its database is paused */
-    bool is_opening;       /* a connection is being opened for us */
-    bool is_capturing;     /* CLIENT_SETTING reads tracked values back, then releases */
-    bool is_welcomed;      /* ParameterStatus/BackendKeyData/ReadyForQuery were sent */
-    bool is_pinned;        /* session state keeps the server connection (txn pooling) */
-    bool needs_capture;    /* a tracked parameter the server does not report may have
-                              changed: read it back before releasing the server */
-    bool is_recv_queued;   /* io_uring: a receive waits in the worker's batch (iobatch.c) */
+    uint8_t peer_family;     /* AF_INET, AF_INET6, AF_UNIX */
+    uint8_t mode;            /* enum cfg_pool_mode for this session */
+    uint8_t method;          /* enum hba_method: how this client must authenticate (auth_type, or
+                                its hba_file line) */
+    bool is_c2s_paused;      /* the relay waits for bytes to drain before injecting */
     bool is_c2s_send_queued; /* io_uring: a send to the server waits in the batch */
     bool is_s2c_send_queued; /* io_uring: a send to the client waits in the batch; the server
                                 is not given back before it went */
-    bool is_c2s_paused;    /* the relay waits for bytes to drain before injecting */
-    int64_t drain_rest_us; /* draining: when the drain first saw the session between
-                              transactions (0 = not seen so) */
-    bool wants_linger;     /* close by half-closing and reading what the client still sends
-                              (worker_linger), so the FATAL it was sent is not lost to a reset */
     bool is_s2c_paused;
-    bool is_over_addr_limit; /* beyond max_client_conn_per_addr: refuse after startup */
-    bool is_addr_counted;    /* holds one unit of its address in rt->peers */
-    bool is_looking_up;      /* CLIENT_AUTH: waiting for auth_query's answer, not reading */
 
-    /* read/write routing (routing.c) */
-    uint64_t ryw_lsn;          /* read_your_writes = lsn: WAL insert position after its last
-                                  write transaction; reads need a replica past it (0: none) */
-    int64_t ryw_until_us;      /* read_your_writes = window: reads on the primary until then */
-    int16_t route_node;        /* node of the server it holds or waits for, -1: none (counted
-                                  in w->routing.active) */
-    bool is_route_read;        /* routed as a read (a replica refusing falls back to primary) */
-    bool txn_wrote;            /* the transaction may have written: learn its commit position */
-    bool has_unlearned_write;  /* read_your_writes = lsn: it may have written while no replica
-                                  could read, and that commit position was not learned */
-    bool is_read_only_session; /* default_transaction_read_only or target_session_attrs said
-                                  it will not write */
-    uint16_t n_ryw_pending;    /* commit positions of its writes still being learned: its
-                                  reads go to the primary until none is */
-    bool is_awaiting_primary;  /* CLIENT_WAITING for a usable primary (failover), not queued */
-    int await_node;            /* the node whose connection failed, -1 when none was usable */
-    int64_t await_until_us;    /* give up waiting for a primary then; 0 = not waiting since the
-                                  last server */
+    bool is_ssl_answered : 1; /* an SSLRequest was answered 'N' */
+    bool is_gss_answered : 1;
+    bool is_over_limit : 1;  /* accepted beyond max_client_conn: refuse after startup */
+    bool is_counted : 1;     /* holds one unit of rt->n_clients */
+    bool is_queued : 1;      /* waiter was queued (grant or cancel pending) */
+    bool is_held : 1;        /* CLIENT_WAITING without asking the pool: its database is paused */
+    bool is_opening : 1;     /* a connection is being opened for us */
+    bool is_capturing : 1;   /* CLIENT_SETTING reads tracked values back, then releases */
+    bool is_welcomed : 1;    /* ParameterStatus/BackendKeyData/ReadyForQuery were sent */
+    bool is_pinned : 1;      /* session state keeps the server connection (txn pooling) */
+    bool needs_capture : 1;  /* a tracked parameter the server does not report may have
+                                changed: read it back before releasing the server */
+    bool is_recv_queued : 1; /* io_uring: a receive waits in the worker's batch (iobatch.c) */
+    bool wants_linger : 1;   /* close by half-closing and reading what the client still sends
+                                (worker_linger), so the FATAL it was sent is not lost to a
+                                reset */
+    bool is_over_addr_limit : 1;   /* beyond max_client_conn_per_addr: refuse after startup */
+    bool is_addr_counted : 1;      /* holds one unit of its address in rt->peers */
+    bool is_looking_up : 1;        /* CLIENT_AUTH: waiting for auth_query's answer, not reading */
+    bool is_route_read : 1;        /* routed as a read (a replica refusing falls back to primary) */
+    bool txn_wrote : 1;            /* the transaction may have written: learn its commit position */
+    bool has_unlearned_write : 1;  /* read_your_writes = lsn: it may have written while no
+                                      replica could read, and that commit position was not
+                                      learned */
+    bool is_read_only_session : 1; /* default_transaction_read_only or target_session_attrs
+                                      said it will not write */
+    bool is_awaiting_primary : 1;  /* CLIENT_WAITING for a usable primary (failover), not
+                                      queued */
 };
+
+/*
+ * The session's user and database: the pool's copy once it has a pool (every pool of a
+ * session, whichever node routing picks, has the same pair), else the startup packet's while
+ * it logs in (and for console sessions); NULL before the startup packet. Not stored in the
+ * session: 16 bytes of every idle one.
+ */
+static inline const char *
+client_user(const struct client *c)
+{
+    return c->pool ? c->pool->user : c->login ? c->login->user : NULL;
+}
+
+static inline const char *
+client_database(const struct client *c)
+{
+    return c->pool ? c->pool->database : c->login ? c->login->database : NULL;
+}
+
+/** The session's slot in its worker (w->slots), the low half of its id. */
+static inline uint32_t
+client_slot(const struct client *c)
+{
+    return (uint32_t) c->id;
+}
+
+/**
+ * The session's rarely used state, allocated (zeroed, await_node -1) on first call. NULL when
+ * out of memory. Worker thread of c.
+ */
+struct client_aux *client_aux(struct client *c);
 
 /** The peer address as text, for log lines (a per-thread buffer, valid until the next call). */
 const char *client_addr(const struct client *c);

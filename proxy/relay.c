@@ -118,12 +118,17 @@ session_server_msg(struct client *c, const struct relay_msg *m)
 static void
 relay_note_text(struct client *c, const struct relay_msg *m, uint32_t avail)
 {
-    if (!c->query_text) {
-        c->query_text = malloc(CLIENT_QUERY_TEXT_LEN);
-        if (!c->query_text) {
+    struct client_aux *x = client_aux(c);
+    if (!x) {
+        return;
+    }
+    if (!x->query_text) {
+        x->query_text = malloc(CLIENT_QUERY_TEXT_LEN);
+        if (!x->query_text) {
             return;
         }
     }
+    char *text = x->query_text;
     const char *p = (const char *) m->body;
     uint32_t n = avail;
     if (m->h.type == 'P') {
@@ -135,7 +140,7 @@ relay_note_text(struct client *c, const struct relay_msg *m, uint32_t avail)
             p = nul + 1;
         }
     } else if (m->h.type != 'Q') {
-        snprintf(c->query_text, CLIENT_QUERY_TEXT_LEN, "(prepared statement)");
+        snprintf(text, CLIENT_QUERY_TEXT_LEN, "(prepared statement)");
         return;
     }
     const char *nul = memchr(p, '\0', n);
@@ -145,11 +150,11 @@ relay_note_text(struct client *c, const struct relay_msg *m, uint32_t avail)
     if (n > CLIENT_QUERY_TEXT_LEN - 1) {
         n = CLIENT_QUERY_TEXT_LEN - 1;
     }
-    memcpy(c->query_text, p, n);
-    c->query_text[n] = '\0';
+    memcpy(text, p, n);
+    text[n] = '\0';
     /* ALTER ROLE ... PASSWORD '...' and friends: the log never carries a secret. */
-    if (strcasestr(c->query_text, "password") || strcasestr(c->query_text, "secret")) {
-        snprintf(c->query_text, CLIENT_QUERY_TEXT_LEN, "(text hidden: it may hold a password)");
+    if (strcasestr(text, "password") || strcasestr(text, "secret")) {
+        snprintf(text, CLIENT_QUERY_TEXT_LEN, "(text hidden: it may hold a password)");
     }
 }
 
@@ -172,10 +177,10 @@ relay_log_slow(struct client *c, int64_t us)
     char u[96], d[96], q[CLIENT_QUERY_TEXT_LEN * 4 + 4];
     log_warning("event=slow_query client=" CLIENT_ID_FMT
                 " addr=%s db=%s user=%s node=%s server=%llu duration_ms=%.3f query=%s",
-                CLIENT_ID(c), client_addr(c), log_value(c->database, d, sizeof(d)),
-                log_value(c->user, u, sizeof(u)), c->pool->node->name,
+                CLIENT_ID(c), client_addr(c), log_value(client_database(c), d, sizeof(d)),
+                log_value(client_user(c), u, sizeof(u)), c->pool->node->name,
                 (unsigned long long) c->sc->id, (double) us / 1000.0,
-                log_value(c->query_text ? c->query_text : "", q, sizeof(q)));
+                log_value(c->aux && c->aux->query_text ? c->aux->query_text : "", q, sizeof(q)));
 }
 
 /* A request's answer ended with ReadyForQuery: latency, transaction end, slow-query log. */
@@ -236,8 +241,8 @@ relay_account(struct client *c, bool from_client, const struct relay_msg *m, uin
                 }
             } else if (m->h.type == 'Q' || m->h.type == 'P') {
                 /* A later statement in the same request names it better than a Bind did. */
-                if (c->w->cfg->log_min_duration_ms >= 0 && c->query_text &&
-                    strcmp(c->query_text, "(prepared statement)") == 0) {
+                if (c->w->cfg->log_min_duration_ms >= 0 && c->aux && c->aux->query_text &&
+                    strcmp(c->aux->query_text, "(prepared statement)") == 0) {
                     relay_note_text(c, m, avail);
                 }
             }

@@ -118,7 +118,7 @@ primary_of(struct worker *w, const struct topo_snapshot *t)
 static uint64_t
 hash_key(const struct client *c)
 {
-    uint64_t h = router_hash(ROUTER_HASH_INIT, c->user, strlen(c->user) + 1);
+    uint64_t h = router_hash(ROUTER_HASH_INIT, client_user(c), strlen(client_user(c)) + 1);
     for (int i = 0; i < c->want.n; i++) {
         if (strcasecmp(c->want.v[i].name, "application_name") == 0) {
             h = router_hash(h, c->want.v[i].value, strlen(c->want.v[i].value));
@@ -246,8 +246,8 @@ routing_login(struct client *c, struct pool *home)
             node = primary;
         }
     }
-    log_debug("client %s user=%s db=%s session routed to node %d: %s", client_addr(c), c->user,
-              c->database, node, reason);
+    log_debug("client %s user=%s db=%s session routed to node %d: %s", client_addr(c),
+              client_user(c), client_database(c), node, reason);
     return enter(c, node, d.target == ROUTER_REPLICA);
 }
 
@@ -271,7 +271,7 @@ routing_fallback(struct client *c)
     }
     log_info("client %s user=%s db=%s: replica node %d refused a connection, reading on the "
              "primary",
-             client_addr(c), c->user, c->database, c->route_node);
+             client_addr(c), client_user(c), client_database(c), c->route_node);
     stats_add(&w->routing.n_fallbacks, 1);
     return enter(c, primary, false) == ROUTING_OK;
 }
@@ -329,9 +329,10 @@ routing_text_is_read(struct client *c, const char *sql, size_t len)
 static struct client_stmt *
 find_stmt(struct client *c, const char *name)
 {
-    for (int i = 0; i < c->n_stmts; i++) {
-        if (strcmp(c->stmts[i].name, name) == 0) {
-            return &c->stmts[i];
+    struct client_stmts *v = c->stmts;
+    for (int i = 0; v && i < v->n; i++) {
+        if (strcmp(v->v[i].name, name) == 0) {
+            return &v->v[i];
         }
     }
     return NULL;
@@ -491,8 +492,8 @@ routing_txn_begin(struct client *c)
     c->txn_wrote = rs.is_split && !is_read && !(st.is_known && st.is_read && !st.is_begin) &&
                    !(st.is_begin && st.is_read_only);
     c->txn_wrote = c->txn_wrote || (rs.is_split && c->has_unlearned_write);
-    log_debug("client %s user=%s db=%s transaction routed to node %d: %s", client_addr(c), c->user,
-              c->database, node, reason);
+    log_debug("client %s user=%s db=%s transaction routed to node %d: %s", client_addr(c),
+              client_user(c), client_database(c), node, reason);
     return enter(c, node, is_read);
 }
 

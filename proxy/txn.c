@@ -44,9 +44,10 @@
 static struct client_stmt *
 stmt_find(struct client *c, const char *name)
 {
-    for (int i = 0; i < c->n_stmts; i++) {
-        if (strcmp(c->stmts[i].name, name) == 0) {
-            return &c->stmts[i];
+    struct client_stmts *v = c->stmts;
+    for (int i = 0; v && i < v->n; i++) {
+        if (strcmp(v->v[i].name, name) == 0) {
+            return &v->v[i];
         }
     }
     return NULL;
@@ -63,18 +64,18 @@ static void
 stmt_remove(struct client *c, struct client_stmt *s)
 {
     stmt_free(s);
-    *s = c->stmts[--c->n_stmts];
+    *s = c->stmts->v[--c->stmts->n];
 }
 
 void
 txn_stmts_clear(struct client *c)
 {
-    for (int i = 0; i < c->n_stmts; i++) {
-        stmt_free(&c->stmts[i]);
+    struct client_stmts *v = c->stmts;
+    for (int i = 0; v && i < v->n; i++) {
+        stmt_free(&v->v[i]);
     }
-    free(c->stmts);
+    free(v);
     c->stmts = NULL;
-    c->n_stmts = c->cap_stmts = 0;
 }
 
 static void
@@ -106,23 +107,27 @@ stmt_store(struct client *c, const char *name, const uint8_t *tail, uint32_t tai
     if (s) {
         free(s->tail);
     } else {
-        if (c->n_stmts == c->cap_stmts) {
-            int ncap = c->cap_stmts ? c->cap_stmts * 2 : 8;
-            struct client_stmt *nv = realloc(c->stmts, (size_t) ncap * sizeof(*nv));
+        struct client_stmts *v = c->stmts;
+        if (!v || v->n == v->cap) {
+            int ncap = v ? v->cap * 2 : 8;
+            struct client_stmts *nv = realloc(v, sizeof(*nv) + (size_t) ncap * sizeof(nv->v[0]));
             if (!nv) {
                 free(t);
                 return false;
             }
-            c->stmts = nv;
-            c->cap_stmts = ncap;
+            if (!v) {
+                nv->n = 0;
+            }
+            nv->cap = ncap;
+            c->stmts = v = nv;
         }
-        s = &c->stmts[c->n_stmts];
+        s = &v->v[v->n];
         s->name = strdup(name);
         if (!s->name) {
             free(t);
             return false;
         }
-        c->n_stmts++;
+        v->n++;
     }
     s->tail = t;
     s->tail_len = tail_len;
@@ -138,8 +143,8 @@ stmt_store(struct client *c, const char *name, const uint8_t *tail, uint32_t tai
 static void
 stmt_settle(struct client *c, uint64_t h1, uint64_t h2, bool created)
 {
-    for (int i = c->n_stmts - 1; i >= 0; i--) {
-        struct client_stmt *s = &c->stmts[i];
+    for (int i = c->stmts ? c->stmts->n - 1 : -1; i >= 0; i--) {
+        struct client_stmt *s = &c->stmts->v[i];
         if (s->is_pending && s->h1 == h1 && s->h2 == h2) {
             if (created) {
                 s->is_pending = false;
@@ -283,7 +288,8 @@ pin(struct client *c, uint32_t flags)
         c->is_pinned = true;
         c->sc->is_session_dirty = true;
         log_debug("client %s user=%s db=%s pinned to server conn %llu (session state 0x%x)",
-                  client_addr(c), c->user, c->database, (unsigned long long) c->sc->id, flags);
+                  client_addr(c), client_user(c), client_database(c),
+                  (unsigned long long) c->sc->id, flags);
     }
 }
 

@@ -329,7 +329,9 @@ worker_drain_close(struct client *c, bool has_input)
         (!c->is_welcomed && c->state != CLIENT_ADMIN) ||
         (c->sock.out && !buf_is_empty(c->sock.out)) ||
         (c->state == CLIENT_ACTIVE && !session_at_rest(c))) {
-        c->drain_rest_us = 0;
+        if (c->aux) {
+            c->aux->drain_rest_us = 0;
+        }
         return false;
     }
     /*
@@ -342,10 +344,11 @@ worker_drain_close(struct client *c, bool has_input)
      */
     if (!has_input && c->state != CLIENT_WAITING) {
         int64_t now = mono_now_us();
-        if (c->drain_rest_us == 0) {
-            c->drain_rest_us = now;
+        struct client_aux *x = client_aux(c);
+        if (x && x->drain_rest_us == 0) {
+            x->drain_rest_us = now;
         }
-        if (now - c->drain_rest_us < WORKER_DRAIN_REST_US) {
+        if (x && now - x->drain_rest_us < WORKER_DRAIN_REST_US) {
             return false;
         }
     }
@@ -496,6 +499,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     memset(w, 0, sizeof(*w));
     w->idx = idx;
     w->rt = rt;
+    w->free_slot = WORKER_NO_SLOT;
     w->cfg = cfg_ref(rt->cfg);
     w->topo = topo_get(&rt->topology);
     uint64_t seed;
@@ -610,7 +614,6 @@ worker_fini(struct worker *w)
     free(w->scram_cached);
     OPENSSL_cleanse(w->derived, sizeof(w->derived));
     free(w->slots);
-    free(w->free_slots);
     ev_loop_destroy(w->loop);
     w->loop = NULL;
     routing_worker_log(&w->routing, w->stats, w->idx, w->rt->nodes, w->topo ? w->topo->n_nodes : 0);

@@ -32,6 +32,7 @@
  * CancelRequest arriving on any worker finds the owner (CONVENTIONS 6.5). Stays positive. */
 #define WORKER_SLOT_BITS 23
 #define WORKER_MAX_SLOTS (1u << WORKER_SLOT_BITS)
+#define WORKER_NO_SLOT   UINT32_MAX /* end of the unused-slot list */
 #define WORKER_MAX       255
 /* Draining: a session between transactions that sends nothing is closed after this long. */
 #define WORKER_DRAIN_REST_US 1000000
@@ -122,9 +123,10 @@ struct worker {
     struct ilist lingering;       /* struct worker_linger: closed sessions' sockets, half-closed,
                                      read until the client closes (drain only) */
 
-    struct client **slots; /* [cap_slots]: session by slot, for cancel and grants */
-    uint32_t *free_slots;  /* stack of unused slot numbers */
-    uint32_t n_free_slots;
+    uintptr_t *slots;   /* [cap_slots]: session by slot, for cancel and grants: a struct client *,
+                           or for an unused slot (index of the next unused one << 1) | 1, so
+                           the free list needs no array of its own (8 bytes a slot, not 12) */
+    uint32_t free_slot; /* first unused slot; WORKER_NO_SLOT when none */
     uint32_t cap_slots;
     uint32_t next_gen; /* generation counter for client ids */
 
