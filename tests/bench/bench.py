@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,6 +57,7 @@ ENV = {
     "BENCH_STRACE_TIME": env("BENCH_STRACE_TIME", 2),  # seconds; 0 = no syscall counts
     "BENCH_IDLE_CLIENTS": env("BENCH_IDLE_CLIENTS", "10000,100000"),  # empty = skip
     "BENCH_CALLGRIND_TXNS": env("BENCH_CALLGRIND_TXNS", 5000),  # 0 = skip
+    "BENCH_SLOW_READER_ROWS": env("BENCH_SLOW_READER_ROWS", 1000000),  # 0 = skip
     "BENCH_OUT": env("BENCH_OUT", os.path.join(ROOT, "build/bench")),
 }
 
@@ -455,21 +457,47 @@ stats_period = 3600
 
     # --- item 2 --------------------------------------------------------------------------
     def idle_clients(self):
-        self.idle = {}  # (target, n) -> KiB per client or reason
+        """RSS growth per idle client, PgBouncer and pgmux alternating, median of BENCH_REPS
+        runs each (a run's figure moves by a few per cent with heap layout)."""
+        self.idle = {}  # (target, n) -> text for the table
         counts = [int(x) for x in ENV["BENCH_IDLE_CLIENTS"].split(",") if x.strip()]
         if not counts:
             return
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        reps = max(1, int(ENV["BENCH_REPS"]))
         for n in counts:
+            runs = {}
             for t in ("pgbouncer", "pgmux"):
                 if n + 1000 > nofile:
-                    self.idle[(t, n)] = f"skipped: open-file limit {nofile} (ulimit -Hn)"
-                    continue
-                if t == "pgmux" and self.pool_mode == "session":
+                    # Each side (proxy and idle_clients) needs a descriptor per client; the
+                    # bench raises the soft limit to the hard one, and only a process with
+                    # CAP_SYS_RESOURCE can raise the hard one (ulimit -Hn as root, or
+                    # LimitNOFILE= in a systemd unit).
+                    self.idle[(t, n)] = (f"not run: needs an open-file limit of at least "
+                                         f"{n + 1000}; the hard limit here is {nofile} "
+                                         f"(ulimit -Hn)")
+                elif t == "pgmux" and self.pool_mode == "session":
                     self.idle[(t, n)] = "skipped: needs transaction mode"
+                else:
+                    runs[t] = []
+            for rep in range(reps):
+                for t in runs:
+                    r = self.idle_one(t, n)
+                    runs[t].append(r)
+                    log(f"idle clients {t} {n} run {rep + 1}/{reps}: "
+                        + (r if isinstance(r, str) else f"{r['kib']:.3f} KiB/client"))
+            for t, rs in runs.items():
+                errs = [r for r in rs if isinstance(r, str)]
+                if errs:
+                    self.idle[(t, n)] = errs[0]
                     continue
-                self.idle[(t, n)] = self.idle_one(t, n)
-                log(f"idle clients {t} {n}: {self.idle[(t, n)]}")
+                rs.sort(key=lambda r: r["kib"])
+                m = rs[len(rs) // 2]
+                each = ", ".join(f"{r['kib']:.2f}" for r in rs)
+                self.idle[(t, n)] = (
+                    f"{statistics.median(r['kib'] for r in rs):.2f} KiB/client (runs: {each}; "
+                    f"median run: RSS {m['base'] / 1024:.1f} -> {m['rss'] / 1024:.1f} MiB, "
+                    f"logins took {m['secs']:.1f} s)")
 
     def idle_one(self, target, n):
         p, port = (self.start_pgbouncer("pgbouncer-idle", max_clients=n + 100) if
@@ -495,10 +523,97 @@ stats_period = 3600
             secs = time.time() - t0
             time.sleep(1)
             rss = proc_rss_kib(p.pid)
-            return f"{(rss - base) / n:.2f} KiB/client (RSS {base / 1024:.1f} -> " \
-                   f"{rss / 1024:.1f} MiB; logins took {secs:.1f} s)"
+            return {"kib": (rss - base) / n, "base": base, "rss": rss, "secs": secs}
         finally:
             stop(cl)
+            stop(p)
+
+    # --- a huge result to a slow reader -------------------------------------------------
+    def slow_reader(self):
+        """Peak RSS growth of the proxy while a client with a small receive buffer takes
+        BENCH_SLOW_READER_ROWS rows of about 60 bytes, reading nothing for 2 s first and then
+        about 16 MB/s with half-second stalls (the method of tests/integration/
+        test_streaming.py). PgBouncer and pgmux alternate, median of BENCH_REPS runs."""
+        self.slow = {}  # target -> text for the table
+        rows = int(ENV["BENCH_SLOW_READER_ROWS"])
+        if rows <= 0:
+            return
+        runs = {"pgbouncer": [], "pgmux": []}
+        for rep in range(max(1, int(ENV["BENCH_REPS"]))):
+            for t in runs:
+                r = self.slow_reader_one(t, rows)
+                runs[t].append(r)
+                log(f"slow reader {t} run {rep + 1}: "
+                    + (r if isinstance(r, str) else f"RSS +{r / 1024:.2f} MiB"))
+        for t, rs in runs.items():
+            errs = [r for r in rs if isinstance(r, str)]
+            self.slow[t] = errs[0] if errs else (
+                f"{statistics.median(rs) / 1024:.2f} MiB (runs: "
+                + ", ".join(f"{r / 1024:.2f}" for r in sorted(rs)) + ")")
+
+    def slow_reader_one(self, target, rows):
+        sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+        import pgwire  # noqa: E402 (the integration suite's raw protocol client)
+        p, port = (self.start_pgbouncer("pgbouncer-slow") if target == "pgbouncer" else
+                   self.start_pgmux("pgmux-slow"))
+        c = None
+        try:
+            c = pgwire.connect(port, USER, DB, PASSWORD, rcvbuf=64 * 1024, timeout=60)
+            c.query("SELECT 1")  # the server connection and the buffers exist
+            time.sleep(0.2)
+            base = proc_rss_kib(p.pid)
+            peak = [base]
+            done_sampling = threading.Event()
+
+            def sample():
+                while not done_sampling.is_set():
+                    try:
+                        peak[0] = max(peak[0], proc_rss_kib(p.pid))
+                    except (FileNotFoundError, ProcessLookupError):
+                        return
+                    time.sleep(0.02)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            try:
+                c.send(pgwire.query_message(
+                    f"SELECT g, repeat('x', 40) FROM generate_series(1, {rows}) g"))
+                time.sleep(2.0)
+                got, done, buf = 0, False, bytearray()
+                last_pause = time.monotonic()
+                while not done:
+                    chunk = c.sock.recv(32 * 1024)
+                    if not chunk:
+                        return "error: the proxy closed the connection mid-result"
+                    buf += chunk
+                    pos = 0
+                    while len(buf) - pos >= 5:
+                        length = int.from_bytes(buf[pos + 1:pos + 5], "big")
+                        if len(buf) - pos < 1 + length:
+                            break
+                        if buf[pos] == ord("D"):
+                            got += 1
+                        elif buf[pos] == ord("E"):
+                            return "error: ErrorResponse mid-result"
+                        elif buf[pos] == ord("Z"):
+                            done = True
+                        pos += 1 + length
+                    del buf[:pos]
+                    time.sleep(0.002)
+                    if time.monotonic() - last_pause > 1.0:
+                        time.sleep(0.5)
+                        last_pause = time.monotonic()
+            finally:
+                done_sampling.set()
+                sampler.join()
+            if got != rows:
+                return f"error: {got} of {rows} rows"
+            return peak[0] - base
+        except (OSError, pgwire.PgError) as e:
+            return f"error: {e}"
+        finally:
+            if c:
+                c.close()
             stop(p)
 
     # --- item 3 --------------------------------------------------------------------------
@@ -615,6 +730,12 @@ stats_period = 3600
             for n in sorted({k[1] for k in self.idle}):
                 lines.append(f"| {n} | {self.idle.get(('pgbouncer', n), '—')} | "
                              f"{self.idle.get(('pgmux', n), '—')} |")
+        if self.slow:
+            lines += ["", f"A {int(ENV['BENCH_SLOW_READER_ROWS']):,}-row result (about 60 bytes "
+                      "a row) to a slow reader (64 KiB receive buffer, reads nothing for 2 s, "
+                      "then about 16 MB/s with pauses): peak RSS growth of the proxy", "",
+                      "| PgBouncer | pgmux |", "|---|---|",
+                      f"| {self.slow.get('pgbouncer', '—')} | {self.slow.get('pgmux', '—')} |"]
         if self.instr:
             lines += ["", f"Instructions per `pgbench -S` transaction, user space, callgrind "
                       f"(1 client, difference of {ENV['BENCH_CALLGRIND_TXNS']} and "
@@ -677,6 +798,7 @@ def main():
         log(f"open-file limit {nofile}; results go to {b.out}/results.md")
         b.run_workloads()
         b.idle_clients()
+        b.slow_reader()
         b.callgrind()
         b.report(time.time() - t0)
         return 0
