@@ -1,7 +1,9 @@
-"""Results stream with backpressure: 1,000,000 rows (about 60 MB) to a client that reads
-slowly must not grow pgmux's RSS by more than a few MiB. Runs the optimized build
-(PGMUX_RELEASE_BIN): ASan's allocator would blur the measurement."""
+"""Memory that stays flat: results stream with backpressure (1,000,000 rows, about 60 MB, to a
+client that reads slowly must not grow pgmux's RSS by more than a few MiB), and an idle
+logged-in client costs under half a KiB. Runs the optimized build (PGMUX_RELEASE_BIN): ASan's
+allocator would blur the measurement."""
 
+import resource
 import struct
 import threading
 import time
@@ -76,3 +78,40 @@ def test_million_rows_to_a_slow_client_bounded_rss(pgmux, release_binary):
         assert c.query("SELECT 'after'") == [["after"]]
     finally:
         c.terminate()
+
+
+IDLE_CLIENTS = 2000
+IDLE_LIMIT_KIB = 0.5  # README "Performance": the target per idle client
+
+
+def test_idle_clients_cost_under_half_a_kib(pgmux, release_binary):
+    """RSS growth per idle md5-authenticated client in transaction pooling, one worker (libev's
+    per-descriptor table costs 16 bytes per worker, README "Architecture"). Guards what keeps a
+    session small: login state freed after login, rare state allocated on first use."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * IDLE_CLIENTS + 200  # this process and pgmux, which inherits the limit
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= need, "open-file limit too low"
+    px = pgmux(binary=release_binary, auth_type="md5", userlist="hashed", workers=1,
+               pool_mode="transaction", max_client_conn=IDLE_CLIENTS + 50, log_level="warning")
+    conns = []
+    try:
+        first = pgwire.connect(px.port, "md5user", "appdb", "md5-secret")
+        conns.append(first)
+        assert first.query("SELECT 1") == [["1"]]  # the pool and its welcome set exist
+        time.sleep(0.2)
+        baseline = px.rss_kib()
+        for i in range(IDLE_CLIENTS):
+            # five source addresses, as the bench does, so the ports of one pair suffice
+            conns.append(pgwire.connect(px.port, "md5user", "appdb", "md5-secret",
+                                        source=f"127.0.0.{2 + i % 5}"))
+        time.sleep(0.3)
+        per_client = (px.rss_kib() - baseline) / IDLE_CLIENTS
+        print(f"RSS per idle client: {per_client:.3f} KiB")
+        assert per_client < IDLE_LIMIT_KIB, f"{per_client:.3f} KiB per idle client"
+        # they are live sessions, not just open sockets
+        assert conns[-1].query("SELECT 'idle'") == [["idle"]]
+    finally:
+        for c in conns:
+            c.close()
