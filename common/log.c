@@ -4,6 +4,13 @@
  * never waits on the terminal or a pipe. The logger thread writes batches to stderr, or sends
  * each line as one datagram to the local syslog daemon.
  *
+ * Lines come fast when every connection logs its connect, login and disconnect (info level,
+ * a new connection per transaction): woken for each, the logger cost two futex calls, a write
+ * and two context switches per line. So a writer wakes the logger only when it sleeps, and a
+ * logger woken again within LOG_GATHER_US of its last wake-up first lets that long pass,
+ * then writes everything that came meanwhile at once. Lines at a slow pace still go out at
+ * once.
+ *
  * syslog is spoken directly (RFC 3164 over a unix datagram socket, what glibc's syslog(3)
  * sends to /dev/log) rather than through syslog(3): <syslog.h> would define LOG_INFO and
  * friends as macros over our enum, the socket path becomes configurable (containers, tests),
@@ -24,8 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/mono.h"
+
 #define LOG_LINE_MAX  512
 #define LOG_QUEUE_LEN 1024
+#define LOG_GATHER_US 2000
 
 atomic_int log_level_current = LOG_INFO;
 
@@ -56,6 +66,8 @@ static struct {
     pthread_t thread;
     bool running;
     bool stopping;
+    bool is_waiting;     /* the logger sleeps on cv: the next line must wake it */
+    int pid;             /* getpid() at log_start (a system call per line otherwise) */
     unsigned head, tail; /* ring positions; head == tail means empty */
     struct log_line *ring;
     atomic_uint_fast64_t dropped;
@@ -208,7 +220,7 @@ syslog_line(const char *text, size_t len, size_t msg_off, int level)
     int sev = level_severity[level < LOG_TRACE ? level : LOG_TRACE];
     size_t mlen = len > msg_off ? len - msg_off - 1 : 0; /* without the newline */
     int n = snprintf(dgram, sizeof(dgram), "<%d>%s %s[%d]: %.*s", lg.facility * 8 + sev, stamp,
-                     lg.ident, (int) getpid(), (int) mlen, text + msg_off);
+                     lg.ident, lg.pid ? lg.pid : (int) getpid(), (int) mlen, text + msg_off);
     size_t dlen = n < 0 ? 0 : (size_t) n >= sizeof(dgram) ? sizeof(dgram) - 1 : (size_t) n;
     for (int attempt = 0; attempt < 2; attempt++) {
         if (lg.fd < 0 && !syslog_connect()) {
@@ -233,14 +245,27 @@ logger_main(void *arg)
     (void) arg;
     char *batch = malloc((size_t) LOG_QUEUE_LEN * (LOG_LINE_MAX + 1));
     struct log_meta *meta = malloc((size_t) LOG_QUEUE_LEN * sizeof(*meta));
+    int64_t last_wake_us = 0;
     pthread_mutex_lock(&lg.mu);
     for (;;) {
         while (lg.head == lg.tail && !lg.stopping) {
+            lg.is_waiting = true;
             pthread_cond_wait(&lg.cv, &lg.mu);
         }
+        lg.is_waiting = false;
         if (lg.head == lg.tail && lg.stopping) {
             break;
         }
+        int64_t now = mono_now_us();
+        if (now - last_wake_us < LOG_GATHER_US && !lg.stopping) {
+            /* Lines are coming fast: gather them (writers do not signal meanwhile). */
+            pthread_mutex_unlock(&lg.mu);
+            struct timespec ts = { 0, LOG_GATHER_US * 1000 };
+            (void) nanosleep(&ts, NULL);
+            pthread_mutex_lock(&lg.mu);
+            now = mono_now_us();
+        }
+        last_wake_us = now;
         size_t blen = 0;
         int n = 0;
         while (lg.head != lg.tail) {
@@ -287,6 +312,7 @@ log_start(void)
     }
     lg.head = lg.tail = 0;
     lg.stopping = false;
+    lg.pid = (int) getpid();
     if (pthread_create(&lg.thread, NULL, logger_main, NULL) != 0) {
         free(lg.ring);
         lg.ring = NULL;
@@ -307,6 +333,7 @@ log_stop(void)
         return;
     }
     lg.stopping = true;
+    lg.is_waiting = false;
     pthread_cond_signal(&lg.cv);
     pthread_mutex_unlock(&lg.mu);
     pthread_join(lg.thread, NULL);
@@ -328,7 +355,7 @@ log_write(enum log_level level, const char *fmt, ...)
     int n = snprintf(
         line, sizeof(line), "%04d-%02d-%02d %02d:%02d:%02d.%03d UTC [%d] %s: ", tm.tm_year + 1900,
         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (tv.tv_usec / 1000),
-        (int) getpid(), level_names[level < LOG_TRACE ? level : LOG_TRACE]);
+        lg.pid ? lg.pid : (int) getpid(), level_names[level < LOG_TRACE ? level : LOG_TRACE]);
     /* The stderr prefix minus its level, which syslog carries in the priority. */
     size_t msg_off = (size_t) n;
     va_list ap;
@@ -364,6 +391,9 @@ log_write(enum log_level level, const char *fmt, ...)
     l->msg_off = (unsigned short) msg_off;
     l->level = (unsigned char) level;
     lg.head++;
-    pthread_cond_signal(&lg.cv);
+    if (lg.is_waiting) {
+        lg.is_waiting = false;
+        pthread_cond_signal(&lg.cv);
+    }
     pthread_mutex_unlock(&lg.mu);
 }

@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import pgwire
+from helpers import wait_for
 from conftest import PASSWORDS, _free_port, register_secret, userlist_entries
 
 SYS_PIDFD_GETFD = 438  # x86_64 and aarch64 alike
@@ -99,9 +100,9 @@ TRACED = (
 _LINE = re.compile(r"^(\d+)\s+(\w+)\((\d+)?(.*?)\)?\s+=\s+(-?\d+)")
 
 
-def _attach_strace(pid, out):
+def _attach_strace(pid, out, traced=TRACED):
     st = subprocess.Popen(
-        ["strace", "-f", "-qq", "-e", f"trace={TRACED}", "-e", "signal=none", "-o", str(out),
+        ["strace", "-f", "-qq", "-e", f"trace={traced}", "-e", "signal=none", "-o", str(out),
          "-p", str(pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -234,10 +235,15 @@ def test_login_system_calls(pgmux, tmp_path):
         assert ops[-1] == "close" and ops.count("close") == 1, where
 
 
-def test_burst_of_connections(pgmux):
+def test_burst_of_connections(pgmux, tmp_path):
     """300 clients connect at once and all log in: past the first wake-up the listener is
-    drained in bursts, none is left in the queue."""
-    px = pgmux(workers=1, pool_mode="transaction", userlist="hashed", max_client_conn=400)
+    drained in bursts, none is left in the queue. Their 600 log lines (connect, login, at
+    log_level info) reach the log file in batches: the logger thread is not woken, and does
+    not write, once per line."""
+    px = pgmux(workers=1, pool_mode="transaction", userlist="hashed", max_client_conn=400,
+               log_level="info")
+    out = tmp_path / "strace.txt"
+    st = _attach_strace(px.proc.pid, out, "write,futex")
     conns = []
     try:
         for _ in range(300):
@@ -257,9 +263,18 @@ def test_burst_of_connections(pgmux):
                 if mtype == b"Z":
                     break
         assert conns[-1].query("SELECT 3") == [["3"]]
+        wait_for(lambda: px.log_text().count("event=login ") >= 300, timeout=10,
+                 what="every login line in the log")
     finally:
+        st.send_signal(signal.SIGINT)
+        st.wait(timeout=10)
         for c in conns:
             c.terminate()
+    trace = out.read_text()
+    writes = len(re.findall(r"^\d+\s+write\(2,", trace, re.M))
+    futexes = len(re.findall(r"^\d+\s+futex\(", trace, re.M))
+    print(f"log lines 600+, writes {writes}, futex calls {futexes}")
+    assert writes < 100 and futexes < 200, (writes, futexes)
 
 
 # ---- no key derivation per login --------------------------------------------------------
