@@ -465,6 +465,17 @@ proto_scram_server_init(struct proto_scram_server *s, const struct proto_scram_s
     }
 }
 
+void
+proto_scram_server_init_random(struct proto_scram_server *s,
+                               const struct proto_scram_secret *secret,
+                               const uint8_t random[PROTO_SCRAM_NONCE_LEN])
+{
+    memset(s, 0, sizeof(*s));
+    s->secret = *secret;
+    _Static_assert(B64_LEN(PROTO_SCRAM_NONCE_LEN) < sizeof(s->nonce), "nonce room");
+    b64_encode(random, PROTO_SCRAM_NONCE_LEN, s->nonce);
+}
+
 /*
  * client-first-message = gs2-header client-first-message-bare
  * gs2-header = gs2-cbind-flag "," [ authzid ] ","

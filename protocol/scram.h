@@ -85,6 +85,15 @@ void proto_scram_server_init(struct proto_scram_server *s, const struct proto_sc
                              const char *server_nonce);
 
 /**
+ * Start an exchange against secret with the caller's random bytes as the server nonce (in
+ * base64), e.g. from a pool that is refilled in bulk: RAND_bytes for each login costs more
+ * than the rest of the server side of the exchange but the hashing.
+ */
+void proto_scram_server_init_random(struct proto_scram_server *s,
+                                    const struct proto_scram_secret *secret,
+                                    const uint8_t random[PROTO_SCRAM_NONCE_LEN]);
+
+/**
  * Take the client-first-message (the SASLInitialResponse data) and write the server-first-
  * message into out (cap bytes, not NUL-terminated), its length in *out_len.
  * Returns ST_OK, or ST_ECLIENT_PROTOCOL for a malformed message or channel binding requested

@@ -859,7 +859,9 @@ client_auth_challenge(struct client *c)
             return ST_ENOMEM;
         }
         a->kind = CLIENT_AUTH_SCRAM;
-        proto_scram_server_init(a->scram, &secret, NULL);
+        uint8_t nonce[PROTO_SCRAM_NONCE_LEN];
+        worker_random(w, nonce, sizeof(nonce));
+        proto_scram_server_init_random(a->scram, &secret, nonce);
         OPENSSL_cleanse(&secret, sizeof(secret));
         proto_build_auth_sasl(&pb);
     } else {

@@ -246,6 +246,34 @@ test_server_rfc7677(void **state)
     assert_memory_equal(s.client_key, zero, 32);
 }
 
+/* The caller's random bytes become the server nonce, in base64, and the exchange goes on. */
+static void
+test_server_init_random(void **state)
+{
+    (void) state;
+    struct proto_scram_secret sec;
+    struct proto_scram_server s;
+    struct proto_err err;
+    char out[PROTO_SCRAM_MSG_MAX];
+    size_t out_len = 0;
+    uint8_t random[PROTO_SCRAM_NONCE_LEN];
+    for (size_t i = 0; i < sizeof(random); i++) {
+        random[i] = (uint8_t) (i * 37 + 1);
+    }
+    rfc_secret(&sec);
+    proto_scram_server_init_random(&s, &sec, random);
+    unsigned char b64[64];
+    int n = EVP_EncodeBlock(b64, random, (int) sizeof(random));
+    assert_int_equal(n, 32);
+    assert_string_equal(s.nonce, (const char *) b64);
+    assert_int_equal(
+        proto_scram_server_first(&s, S(RFC_CLIENT_FIRST), out, sizeof(out), &out_len, &err), ST_OK);
+    char want[128];
+    snprintf(want, sizeof(want), "r=" CNONCE "%s,", (const char *) b64);
+    assert_true(out_len > strlen(want) && memcmp(out, want, strlen(want)) == 0);
+    proto_scram_server_fini(&s);
+}
+
 static void
 test_server_pg_client_first(void **state)
 {
@@ -869,6 +897,7 @@ main(void)
         cmocka_unit_test(test_secret_roundtrip_odd_salts),
         cmocka_unit_test(test_secret_parse_malformed),
         cmocka_unit_test(test_server_rfc7677),
+        cmocka_unit_test(test_server_init_random),
         cmocka_unit_test(test_server_pg_client_first),
         cmocka_unit_test(test_server_wrong_proof),
         cmocka_unit_test(test_server_tampered_nonce),
