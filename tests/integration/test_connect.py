@@ -273,8 +273,9 @@ def test_burst_of_connections(pgmux, tmp_path):
     trace = out.read_text()
     writes = len(re.findall(r"^\d+\s+write\(2,", trace, re.M))
     futexes = len(re.findall(r"^\d+\s+futex\(", trace, re.M))
-    print(f"log lines 600+, writes {writes}, futex calls {futexes}")
-    assert writes < 100 and futexes < 200, (writes, futexes)
+    # one write and two futex calls or more per line when the logger is woken for each (607
+    # and 2145 here before); the futex calls left are mostly other threads' and ASan's
+    assert writes < 150 and futexes < 600, (writes, futexes)
 
 
 # ---- no key derivation per login --------------------------------------------------------
