@@ -1045,7 +1045,11 @@ conn_release(struct pool_conn *sc, bool reset, const char *answer_sql, uint64_t 
     ASSERT(sc->state == POOL_CONN_ACTIVE);
     struct pool_worker *w = sc->w;
     sc->client = NULL;
-    pool_sock_stop_read(w->loop, &sc->sock);
+    /* A plaintext socket keeps reading: every way out of here closes it, or sets the read
+     * callback of what it becomes (reset, idle) before the loop runs again. */
+    if (sc->sock.ssl) {
+        pool_sock_stop_read(w->loop, &sc->sock);
+    }
     pool_sock_stop_write(w->loop, &sc->sock);
     ev_set_cb(&sc->sock.wio, conn_write_cb);
     if (!pool_conn_is_clean(sc)) {
@@ -1272,10 +1276,15 @@ pool_conn_make_idle(struct pool_conn *sc)
     ASSERT(sc->state == POOL_CONN_ACTIVE);
     ASSERT(!sc->sock.in && !sc->sock.out);
     sc->client = NULL;
-    pool_sock_stop_read(w->loop, &sc->sock);
+    /* Plaintext: reading stays on, with the idle callback below (see conn_release). */
+    if (sc->sock.ssl) {
+        pool_sock_stop_read(w->loop, &sc->sock);
+    }
     pool_sock_stop_write(w->loop, &sc->sock);
 
     if (atomic_load(&p->n_waiting) > 0) {
+        /* It may be handed to a waiter of another worker: off this loop first. */
+        pool_sock_stop_read(w->loop, &sc->sock);
         pthread_mutex_lock(&p->mu);
         /* A reload lowered max_open_conns: shrink by not handing this one on. */
         bool over = p->n_open > atomic_load(&p->set.max_open);

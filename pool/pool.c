@@ -473,6 +473,28 @@ pool_conn_detach_idle(struct pool_conn *sc)
     sc->state = POOL_CONN_ACTIVE;
 }
 
+/*
+ * pool_conn_detach_idle for the worker that keeps the connection: a plaintext socket's read
+ * watcher stays started (the idle callback until the new owner sets its own, before it returns
+ * to the loop), which spares an ev_io_stop and an ev_io_start per transaction. A TLS socket is
+ * stopped as before: starting it again is what feeds records OpenSSL already holds.
+ */
+static void
+conn_take_idle(struct pool_conn *sc)
+{
+    if (sc->sock.ssl) {
+        pool_conn_detach_idle(sc);
+        return;
+    }
+    struct pool_local *loc = &sc->pool->local[sc->w->idx];
+    ASSERT(sc->state == POOL_CONN_IDLE);
+    ilist_remove(&loc->idle, &sc->node);
+    atomic_fetch_sub(&loc->n_idle, 1);
+    atomic_fetch_sub(&sc->pool->n_idle, 1);
+    pool_sock_stop_write(sc->w->loop, &sc->sock);
+    sc->state = POOL_CONN_ACTIVE;
+}
+
 bool
 pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn *sc)
 {
@@ -621,7 +643,7 @@ pool_acquire(struct pool_worker *w, struct pool *p, struct pool_waiter *wt, stru
     struct ilist_node *n = ilist_last(&loc->idle);
     if (n) {
         struct pool_conn *sc = CONTAINER_OF(n, struct pool_conn, node);
-        pool_conn_detach_idle(sc);
+        conn_take_idle(sc);
         ilist_push_tail(&loc->busy, &sc->node);
         *out = sc;
         return POOL_GOT_CONN;

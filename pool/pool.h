@@ -434,7 +434,9 @@ void pool_worker_close_all(struct pool_worker *w);
 int pool_worker_close_idle_node(struct pool_worker *w, int node_idx, const char *why);
 
 enum pool_acquire {
-    POOL_GOT_CONN,     /* *out is an idle connection, now ACTIVE and attached to nobody yet */
+    POOL_GOT_CONN,     /* *out is an idle connection, now ACTIVE and attached to nobody yet;
+                          its read watcher may still be started (plaintext): set the read
+                          callback (and start reading) before returning to the loop */
     POOL_MUST_CONNECT, /* a slot was reserved: call pool_conn_open */
     POOL_QUEUED,       /* waiter queued: on_grant will be called (or pool_waiter_cancel) */
 };
