@@ -51,6 +51,8 @@ ENV = {
     "BENCH_TARGETS": env("BENCH_TARGETS", "direct,relay,pgbouncer,pgmux"),
     "BENCH_POOL_SIZE": env("BENCH_POOL_SIZE", 20),  # server connections, pgbouncer and pgmux
     "BENCH_PGMUX": env("BENCH_PGMUX", os.path.join(ROOT, "build/release/pgmux")),
+    # target pgmux-base: another pgmux binary (an older build) for A/B comparisons in one run
+    "BENCH_PGMUX_BASE": env("BENCH_PGMUX_BASE", ""),
     "BENCH_PGMUX_POOL_MODE": env("BENCH_PGMUX_POOL_MODE", "transaction"),
     "BENCH_PGMUX_WORKERS": env("BENCH_PGMUX_WORKERS", 0),  # 0 = one per CPU
     "BENCH_JOBS": env("BENCH_JOBS", 2),  # pgbench -j (threads)
@@ -71,9 +73,9 @@ WORKLOADS = [
     ("S extended c=100", ["-S", "-M", "extended"], 100, None),
     ("S extended c=500", ["-S", "-M", "extended"], 500, None),
     # PgBouncer 1.18 cannot pool named prepared statements in transaction mode
-    ("S prepared c=10", ["-S", "-M", "prepared"], 10, {"direct", "relay", "pgmux", "pgmux-uring"}),
+    ("S prepared c=10", ["-S", "-M", "prepared"], 10, {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-base"}),
     ("S prepared c=100", ["-S", "-M", "prepared"], 100,
-     {"direct", "relay", "pgmux", "pgmux-uring"}),
+     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-base"}),
     ("S -C c=10", ["-S", "-C"], 10, None),
     # the same logins with SCRAM-SHA-256: libpq runs PBKDF2 (4096 iterations) for each one
     ("S -C scram c=10", ["-S", "-C"], 10, None),
@@ -81,7 +83,7 @@ WORKLOADS = [
     ("TPC-B c=100", [], 100, None),
 ]
 PG_MAX_CONNECTIONS = 300  # tests/cluster.sh
-PROXIES = ("relay", "pgbouncer", "pgmux", "pgmux-uring")
+PROXIES = ("relay", "pgbouncer", "pgmux", "pgmux-uring", "pgmux-base")
 
 children = []  # Popen objects to stop on exit
 
@@ -268,17 +270,22 @@ role = primary
         return self.pool_size if self.pool_mode != "session" else PG_MAX_CONNECTIONS - 50
 
     def start_pgmux(self, name="pgmux", workers=None, max_clients=1000, valgrind=None,
-                    io_engine="epoll"):
+                    io_engine="epoll", binary=None):
         port = free_port()
         w = ENV["BENCH_PGMUX_WORKERS"] if workers is None else workers
         ini = self.pgmux_ini(name, port, self.pool_mode, self.pgmux_max_open(), w, max_clients,
                              io_engine)
-        argv = [ENV["BENCH_PGMUX"], "-c", ini]
+        argv = [binary or ENV["BENCH_PGMUX"], "-c", ini]
         if valgrind:
             argv = valgrind + argv
         p = spawn(argv, os.path.join(self.tmp, f"{name}.log"))
         wait_port(port, p, name, 120 if valgrind else 30)
         return p, port
+
+    def start_pgmux_base(self):
+        if not ENV["BENCH_PGMUX_BASE"]:
+            raise RuntimeError("target pgmux-base needs BENCH_PGMUX_BASE (a pgmux binary)")
+        return self.start_pgmux("pgmux-base", binary=ENV["BENCH_PGMUX_BASE"])
 
     def start_pgbouncer(self, name="pgbouncer", max_clients=1000, valgrind=None):
         port = free_port()
@@ -325,7 +332,8 @@ stats_period = 3600
             p, port = {"relay": self.start_relay, "pgbouncer": self.start_pgbouncer,
                        "pgmux": self.start_pgmux,
                        "pgmux-uring": lambda: self.start_pgmux("pgmux-uring",
-                                                               io_engine="io_uring")}[t]()
+                                                               io_engine="io_uring"),
+                       "pgmux-base": self.start_pgmux_base}[t]()
             self.procs[t], self.ports[t] = p, port
 
     # --- one pgbench run -----------------------------------------------------------------
