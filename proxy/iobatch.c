@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <ev.h>
 #include <liburing.h>
@@ -45,10 +47,11 @@ enum iobatch_op {
 struct iobatch_rq {
     struct client *c; /* NULL once the client closed, or when the request was dropped */
     enum iobatch_op op;
-    int res;               /* the completion's result */
-    struct relay_send snd; /* sends: what went into the SQE */
-    struct buf *rbuf;      /* receives: the buffer the bytes go to */
-    struct msghdr mh;      /* sends with two pieces: IORING_OP_SENDMSG's header */
+    int res;                 /* the completion's result */
+    struct relay_send snd;   /* sends: what went into the SQE */
+    struct buf *rbuf;        /* receives: the buffer the bytes go to */
+    struct pool_sock *rsock; /* receives: the socket read (valid until the round's handling) */
+    struct msghdr mh;        /* sends with two pieces: IORING_OP_SENDMSG's header */
 };
 
 struct iobatch_queue {
@@ -59,12 +62,14 @@ struct iobatch_queue {
 struct iobatch {
     struct io_uring ring;
     ev_prepare prepare;
-    bool is_running; /* inside the hook: receives are read at once */
-    bool is_broken;  /* a submission failed: everything goes the epoll way from now on */
+    bool is_running;    /* inside the hook: receives are read at once */
+    bool is_broken;     /* a submission failed: everything goes the epoll way from now on */
     bool has_run;       /* done_iter is set */
+    bool is_disabled;   /* made with IORING_SETUP_R_DISABLED: the worker's thread enables it */
+    bool has_reg_fd;    /* the ring's fd is registered with the worker's thread */
     unsigned done_iter; /* ev_iteration() when the hook last ran: until libev polls again,
                            nothing may be queued (another prepare watcher runs after us) */
-    unsigned fill;   /* q[fill] takes new requests; the hook runs the other one */
+    unsigned fill;      /* q[fill] takes new requests; the hook runs the other one */
     struct iobatch_queue q[2];
 };
 
@@ -130,6 +135,7 @@ iobatch_prep(struct worker *w, struct iobatch *b, struct iobatch_rq *rq, uint64_
     }
     struct buf *in = src->in;
     rq->rbuf = in;
+    rq->rsock = src;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
     io_uring_prep_recv(sqe, src->fd, in->data + in->recvd, buf_space(in), MSG_DONTWAIT);
     io_uring_sqe_set_data64(sqe, tag);
@@ -202,6 +208,12 @@ iobatch_round(struct worker *w, struct iobatch *b, struct iobatch_queue *q)
      * buffers that agree with the kernel. */
     for (unsigned i = 0; i < n; i++) {
         struct iobatch_rq *rq = &q->rq[i];
+        if (rq->c && !op_is_send(rq->op) && rq->res == -EAGAIN && rq->rsock->in == rq->rbuf &&
+            buf_is_empty(rq->rbuf)) {
+            /* Nothing came: a buffer lent for the receive goes back (idle sessions hold none). */
+            buf_put(&w->pw.bufs, rq->rbuf);
+            rq->rsock->in = NULL;
+        }
         if (!rq->c || rq->res <= 0) {
             continue;
         }
@@ -281,8 +293,26 @@ iobatch_init(struct worker *w, enum cfg_io_engine engine, const char **why)
         return false;
     }
     /* The completion queue is twice the submission queue by default, so one submission's
-     * completions always fit. */
-    int rc = io_uring_queue_init(IOBATCH_DEPTH, &b->ring, 0);
+     * completions always fit. Only the worker's thread submits, and every request completes
+     * inside the submission that carries it, so the kernel need not be ready for other
+     * submitters nor interrupt the thread to run completion work (SINGLE_ISSUER,
+     * DEFER_TASKRUN: Linux 6.1). The ring is made here, on the main thread, disabled, and
+     * enabled by the worker's thread (iobatch_thread_start), which then is its one submitter.
+     * Older kernels refuse the flags: they get a ring without them. */
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int rc = -EINVAL;
+    for (size_t k = 0; k < sizeof(flag_sets) / sizeof(flag_sets[0]) && rc == -EINVAL; k++) {
+        struct io_uring_params pa;
+        memset(&pa, 0, sizeof(pa));
+        pa.flags = flag_sets[k];
+        rc = io_uring_queue_init_params(IOBATCH_DEPTH, &b->ring, &pa);
+        b->is_disabled = rc >= 0 && (flag_sets[k] & IORING_SETUP_R_DISABLED) != 0;
+    }
     if (rc < 0) {
         *why = strerror(-rc);
         free(b);
@@ -305,6 +335,41 @@ iobatch_init(struct worker *w, enum cfg_io_engine engine, const char **why)
     ev_prepare_start(w->loop, &b->prepare);
     w->iob = b;
     return true;
+}
+
+bool
+iobatch_thread_start(struct worker *w)
+{
+    struct iobatch *b = w->iob;
+    if (!b) {
+        return true;
+    }
+    if (b->is_disabled) {
+        /* io_uring_enable_rings, which Debian's liburing 2.3 declares but does not export */
+        long rc =
+            syscall(__NR_io_uring_register, b->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+        if (rc < 0) {
+            log_error("worker %d: enabling the io_uring: %s; back to epoll", w->idx,
+                      strerror(errno));
+            iobatch_fini(w);
+            return false;
+        }
+        b->is_disabled = false;
+    }
+    /* io_uring_enter then finds the ring without looking up (and counting a reference to) its
+     * file in the process's descriptor table each time; the registration is this thread's. */
+    b->has_reg_fd = io_uring_register_ring_fd(&b->ring) == 1;
+    return true;
+}
+
+void
+iobatch_thread_stop(struct worker *w)
+{
+    struct iobatch *b = w->iob;
+    if (b && b->has_reg_fd) {
+        (void) io_uring_unregister_ring_fd(&b->ring);
+        b->has_reg_fd = false;
+    }
 }
 
 void

@@ -36,6 +36,15 @@ struct client;
  */
 bool iobatch_init(struct worker *w, enum cfg_io_engine engine, const char **why);
 
+/**
+ * On the worker's thread, before its loop runs: make that thread the ring's submitter. false
+ * when the ring could not be enabled: the worker then runs on epoll (logged).
+ */
+bool iobatch_thread_start(struct worker *w);
+
+/** On the worker's thread, after its loop ended: drop what belongs to the thread. */
+void iobatch_thread_stop(struct worker *w);
+
 /** Release the ring. Safe when there is none. */
 void iobatch_fini(struct worker *w);
 

@@ -566,7 +566,9 @@ worker_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    (void) iobatch_thread_start(w);
     ev_run(w->loop, 0);
+    iobatch_thread_stop(w);
     atomic_fetch_sub(&w->rt->n_running, 1);
     ev_async_send(w->rt->main_loop, &w->rt->workers_done);
     return NULL;
