@@ -702,6 +702,33 @@ client_scram_secret(struct client *c, struct proto_scram_secret *out)
 }
 
 static void client_welcome_from(struct client *c, const struct pool *p);
+
+/* pool_get through the worker's cache (w->pool_cache). */
+static struct pool *
+client_pool_get(struct worker *w, int node, const char *database, const char *user,
+                const struct pool_secret *ps, bool may_overtake)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t) node;
+    for (const char *p = database; *p; p++) {
+        h = (h ^ (uint8_t) *p) * 0x100000001b3ull;
+    }
+    h = (h ^ 0xff) * 0x100000001b3ull; /* ("ab", "c") and ("a", "bc") apart */
+    for (const char *p = user; *p; p++) {
+        h = (h ^ (uint8_t) *p) * 0x100000001b3ull;
+    }
+    struct pool **slot = &w->pool_cache[h % WORKER_POOL_CACHE_N];
+    struct pool *p = *slot;
+    /* The names and the node of a pool never change once it is made. */
+    if (p && p->node_idx == node && strcmp(p->database, database) == 0 &&
+        strcmp(p->user, user) == 0) {
+        return p;
+    }
+    p = pool_get(&w->rt->pools, node, database, user, ps, may_overtake);
+    if (p) {
+        *slot = p;
+    }
+    return p;
+}
 static enum status client_init_want(struct client *c);
 
 static void
@@ -730,8 +757,8 @@ client_auth_done(struct client *c)
         ps.password = (char *) (uintptr_t) s; /* copied by pool_get */
     }
     c->mode = (uint8_t) cfg_pool_mode_for(w->cfg, client_database(c), client_user(c));
-    c->pool = pool_get(&w->rt->pools, node, client_database(c), client_user(c), &ps,
-                       c->mode != CFG_POOL_SESSION);
+    c->pool = client_pool_get(w, node, client_database(c), client_user(c), &ps,
+                              c->mode != CFG_POOL_SESSION);
     if (c->pool && l->auth && l->cu == &l->auth->aq_user) {
         /* The pool may have been made with a secret auth_query has since seen change; so may
          * its pools on the other nodes, which copied it. */

@@ -48,7 +48,8 @@ struct client;
  * kind: a hit proves the same password was checked before). Direct-mapped by tag, so a
  * collision only costs one derivation more.
  */
-#define WORKER_DERIVED_N 32
+#define WORKER_DERIVED_N    32
+#define WORKER_POOL_CACHE_N 64
 struct worker_derived {
     uint8_t tag[32];
     bool is_used;
@@ -135,6 +136,10 @@ struct worker {
     struct proto_scram_secret *scram_cache;
     bool *scram_cached;
     int n_scram_cache;
+    /* Pools this worker's logins found, by a hash of (node, database, user): a login takes
+     * its pool without the pool set's lock or its linear search (client.c). Pools live until
+     * the process ends, so an entry never dangles. */
+    struct pool *pool_cache[WORKER_POOL_CACHE_N];
     /* The other PBKDF2 results of client logins, which no user index names (client.c). */
     struct worker_derived derived[WORKER_DERIVED_N];
     uint8_t derived_key[32]; /* random: a tag means nothing outside this worker */
