@@ -167,11 +167,11 @@ word_eq(const char *s, const char *w, size_t n)
 }
 
 /*
- * Every suspect holds one of the letter pairs "mp" (temp, temporary, pg_temp), "nf" (set_config)
- * or "vi" (the advisory locks), in any case. Most queries hold none, and that is told 16 bytes
- * at a time (GCC vector extensions, which clang knows too; plain code where the target has no
- * vector unit) before any word is looked at. A pair in another word ("timestamp") only means
- * the words are looked at.
+ * Every suspect holds one of "temp" (temp, temporary, pg_temp), "nfig" (set_config) or "advi"
+ * (the advisory locks), in any case. Most queries hold none, and that is told 16 bytes at a
+ * time (GCC vector extensions, which clang knows too; plain code where the target has no vector
+ * unit) before any word is looked at. One inside another word ("template") only means the words
+ * are looked at.
  */
 typedef unsigned char scan_v16 __attribute__((vector_size(16)));
 
@@ -183,35 +183,40 @@ scan_load16(const char *p)
     return v | 0x20; /* ASCII upper case to lower; other bytes may collide: a false alarm */
 }
 
+/* Whether one of the quads starts in p[0..16); reads p[0..19). */
 static inline bool
-pair_is_suspect(unsigned char a, unsigned char b)
+block_has_quad(const char *p)
 {
-    a |= 0x20;
-    b |= 0x20;
-    return (a == 'm' && b == 'p') || (a == 'n' && b == 'f') || (a == 'v' && b == 'i');
+    scan_v16 a = scan_load16(p);
+    scan_v16 b = scan_load16(p + 1);
+    scan_v16 c = scan_load16(p + 2);
+    scan_v16 d = scan_load16(p + 3);
+    scan_v16 hit = (scan_v16) (((a == 't') & (b == 'e') & (c == 'm') & (d == 'p')) |
+                               ((a == 'n') & (b == 'f') & (c == 'i') & (d == 'g')) |
+                               ((a == 'a') & (b == 'd') & (c == 'v') & (d == 'i')));
+    uint64_t h[2];
+    memcpy(h, &hit, sizeof(h));
+    return (h[0] | h[1]) != 0;
 }
 
+#define SCAN_BLOCK 19 /* bytes block_has_quad reads */
+
 static bool
-has_suspect_pair(const char *s, size_t len)
+has_suspect_quad(const char *s, size_t len)
 {
+    if (len < SCAN_BLOCK) {
+        char pad[SCAN_BLOCK] = { 0 }; /* NUL bytes start no quad */
+        memcpy(pad, s, len);
+        return block_has_quad(pad);
+    }
     size_t i = 0;
-    for (; i + 17 <= len; i += 16) {
-        scan_v16 a = scan_load16(s + i);
-        scan_v16 b = scan_load16(s + i + 1);
-        scan_v16 hit = (scan_v16) (((a == 'm') & (b == 'p')) | ((a == 'n') & (b == 'f')) |
-                                   ((a == 'v') & (b == 'i')));
-        uint64_t h[2];
-        memcpy(h, &hit, sizeof(h));
-        if (h[0] | h[1]) {
+    for (; i + SCAN_BLOCK <= len; i += 16) {
+        if (block_has_quad(s + i)) {
             return true;
         }
     }
-    for (; i + 1 < len; i++) {
-        if (pair_is_suspect((unsigned char) s[i], (unsigned char) s[i + 1])) {
-            return true;
-        }
-    }
-    return false;
+    /* The quads that start after the last whole block: one more block, overlapping. */
+    return i + 3 < len && block_has_quad(s + len - SCAN_BLOCK);
 }
 
 /*
@@ -220,16 +225,36 @@ has_suspect_pair(const char *s, size_t len)
  * could (advisory locks, set_config, temporary objects). Anything else takes the full scan.
  */
 static bool
-scan_is_plain(const char *sql, size_t len)
+scan_is_plain(const char *sql, size_t len, uint32_t *flags)
 {
+    /* BEGIN and START leave nothing behind either; they only need saying (statement pooling
+     * refuses them), as the full scan would for a first word. */
     static const struct {
         const char *w;
         size_t n;
+        uint32_t flags;
     } plain[] = {
-        { "select", 6 },  { "insert", 6 }, { "update", 6 },    { "delete", 6 },  { "with", 4 },
-        { "values", 6 },  { "table", 5 },  { "commit", 6 },    { "end", 3 },     { "rollback", 8 },
-        { "abort", 5 },   { "fetch", 5 },  { "move", 4 },      { "close", 5 },   { "show", 4 },
-        { "explain", 7 }, { "copy", 4 },   { "savepoint", 9 }, { "release", 7 },
+        { "select", 6, 0 },
+        { "insert", 6, 0 },
+        { "update", 6, 0 },
+        { "delete", 6, 0 },
+        { "with", 4, 0 },
+        { "values", 6, 0 },
+        { "table", 5, 0 },
+        { "commit", 6, 0 },
+        { "end", 3, 0 },
+        { "rollback", 8, 0 },
+        { "abort", 5, 0 },
+        { "fetch", 5, 0 },
+        { "move", 4, 0 },
+        { "close", 5, 0 },
+        { "show", 4, 0 },
+        { "explain", 7, 0 },
+        { "copy", 4, 0 },
+        { "savepoint", 9, 0 },
+        { "release", 7, 0 },
+        { "begin", 5, ROUTER_F_BEGIN },
+        { "start", 5, ROUTER_F_BEGIN },
     };
     size_t i = 0;
     while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r')) {
@@ -244,6 +269,7 @@ scan_is_plain(const char *sql, size_t len)
     for (size_t k = 0; k < sizeof(plain) / sizeof(plain[0]) && !known; k++) {
         /* (c | 0x20) maps only letters onto letters here: the word holds letters only */
         known = plain[k].n == wl && word_eq(sql + w, plain[k].w, wl);
+        *flags = plain[k].flags;
     }
     if (!known || (i < len && ident_char((unsigned char) sql[i]))) {
         return false;
@@ -256,7 +282,7 @@ scan_is_plain(const char *sql, size_t len)
             }
         }
     }
-    if (!has_suspect_pair(sql + i, len - i)) {
+    if (!has_suspect_quad(sql + i, len - i)) {
         return true;
     }
     /* One pass over the words; only those of a suspect's length are compared. A suspect
@@ -284,7 +310,9 @@ router_scan_sql(const char *sql, size_t len, router_tracked_fn is_tracked, void 
                 struct router_scan *out)
 {
     memset(out, 0, sizeof(*out));
-    if (scan_is_plain(sql, len)) {
+    uint32_t plain_flags = 0;
+    if (scan_is_plain(sql, len, &plain_flags)) {
+        out->flags = plain_flags;
         out->n_statements = 1;
         return;
     }

@@ -91,6 +91,10 @@ test_pinning_statements(void **state)
     assert_int_equal(flags("SELECT tempo, pg_tempx, temporari, set_confix FROM t"), 0);
     assert_int_equal(flags("SELECT abalance FROM pgbench_accounts WHERE aid = 1;"), 0);
     assert_int_equal(flags("SELECT x\xc3\xa9temp FROM t"), 0);
+    /* shorter than one 16-byte step after the first word */
+    assert_true(flags("select pg_temp.f()") & ROUTER_F_TEMP);
+    assert_true(flags("TABLE pg_temp.t") & ROUTER_F_TEMP);
+    assert_int_equal(flags("SELECT tem"), 0);
 }
 
 static void
@@ -122,6 +126,11 @@ test_honoured_statements(void **state)
     assert_true(flags("DISCARD ALL") & ROUTER_F_DISCARD_ALL);
     assert_false(flags("DISCARD PLANS") & ROUTER_F_DISCARD_ALL);
     assert_true(flags("BEGIN") & ROUTER_F_BEGIN);
+    assert_int_equal(flags("BEGIN;"), ROUTER_F_BEGIN);
+    assert_int_equal(flags("begin isolation level repeatable read"), ROUTER_F_BEGIN);
+    assert_int_equal(flags("START TRANSACTION;"), ROUTER_F_BEGIN);
+    assert_int_equal(flags("BEGIN; LISTEN x"), ROUTER_F_BEGIN | ROUTER_F_LISTEN);
+    assert_int_equal(flags("beginning"), 0);
     assert_true(flags("start transaction read only") & ROUTER_F_BEGIN);
     assert_true(flags("SELECT 1; BEGIN; SELECT 2; COMMIT") & ROUTER_F_BEGIN);
     router_scan_sql("SELECT 1; SELECT 2;", 19, tracked, NULL, &s);
