@@ -271,7 +271,8 @@ scan_is_plain(const char *sql, size_t len, uint32_t *flags)
         known = plain[k].n == wl && word_eq(sql + w, plain[k].w, wl);
         *flags = plain[k].flags;
     }
-    if (!known || (i < len && ident_char((unsigned char) sql[i]))) {
+    /* '$' continues a word for the lexer ("begin$1" is one word, not BEGIN) */
+    if (!known || (i < len && (ident_char((unsigned char) sql[i]) || sql[i] == '$'))) {
         return false;
     }
     const char *semi = memchr(sql, ';', len);
@@ -289,7 +290,8 @@ scan_is_plain(const char *sql, size_t len, uint32_t *flags)
      * inside a string literal just costs the full scan. */
     const unsigned char *u = (const unsigned char *) sql;
     for (size_t p = i; p < len;) {
-        if (!word_byte[u[p]]) {
+        /* A word starts as the lexer's do: not with a digit ("1pg_temp" is 1, pg_temp). */
+        if (!word_byte[u[p]] || (unsigned) (u[p] - '0') < 10) {
             p++;
             continue;
         }

@@ -95,6 +95,9 @@ test_pinning_statements(void **state)
     assert_true(flags("select pg_temp.f()") & ROUTER_F_TEMP);
     assert_true(flags("TABLE pg_temp.t") & ROUTER_F_TEMP);
     assert_int_equal(flags("SELECT tem"), 0);
+    /* words start where the lexer's do */
+    assert_true(flags("SELECT 1set_config('a.b', 'c', false)") & ROUTER_F_SET_SESSION);
+    assert_int_equal(flags("begin$1"), 0);
 }
 
 static void
