@@ -475,7 +475,7 @@ stats_period = 3600
         reps = max(1, int(ENV["BENCH_REPS"]))
         for n in counts:
             runs = {}
-            for t in ("pgbouncer", "pgmux"):
+            for t in self.memory_targets():
                 if n + 1000 > nofile:
                     # Each side (proxy and idle_clients) needs a descriptor per client; the
                     # bench raises the soft limit to the hard one, and only a process with
@@ -484,7 +484,7 @@ stats_period = 3600
                     self.idle[(t, n)] = (f"not run: needs an open-file limit of at least "
                                          f"{n + 1000}; the hard limit here is {nofile} "
                                          f"(ulimit -Hn)")
-                elif t == "pgmux" and self.pool_mode == "session":
+                elif t.startswith("pgmux") and self.pool_mode == "session":
                     self.idle[(t, n)] = "skipped: needs transaction mode"
                 else:
                     runs[t] = []
@@ -507,10 +507,22 @@ stats_period = 3600
                     f"median run: RSS {m['base'] / 1024:.1f} -> {m['rss'] / 1024:.1f} MiB, "
                     f"logins took {m['secs']:.1f} s)")
 
+    def memory_targets(self):
+        """PgBouncer, pgmux, and pgmux-base when BENCH_TARGETS names it (before/after in one
+        run)."""
+        return ("pgbouncer", "pgmux") + (
+            ("pgmux-base",) if "pgmux-base" in ENV["BENCH_TARGETS"].split(",") else ())
+
+    def start_memory_target(self, target, name, max_clients=1000):
+        if target == "pgbouncer":
+            return self.start_pgbouncer(f"pgbouncer-{name}", max_clients=max_clients)
+        if target == "pgmux-base":
+            return self.start_pgmux(f"pgmux-base-{name}", max_clients=max_clients,
+                                    binary=ENV["BENCH_PGMUX_BASE"])
+        return self.start_pgmux(f"pgmux-{name}", max_clients=max_clients)
+
     def idle_one(self, target, n):
-        p, port = (self.start_pgbouncer("pgbouncer-idle", max_clients=n + 100) if
-                   target == "pgbouncer" else
-                   self.start_pgmux("pgmux-idle", max_clients=n + 100))
+        p, port = self.start_memory_target(target, "idle", max_clients=n + 100)
         cl = None
         try:
             # one login and query first, so the pool and its server connection exist
@@ -546,7 +558,7 @@ stats_period = 3600
         rows = int(ENV["BENCH_SLOW_READER_ROWS"])
         if rows <= 0:
             return
-        runs = {"pgbouncer": [], "pgmux": []}
+        runs = {t: [] for t in self.memory_targets()}
         for rep in range(max(1, int(ENV["BENCH_REPS"]))):
             for t in runs:
                 r = self.slow_reader_one(t, rows)
@@ -562,8 +574,7 @@ stats_period = 3600
     def slow_reader_one(self, target, rows):
         sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
         import pgwire  # noqa: E402 (the integration suite's raw protocol client)
-        p, port = (self.start_pgbouncer("pgbouncer-slow") if target == "pgbouncer" else
-                   self.start_pgmux("pgmux-slow"))
+        p, port = self.start_memory_target(target, "slow")
         c = None
         try:
             c = pgwire.connect(port, USER, DB, PASSWORD, rcvbuf=64 * 1024, timeout=60)
@@ -732,18 +743,25 @@ stats_period = 3600
                           f"{t}: " + ", ".join(f"{c} {s}" for c, s in mix)
                           for (t, a, c_), mix in self.syscall_mix.items()
                           if a == "-S" and c_ == 100)]
+        ts = self.memory_targets()
+
+        def label(t):
+            return {"pgbouncer": "PgBouncer", "pgmux-base": f"pgmux-base ({base_rev})"}.get(t, t)
+
+        base_rev = os.path.basename(ENV["BENCH_PGMUX_BASE"]) if ENV["BENCH_PGMUX_BASE"] else ""
         if self.idle:
             lines += ["", "Idle authenticated clients (RSS growth of the proxy / clients):", "",
-                      "| clients | PgBouncer | pgmux |", "|--:|---|---|"]
+                      "| clients | " + " | ".join(label(t) for t in ts) + " |",
+                      "|--:|" + "---|" * len(ts)]
             for n in sorted({k[1] for k in self.idle}):
-                lines.append(f"| {n} | {self.idle.get(('pgbouncer', n), '—')} | "
-                             f"{self.idle.get(('pgmux', n), '—')} |")
+                lines.append(f"| {n} | " + " | ".join(self.idle.get((t, n), "—") for t in ts)
+                             + " |")
         if self.slow:
             lines += ["", f"A {int(ENV['BENCH_SLOW_READER_ROWS']):,}-row result (about 60 bytes "
                       "a row) to a slow reader (64 KiB receive buffer, reads nothing for 2 s, "
                       "then about 16 MB/s with pauses): peak RSS growth of the proxy", "",
-                      "| PgBouncer | pgmux |", "|---|---|",
-                      f"| {self.slow.get('pgbouncer', '—')} | {self.slow.get('pgmux', '—')} |"]
+                      "| " + " | ".join(label(t) for t in ts) + " |", "|" + "---|" * len(ts),
+                      "| " + " | ".join(self.slow.get(t, "—") for t in ts) + " |"]
         if self.instr:
             lines += ["", f"Instructions per `pgbench -S` transaction, user space, callgrind "
                       f"(1 client, difference of {ENV['BENCH_CALLGRIND_TXNS']} and "
