@@ -59,6 +59,8 @@ ENV = {
     "BENCH_STRACE_TIME": env("BENCH_STRACE_TIME", 2),  # seconds; 0 = no syscall counts
     "BENCH_IDLE_CLIENTS": env("BENCH_IDLE_CLIENTS", "10000,100000"),  # empty = skip
     "BENCH_CALLGRIND_TXNS": env("BENCH_CALLGRIND_TXNS", 5000),  # 0 = skip
+    # callgrind workloads: S (pgbench -S), S extended (-M extended), TPC-B (the default script)
+    "BENCH_CALLGRIND_WORKLOADS": env("BENCH_CALLGRIND_WORKLOADS", "S"),
     "BENCH_SLOW_READER_ROWS": env("BENCH_SLOW_READER_ROWS", 1000000),  # 0 = skip
     "BENCH_OUT": env("BENCH_OUT", os.path.join(ROOT, "build/bench")),
 }
@@ -637,31 +639,41 @@ stats_period = 3600
 
     # --- item 3 --------------------------------------------------------------------------
     def callgrind(self):
-        self.instr = {}
+        self.instr = {}  # (target, workload) -> instructions per transaction, or an error
         n = int(ENV["BENCH_CALLGRIND_TXNS"])
         if n <= 0:
             return
-        for target in ("pgmux", "pgbouncer"):
-            totals = []
-            for txns in (n // 5, n):
-                outf = os.path.join(self.tmp, f"callgrind-{target}-{txns}.out")
-                vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"]
-                if target == "pgmux":
-                    p, port = self.start_pgmux("pgmux-callgrind", workers=1, valgrind=vg)
-                else:
-                    os.chmod(self.tmp, 0o777)  # pgbouncer (postgres) writes the output here
-                    p, port = self.start_pgbouncer("pgbouncer-callgrind", valgrind=vg)
-                r = self.pgbench(target, ["-S"], 1, txns=txns, port=port)
-                stop(p, timeout=60)
-                if r["error"]:
-                    self.instr[target] = "error: " + r["error"]
-                    break
-                with open(outf) as f:
-                    m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-                totals.append(int(m.group(1)))
-            if len(totals) == 2:
-                self.instr[target] = (totals[1] - totals[0]) / (n - n // 5)
-            log(f"callgrind {target}: {self.instr.get(target)}")
+        args_of = {"S": ["-S"], "S extended": ["-S", "-M", "extended"], "TPC-B": []}
+        workloads = [w.strip() for w in ENV["BENCH_CALLGRIND_WORKLOADS"].split(",") if w.strip()]
+        for w in workloads:
+            if w not in args_of:
+                raise RuntimeError(f"BENCH_CALLGRIND_WORKLOADS: unknown workload {w!r} "
+                                   f"(known: {', '.join(args_of)})")
+        targets = ["pgmux", "pgbouncer"] + (["pgmux-base"] if ENV["BENCH_PGMUX_BASE"] else [])
+        for w in workloads:
+            for target in targets:
+                totals = []
+                for txns in (n // 5, n):
+                    outf = os.path.join(self.tmp, f"callgrind-{target}-{txns}.out")
+                    vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"]
+                    if target == "pgbouncer":
+                        os.chmod(self.tmp, 0o777)  # pgbouncer (postgres) writes the output here
+                        p, port = self.start_pgbouncer("pgbouncer-callgrind", valgrind=vg)
+                    else:
+                        binary = ENV["BENCH_PGMUX_BASE"] if target == "pgmux-base" else None
+                        p, port = self.start_pgmux(target + "-callgrind", workers=1,
+                                                   valgrind=vg, binary=binary)
+                    r = self.pgbench(target, args_of[w], 1, txns=txns, port=port)
+                    stop(p, timeout=60)
+                    if r["error"]:
+                        self.instr[(target, w)] = "error: " + r["error"]
+                        break
+                    with open(outf) as f:
+                        m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+                    totals.append(int(m.group(1)))
+                if len(totals) == 2:
+                    self.instr[(target, w)] = (totals[1] - totals[0]) / (n - n // 5)
+                log(f"callgrind {w} {target}: {self.instr.get((target, w))}")
 
     # --- report --------------------------------------------------------------------------
     def report(self, seconds):
@@ -763,12 +775,25 @@ stats_period = 3600
                       "| " + " | ".join(label(t) for t in ts) + " |", "|" + "---|" * len(ts),
                       "| " + " | ".join(self.slow.get(t, "—") for t in ts) + " |"]
         if self.instr:
-            lines += ["", f"Instructions per `pgbench -S` transaction, user space, callgrind "
+            def fmt_instr(v):
+                return f"{v:,.0f}" if isinstance(v, float) else (v or "—")
+
+            wls = list(dict.fromkeys(w for _, w in self.instr))
+            tgs = list(dict.fromkeys(t for t, _ in self.instr))
+            what = "`pgbench -S` transaction" if wls == ["S"] else "transaction"
+            lines += ["", f"Instructions per {what}, user space, callgrind "
                       f"(1 client, difference of {ENV['BENCH_CALLGRIND_TXNS']} and "
                       f"{int(ENV['BENCH_CALLGRIND_TXNS']) // 5} transactions; pgmux workers = 1):",
                       ""]
-            for t, v in self.instr.items():
-                lines.append(f"- {t}: " + (f"{v:,.0f}" if isinstance(v, float) else v))
+            if wls == ["S"]:
+                for t in tgs:
+                    lines.append(f"- {t}: " + fmt_instr(self.instr.get((t, "S"))))
+            else:
+                lines += ["| workload | " + " | ".join(tgs) + " |",
+                          "|---|" + "--:|" * len(tgs)]
+                for w in wls:
+                    lines.append(f"| {w} | " + " | ".join(fmt_instr(self.instr.get((t, w)))
+                                                          for t in tgs) + " |")
         if errors:
             lines += ["", "Errors:", ""] + [f"- {e}" for e in errors[:40]]
         text = "\n".join(lines) + "\n"
