@@ -75,7 +75,8 @@ WORKLOADS = [
     ("S extended c=100", ["-S", "-M", "extended"], 100, None),
     ("S extended c=500", ["-S", "-M", "extended"], 500, None),
     # PgBouncer 1.18 cannot pool named prepared statements in transaction mode
-    ("S prepared c=10", ["-S", "-M", "prepared"], 10, {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-base"}),
+    ("S prepared c=10", ["-S", "-M", "prepared"], 10,
+     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-base"}),
     ("S prepared c=100", ["-S", "-M", "prepared"], 100,
      {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-base"}),
     ("S -C c=10", ["-S", "-C"], 10, None),
