@@ -15,7 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-static int parse_cpus(const char *s, cpu_set_t *set)
+static int
+parse_cpus(const char *s, cpu_set_t *set)
 {
     CPU_ZERO(set);
     while (*s) {
@@ -32,7 +33,7 @@ static int parse_cpus(const char *s, cpu_set_t *set)
             s = end;
         }
         for (long c = lo; c <= hi; c++)
-            CPU_SET((int)c, set);
+            CPU_SET((int) c, set);
         if (*s == ',')
             s++;
         else if (*s)
@@ -41,13 +42,15 @@ static int parse_cpus(const char *s, cpu_set_t *set)
     return CPU_COUNT(set) ? 0 : -1;
 }
 
-static void usage(void)
+static void
+usage(void)
 {
     fprintf(stderr, "usage: pinrun [-c CPULIST] [-u USER] [--] PROGRAM [ARG...]\n");
     exit(2);
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
     const char *cpus = NULL, *user = NULL;
     int i = 1;
