@@ -8,8 +8,8 @@
  * a new connection per transaction): woken for each, the logger cost two futex calls, a write
  * and two context switches per line. So a writer wakes the logger only when it sleeps, and a
  * logger woken again within LOG_GATHER_US of its last wake-up first lets that long pass,
- * then writes everything that came meanwhile at once. Lines at a slow pace still go out at
- * once.
+ * then writes everything that came meanwhile at once (sooner when the ring fills to half, so
+ * a storm of connections does not drop lines). Lines at a slow pace still go out at once.
  *
  * syslog is spoken directly (RFC 3164 over a unix datagram socket, what glibc's syslog(3)
  * sends to /dev/log) rather than through syslog(3): <syslog.h> would define LOG_INFO and
@@ -67,6 +67,7 @@ static struct {
     bool running;
     bool stopping;
     bool is_waiting;     /* the logger sleeps on cv: the next line must wake it */
+    bool is_gathering;   /* the logger waits on cv for LOG_GATHER_US: wake it at half full */
     int pid;             /* getpid() at log_start (a system call per line otherwise) */
     unsigned head, tail; /* ring positions; head == tail means empty */
     struct log_line *ring;
@@ -258,11 +259,19 @@ logger_main(void *arg)
         }
         int64_t now = mono_now_us();
         if (now - last_wake_us < LOG_GATHER_US && !lg.stopping) {
-            /* Lines are coming fast: gather them (writers do not signal meanwhile). */
-            pthread_mutex_unlock(&lg.mu);
-            struct timespec ts = { 0, LOG_GATHER_US * 1000 };
-            (void) nanosleep(&ts, NULL);
-            pthread_mutex_lock(&lg.mu);
+            /* Lines are coming fast: gather them. */
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += LOG_GATHER_US * 1000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            lg.is_gathering = true;
+            while (lg.is_gathering && !lg.stopping &&
+                   pthread_cond_timedwait(&lg.cv, &lg.mu, &until) == 0) {
+            }
+            lg.is_gathering = false;
             now = mono_now_us();
         }
         last_wake_us = now;
@@ -312,6 +321,16 @@ log_start(void)
     }
     lg.head = lg.tail = 0;
     lg.stopping = false;
+    /* The gathering wait counts on the monotonic clock: a wall clock set back must not hold
+     * the lines. No thread uses cv now (the logger is not running). */
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) == 0) {
+        if (pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0) {
+            pthread_cond_destroy(&lg.cv);
+            pthread_cond_init(&lg.cv, &ca);
+        }
+        pthread_condattr_destroy(&ca);
+    }
     lg.pid = (int) getpid();
     if (pthread_create(&lg.thread, NULL, logger_main, NULL) != 0) {
         free(lg.ring);
@@ -391,8 +410,9 @@ log_write(enum log_level level, const char *fmt, ...)
     l->msg_off = (unsigned short) msg_off;
     l->level = (unsigned char) level;
     lg.head++;
-    if (lg.is_waiting) {
+    if (lg.is_waiting || (lg.is_gathering && lg.head - lg.tail >= LOG_QUEUE_LEN / 2)) {
         lg.is_waiting = false;
+        lg.is_gathering = false;
         pthread_cond_signal(&lg.cv);
     }
     pthread_mutex_unlock(&lg.mu);
