@@ -182,6 +182,19 @@ iobatch_submit(struct worker *w, struct iobatch *b, struct iobatch_queue *q, uns
     return ok;
 }
 
+/* Whether a receive's session still reads that socket the way it did when it was prepared. */
+static bool
+recv_applies(const struct iobatch_rq *rq, const struct client *c)
+{
+    if (rq->op == IOBATCH_OP_RECV_IDLE) {
+        return c->state == CLIENT_IDLE;
+    }
+    if (c->state != CLIENT_ACTIVE || !c->sc) {
+        return false;
+    }
+    return rq->rsock == (rq->op == IOBATCH_OP_RECV_CLIENT ? &c->sock : &c->sc->sock);
+}
+
 /* One round: the queue q in one submission, then its completions in order. */
 static void
 iobatch_round(struct worker *w, struct iobatch *b, struct iobatch_queue *q)
@@ -223,11 +236,17 @@ iobatch_round(struct worker *w, struct iobatch *b, struct iobatch_queue *q)
             rq->rbuf->recvd += (uint32_t) rq->res;
         }
     }
-    /* In queue order; a client that closed meanwhile was forgotten (its bytes go with it). */
+    /* In queue order. A session may have a receive and a send here, and handling one may end
+     * it or its relay: what no longer applies is skipped (bytes already received stay in the
+     * buffer for whoever reads it next). The session's memory stays valid until the end of the
+     * iteration (CONVENTIONS 3.1.5). */
     for (unsigned i = 0; i < n; i++) {
         struct iobatch_rq *rq = &q->rq[i];
         struct client *c = rq->c;
-        if (!c) {
+        if (!c || c->state == CLIENT_CLOSED) {
+            continue;
+        }
+        if (!op_is_send(rq->op) && !recv_applies(rq, c)) {
             continue;
         }
         if (op_is_send(rq->op)) {
