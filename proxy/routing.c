@@ -78,8 +78,10 @@ enter(struct client *c, int node, bool is_read)
         return ROUTING_ENOMEM;
     }
     routing_leave(c);
-    c->pool = p;
-    client_pool_changed(c);
+    if (p != c->pool) {
+        c->pool = p;
+        client_pool_changed(c);
+    }
     c->route_node = (int16_t) node;
     c->is_route_read = is_read;
     w->routing.active[node]++;
