@@ -130,6 +130,7 @@ check-integration-uring: all asan
 	    $(PYTEST) -q -rfEs -p no:cacheprovider $(URING_TESTS:%=tests/integration/%.py)
 
 test: deps
+	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory check-asan

@@ -15,6 +15,7 @@ pkgs=(
   python3-yaml systemd  # tests/integration/test_packaging.py: compose file, systemd-analyze verify
   openjdk-17-jdk-headless libpostgresql-jdbc-java  # JDBC tests (tests/integration/java)
   clang-14 libclang-rt-14-dev  # make fuzz / fuzz-smoke: libFuzzer's runtime is in libclang-rt
+  clang-format  # make format-check (the first step of make test)
 )
 
 # `tests/deps.sh bundle` (make bench-bundle, bench-scaling; not CI): patchelf points the bundled
