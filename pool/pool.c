@@ -502,13 +502,17 @@ pool_serve_waiter_locked(struct pool_worker *w, struct pool *p, struct pool_conn
     if (!n) {
         return false;
     }
-    /* A waiter on this worker among the first few is served first: the connection then stays
-     * on its loop (no hand-over, no epoll registration moving). Each waiter it overtakes counts
-     * that; one overtaken four times is served next, so nobody waits for ever. */
+    /* A waiter on this worker among the first POOL_OVERTAKE_WINDOW is served first: the
+     * connection then stays on its loop (no hand-over, no epoll registration moving). Each
+     * waiter it overtakes counts that; one overtaken POOL_OVERTAKE_MAX times is served next, so
+     * nobody waits for ever. Both bounds are wide because the waiters a worker skips gather at
+     * the head of the queue: with a narrow window or a low cap (8 and 4 were tried) a run of
+     * them there forces a hand-over on most releases, and at pgbench -S -c 100 with two workers
+     * a third of all grants moved a connection to the other worker. */
     if (p->may_overtake && CONTAINER_OF(n, struct pool_waiter, node)->worker != w->idx &&
-        CONTAINER_OF(n, struct pool_waiter, node)->n_passed < 4) {
+        CONTAINER_OF(n, struct pool_waiter, node)->n_passed < POOL_OVERTAKE_MAX) {
         struct ilist_node *it = n->next;
-        for (int k = 1; k < 8 && it != &p->waiters.head; k++, it = it->next) {
+        for (int k = 1; k < POOL_OVERTAKE_WINDOW && it != &p->waiters.head; k++, it = it->next) {
             if (CONTAINER_OF(it, struct pool_waiter, node)->worker == w->idx) {
                 for (struct ilist_node *q = n; q != it; q = q->next) {
                     CONTAINER_OF(q, struct pool_waiter, node)->n_passed++;

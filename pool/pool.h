@@ -148,8 +148,9 @@ struct pool {
     struct pool_local *local;   /* [n_workers]; local[i] touched only by worker i */
     int home_worker;            /* the worker that keeps min_idle warm */
     bool may_overtake;          /* transaction pooling: a waiter on the worker that frees a
-                                   connection may go first (at most 4 times per waiter); session
-                                   pooling serves strictly in arrival order */
+                                   connection may go first (at most POOL_OVERTAKE_MAX times
+                                   per waiter); session pooling serves strictly in arrival
+                                   order */
     struct pool_params welcome; /* a fresh server's ParameterStatus set, so clients in
                                    transaction pooling can log in without a server: written
                                    once under mu, then read-only until pool_set_fini */
@@ -163,6 +164,11 @@ struct pool {
      * transaction to another node costs an atomic load, not the set's lock. */
     _Atomic(struct pool *) siblings[POOL_MAX_NODES];
 };
+
+/* Transaction pooling: how far down the wait queue a worker freeing a connection looks for a
+ * waiter of its own, and how many times one waiter may be overtaken that way. */
+#define POOL_OVERTAKE_WINDOW 32
+#define POOL_OVERTAKE_MAX    32
 
 /* A client waiting for a connection. Memory owned by the client's worker; linked under mu. */
 struct pool_waiter {
