@@ -223,7 +223,7 @@ bench-bundle:
 	@$(MAKE) --no-print-directory SANITIZE= all build/bundle.tar.gz
 
 build/bundle.tar.gz: build/release/pgmux tests/bench/device/bundle.sh tests/bench/device/pinrun.c \
-                     tests/bench/relay.c
+                     tests/bench/relay.c tests/bench/idle_clients.c
 	@./tests/bench/device/bundle.sh
 
 bench-bundle-check: bench-bundle

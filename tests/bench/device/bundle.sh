@@ -10,7 +10,7 @@
 # over an LD_LIBRARY_PATH the other machine may export. The loader path must be absolute, so the
 # tree has to sit at $PREFIX there: scaling.sh extracts it to that place.
 #
-# Layout: bin/ (pgmux, pgbouncer, relay, pinrun), lib/ (every shared library, libc and the
+# Layout: bin/ (pgmux, pgbouncer, relay, pinrun, idle_clients), lib/ (every shared library, libc and the
 # loader included), and PostgreSQL 15 in Debian's relative layout (usr/lib/postgresql/15/bin,
 # .../lib, usr/share/postgresql/15), which PostgreSQL resolves relative to its own binaries.
 # LLVM JIT is left out (scaling.sh sets jit = off): libLLVM alone would be ~100 MiB.
@@ -43,6 +43,7 @@ cc=${CC:-cc}
 flags="-O2 -g0 -Wall -Wextra -Werror"
 $cc $flags -o "$B/bin/relay" tests/bench/relay.c
 $cc -std=c11 -D_GNU_SOURCE $flags -o "$B/bin/pinrun" tests/bench/device/pinrun.c
+$cc $flags -o "$B/bin/idle_clients" tests/bench/idle_clients.c -lcrypto
 cp build/release/pgmux "$B/bin/pgmux"
 cp "$PGBOUNCER" "$B/bin/pgbouncer"
 for p in postgres pg_ctl initdb pgbench psql pg_isready; do

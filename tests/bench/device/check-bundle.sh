@@ -44,4 +44,7 @@ check pgbench "$pg/pgbench" --version
 check psql "$pg/psql" --version
 [ -x "$prefix/bin/relay" ] && { "$prefix/bin/relay" 2>/dev/null; [ $? -ne 127 ]; } \
     && echo "check-bundle: ok   relay starts" || { echo "check-bundle: FAIL relay" >&2; fail=1; }
+# idle_clients without arguments prints its usage and exits 2; 127 would mean it cannot load.
+[ -x "$prefix/bin/idle_clients" ] && { "$prefix/bin/idle_clients" >/dev/null 2>&1; [ $? -ne 127 ]; } \
+    && echo "check-bundle: ok   idle_clients starts" || { echo "check-bundle: FAIL idle_clients" >&2; fail=1; }
 exit $fail

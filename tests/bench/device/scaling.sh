@@ -21,7 +21,13 @@
 # Below 8 CPUs nothing is pinned unless the SCALING_*_CPUS variables say so.
 #
 # SCALING_TARGETS may add "relay" (tests/bench/relay.c: one thread, bytes only, one server
-# connection per client), what one core can forward at all.
+# connection per client), what one core can forward at all, and "pgmux-uring" (pgmux with
+# io_engine = io_uring, at SCALING_URING_WORKERS).
+#
+# Then, with SCALING_IDLE clients (default 100000 with 8 or more CPUs, else none): memory per
+# idle client. PgBouncer and pgmux at each of SCALING_IDLE_WORKERS hold that many authenticated
+# idle connections (tests/bench/idle_clients.c, from 127.0.0.2-6), and the RSS growth of the
+# proxy divided by the clients is reported (one run each, after the scaling runs).
 #
 # Output in $OUT (default build/scaling): scaling.md (the table), runs.tsv (every run),
 # pgbench.log (every pgbench output), scaling.log (this script's log), env.txt (the machine),
@@ -43,6 +49,10 @@ POOL=${SCALING_POOL:-64}          # server connections: PgBouncer's pool, pgmux'
 SCALE=${SCALING_SCALE:-50}        # pgbench -i -s
 BUDGET=${SCALING_BUDGET:-420}     # seconds: no run starts that would end past this
 IO_ENGINE=${SCALING_IO_ENGINE:-epoll}
+URING_WORKERS=${SCALING_URING_WORKERS:-8}   # workers for the pgmux-uring target
+IDLE_WORKERS=${SCALING_IDLE_WORKERS:-1 8}   # pgmux workers for the idle-client runs
+IDLE_WAIT=${SCALING_IDLE_WAIT:-120}         # seconds an idle-client run may take to log in
+IDLE_DEADLINE=${SCALING_IDLE_DEADLINE:-}    # seconds after which no idle run starts (default BUDGET + 120)
 PREFIX=${PGMUX_BUNDLE_PREFIX:-/opt/pgmux-bundle}
 OUT=${OUT:-$ROOT/build/scaling}
 BENCH_PASSWORD=bench-secret
@@ -79,10 +89,14 @@ PINRUN=$PREFIX/bin/pinrun
 # The bundled programs find their libraries through RPATH; nothing of the host's may interfere.
 unset LD_LIBRARY_PATH LD_PRELOAD PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGPASSFILE PGSSLMODE
 export LC_ALL=C LANG=C TZ=GMT
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NCPU=$(nproc 2>/dev/null || grep -c '^processor' /proc/cpuinfo)
+IDLE=${SCALING_IDLE:-$([ "$NCPU" -ge 8 ] && echo 100000 || echo 0)}
+# Each idle client is a descriptor in the proxy and one in idle_clients; root may raise the
+# hard limit (up to fs.nr_open).
+nofile=$((IDLE + 20000 > 65536 ? IDLE + 20000 : 65536))
+ulimit -n "$nofile" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # --- the machine -------------------------------------------------------------------------------
-NCPU=$(nproc 2>/dev/null || grep -c '^processor' /proc/cpuinfo)
 cpu_range() { [ "$1" -eq "$2" ] && echo "$1" || echo "$1-$2"; }
 if [ "$NCPU" -ge 8 ]; then
     nclient=$((NCPU / 8 < 2 ? 2 : NCPU / 8))
@@ -110,6 +124,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     echo "cpus: $NCPU ($CPU_MODEL); memory: $((MEM_KB / 1024)) MiB; CLK_TCK $CLK_TCK"
     # Which CPUs share a core (hyperthreads) decides what a CPU split really gives each party.
     echo "thread siblings: $(cat /sys/devices/system/cpu/cpu[0-9]*/topology/thread_siblings_list 2>/dev/null | sort -u -t, -n | tr '\n' ' ')"
+    echo "open files: $(ulimit -n) (fs.nr_open $(cat /proc/sys/fs/nr_open 2>/dev/null)); ephemeral ports: $(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null | tr '\t' -)"
+    echo "io_uring_disabled: $(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo absent)"
     echo "tools: $(for t in taskset setpriv runuser su useradd python3 perf strace; do
         command -v $t >/dev/null 2>&1 && printf '%s ' $t; done)"
     echo "bundle:"; sed 's/^/  /' "$PREFIX/MANIFEST"
@@ -233,17 +249,19 @@ printf '"%s" "md5%s"\n' "$BENCH_USER" "$MD5" > "$W/userlist.txt"
 chmod 644 "$W/userlist.txt"
 
 # --- proxies -----------------------------------------------------------------------------------
-start_pgmux() {  # start_pgmux WORKERS PORT: sets PROXY_PID
-    cat > "$W/pgmux-$1.ini" <<EOF
+start_pgmux() {  # start_pgmux WORKERS PORT [ENGINE [MAX_CLIENTS]]: sets PROXY_PID
+    local engine=${3:-$IO_ENGINE} name=pgmux-$1
+    [ "$engine" = "$IO_ENGINE" ] || name=pgmux-$engine-$1
+    cat > "$W/$name.ini" <<EOF
 [pgmux]
 listen_addr = 127.0.0.1
 listen_port = $2
 workers = $1
-max_client_conn = $((CLIENTS + 100))
+max_client_conn = ${4:-$((CLIENTS + 100))}
 auth_type = md5
 auth_file = $W/userlist.txt
 log_level = warning
-io_engine = $IO_ENGINE
+io_engine = $engine
 query_wait_timeout = 10s
 health_check_user = $BENCH_USER
 health_check_password = $BENCH_PASSWORD
@@ -261,10 +279,10 @@ EOF
     # pinrun itself in the background (not through a function, which would run in a subshell),
     # so $! is the pid pinrun execs the proxy in
     "$PINRUN" ${PROXY_CPUS:+-c "$PROXY_CPUS"} ${RUNAS:+-u "$RUNAS"} -- \
-        "$PREFIX/bin/pgmux" -c "$W/pgmux-$1.ini" >> "$W/pgmux-$1.log" 2>&1 &
+        "$PREFIX/bin/pgmux" -c "$W/$name.ini" >> "$W/$name.log" 2>&1 &
     PROXY_PID=$!
 }
-start_pgbouncer() {  # start_pgbouncer PORT: sets PROXY_PID
+start_pgbouncer() {  # start_pgbouncer PORT [MAX_CLIENTS]: sets PROXY_PID
     cat > "$W/pgbouncer.ini" <<EOF
 [databases]
 $BENCH_DB = host=127.0.0.1 port=$PGPORT_ dbname=$BENCH_DB
@@ -278,7 +296,7 @@ auth_file = $W/userlist.txt
 pool_mode = transaction
 default_pool_size = $POOL
 max_db_connections = $POOL
-max_client_conn = $((CLIENTS + 100))
+max_client_conn = ${2:-$((CLIENTS + 100))}
 log_connections = 0
 log_disconnections = 0
 query_wait_timeout = 10
@@ -331,7 +349,7 @@ printf 'rep\ttarget\tworkers\ttps\tlat_ms\tproxy_cpu_pct\tproxy_cpus_busy\tpg_cp
 : > "$OUT/pgbench.log"
 run_target() {  # run_target REP TARGET WORKERS
     local rep=$1 target=$2 w=$3 port err="" pid="" label=$2
-    [ "$target" = pgmux ] && label="pgmux w=$w"
+    case $target in pgmux*) label="$target w=$w" ;; esac
     PROXY_PID=""
     if [ "$target" = direct ]; then
         port=$PGPORT_
@@ -342,6 +360,7 @@ run_target() {  # run_target REP TARGET WORKERS
             case $target in
                 pgbouncer) start_pgbouncer "$port" ;;
                 relay) start_relay "$port" ;;
+                pgmux-uring) start_pgmux "$w" "$port" io_uring ;;
                 *) start_pgmux "$w" "$port" ;;
             esac
             pid=$PROXY_PID
@@ -398,8 +417,11 @@ col() {  # col TARGET WORKERS COLUMN: the column's values of the runs without an
 report() {
     local md="$OUT/scaling.md" rows=() t w
     for t in $TARGETS; do
-        if [ "$t" = pgmux ]; then for w in $WORKERS; do rows+=("pgmux:$w"); done
-        else rows+=("$t:-"); fi
+        case $t in
+            pgmux) for w in $WORKERS; do rows+=("pgmux:$w"); done ;;
+            pgmux-uring) for w in $URING_WORKERS; do rows+=("pgmux-uring:$w"); done ;;
+            *) rows+=("$t:-") ;;
+        esac
     done
     local bouncer
     bouncer=$(col pgbouncer - 4 | median)
@@ -426,7 +448,7 @@ report() {
             cpu=$(col "$t" "$w" 6 | median); busy_x=$(col "$t" "$w" 7 | median)
             busy_pg=$(col "$t" "$w" 8 | median); busy_c=$(col "$t" "$w" 9 | median)
             lat=$(col "$t" "$w" 5 | median %.2f)
-            [ "$t" = pgmux ] || w="—"
+            case $t in pgmux*) ;; *) w="—" ;; esac
             printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s%s |\n' "$t" "$w" \
                 "${tps:-—}" "$ratio_b" "$ratio_d" "${cpu:-—}" "${busy_x:-—}" "${busy_pg:-—}" \
                 "${busy_c:-—}" "${lat:-—}" "$n" "$([ "$errs" -gt 0 ] && echo " ($errs failed)")"
@@ -435,6 +457,12 @@ report() {
         echo "proxy CPU %: the proxy process's utime + stime over the measured run (100 = one core)."
         case " $TARGETS " in *" relay "*)
             echo "relay: tests/bench/relay.c, one thread that forwards bytes (one upstream connection per client, no pooling): one core's kernel floor." ;; esac
+        case " $TARGETS " in *" pgmux-uring "*)
+            if grep -qs 'io_uring is not available' "$W"/pgmux-io_uring-*.log; then
+                echo "pgmux-uring: io_uring was NOT available here, so those rows ran on epoll: $(grep -hm1 'io_uring is not available' "$W"/pgmux-io_uring-*.log | sed 's/.*(\(.*\)).*/\1/')"
+            else
+                echo "pgmux-uring: pgmux with io_engine = io_uring (batched receives and sends)."
+            fi ;; esac
         echo "CPUs busy %: share of non-idle time of that CPU group in /proc/stat over the measured run."
         local w8
         w8=$(col pgmux 8 4 | median)
@@ -443,6 +471,15 @@ report() {
             awk -v a="$w8" -v b="$bouncer" 'BEGIN { r = a / b; v = (r >= 3) ? "met" : "not met"; printf "Issue 7 target, pgmux at 8 workers >= 3x PgBouncer: %.2fx, %s.\n", r, v }'
         fi
         [ -n "${NOTE:-}" ] && { echo; echo "$NOTE"; }
+        if [ -s "$OUT/idle.tsv" ]; then
+            echo
+            echo "Memory per idle client: $IDLE authenticated idle connections (md5) from 127.0.0.2-6, one run each; RSS of the proxy after one transaction (pool warm) and after the last login."
+            echo
+            echo "| target | workers | clients | RSS before MiB | RSS after MiB | KiB per client | logins took s |"
+            echo "|---|--:|--:|--:|--:|--:|--:|"
+            awk -F'\t' 'NR > 1 { if ($9 != "") printf "| %s | %s | %s | %s |  |  | %s |\n", $1, $2, $3, $4, $9
+                                  else printf "| %s | %s | %s | %.1f | %.1f | %.3f | %s |\n", $1, $2, $3, $4 / 1024, $5 / 1024, $6, $7 }' "$OUT/idle.tsv"
+        fi
         echo
         echo "Whole run: $(elapsed) s."
     } > "$md"
@@ -453,8 +490,9 @@ order=()
 for t in $TARGETS; do
     case $t in
         pgmux) for w in $WORKERS; do order+=("pgmux:$w"); done ;;
+        pgmux-uring) for w in $URING_WORKERS; do order+=("pgmux-uring:$w"); done ;;
         direct|pgbouncer|relay) order+=("$t:-") ;;
-        *) die "unknown target $t (direct, relay, pgbouncer, pgmux)" ;;
+        *) die "unknown target $t (direct, relay, pgbouncer, pgmux, pgmux-uring)" ;;
     esac
 done
 NOTE=""
@@ -472,6 +510,67 @@ for rep in $(seq 1 "$REPS"); do
     report
 done
 report
+
+# --- memory per idle client --------------------------------------------------------------------
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+idle_run() {  # idle_run TARGET WORKERS: one line in $OUT/idle.tsv
+    local target=$1 w=$2 port pid err="" base="" rss="" secs="" kib="" cl="" t0 line=""
+    port=$(free_port)
+    if [ "$target" = pgbouncer ]; then start_pgbouncer "$port" $((IDLE + 100))
+    else start_pgmux "$w" "$port" "$IO_ENGINE" $((IDLE + 100)); fi
+    pid=$PROXY_PID
+    if ! wait_port "$port" "$pid"; then
+        err="did not start"
+    else
+        # one transaction first, so the pool and its server connection exist before the baseline
+        ${TIMEOUT:+$TIMEOUT 30} "$PINRUN" ${CLIENT_CPUS:+-c "$CLIENT_CPUS"} ${RUNAS:+-u "$RUNAS"} -- \
+            "$PG/pgbench" -n -S -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -c 1 -t 10 "$BENCH_DB" \
+            > "$W/idle-pgbench.out" 2>&1 || err="pgbench: $(grep -m1 -i error "$W/idle-pgbench.out")"
+    fi
+    if [ -z "$err" ]; then
+        sleep 0.5
+        base=$(rss_kib "$pid")
+        t0=$(uptime_s)
+        "$PINRUN" ${CLIENT_CPUS:+-c "$CLIENT_CPUS"} -- "$PREFIX/bin/idle_clients" "$port" "$IDLE" \
+            "$BENCH_USER" "$BENCH_DB" "$BENCH_PASSWORD" 5 > "$W/idle.out" 2> "$W/idle.err" &
+        cl=$!
+        local i
+        for i in $(seq 1 $((IDLE_WAIT * 10))); do
+            line=$(head -1 "$W/idle.out" 2>/dev/null)
+            [ -n "$line" ] && break
+            kill -0 "$cl" 2>/dev/null || break
+            sleep 0.1
+        done
+        secs=$(awk -v a="$(uptime_s)" -v b="$t0" 'BEGIN {printf "%.1f", a - b}')
+        case $line in
+            ready*) sleep 1; rss=$(rss_kib "$pid")
+                    kib=$(awk -v a="$rss" -v b="$base" -v n="$IDLE" 'BEGIN {printf "%.3f", (a - b) / n}') ;;
+            *) if [ -s "$W/idle.err" ]; then err="idle_clients: $(head -c 300 "$W/idle.err" | tr '\n' ' ')"
+               else err="not all logged in within $IDLE_WAIT s"; fi ;;
+        esac
+        kill -TERM "$cl" 2>/dev/null; wait "$cl" 2>/dev/null
+    fi
+    stop_proxy
+    [ "$target" = pgbouncer ] && w="—"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$w" "$IDLE" "${base:-0}" "${rss:-0}" \
+        "$kib" "$secs" "$(uptime_s)" "$err" >> "$OUT/idle.tsv"
+    log "idle $target w=$w: $IDLE clients: ${kib:-—} KiB each (RSS ${base:-?} -> ${rss:-?} KiB, logins ${secs:-?} s)${err:+  ERROR $err}"
+}
+if [ "$IDLE" -gt 0 ]; then
+    if [ "$(ulimit -n)" -lt $((IDLE + 10000)) ]; then
+        log "idle clients: skipped, the open-file limit is $(ulimit -n) (needs $((IDLE + 10000)))"
+    else
+        printf 'target\tworkers\tclients\trss_before_kib\trss_after_kib\tkib_per_client\tlogin_s\tat\terror\n' > "$OUT/idle.tsv"
+        deadline=${IDLE_DEADLINE:-$((BUDGET + 120))}
+        for t in pgbouncer $(for w in $IDLE_WORKERS; do echo "pgmux:$w"; done); do
+            if [ "$(elapsed)" -gt "$deadline" ]; then
+                log "idle clients: $t not run, past $deadline s"; continue
+            fi
+            case $t in pgmux:*) idle_run pgmux "${t#pgmux:}" ;; *) idle_run "$t" - ;; esac
+        done
+        report
+    fi
+fi
 echo
 cat "$OUT/scaling.md"
 log "done: $OUT/scaling.md"
