@@ -230,7 +230,8 @@ bench-bundle-check: bench-bundle
 	@./tests/bench/device/check-bundle.sh build/bundle.tar.gz
 
 bench-scaling: bench-bundle
-	@SCALING_WORKERS="$${SCALING_WORKERS:-1 2}" SCALING_TIME=$${SCALING_TIME:-4} \
+	@SCALING_WORKERS="$${SCALING_WORKERS:-1 2}" SCALING_URING_WORKERS="$${SCALING_URING_WORKERS:-2}" \
+	    SCALING_TIME=$${SCALING_TIME:-4} SCALING_IDLE=$${SCALING_IDLE:-2000} \
 	    SCALING_WARMUP=$${SCALING_WARMUP:-1} SCALING_REPS=$${SCALING_REPS:-2} \
 	    SCALING_SCALE=$${SCALING_SCALE:-5} SCALING_CLIENTS=$${SCALING_CLIENTS:-32} \
 	    SCALING_POOL=$${SCALING_POOL:-16} ./tests/bench/device/bare.sh build/bundle.tar.gz

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Multi-core scaling: pgmux with workers = 1, 2, 4, 8 (16) beside single-process PgBouncer and a
+# Multi-core scaling: pgmux with workers = 1, 2, 4, 8 beside single-process PgBouncer and a
 # direct connection, under `pgbench -S` (select-only, simple protocol), on one machine, with
 # nothing but the bench bundle (tests/bench/device/bundle.sh, `make bench-bundle`): no
 # PostgreSQL, PgBouncer, network or Debian there. Run as root from the repository root:
@@ -38,16 +38,16 @@ set -uo pipefail
 
 T0=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
-WORKERS=${SCALING_WORKERS:-1 2 4 8 16}
-TARGETS=${SCALING_TARGETS:-direct pgbouncer pgmux}
-TIME=${SCALING_TIME:-12}          # seconds per measured pgbench run
+WORKERS=${SCALING_WORKERS:-1 2 4 8}
+TARGETS=${SCALING_TARGETS:-direct pgbouncer pgmux pgmux-uring}
+TIME=${SCALING_TIME:-10}          # seconds per measured pgbench run
 WARMUP=${SCALING_WARMUP:-2}       # seconds of the unmeasured run before it (pools fill)
 REPS=${SCALING_REPS:-3}           # runs per target; the median is reported
 CLIENTS=${SCALING_CLIENTS:-128}   # pgbench -c
 JOBS=${SCALING_JOBS:-8}           # pgbench -j
 POOL=${SCALING_POOL:-64}          # server connections: PgBouncer's pool, pgmux's max_open_conns
 SCALE=${SCALING_SCALE:-50}        # pgbench -i -s
-BUDGET=${SCALING_BUDGET:-420}     # seconds: no run starts that would end past this
+BUDGET=${SCALING_BUDGET:-380}     # seconds: no run starts that would end past this
 IO_ENGINE=${SCALING_IO_ENGINE:-epoll}
 URING_WORKERS=${SCALING_URING_WORKERS:-8}   # workers for the pgmux-uring target
 IDLE_WORKERS=${SCALING_IDLE_WORKERS:-1 8}   # pgmux workers for the idle-client runs
