@@ -523,14 +523,22 @@ relay_flush_how(struct client *c, bool from_client, bool is_now)
         if (!is_now && c->w->iob && iobatch_queue_send(c->w, c, from_client)) {
             return true;
         }
-        struct msghdr mh;
-        memset(&mh, 0, sizeof(mh));
-        mh.msg_iov = s.iov;
-        mh.msg_iovlen = (size_t) s.n_iov;
         ssize_t n;
-        do {
-            n = sendmsg(s.fd, &mh, MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
+        if (s.n_iov == 1) {
+            /* The common case (one answer, one query): send() takes the kernel's single-buffer
+             * path, without copying in a msghdr and importing an iovec. */
+            do {
+                n = send(s.fd, s.iov[0].iov_base, s.iov[0].iov_len, MSG_NOSIGNAL);
+            } while (n < 0 && errno == EINTR);
+        } else {
+            struct msghdr mh;
+            memset(&mh, 0, sizeof(mh));
+            mh.msg_iov = s.iov;
+            mh.msg_iovlen = (size_t) s.n_iov;
+            do {
+                n = sendmsg(s.fd, &mh, MSG_NOSIGNAL);
+            } while (n < 0 && errno == EINTR);
+        }
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 relay_write_failed(c, from_client);

@@ -4,7 +4,9 @@
 Starts the test cluster (tests/cluster.sh; the replica is stopped, only the primary is
 measured), loads pgbench data, and runs each workload against a direct connection, the byte
 relay (tests/bench/relay.c, the kernel floor), Debian's PgBouncer in transaction mode and
-pgmux (pgmux-uring: the same with io_engine = io_uring, when BENCH_TARGETS names it), alternating targets run by run (A B C D A B C D ...), and reports medians. Then: system
+pgmux (when BENCH_TARGETS names them: pgmux-uring, the same with io_engine = io_uring, and
+pgmux-1w, the same with one worker thread, as PgBouncer has), alternating targets run by run
+(A B C D A B C D ...), and reports medians. Then: system
 calls per transaction (strace -c -f on a short separate run), RSS per idle client
 (tests/bench/idle_clients.c), and instructions per transaction under callgrind.
 Writes build/bench/results.md and prints it. Settings: BENCH_* environment variables, listed in
@@ -76,9 +78,9 @@ WORKLOADS = [
     ("S extended c=500", ["-S", "-M", "extended"], 500, None),
     # PgBouncer 1.18 cannot pool named prepared statements in transaction mode
     ("S prepared c=10", ["-S", "-M", "prepared"], 10,
-     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-base"}),
+     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-1w", "pgmux-base"}),
     ("S prepared c=100", ["-S", "-M", "prepared"], 100,
-     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-base"}),
+     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-1w", "pgmux-base"}),
     ("S -C c=10", ["-S", "-C"], 10, None),
     # the same logins with SCRAM-SHA-256: libpq runs PBKDF2 (4096 iterations) for each one
     ("S -C scram c=10", ["-S", "-C"], 10, None),
@@ -86,7 +88,7 @@ WORKLOADS = [
     ("TPC-B c=100", [], 100, None),
 ]
 PG_MAX_CONNECTIONS = 300  # tests/cluster.sh
-PROXIES = ("relay", "pgbouncer", "pgmux", "pgmux-uring", "pgmux-base")
+PROXIES = ("relay", "pgbouncer", "pgmux", "pgmux-uring", "pgmux-1w", "pgmux-base")
 
 children = []  # Popen objects to stop on exit
 
@@ -336,6 +338,7 @@ stats_period = 3600
                        "pgmux": self.start_pgmux,
                        "pgmux-uring": lambda: self.start_pgmux("pgmux-uring",
                                                                io_engine="io_uring"),
+                       "pgmux-1w": lambda: self.start_pgmux("pgmux-1w", workers=1),
                        "pgmux-base": self.start_pgmux_base}[t]()
             self.procs[t], self.ports[t] = p, port
 
@@ -730,8 +733,9 @@ stats_period = 3600
         lines += ["", "Ratios (medians above):", "",
                   "| workload | pgmux/PgBouncer tps | pgmux/PgBouncer CPU per tx | "
                   "pgmux/relay CPU per tx | added avg latency vs direct, ms: pgmux / PgBouncer | "
-                  "pgmux io_uring/PgBouncer CPU per tx | pgmux io_uring/epoll CPU per tx |",
-                  "|---|--:|--:|--:|--:|--:|--:|"]
+                  "pgmux io_uring/PgBouncer CPU per tx | pgmux io_uring/epoll CPU per tx | "
+                  "pgmux 1 worker/PgBouncer CPU per tx |",
+                  "|---|--:|--:|--:|--:|--:|--:|--:|"]
 
         def ratio(a, b):
             return f"{a / b:.2f}" if a is not None and b else "—"
@@ -740,6 +744,7 @@ stats_period = 3600
             mx, pb = summary.get((name, "pgmux"), {}), summary.get((name, "pgbouncer"), {})
             rl, di = summary.get((name, "relay"), {}), summary.get((name, "direct"), {})
             ur = summary.get((name, "pgmux-uring"), {})
+            w1 = summary.get((name, "pgmux-1w"), {})
             if not mx and not pb:
                 continue
             d = di.get("lat")
@@ -749,7 +754,8 @@ stats_period = 3600
                          f"{ratio(mx.get('cpu'), pb.get('cpu'))} | "
                          f"{ratio(mx.get('cpu'), rl.get('cpu'))} | {add} | "
                          f"{ratio(ur.get('cpu'), pb.get('cpu'))} | "
-                         f"{ratio(ur.get('cpu'), mx.get('cpu'))} |")
+                         f"{ratio(ur.get('cpu'), mx.get('cpu'))} | "
+                         f"{ratio(w1.get('cpu'), pb.get('cpu'))} |")
         if self.syscall_mix:
             lines += ["", "Most frequent system calls in the strace runs (calls, name), "
                       "S c=100: " + "; ".join(
