@@ -51,8 +51,16 @@ def test_cancel_reaches_the_owning_worker(cluster, pgmux, workers):
         conn = psycopg.connect(px.dsn(), autocommit=True)
         job = Background(conn.execute, "SELECT pg_sleep(30)")
         # a cancel that arrives before the query does cancels nothing
-        wait_for(lambda: [r for r in cluster.server_conns(state="active")
-                          if "pg_sleep" in r["query"]], timeout=10, what="pg_sleep running")
+        try:
+            wait_for(lambda: [r for r in cluster.server_conns(state="active")
+                              if "pg_sleep" in r["query"]], timeout=10, what="pg_sleep running")
+        except AssertionError as e:
+            # This wait once timed out on a loaded CI machine and could not be reproduced;
+            # say what the server and the client were doing.
+            raise AssertionError(
+                f"{e}\nserver connections: {cluster.server_conns()}\n"
+                f"client finished: {job.done()}, error: {job._error!r}\n"
+                f"pgmux log (end): {px.log_text()[-3000:]}") from None
         t0 = time.monotonic()
         conn.cancel()
         err = job.error(timeout=10)
