@@ -50,7 +50,7 @@ SCALE=${SCALING_SCALE:-50}        # pgbench -i -s
 BUDGET=${SCALING_BUDGET:-380}     # seconds: no run starts that would end past this
 IO_ENGINE=${SCALING_IO_ENGINE:-epoll}
 URING_WORKERS=${SCALING_URING_WORKERS:-8}   # workers for the pgmux-uring target
-IDLE_WORKERS=${SCALING_IDLE_WORKERS:-1 8}   # pgmux workers for the idle-client runs
+IDLE_WORKERS=${SCALING_IDLE_WORKERS:-}      # pgmux workers for the idle-client runs (default 1 8 16)
 IDLE_WAIT=${SCALING_IDLE_WAIT:-120}         # seconds an idle-client run may take to log in
 IDLE_DEADLINE=${SCALING_IDLE_DEADLINE:-}    # seconds after which no idle run starts (default BUDGET + 120)
 PREFIX=${PGMUX_BUNDLE_PREFIX:-/opt/pgmux-bundle}
@@ -91,6 +91,7 @@ unset LD_LIBRARY_PATH LD_PRELOAD PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGPAS
 export LC_ALL=C LANG=C TZ=GMT
 NCPU=$(nproc 2>/dev/null || grep -c '^processor' /proc/cpuinfo)
 IDLE=${SCALING_IDLE:-$([ "$NCPU" -ge 8 ] && echo 100000 || echo 0)}
+[ -n "$IDLE_WORKERS" ] || IDLE_WORKERS="1 8$([ "$NCPU" -ge 16 ] && echo " 16")"
 # Each idle client is a descriptor in the proxy and one in idle_clients; root may raise the
 # hard limit (up to fs.nr_open).
 nofile=$((IDLE + 20000 > 65536 ? IDLE + 20000 : 65536))
@@ -473,7 +474,7 @@ report() {
         [ -n "${NOTE:-}" ] && { echo; echo "$NOTE"; }
         if [ -s "$OUT/idle.tsv" ]; then
             echo
-            echo "Memory per idle client: $IDLE authenticated idle connections (md5) from 127.0.0.2-6, one run each; RSS of the proxy after one transaction (pool warm) and after the last login."
+            echo "Memory per idle client: $IDLE authenticated idle connections (md5) from 127.0.0.2-6, one run each; RSS of the proxy after one transaction (pool warm) and after the last login.${IDLE_NOTE:+ $IDLE_NOTE}"
             echo
             echo "| target | workers | clients | RSS before MiB | RSS after MiB | KiB per client | logins took s |"
             echo "|---|--:|--:|--:|--:|--:|--:|"
@@ -556,9 +557,18 @@ idle_run() {  # idle_run TARGET WORKERS: one line in $OUT/idle.tsv
         "$kib" "$secs" "$(uptime_s)" "$err" >> "$OUT/idle.tsv"
     log "idle $target w=$w: $IDLE clients: ${kib:-—} KiB each (RSS ${base:-?} -> ${rss:-?} KiB, logins ${secs:-?} s)${err:+  ERROR $err}"
 }
+IDLE_NOTE=""
+if [ "$IDLE" -gt 0 ] && [ "$(ulimit -n)" -lt $((IDLE + 1000)) ]; then
+    # Each process (the proxy, idle_clients) needs a descriptor per client. Without the right to
+    # raise the hard limit (CAP_SYS_RESOURCE), measure as many clients as it allows.
+    fit=$(( ($(ulimit -n) - 1000) / 1000 * 1000 ))
+    IDLE_NOTE="Fewer than the $IDLE idle clients asked for: the open-file limit here is $(ulimit -n) and cannot be raised (no CAP_SYS_RESOURCE?), so $fit."
+    log "idle clients: $IDLE_NOTE"
+    IDLE=$fit
+fi
 if [ "$IDLE" -gt 0 ]; then
-    if [ "$(ulimit -n)" -lt $((IDLE + 10000)) ]; then
-        log "idle clients: skipped, the open-file limit is $(ulimit -n) (needs $((IDLE + 10000)))"
+    if [ "$IDLE" -lt 1000 ]; then
+        log "idle clients: skipped, the open-file limit is $(ulimit -n)"
     else
         printf 'target\tworkers\tclients\trss_before_kib\trss_after_kib\tkib_per_client\tlogin_s\tat\terror\n' > "$OUT/idle.tsv"
         deadline=${IDLE_DEADLINE:-$((BUDGET + 120))}
