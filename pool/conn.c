@@ -895,13 +895,25 @@ pool_reqs_clear(struct pool_reqs *r)
 
 /* ---- prepared statements ---- */
 
+/* h1 is already the start of a SHA-256: its low bits are as good as any hash. */
+static uint32_t
+stmt_hash_at(const void *ctx, uint32_t pos)
+{
+    return (uint32_t) ((const struct pool_stmts *) ctx)->v[pos].h1;
+}
+
 int
 pool_stmts_find(struct pool_stmts *s, uint64_t h1, uint64_t h2)
 {
-    for (int i = 0; i < s->n; i++) {
-        if (s->v[i].h1 == h1 && s->v[i].h2 == h2) {
-            s->v[i].used = ++s->clock;
-            return i;
+    if (!s->idx.slot) {
+        return -1;
+    }
+    for (uint32_t i = hidx_first(&s->idx, (uint32_t) h1); s->idx.slot[i];
+         i = hidx_next(&s->idx, i)) {
+        struct pool_stmt *st = &s->v[s->idx.slot[i] - 1];
+        if (st->h1 == h1 && st->h2 == h2) {
+            st->used = ++s->clock;
+            return (int) (s->idx.slot[i] - 1);
         }
     }
     return -1;
@@ -917,11 +929,15 @@ pool_stmts_add(struct pool_stmts *s, uint64_t h1, uint64_t h2)
             return ST_ENOMEM;
         }
         s->v = nv;
+        if (hidx_reserve(&s->idx, (uint32_t) ncap, (uint32_t) s->n, stmt_hash_at, s) != ST_OK) {
+            return ST_ENOMEM;
+        }
         s->cap = ncap;
     }
     s->v[s->n].h1 = h1;
     s->v[s->n].h2 = h2;
     s->v[s->n].used = ++s->clock;
+    hidx_insert(&s->idx, (uint32_t) h1, (uint32_t) s->n);
     s->n++;
     return ST_OK;
 }
@@ -929,6 +945,7 @@ pool_stmts_add(struct pool_stmts *s, uint64_t h1, uint64_t h2)
 void
 pool_stmts_remove(struct pool_stmts *s, int i)
 {
+    hidx_remove_swap(&s->idx, (uint32_t) i, (uint32_t) s->n - 1, stmt_hash_at, s);
     s->v[i] = s->v[--s->n];
 }
 
@@ -957,6 +974,7 @@ pool_stmts_clear(struct pool_stmts *s)
     free(s->v);
     s->v = NULL;
     s->n = s->cap = 0;
+    hidx_fini(&s->idx);
 }
 
 void

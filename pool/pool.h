@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 
 #include "common/buf.h"
+#include "common/hidx.h"
 #include "common/list.h"
 #include "common/macros.h"
 #include "common/status.h"
@@ -241,6 +242,7 @@ struct pool_stmts {
     int n;
     int cap;
     uint64_t clock;
+    struct hidx idx; /* by (uint32_t) h1: looked up for every Bind and Describe */
 };
 
 /* Server-side name of a statement: "pgmux_" + 32 hex digits. */

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/hidx.h"
 #include "common/list.h"
 #include "common/status.h"
 #include "pool/pool.h"
@@ -100,16 +101,19 @@ struct client_stmt {
     uint64_t h2;
     uint8_t *tail; /* Parse body after the name: query, parameter count and types */
     uint32_t tail_len;
+    uint32_t name_hash; /* hidx_hash_str(name), its key in client_stmts.idx */
     bool is_pending;    /* its Parse has not been answered yet: an error there undoes it */
     bool is_read;       /* its text may run on a replica (a Bind of it routes as a read) */
     bool is_classified; /* is_read is known; false when it was prepared while no replica
                            could read (routing classifies it when a Bind first needs it) */
 };
 
-/* The named prepared statements of a session; allocated with its first one. */
+/* The named prepared statements of a session; allocated with its first one. Looked up by
+ * name for every Bind and Describe: idx finds one without scanning all. */
 struct client_stmts {
     int n;
     int cap;
+    struct hidx idx;        /* by name_hash; room for cap */
     struct client_stmt v[]; /* [cap] */
 };
 
@@ -322,6 +326,8 @@ int txn_client_msg(struct client *c, struct relay_msg *m);
 int txn_server_msg(struct client *c, struct relay_msg *m);
 int txn_emit_fakes(struct client *c);
 void txn_stmts_clear(struct client *c);
+/** The client's named statement called name (not ""), or NULL. Used by routing too. */
+struct client_stmt *txn_stmt_find(struct client *c, const char *name);
 
 /* cancel.c: send a CancelRequest for a server connection of c. */
 void cancel_send(struct worker *w, const struct pool_node *node, uint32_t be_pid, uint32_t be_key);

@@ -328,18 +328,6 @@ routing_text_is_read(struct client *c, const char *sql, size_t len)
     return st.is_known && st.is_read && !st.is_pinning;
 }
 
-static struct client_stmt *
-find_stmt(struct client *c, const char *name)
-{
-    struct client_stmts *v = c->stmts;
-    for (int i = 0; v && i < v->n; i++) {
-        if (strcmp(v->v[i].name, name) == 0) {
-            return &v->v[i];
-        }
-    }
-    return NULL;
-}
-
 /* Read a NUL-terminated string at body[*pos..len); NULL when there is none. */
 static const char *
 cstr_at(const uint8_t *body, size_t len, size_t *pos, size_t *slen)
@@ -399,7 +387,7 @@ first_statement(struct client *c, struct router_stmt *st)
                 break;
             }
             const char *name = cstr_at(body, blen, &pos, &slen);
-            struct client_stmt *s = name && name[0] ? find_stmt(c, name) : NULL;
+            struct client_stmt *s = name && name[0] ? txn_stmt_find(c, name) : NULL;
             if (s) {
                 if (!s->is_classified) {
                     /* the Parse text leads the tail, NUL-terminated (txn.c stmt_store) */

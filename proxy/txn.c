@@ -41,13 +41,24 @@
 
 /* ---- the client's statements ---- */
 
-static struct client_stmt *
-stmt_find(struct client *c, const char *name)
+static uint32_t
+stmt_hash_at(const void *ctx, uint32_t pos)
+{
+    return ((const struct client_stmts *) ctx)->v[pos].name_hash;
+}
+
+struct client_stmt *
+txn_stmt_find(struct client *c, const char *name)
 {
     struct client_stmts *v = c->stmts;
-    for (int i = 0; v && i < v->n; i++) {
-        if (strcmp(v->v[i].name, name) == 0) {
-            return &v->v[i];
+    if (!v || !v->idx.slot) {
+        return NULL;
+    }
+    uint32_t h = hidx_hash_str(name);
+    for (uint32_t i = hidx_first(&v->idx, h); v->idx.slot[i]; i = hidx_next(&v->idx, i)) {
+        struct client_stmt *s = &v->v[v->idx.slot[i] - 1];
+        if (s->name_hash == h && strcmp(s->name, name) == 0) {
+            return s;
         }
     }
     return NULL;
@@ -63,8 +74,12 @@ stmt_free(struct client_stmt *s)
 static void
 stmt_remove(struct client *c, struct client_stmt *s)
 {
+    struct client_stmts *v = c->stmts;
+    uint32_t pos = (uint32_t) (s - v->v), last = (uint32_t) v->n - 1;
+    hidx_remove_swap(&v->idx, pos, last, stmt_hash_at, v);
     stmt_free(s);
-    *s = c->stmts->v[--c->stmts->n];
+    *s = v->v[last];
+    v->n--;
 }
 
 void
@@ -73,6 +88,9 @@ txn_stmts_clear(struct client *c)
     struct client_stmts *v = c->stmts;
     for (int i = 0; v && i < v->n; i++) {
         stmt_free(&v->v[i]);
+    }
+    if (v) {
+        hidx_fini(&v->idx);
     }
     free(v);
     c->stmts = NULL;
@@ -98,7 +116,7 @@ static bool
 stmt_store(struct client *c, const char *name, const uint8_t *tail, uint32_t tail_len, uint64_t h1,
            uint64_t h2, bool is_read, bool is_classified)
 {
-    struct client_stmt *s = stmt_find(c, name);
+    struct client_stmt *s = txn_stmt_find(c, name);
     uint8_t *t = malloc(tail_len ? tail_len : 1);
     if (!t) {
         return false;
@@ -117,9 +135,15 @@ stmt_store(struct client *c, const char *name, const uint8_t *tail, uint32_t tai
             }
             if (!v) {
                 nv->n = 0;
+                nv->cap = 0;
+                nv->idx = (struct hidx){ 0 };
             }
-            nv->cap = ncap;
             c->stmts = v = nv;
+            if (hidx_reserve(&v->idx, (uint32_t) ncap, (uint32_t) v->n, stmt_hash_at, v) != ST_OK) {
+                free(t);
+                return false;
+            }
+            v->cap = ncap;
         }
         s = &v->v[v->n];
         s->name = strdup(name);
@@ -127,6 +151,8 @@ stmt_store(struct client *c, const char *name, const uint8_t *tail, uint32_t tai
             free(t);
             return false;
         }
+        s->name_hash = hidx_hash_str(name);
+        hidx_insert(&v->idx, s->name_hash, (uint32_t) v->n);
         v->n++;
     }
     s->tail = t;
@@ -341,7 +367,7 @@ client_query(struct client *c, struct relay_msg *m)
     struct client_stmt *ds = NULL;
     if (!refusal && (s.flags & ROUTER_F_DEALLOCATE) && s.n_statements == 1 &&
         !s.is_truncated_name) {
-        ds = stmt_find(c, s.deallocate_name);
+        ds = txn_stmt_find(c, s.deallocate_name);
     }
     if ((refusal || ds) && m->pending) {
         free(refusal);
@@ -448,9 +474,9 @@ client_parse(struct client *c, struct relay_msg *m)
     struct client_stmt *ds = NULL;
     if (!refusal && (scan.flags & ROUTER_F_DEALLOCATE) && scan.n_statements == 1 &&
         !scan.is_truncated_name) {
-        ds = stmt_find(c, scan.deallocate_name);
+        ds = txn_stmt_find(c, scan.deallocate_name);
     }
-    struct client_stmt *dup = named && max > 0 ? stmt_find(c, name) : NULL;
+    struct client_stmt *dup = named && max > 0 ? txn_stmt_find(c, name) : NULL;
     uint8_t *own_tail = NULL;
     if (refusal || ds) {
         char text[64];
@@ -561,7 +587,7 @@ client_bind(struct client *c, struct relay_msg *m)
         proto_reader_cstr(&r, &name, NULL) != ST_OK) {
         return RELAY_EPROTOCOL;
     }
-    struct client_stmt *s = name[0] ? stmt_find(c, name) : NULL;
+    struct client_stmt *s = name[0] ? txn_stmt_find(c, name) : NULL;
     if (!s) {
         sc->is_unsynced = true;
         return pool_reqs_push(&sc->reqs, POOL_REQ_BIND, 0, 0, 0) ? RELAY_OK : RELAY_ENOMEM;
@@ -607,7 +633,7 @@ client_describe_close(struct client *c, struct relay_msg *m)
     if (proto_reader_u8(&r, &what) != ST_OK || proto_reader_cstr(&r, &name, NULL) != ST_OK) {
         return RELAY_EPROTOCOL;
     }
-    struct client_stmt *s = (what == 'S' && name[0]) ? stmt_find(c, name) : NULL;
+    struct client_stmt *s = (what == 'S' && name[0]) ? txn_stmt_find(c, name) : NULL;
     sc->is_unsynced = true;
     if (!s) {
         return pool_reqs_push(&sc->reqs, kind, 0, 0, 0) ? RELAY_OK : RELAY_ENOMEM;

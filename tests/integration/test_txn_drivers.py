@@ -158,6 +158,38 @@ def test_psycopg_every_statement_prepared(txn):
                 assert conn.execute(sql, [rnd]).fetchone() == (rnd + k,)
 
 
+def test_thousands_of_prepared_statements_per_client(txn):
+    """Applications cache many statements per connection (Rails: 1,000 by default). Two
+    clients prepare 3,000 distinct statements each, over 2 server connections that keep 200
+    apiece (so the servers evict and re-create all the time), then run them all again in
+    another order. psycopg keeps 1,500 and DEALLOCATEs the oldest beyond that, so the
+    session's own statements are removed and re-added throughout. Every answer must be its
+    own statement's; pgmux looks statements up by hash, so this stays fast."""
+    px = txn(max_open_conns=2, max_prepared_statements=200, query_wait_timeout="60s")
+    n = 3000
+
+    def client(seed):
+        with psycopg.connect(px.dsn(), autocommit=True, prepare_threshold=0) as conn:
+            conn.prepared_max = 1500
+            order = list(range(n))
+            for rnd in range(2):
+                for k in order:
+                    got = conn.execute(f"SELECT %s::int + {k}, {seed}", [rnd]).fetchone()
+                    assert got == (rnd + k, seed), (k, got)
+                order = order[seed::2] + order[1 - seed::2]
+                order.reverse()
+            return conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+
+    started = time.monotonic()
+    jobs = [Background(client, seed) for seed in (0, 1)]
+    on_server = [j.result(timeout=240) for j in jobs]
+    # each server connection holds at most max_prepared_statements of pgmux's statements
+    assert all(c <= 200 for c in on_server), on_server
+    # 12,000 executions; a linear scan over 1,500 names per Bind would still finish, so this
+    # only catches something far worse (quadratic work per statement)
+    assert time.monotonic() - started < 200
+
+
 def test_psycopg_pipeline_mode(txn, table):
     """psycopg 3 pipeline mode: 8 clients over 3 server connections send batches of queries
     before reading; a transaction inside a pipeline; an error inside a pipeline skips the
