@@ -15,25 +15,14 @@
  */
 #include "protocol/md5.h"
 
-#include <pthread.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "protocol/digest.h"
+
 #define MD5_HEX_LEN 32
-
-/* Fetched once: EVP_md5() makes every EVP_DigestInit_ex look the algorithm up in the provider
- * tables again, which was half the cost of an md5 login. Never freed (one per process), NULL
- * when this OpenSSL has no MD5. */
-static EVP_MD *md5_md;
-static pthread_once_t md5_once = PTHREAD_ONCE_INIT;
-
-static void
-md5_fetch(void)
-{
-    md5_md = EVP_MD_fetch(NULL, "MD5", NULL);
-}
 
 /* out = "md5" + hex(md5(a || b)), NUL-terminated; "" when OpenSSL fails. */
 static void
@@ -42,12 +31,9 @@ md5_hex2(const void *a, size_t a_len, const void *b, size_t b_len, char out[PROT
     static const char hex[] = "0123456789abcdef";
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int digest_len = 0;
-    (void) pthread_once(&md5_once, md5_fetch);
-    EVP_MD_CTX *ctx = md5_md ? EVP_MD_CTX_new() : NULL;
-    bool ok = ctx && EVP_DigestInit_ex2(ctx, md5_md, NULL) == 1 &&
-              EVP_DigestUpdate(ctx, a, a_len) == 1 && EVP_DigestUpdate(ctx, b, b_len) == 1 &&
+    EVP_MD_CTX *ctx = proto_digest_begin(PROTO_DIGEST_MD5);
+    bool ok = ctx && EVP_DigestUpdate(ctx, a, a_len) == 1 && EVP_DigestUpdate(ctx, b, b_len) == 1 &&
               EVP_DigestFinal_ex(ctx, digest, &digest_len) == 1 && digest_len == 16;
-    EVP_MD_CTX_free(ctx);
     if (!ok) {
         out[0] = '\0';
         return;

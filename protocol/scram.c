@@ -25,13 +25,14 @@
 #include "protocol/scram.h"
 
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+
+#include "protocol/digest.h"
 
 #define SECRET_PREFIX "SCRAM-SHA-256$"
 
@@ -134,35 +135,18 @@ b64_decode(const char *src, size_t n, uint8_t *dst, size_t cap, size_t *out_len)
     return true;
 }
 
-/* SHA-256, fetched once: OpenSSL 3 looks EVP_sha256() up in the provider tables at every
- * EVP_DigestInit, and its one-shot HMAC() also builds a MAC context per call, together ten
- * times the cost of the hashing in a SCRAM login. Never freed (one per process); NULL when
- * this OpenSSL cannot provide it, and then every call below fails. */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void
-sha256_fetch(void)
-{
-    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
-/* out = SHA-256(a || b) on ctx. */
+/* out = SHA-256(a || b). On the thread's context fetched once (protocol/digest.h): OpenSSL 3
+ * looks EVP_sha256() up in the provider tables at every EVP_DigestInit, and its one-shot
+ * HMAC() also builds a MAC context per call, together ten times the cost of the hashing in a
+ * SCRAM login. Fails when this OpenSSL cannot provide SHA-256. */
 static bool
-sha256_on(EVP_MD_CTX *ctx, const void *a, size_t a_len, const void *b, size_t b_len,
-          uint8_t out[PROTO_SCRAM_KEY_LEN])
+sha256_2(const void *a, size_t a_len, const void *b, size_t b_len, uint8_t out[PROTO_SCRAM_KEY_LEN])
 {
     unsigned int out_len = 0;
-    return EVP_DigestInit_ex2(ctx, sha256_md, NULL) == 1 && EVP_DigestUpdate(ctx, a, a_len) == 1 &&
+    EVP_MD_CTX *ctx = proto_digest_begin(PROTO_DIGEST_SHA256);
+    return ctx && EVP_DigestUpdate(ctx, a, a_len) == 1 &&
            (b_len == 0 || EVP_DigestUpdate(ctx, b, b_len) == 1) &&
            EVP_DigestFinal_ex(ctx, out, &out_len) == 1 && out_len == PROTO_SCRAM_KEY_LEN;
-}
-
-static EVP_MD_CTX *
-sha256_ctx(void)
-{
-    (void) pthread_once(&sha256_once, sha256_fetch);
-    return sha256_md ? EVP_MD_CTX_new() : NULL;
 }
 
 /* HMAC-SHA-256 as RFC 2104 defines it, over the digest fetched once. */
@@ -173,23 +157,21 @@ hmac_sha256(const uint8_t *key, size_t key_len, const void *data, size_t len,
     enum {
         BLOCK = 64
     };
-    EVP_MD_CTX *ctx = sha256_ctx();
     uint8_t k[BLOCK] = { 0 }, pad[BLOCK], inner[PROTO_SCRAM_KEY_LEN];
-    bool ok = ctx != NULL;
-    if (ok && key_len > BLOCK) {
-        ok = sha256_on(ctx, key, key_len, NULL, 0, k);
-    } else if (ok) {
+    bool ok = true;
+    if (key_len > BLOCK) {
+        ok = sha256_2(key, key_len, NULL, 0, k);
+    } else {
         memcpy(k, key, key_len);
     }
     for (int i = 0; i < BLOCK; i++) {
         pad[i] = k[i] ^ 0x36;
     }
-    ok = ok && sha256_on(ctx, pad, BLOCK, data, len, inner);
+    ok = ok && sha256_2(pad, BLOCK, data, len, inner);
     for (int i = 0; i < BLOCK; i++) {
         pad[i] = k[i] ^ 0x5c;
     }
-    ok = ok && sha256_on(ctx, pad, BLOCK, inner, sizeof(inner), out);
-    EVP_MD_CTX_free(ctx);
+    ok = ok && sha256_2(pad, BLOCK, inner, sizeof(inner), out);
     OPENSSL_cleanse(k, sizeof(k));
     OPENSSL_cleanse(pad, sizeof(pad));
     OPENSSL_cleanse(inner, sizeof(inner));
@@ -199,10 +181,7 @@ hmac_sha256(const uint8_t *key, size_t key_len, const void *data, size_t len,
 static bool
 sha256(const void *data, size_t len, uint8_t out[PROTO_SCRAM_KEY_LEN])
 {
-    EVP_MD_CTX *ctx = sha256_ctx();
-    bool ok = ctx && sha256_on(ctx, data, len, NULL, 0, out);
-    EVP_MD_CTX_free(ctx);
-    return ok;
+    return sha256_2(data, len, NULL, 0, out);
 }
 
 /* RFC 5802 nonce characters: printable ASCII except ','. */

@@ -38,6 +38,7 @@
 #include "common/log.h"
 #include "common/mono.h"
 #include "common/strbuf.h"
+#include "protocol/digest.h"
 #include "protocol/md5.h"
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
@@ -615,16 +616,14 @@ client_derived(struct worker *w, char kind, const char *user, const char *secret
                const char *password, uint8_t tag[SHA256_DIGEST_LENGTH], bool *hit)
 {
     unsigned int tag_len = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_MD_CTX *ctx = proto_digest_begin(PROTO_DIGEST_SHA256);
     /* The NULs keep ("ab", "c") and ("a", "bc") apart. */
-    bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-              EVP_DigestUpdate(ctx, w->derived_key, sizeof(w->derived_key)) == 1 &&
+    bool ok = ctx && EVP_DigestUpdate(ctx, w->derived_key, sizeof(w->derived_key)) == 1 &&
               EVP_DigestUpdate(ctx, &kind, 1) == 1 &&
               EVP_DigestUpdate(ctx, user, strlen(user) + 1) == 1 &&
               EVP_DigestUpdate(ctx, secret, strlen(secret) + 1) == 1 &&
               (!password || EVP_DigestUpdate(ctx, password, strlen(password) + 1) == 1) &&
               EVP_DigestFinal_ex(ctx, tag, &tag_len) == 1 && tag_len == SHA256_DIGEST_LENGTH;
-    EVP_MD_CTX_free(ctx);
     *hit = false;
     if (!ok) {
         return NULL;
