@@ -8,7 +8,7 @@
 
 static EVP_MD *mds[PROTO_DIGEST_N]; /* never freed: one per process */
 static pthread_once_t mds_once = PTHREAD_ONCE_INIT;
-static pthread_key_t ctx_key;       /* -> EVP_MD_CTX *[PROTO_DIGEST_N], freed at thread exit */
+static pthread_key_t ctx_key; /* -> EVP_MD_CTX *[PROTO_DIGEST_N], freed at thread exit */
 static int ctx_key_err;
 
 static void
