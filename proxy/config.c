@@ -53,6 +53,7 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
+#include "common/cpus.h"
 #include "common/macros.h"
 #include "protocol/md5.h"
 #include "protocol/scram.h"
@@ -2280,8 +2281,8 @@ check_rules(struct cfg_parse *p)
     }
 
     if (c->workers == 0) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        c->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (int) ncpu;
+        int ncpu = cpus_usable();
+        c->workers = ncpu > 256 ? 256 : ncpu;
     }
 
     bool have_users = false;

@@ -1,0 +1,190 @@
+/*
+ * cpus.c - see cpus.h.
+ */
+#include "common/cpus.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The whole of a small file (a cgroup attribute, /proc/self/cgroup) into buf, NUL-terminated. */
+static bool
+read_small(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return false;
+    }
+    size_t len = 0;
+    ssize_t n;
+    while (len + 1 < size && (n = read(fd, buf + len, size - 1 - len)) > 0) {
+        len += (size_t) n;
+    }
+    close(fd);
+    buf[len] = '\0';
+    return len > 0;
+}
+
+static int
+ceil_div(long long a, long long b)
+{
+    long long n = (a + b - 1) / b;
+    return n > INT_MAX ? INT_MAX : (int) n;
+}
+
+int
+cpus_from_cpu_max(const char *text)
+{
+    char quota[32];
+    long long period = 0;
+    if (sscanf(text, "%31s %lld", quota, &period) != 2 || period <= 0) {
+        return 0;
+    }
+    char *end;
+    long long q = strtoll(quota, &end, 10);
+    if (end == quota || *end != '\0' || q <= 0) {
+        return 0; /* "max", or nonsense */
+    }
+    return ceil_div(q, period);
+}
+
+/* The quota set in one cgroup directory, in CPUs rounded up; 0 when none. */
+static int
+dir_quota(const char *dir, bool is_v2)
+{
+    char path[PATH_MAX], text[128];
+    if (is_v2) {
+        if (snprintf(path, sizeof(path), "%s/cpu.max", dir) >= (int) sizeof(path) ||
+            !read_small(path, text, sizeof(text))) {
+            return 0;
+        }
+        return cpus_from_cpu_max(text);
+    }
+    long long q, p;
+    if (snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir) >= (int) sizeof(path) ||
+        !read_small(path, text, sizeof(text)) || sscanf(text, "%lld", &q) != 1 || q <= 0) {
+        return 0; /* -1: no quota */
+    }
+    if (snprintf(path, sizeof(path), "%s/cpu.cfs_period_us", dir) >= (int) sizeof(path) ||
+        !read_small(path, text, sizeof(text)) || sscanf(text, "%lld", &p) != 1 || p <= 0) {
+        return 0;
+    }
+    return ceil_div(q, p);
+}
+
+/*
+ * The tightest quota from mount + path up to mount itself: a limit on a parent binds its
+ * children too. Inside a container the path often does not exist under the mount (the
+ * container's own cgroup is mounted as the root); walking up reaches that root anyway.
+ */
+static int
+walk_quota(const char *mount, const char *path, bool is_v2)
+{
+    char dir[PATH_MAX];
+    if (snprintf(dir, sizeof(dir), "%s%s", mount, path[0] == '/' ? path : "/") >=
+        (int) sizeof(dir)) {
+        return 0;
+    }
+    size_t root_len = strlen(mount);
+    int best = 0;
+    for (;;) {
+        size_t len = strlen(dir);
+        while (len > root_len && dir[len - 1] == '/') {
+            dir[--len] = '\0';
+        }
+        int q = dir_quota(dir, is_v2);
+        if (q > 0 && (best == 0 || q < best)) {
+            best = q;
+        }
+        if (len <= root_len) {
+            break;
+        }
+        char *slash = strrchr(dir + root_len, '/');
+        if (!slash) {
+            dir[root_len] = '\0';
+        } else {
+            *slash = '\0';
+        }
+    }
+    return best;
+}
+
+/* Whether the comma-separated controller list names "cpu" itself. */
+static bool
+has_cpu_controller(const char *list, size_t len)
+{
+    const char *p = list, *end = list + len;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t) (end - p));
+        size_t n = comma ? (size_t) (comma - p) : (size_t) (end - p);
+        if (n == 3 && memcmp(p, "cpu", 3) == 0) {
+            return true;
+        }
+        p += n + 1;
+    }
+    return false;
+}
+
+int
+cpus_usable_from(const char *cgroup_root, const char *proc_cgroup, int affinity)
+{
+    int n = affinity;
+    if (n <= 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        n = online < 1 ? 1 : online > INT_MAX ? INT_MAX : (int) online;
+    }
+    int quota = 0;
+    for (const char *line = proc_cgroup; line && *line;) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t) (eol - line) : strlen(line);
+        /* "ID:CONTROLLERS:PATH"; v2 is "0::PATH" */
+        const char *c1 = memchr(line, ':', len);
+        const char *c2 = c1 ? memchr(c1 + 1, ':', len - (size_t) (c1 + 1 - line)) : NULL;
+        char path[PATH_MAX];
+        size_t plen = c2 ? len - (size_t) (c2 + 1 - line) : 0;
+        if (c2 && plen < sizeof(path)) {
+            memcpy(path, c2 + 1, plen);
+            path[plen] = '\0';
+            int q = 0;
+            if (c2 == c1 + 1) {
+                q = walk_quota(cgroup_root, path, true);
+            } else if (has_cpu_controller(c1 + 1, (size_t) (c2 - c1 - 1))) {
+                /* v1: mounted as "cpu,cpuacct" (the list as written) or "cpu" */
+                char mount[PATH_MAX];
+                int m = snprintf(mount, sizeof(mount), "%s/%.*s", cgroup_root, (int) (c2 - c1 - 1),
+                                 c1 + 1);
+                if (m > 0 && m < (int) sizeof(mount)) {
+                    q = walk_quota(mount, path, false);
+                }
+                if (q == 0 &&
+                    snprintf(mount, sizeof(mount), "%s/cpu", cgroup_root) < (int) sizeof(mount)) {
+                    q = walk_quota(mount, path, false);
+                }
+            }
+            if (q > 0 && (quota == 0 || q < quota)) {
+                quota = q;
+            }
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return quota > 0 && quota < n ? quota : n;
+}
+
+int
+cpus_usable(void)
+{
+    int affinity = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        affinity = CPU_COUNT(&set);
+    }
+    char text[8192];
+    return cpus_usable_from("/sys/fs/cgroup",
+                            read_small("/proc/self/cgroup", text, sizeof(text)) ? text : NULL,
+                            affinity);
+}

@@ -1,0 +1,137 @@
+/*
+ * test_common_cpus.c - usable CPUs from the affinity count and cgroup CPU quotas: cgroup v2
+ * (cpu.max, walking up to the root), v1 (cpu.cfs_quota_us / cpu.cfs_period_us under a
+ * "cpu,cpuacct" or "cpu" mount, a container's path missing under its mount), no limit, and
+ * the tightest of several.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/cpus.h"
+
+static char root[64];
+
+/* Write text to root/rel, creating its directories. */
+static void
+put(const char *rel, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", root, rel);
+    for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        mkdir(path, 0755);
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int
+setup(void **state)
+{
+    (void) state;
+    snprintf(root, sizeof(root), "/tmp/pgmux-cpus-XXXXXX");
+    assert_non_null(mkdtemp(root));
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void) state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+    assert_int_equal(system(cmd), 0);
+    return 0;
+}
+
+static void
+test_cpu_max_text(void **state)
+{
+    (void) state;
+    assert_int_equal(cpus_from_cpu_max("max 100000\n"), 0);
+    assert_int_equal(cpus_from_cpu_max("100000 100000\n"), 1);
+    assert_int_equal(cpus_from_cpu_max("150000 100000\n"), 2); /* 1.5 CPUs: rounded up */
+    assert_int_equal(cpus_from_cpu_max("50000 100000"), 1);
+    assert_int_equal(cpus_from_cpu_max("800000 100000"), 8);
+    assert_int_equal(cpus_from_cpu_max(""), 0);
+    assert_int_equal(cpus_from_cpu_max("12x 100000"), 0);
+    assert_int_equal(cpus_from_cpu_max("100000 0"), 0);
+}
+
+static void
+test_v2_quota_and_its_parents(void **state)
+{
+    (void) state;
+    put("cpu.max", "max 100000\n");
+    put("kubepods/cpu.max", "max 100000\n");
+    put("kubepods/pod1/cpu.max", "250000 100000\n");
+    put("kubepods/pod1/ctr/cpu.max", "max 100000\n");
+    /* the limit sits on the pod, two levels above the process */
+    assert_int_equal(cpus_usable_from(root, "0::/kubepods/pod1/ctr\n", 16), 3);
+    /* fewer CPUs in the affinity mask than the quota allows */
+    assert_int_equal(cpus_usable_from(root, "0::/kubepods/pod1/ctr\n", 2), 2);
+    /* a tighter parent wins over a looser child */
+    put("a/cpu.max", "100000 100000\n");
+    put("a/b/cpu.max", "400000 100000\n");
+    assert_int_equal(cpus_usable_from(root, "0::/a/b\n", 8), 1);
+    /* inside a container: "/" is its own cgroup */
+    assert_int_equal(cpus_usable_from(root, "0::/\n", 8), 8);
+    put("cpu.max", "200000 100000\n");
+    assert_int_equal(cpus_usable_from(root, "0::/\n", 8), 2);
+}
+
+static void
+test_v1_quota(void **state)
+{
+    (void) state;
+    put("cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
+    put("cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+    put("cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "300000\n");
+    put("cpu,cpuacct/docker/abc/cpu.cfs_period_us", "100000\n");
+    const char *cg = "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n1:name=systemd:/x\n";
+    assert_int_equal(cpus_usable_from(root, cg, 32), 3);
+    /* the container's own view: its path is missing under the mount, the root holds it */
+    put("cpu/cpu.cfs_quota_us", "50000\n");
+    put("cpu/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(cpus_usable_from(root, "5:cpu:/docker/zzz\n", 32), 1);
+    /* "cpuacct" alone is not the cpu controller */
+    assert_int_equal(cpus_usable_from(root, "6:cpuacct:/docker/abc\n", 32), 32);
+}
+
+static void
+test_no_limits(void **state)
+{
+    (void) state;
+    assert_int_equal(cpus_usable_from(root, NULL, 6), 6);
+    assert_int_equal(cpus_usable_from(root, "0::/nowhere\n", 6), 6);
+    assert_int_equal(cpus_usable_from(root, "garbage without colons", 6), 6);
+    /* affinity unknown: online CPUs */
+    assert_int_equal(cpus_usable_from(root, NULL, 0), (int) sysconf(_SC_NPROCESSORS_ONLN));
+    /* this process, here: at least one, at most what is online */
+    int n = cpus_usable();
+    assert_true(n >= 1 && n <= (int) sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cpu_max_text),
+        cmocka_unit_test_setup_teardown(test_v2_quota_and_its_parents, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v1_quota, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_limits, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
