@@ -578,11 +578,12 @@ main(int argc, char **argv)
             return 1;
         }
     }
-    log_info("pgmux %s listening on %s:%d%s%s with %d workers, %d nodes, pool_mode %s, "
+    log_info("pgmux %s listening on %s:%d%s%s with %d worker%s, %d node%s, pool_mode %s, "
              "io_engine %s",
              PGMUX_VERSION, cfg->listen_addr, cfg->listen_port,
              unix_listener.fd >= 0 ? " and " : "", unix_listener.fd >= 0 ? unix_listener.path : "",
-             rt.n_workers, rt.n_nodes, cfg_pool_mode_name(cfg->pool_mode), engine);
+             rt.n_workers, rt.n_workers == 1 ? "" : "s", rt.n_nodes, rt.n_nodes == 1 ? "" : "s",
+             cfg_pool_mode_name(cfg->pool_mode), engine);
 
     ev_run(loop, 0); /* until every worker has finished (SIGINT or SIGTERM) */
     ev_async_stop(loop, &rt.workers_done);
