@@ -504,6 +504,15 @@ pool_reqs_head(struct pool_reqs *r)
     return r->n ? &r->v[r->head & (r->cap - 1)] : NULL;
 }
 
+/* Whether the oldest request is one pgmux answers itself (POOL_REQ_FAKE): the relay checks
+ * this before every server message, and almost always there is none. */
+static inline bool
+pool_reqs_owes_fake(struct pool_reqs *r)
+{
+    struct pool_req *q = pool_reqs_head(r);
+    return q && (q->flags & POOL_REQ_FAKE);
+}
+
 static inline void
 pool_reqs_pop(struct pool_reqs *r)
 {

@@ -340,9 +340,8 @@ relay_parse(struct client *c, bool from_client)
     }
     if (is_txn && !from_client) {
         /* Answers pgmux owes for requests it did not send go out when their turn comes. */
-        struct pool_req *q = pool_reqs_head(&c->sc->reqs);
         enum relay_action a =
-            q && (q->flags & POOL_REQ_FAKE) ? (enum relay_action) txn_emit_fakes(c) : RELAY_OK;
+            pool_reqs_owes_fake(&c->sc->reqs) ? (enum relay_action) txn_emit_fakes(c) : RELAY_OK;
         if (a != RELAY_OK) {
             return a;
         }

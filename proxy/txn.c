@@ -753,15 +753,14 @@ int
 txn_server_msg(struct client *c, struct relay_msg *m)
 {
     struct pool_conn *sc = c->sc;
-    struct pool_req *q = pool_reqs_head(&sc->reqs);
-    if (q && (q->flags & POOL_REQ_FAKE)) {
-        /* answers pgmux owes go out first (the common case owes none: no call) */
+    if (pool_reqs_owes_fake(&sc->reqs)) {
+        /* answers pgmux owes go out first */
         int a = txn_emit_fakes(c);
         if (a != RELAY_OK) {
             return a;
         }
-        q = pool_reqs_head(&sc->reqs);
     }
+    struct pool_req *q = pool_reqs_head(&sc->reqs);
     uint8_t kind = q ? q->kind : 0xff;
     switch (m->h.type) {
     case 'S': {
