@@ -123,7 +123,7 @@ check-integration: all asan
 # cannot rot while epoll stays the default.
 URING_TESTS := test_queries test_pool test_txn_protocol test_txn_semantics test_txn_large \
                test_streaming test_protocol_errors test_cancel test_workers test_unix_socket \
-               test_io_engine
+               test_io_engine test_balance
 check-integration-uring: all asan
 	PGMUX_IO_ENGINE=io_uring PGMUX_BIN=$(CURDIR)/build/asan/pgmux \
 	    PGMUX_RELEASE_BIN=$(CURDIR)/build/release/pgmux \

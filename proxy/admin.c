@@ -787,8 +787,7 @@ admin_session_start(struct client *c)
     proto_build_parameter_status(pb, "is_superuser", "off");
     proto_build_parameter_status(pb, "session_authorization", client_user(c));
     proto_build_parameter_status(pb, "application_name", app);
-    uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | client_slot(c);
-    proto_build_backend_key(pb, pid, c->cancel_key);
+    proto_build_backend_key(pb, c->home_pid, c->cancel_key);
     proto_build_ready(pb, 'I');
 
     char u[96];
@@ -1255,7 +1254,7 @@ gather_done_run(struct pool_worker *pw, struct pool_msg *m)
     struct worker *w = pw->owner;
     struct client *c = client_by_slot(w, (uint32_t) (g->client_id & 0xffffffffu));
     struct admin_session *s = c ? session_of(c) : NULL;
-    if (c && c->id == g->client_id && c->state == CLIENT_ADMIN && s && s->gather == g) {
+    if (c && client_id(c) == g->client_id && c->state == CLIENT_ADMIN && s && s->gather == g) {
         s->gather = NULL;
         gather_done(s, g);
         gather_unref(g); /* the session's */
@@ -1278,7 +1277,7 @@ gather_start(struct admin_session *s, enum gather_kind kind, const char *db)
     g->kind = kind;
     g->rt = rt;
     g->home = w->idx;
-    g->client_id = c->id;
+    g->client_id = client_id(c);
     g->n_parts = n;
     if (db) {
         g->has_db = true;

@@ -67,6 +67,25 @@ static void client_acquire(struct client *c);
 
 /* ---- state lists ---- */
 
+/*
+ * A slot (w->slots) holds a session's pointer, or with a tag in the low bits (pointers are
+ * aligned): SLOT_FREE, the index of the next unused slot above it; SLOT_FWD, where a session
+ * this worker accepted lives now (worker_balance): its worker in bits 2-9, its slot there
+ * above them (WORKER_NO_SLOT while the move is on its way). The accepting worker keeps the
+ * slot, because the session's BackendKeyData names it: cancels come here and are forwarded.
+ */
+#define SLOT_FREE 1u
+#define SLOT_FWD  2u
+#define SLOT_TAGS 3u
+
+static inline uintptr_t
+slot_fwd(int worker, uint32_t slot)
+{
+    return ((uintptr_t) slot << 10) | ((uintptr_t) worker << 2) | SLOT_FWD;
+}
+
+static void home_tell(struct worker *w, uint32_t home_pid, int worker, uint32_t slot);
+
 static struct ilist *
 client_list(struct worker *w, enum client_state st)
 {
@@ -157,6 +176,9 @@ client_set_state(struct client *c, enum client_state st)
     c->state = st;
     c->since_us = now;
     ilist_push_tail(client_list(w, st), &c->node);
+    if (st == CLIENT_IDLE && w->is_parked) {
+        w->has_leavers = true; /* the reaper hands it to an active worker (worker_balance) */
+    }
 }
 
 struct client *
@@ -166,7 +188,7 @@ client_by_slot(struct worker *w, uint32_t slot)
         return NULL;
     }
     uintptr_t v = w->slots[slot];
-    struct client *c = (v & 1) ? NULL : (struct client *) v;
+    struct client *c = (v & SLOT_TAGS) ? NULL : (struct client *) v;
     return (c && c->state != CLIENT_CLOSED) ? c : NULL;
 }
 
@@ -174,7 +196,14 @@ static struct client *
 client_by_id(struct worker *w, uint64_t id)
 {
     struct client *c = client_by_slot(w, (uint32_t) (id & 0xffffffffu));
-    return (c && c->id == id) ? c : NULL;
+    return (c && client_id(c) == id) ? c : NULL;
+}
+
+static void
+slot_free(struct worker *w, uint32_t slot)
+{
+    w->slots[slot] = ((uintptr_t) w->free_slot << 1) | SLOT_FREE;
+    w->free_slot = slot;
 }
 
 static bool
@@ -198,7 +227,7 @@ slot_alloc(struct worker *w, uint32_t *out)
         w->slots = ns;
         for (uint32_t i = cap; i < ncap; i++) {
             uint32_t next = i + 1 < ncap ? i + 1 : WORKER_NO_SLOT;
-            ns[i] = ((uintptr_t) next << 1) | 1;
+            ns[i] = ((uintptr_t) next << 1) | SLOT_FREE;
         }
         w->free_slot = cap;
         w->cap_slots = ncap;
@@ -365,8 +394,13 @@ client_close(struct client *c, const char *why)
         peers_release(&w->rt->peers, c->peer_family, c->peer);
         c->is_addr_counted = false;
     }
-    w->slots[client_slot(c)] = ((uintptr_t) w->free_slot << 1) | 1;
-    w->free_slot = client_slot(c);
+    if (client_slot(c) != WORKER_NO_SLOT) {
+        slot_free(w, client_slot(c));
+    }
+    if (c->home_pid >> WORKER_SLOT_BITS != (uint32_t) w->idx) {
+        home_tell(w, c->home_pid, -1, WORKER_NO_SLOT); /* the home slot is free again */
+    }
+    stats_gauge_add(&w->stats->g.sessions, -1);
     ilist_remove(client_list(w, c->state), &c->node);
     c->state = CLIENT_CLOSED;
     ilist_push_tail(&w->to_free, &c->node);
@@ -512,7 +546,8 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
     }
     c->w = w;
     c->route_node = -1;
-    c->id = ((uint64_t) ++w->next_gen << 32) | slot;
+    c->waiter.id = ((uint64_t) ++w->next_gen << 32) | slot;
+    c->home_pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | slot;
     worker_random(w, &c->cancel_key, sizeof(c->cancel_key));
     c->since_us = c->last_read_us = c->connected_us = mono_now_us();
     client_set_peer(c, sa);
@@ -531,7 +566,7 @@ client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t sal
     ilist_node_init(&c->node);
     ilist_push_tail(&w->clients_login, &c->node);
     ilist_node_init(&c->waiter.node);
-    c->waiter.id = c->id;
+    stats_gauge_add(&w->stats->g.sessions, 1);
     pool_sock_init(&c->sock, fd, c, client_login_read_cb, client_out_write_cb);
     pool_sock_start_read(w->loop, &c->sock);
     log_info("event=connect client=" CLIENT_ID_FMT " addr=%s", CLIENT_ID(c), client_addr(c));
@@ -547,6 +582,7 @@ struct cancel_msg {
     struct pool_msg msg;
     uint32_t slot;
     uint32_t key;
+    bool is_forwarded; /* sent on by the session's home worker: not forwarded again */
 };
 
 static void
@@ -554,6 +590,21 @@ cancel_msg_run(struct pool_worker *pw, struct pool_msg *m)
 {
     struct cancel_msg *cm = (struct cancel_msg *) m;
     struct worker *w = pw->owner;
+    uintptr_t v = cm->slot < w->cap_slots ? w->slots[cm->slot] : SLOT_FREE;
+    if ((v & SLOT_TAGS) == SLOT_FWD && !cm->is_forwarded) {
+        /* The session moved (worker_balance): its key is checked where it lives. While the
+         * move is on its way the cancel is dropped, as one racing a query's end would be. */
+        int to = (int) ((v >> 2) & 0xff);
+        uint32_t slot = (uint32_t) (v >> 10);
+        if (slot != WORKER_NO_SLOT && to < w->rt->n_workers && !atomic_load(&w->rt->is_finishing)) {
+            cm->slot = slot;
+            cm->is_forwarded = true;
+            pool_worker_post(&w->rt->workers[to].pw, &cm->msg);
+            return;
+        }
+        free(cm);
+        return;
+    }
     struct client *c = client_by_slot(w, cm->slot);
     /* The key is compared in constant time: it is the only thing that authorizes a cancel. */
     if (c && c->state == CLIENT_ADMIN &&
@@ -584,7 +635,160 @@ client_cancel_dispatch(struct worker *w, uint32_t pid, uint32_t key)
     cm->msg.fn = cancel_msg_run;
     cm->slot = pid & (WORKER_MAX_SLOTS - 1);
     cm->key = key;
+    cm->is_forwarded = false;
     pool_worker_post(&w->rt->workers[target].pw, &cm->msg);
+}
+
+/* ---- moving between workers (worker_balance) ---- */
+
+/* To a session's home worker: it lives at (worker, slot) now, or (-1) has ended. */
+struct home_msg {
+    struct pool_msg msg;
+    uint32_t home_slot;
+    int worker;
+    uint32_t slot;
+};
+
+static void
+home_msg_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    struct home_msg *hm = (struct home_msg *) m;
+    struct worker *w = pw->owner;
+    /* The messages about one session arrive in the order they were sent (each is sent before
+     * the session moves on), and the slot stays taken until the last: it is still forwarding. */
+    if (hm->home_slot < w->cap_slots && (w->slots[hm->home_slot] & SLOT_TAGS) == SLOT_FWD) {
+        if (hm->worker < 0) {
+            slot_free(w, hm->home_slot);
+        } else {
+            w->slots[hm->home_slot] = slot_fwd(hm->worker, hm->slot);
+        }
+    } else {
+        log_error("worker %d: a moved session's slot %u is not forwarding", w->idx,
+                  (unsigned) hm->home_slot);
+    }
+    free(hm);
+}
+
+/* Tell the session's home worker where it lives now, or (worker -1) that it ended. */
+static void
+home_tell(struct worker *w, uint32_t home_pid, int worker, uint32_t slot)
+{
+    uint32_t home = home_pid >> WORKER_SLOT_BITS;
+    /* At the very end (worker_fini runs the inboxes one worker after another), a worker already
+     * finalized must not be posted to; its slots are gone with it. */
+    if (home >= (uint32_t) w->rt->n_workers || atomic_load(&w->rt->is_finishing)) {
+        return;
+    }
+    struct home_msg *hm = malloc(sizeof(*hm));
+    if (!hm) {
+        /* The home slot stays taken (and forwarding to a dead end) until the process ends:
+         * eight bytes lost, nothing wrong. */
+        log_error("worker %d: out of memory telling a session's home worker", w->idx);
+        return;
+    }
+    hm->msg.fn = home_msg_run;
+    hm->home_slot = home_pid & (WORKER_MAX_SLOTS - 1);
+    hm->worker = worker;
+    hm->slot = slot;
+    pool_worker_post(&w->rt->workers[home].pw, &hm->msg);
+}
+
+bool
+client_can_move(const struct client *c)
+{
+    const struct pool_sock *s = &c->sock;
+    return c->state == CLIENT_IDLE && !c->sc && !c->is_queued && !c->is_opening &&
+           !c->is_looking_up && !c->is_held && !c->is_awaiting_primary && c->n_ryw_pending == 0 &&
+           c->route_node < 0 && !c->is_recv_queued && !c->is_c2s_send_queued &&
+           !c->is_s2c_send_queued && s->fd >= 0 && s->remain == 0 &&
+           (!s->in || buf_is_empty(s->in)) && (!s->out || buf_is_empty(s->out)) && !s->is_writing &&
+           !s->is_tls_wpending && !s->is_read_deferred && !s->is_rio_flipped &&
+           !s->is_wio_flipped && !pool_sock_has_pending(s);
+}
+
+struct move_msg {
+    struct pool_msg msg;
+    struct client *c;
+};
+
+/* Adopt a session another worker handed over (client_move). */
+static void
+client_move_run(struct pool_worker *pw, struct pool_msg *m)
+{
+    struct move_msg *mm = (struct move_msg *) m;
+    struct client *c = mm->c;
+    struct worker *w = pw->owner;
+    free(mm);
+    uint32_t home = c->home_pid >> WORKER_SLOT_BITS;
+    uint32_t slot = WORKER_NO_SLOT;
+    if (home == (uint32_t) w->idx) {
+        slot = c->home_pid & (WORKER_MAX_SLOTS - 1); /* back home: the forwarding slot again */
+    } else if (!slot_alloc(w, &slot)) {
+        slot = WORKER_NO_SLOT; /* closed below, without a slot to free */
+    }
+    c->w = w;
+    c->waiter.id = ((uint64_t) ++w->next_gen << 32) | slot;
+    if (slot != WORKER_NO_SLOT) {
+        w->slots[slot] = (uintptr_t) c;
+    }
+    stats_gauge_add(&w->stats->g.sessions, 1);
+    c->since_us = worker_now_us(w);
+    ilist_push_tail(&w->clients_idle, &c->node);
+    client_pool_changed(c); /* counted in this worker's gauges from now on */
+    if (home != (uint32_t) w->idx && slot != WORKER_NO_SLOT) {
+        home_tell(w, c->home_pid, w->idx, slot);
+    }
+    if (slot == WORKER_NO_SLOT) {
+        log_error("worker %d: out of memory adopting a session", w->idx);
+        client_fail(c, ST_ENOMEM, NULL);
+        return;
+    }
+    if (w->is_stopping) {
+        client_fail(c, ST_ESHUTDOWN, NULL);
+        return;
+    }
+    log_debug("event=adopt client=" CLIENT_ID_FMT " home=%u", CLIENT_ID(c), (unsigned) home);
+    /* Bytes that arrived on the way are seen at once: epoll reports a readable socket when
+     * its watcher starts. */
+    pool_sock_start_read(w->loop, &c->sock);
+    if (w->is_parked) {
+        w->has_leavers = true; /* parked since the move was decided: it goes on */
+    }
+}
+
+void
+client_move(struct client *c, struct worker *to)
+{
+    struct worker *w = c->w;
+    ASSERT(client_can_move(c) && to != w);
+    struct move_msg *mm = malloc(sizeof(*mm));
+    if (!mm) {
+        return; /* it stays */
+    }
+    log_debug("event=move client=" CLIENT_ID_FMT " to=%d", CLIENT_ID(c), to->idx);
+    pool_sock_stop_read(w->loop, &c->sock);
+    /* Buffers belong to this worker's pool: an idle session holds only empty ones. */
+    buf_put(&w->pw.bufs, c->sock.in);
+    c->sock.in = NULL;
+    buf_put(&w->pw.bufs, c->sock.out);
+    c->sock.out = NULL;
+    if (c->stats) {
+        stats_gauge_add(&c->stats->cl_idle, -1);
+        c->stats = NULL;
+    }
+    stats_gauge_add(&w->stats->g.sessions, -1);
+    stats_add(&w->stats->g.sessions_moved, 1);
+    ilist_remove(&w->clients_idle, &c->node);
+    if (c->home_pid >> WORKER_SLOT_BITS == (uint32_t) w->idx) {
+        w->slots[client_slot(c)] = slot_fwd(to->idx, WORKER_NO_SLOT);
+    } else {
+        slot_free(w, client_slot(c));
+    }
+    mm->msg.fn = client_move_run;
+    mm->c = c;
+    /* The inbox's lock orders everything written to c here before the adopting worker reads
+     * it. */
+    pool_worker_post(&to->pw, &mm->msg);
 }
 
 /* ---- authentication ---- */
@@ -1007,7 +1211,7 @@ client_auth_begin(struct client *c)
     const struct topo_snapshot *topo = topo_refresh(&w->rt->topology, &w->topo);
     int idx = topo->primary >= 0 ? topo->primary : w->rt->primary_node;
     const struct pool_node *node = &w->rt->nodes[idx];
-    enum status st = authq_request(w->rt->authq, w->cfg, &w->pw, c->id, client_user(c),
+    enum status st = authq_request(w->rt->authq, w->cfg, &w->pw, client_id(c), client_user(c),
                                    client_database(c), node->host, node->port);
     if (st == ST_EPOOL) {
         client_fail_full(c, ST_EPOOL, NULL, NULL, "too many auth_query lookups are waiting", NULL);
@@ -1766,7 +1970,7 @@ static void
 client_open_server(struct client *c)
 {
     c->is_opening = true;
-    enum status st = pool_conn_open(&c->w->pw, c->pool, c->id);
+    enum status st = pool_conn_open(&c->w->pw, c->pool, client_id(c));
     if (st != ST_OK) {
         c->is_opening = false;
         if (routing_fallback(c)) {
@@ -2156,7 +2360,6 @@ static enum status
 client_queue_welcome(struct client *c, const struct pool_params *server, const uint8_t *msgs,
                      const uint32_t *ends, uint8_t txn_status)
 {
-    struct worker *w = c->w;
     struct proto_builder pb;
     /* Room for a usual welcome (about 450 bytes); a longer one is built again below. */
     uint8_t mem[1024];
@@ -2173,8 +2376,7 @@ client_queue_welcome(struct client *c, const struct pool_params *server, const u
             }
             start = msgs ? ends[i] : 0;
         }
-        uint32_t pid = ((uint32_t) w->idx << WORKER_SLOT_BITS) | client_slot(c);
-        proto_build_backend_key(&pb, pid, c->cancel_key);
+        proto_build_backend_key(&pb, c->home_pid, c->cancel_key);
         proto_build_ready(&pb, txn_status);
         if (!proto_builder_failed(&pb) || pass == 1) {
             break;

@@ -2,7 +2,9 @@
  * client.h - a client session: startup, authentication, waiting for a server connection,
  * relaying, teardown. One teardown function (client_close) ends every path (CONVENTIONS 3.1.6).
  *
- * A client belongs to the worker that accepted it, for its whole life.
+ * A client belongs to one worker at a time: the one that accepted it, or (worker_balance) an
+ * active worker it was handed to between transactions, as an idle server connection is
+ * (client_move; balance.h says when).
  */
 #ifndef PGMUX_PROXY_CLIENT_H
 #define PGMUX_PROXY_CLIENT_H
@@ -29,7 +31,7 @@ struct admin_session;
 
 /* How log lines name a session: worker.generation, unique in the process. */
 #define CLIENT_ID_FMT "%d.%u"
-#define CLIENT_ID(c)  (c)->w->idx, (unsigned) ((c)->id >> 32)
+#define CLIENT_ID(c)  (c)->w->idx, (unsigned) ((c)->waiter.id >> 32)
 
 enum client_state {
     CLIENT_STARTUP, /* w->clients_login: reading the startup packet */
@@ -127,9 +129,11 @@ struct client {
     struct ilist_node node;
     struct pool_sock sock;
     struct worker *w;
-    uint64_t id; /* generation << 32 | slot: stale grants and cancels miss */
     enum client_state state;
     uint32_t cancel_key;  /* the key of our BackendKeyData */
+    uint32_t home_pid;    /* the pid of our BackendKeyData: the accepting worker's index <<
+                             WORKER_SLOT_BITS | its slot, which keeps forwarding cancels while
+                             the session lives on another worker (worker_balance) */
     int64_t since_us;     /* entered the current state */
     int64_t last_read_us; /* last byte from the client */
     int64_t connected_us; /* accepted (mono_now_us), for the disconnect line and
@@ -139,7 +143,9 @@ struct client {
     struct client_aux *aux;     /* NULL until something rare needs it (client_aux) */
     struct pool *pool;
     struct pool_conn *sc;       /* attached server connection (CLIENT_SETTING, CLIENT_ACTIVE) */
-    struct pool_waiter waiter;  /* linked in pool->waiters while queued */
+    struct pool_waiter waiter;  /* linked in pool->waiters while queued; waiter.id is the
+                                   session's id, generation << 32 | slot on its current worker
+                                   (client_id): stale grants and cancels miss */
     struct pool_params want;    /* parameter values this client set (startup or SET);
                                    tracked ones it did not set are the pool's defaults */
     uint64_t want_hash;         /* order-independent hash of want, never 0 */
@@ -219,11 +225,18 @@ client_database(const struct client *c)
     return c->pool ? c->pool->database : c->login ? c->login->database : NULL;
 }
 
+/** The session's id: generation << 32 | slot, unique on its current worker. */
+static inline uint64_t
+client_id(const struct client *c)
+{
+    return c->waiter.id;
+}
+
 /** The session's slot in its worker (w->slots), the low half of its id. */
 static inline uint32_t
 client_slot(const struct client *c)
 {
-    return (uint32_t) c->id;
+    return (uint32_t) c->waiter.id;
 }
 
 /**
@@ -291,6 +304,20 @@ void client_set_state(struct client *c, enum client_state st);
 
 /** Held clients of worker w whose database is no longer paused ask for a server (RESUME). */
 void client_resume_held(struct worker *w);
+
+/**
+ * Whether session c can move to another worker now (worker_balance): logged in with
+ * transaction or statement pooling, between transactions, nothing buffered or queued either
+ * way, no answer on its way to it. Worker thread of c.
+ */
+bool client_can_move(const struct client *c);
+
+/**
+ * Hand session c (client_can_move) to worker to, whose inbox adopts it: its socket is watched
+ * there from then on and its slot there answers grants; cancels keep arriving at the worker
+ * that accepted it, which forwards them. c is not to be touched afterwards. Worker thread of c.
+ */
+void client_move(struct client *c, struct worker *to);
 
 /** Find a live session of worker w by slot. */
 struct client *client_by_slot(struct worker *w, uint32_t slot);

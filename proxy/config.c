@@ -196,6 +196,8 @@ enum key_id {
     K_LISTEN_ADDR,
     K_LISTEN_PORT,
     K_WORKERS,
+    K_WORKER_BALANCE,
+    K_WORKER_BUSY_PERCENT,
     K_MAX_CLIENT_CONN,
     K_AUTH_TYPE,
     K_AUTH_FILE,
@@ -280,6 +282,9 @@ static const struct key_def key_defs[K__COUNT] = {
     [K_LISTEN_ADDR] = { "listen_addr", SECT_PGMUX, KT_STR, F(listen_addr), 0, 0, 0 },
     [K_LISTEN_PORT] = { "listen_port", SECT_PGMUX, KT_INT, F(listen_port), 0, 1, 65535 },
     [K_WORKERS] = { "workers", SECT_PGMUX, KT_INT, F(workers), 0, 0, 256 },
+    [K_WORKER_BALANCE] = { "worker_balance", SECT_PGMUX, KT_BOOL, F(worker_balance), 0, 0, 0 },
+    [K_WORKER_BUSY_PERCENT] = { "worker_busy_percent", SECT_PGMUX, KT_INT, F(worker_busy_percent),
+                                0, 1, 100 },
     [K_MAX_CLIENT_CONN] = { "max_client_conn", SECT_PGMUX, KT_INT, F(max_client_conn), 0, 1,
                             1000000 },
     [K_AUTH_TYPE] = { "auth_type", SECT_PGMUX, KT_SPECIAL, 0, 0, 0, 0 },
@@ -2389,6 +2394,8 @@ cfg_new_defaults(const char *path)
     c->listen_port = 6432;
     c->unix_socket_mode = 0777;
     c->workers = 0;
+    c->worker_balance = true;
+    c->worker_busy_percent = 70;
     c->max_client_conn = 1000;
     c->auth_type = CFG_AUTH_SCRAM;
     c->server_reset_query = strdup("DISCARD ALL");

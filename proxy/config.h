@@ -140,6 +140,9 @@ struct cfg {
     int unix_socket_mode;         /* 0777: permission bits of that socket file */
     enum cfg_io_engine io_engine; /* epoll */
     int workers;                  /* threads; 0 in the file means the CPU count, resolved at load */
+    bool worker_balance;          /* on: sessions gather on as few workers as the load keeps busy
+                                     (balance.h); off: a session stays where it was accepted */
+    int worker_busy_percent;      /* 70: a worker this busy (% of one CPU) calls for more */
     int max_client_conn;          /* 1000 */
     enum cfg_auth auth_type;      /* scram-sha-256 */
     char *auth_file;    /* path, relative names resolved against the ini file's directory */

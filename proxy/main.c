@@ -454,6 +454,8 @@ main(int argc, char **argv)
     }
 
     rt.n_workers = cfg->workers > WORKER_MAX ? WORKER_MAX : cfg->workers;
+    /* worker_balance starts on one worker: the load adds the others (balance.h). */
+    atomic_init(&rt.n_active, cfg->worker_balance ? 1 : rt.n_workers);
     struct pool_settings ps = {
         .max_open = cfg->max_open_conns,
         .max_idle = cfg->max_idle_conns,

@@ -219,6 +219,29 @@ metrics_render(struct runtime *rt, struct strbuf *b)
     family(b, "pgmux_workers_running", "gauge", "Worker threads whose event loop runs.");
     strbuf_appendf(b, "pgmux_workers_running %d\n",
                    atomic_load_explicit(&rt->n_running, memory_order_relaxed));
+    family(b, "pgmux_workers_active", "gauge",
+           "Workers that keep sessions (worker_balance: the others hand theirs over between "
+           "transactions; without it, every worker).");
+    strbuf_appendf(b, "pgmux_workers_active %d\n",
+                   atomic_load_explicit(&rt->n_active, memory_order_relaxed));
+    family(b, "pgmux_worker_busy_ratio", "gauge",
+           "CPU time of the worker's thread over its last 250 ms tick, as a fraction of one CPU.");
+    for (int i = 0; i < rt->n_workers; i++) {
+        strbuf_appendf(b, "pgmux_worker_busy_ratio{worker=\"%d\"} %.3f\n", i,
+                       atomic_load_explicit(&rt->workers[i].load_pm, memory_order_relaxed) /
+                           1000.0);
+    }
+    family(b, "pgmux_worker_client_connections", "gauge",
+           "Client connections on the worker, in every state.");
+    for (int i = 0; i < rt->n_workers; i++) {
+        strbuf_appendf(b, "pgmux_worker_client_connections{worker=\"%d\"} %lld\n", i,
+                       rt->stats[i] ? (long long) atomic_load_explicit(&rt->stats[i]->g.sessions,
+                                                                       memory_order_relaxed)
+                                    : 0LL);
+    }
+    family(b, "pgmux_client_moves_total", "counter",
+           "Sessions handed from one worker to another between transactions (worker_balance).");
+    strbuf_appendf(b, "pgmux_client_moves_total %llu\n", (unsigned long long) g.sessions_moved);
 
     /* ---- pools ---- */
     family(b, "pgmux_pool_client_connections", "gauge",

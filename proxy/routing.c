@@ -537,7 +537,7 @@ routing_txn_end(struct client *c, uint64_t *owner)
     }
     c->has_unlearned_write = false;
     c->n_ryw_pending++;
-    *owner = c->id;
+    *owner = client_id(c);
     return ROUTING_LSN_SQL;
 }
 

@@ -167,6 +167,7 @@ stats_global_sum(struct stats_worker *const *workers, int n, struct stats_global
         out->logins_failed += ld(&sw->g.logins_failed);
         out->auth_derivations += ld(&sw->g.auth_derivations);
         out->slow_queries += ld(&sw->g.slow_queries);
+        out->sessions_moved += ld(&sw->g.sessions_moved);
         for (int k = 0; k < STATS_SQLSTATE_CLASSES; k++) {
             out->errors_nopool[k] += ld(&sw->g.errors_nopool[k]);
         }

@@ -101,6 +101,8 @@ struct stats_global {
     stats_counter logins_failed;    /* authentication refused */
     stats_counter auth_derivations; /* PBKDF2 runs for client logins (cache misses) */
     stats_counter slow_queries;     /* requests over log_min_duration */
+    stats_counter sessions_moved;   /* sessions handed to another worker (worker_balance) */
+    stats_gauge sessions;           /* client connections on this worker, in any state */
     stats_counter errors_nopool[STATS_SQLSTATE_CLASSES]; /* pgmux errors before a pool */
 };
 
@@ -142,6 +144,7 @@ struct stats_global_sum {
     uint64_t logins_failed;
     uint64_t auth_derivations;
     uint64_t slow_queries;
+    uint64_t sessions_moved;
     uint64_t errors_nopool[STATS_SQLSTATE_CLASSES];
     uint64_t routed[STATS_MAX_NODES][STATS_ROUTES];
 };

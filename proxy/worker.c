@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 
 #include "common/log.h"
 #include "common/mono.h"
+#include "proxy/balance.h"
 #include "proxy/client.h"
 #include "proxy/iobatch.h"
 #include "proxy/topology.h"
@@ -205,6 +207,122 @@ linger_tick(struct worker *w, int64_t now, bool all)
     }
 }
 
+/* ---- worker_balance ---- */
+
+/* A parked worker's idle sessions go to the active workers, in turn. */
+static void
+balance_send_leavers(struct worker *w, int n_active)
+{
+    struct ilist_node *it, *tmp;
+    ILIST_FOREACH_SAFE(&w->clients_idle, it, tmp)
+    {
+        struct client *c = CONTAINER_OF(it, struct client, node);
+        if (client_can_move(c)) {
+            int to = (int) (w->next_target++ % (unsigned int) n_active);
+            client_move(c, &w->rt->workers[to]);
+        }
+    }
+}
+
+/* Up to n idle sessions to worker to; how many went. */
+static int
+balance_give_to(struct worker *w, struct worker *to, int n)
+{
+    int moved = 0;
+    struct ilist_node *it, *tmp;
+    ILIST_FOREACH_SAFE(&w->clients_idle, it, tmp)
+    {
+        if (moved >= n) {
+            break;
+        }
+        struct client *c = CONTAINER_OF(it, struct client, node);
+        if (client_can_move(c)) {
+            client_move(c, to);
+            moved++;
+        }
+    }
+    return moved;
+}
+
+static void
+balance_tick(struct worker *w, int64_t now_us)
+{
+    struct runtime *rt = w->rt;
+    const struct cfg *cfg = w->cfg;
+    /* CPU time, not time spent outside epoll_wait: the kernel's share of a send (the
+     * loopback receive runs in it) is most of a relay's cost. One clock read a tick. */
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return;
+    }
+    int64_t cpu_ns = (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+    if (w->load_at_us > 0 && now_us > w->load_at_us) {
+        /* nanoseconds of CPU per microsecond of clock: permille */
+        int64_t pm = (cpu_ns - w->load_cpu_ns) / (now_us - w->load_at_us);
+        atomic_store_explicit(&w->load_pm,
+                              (uint32_t) (pm < 0      ? 0
+                                          : pm > 1000 ? 1000
+                                                      : pm),
+                              memory_order_relaxed);
+    }
+    w->load_cpu_ns = cpu_ns;
+    w->load_at_us = now_us;
+
+    uint32_t busy_pm = (uint32_t) cfg->worker_busy_percent * 10;
+    if (w->idx == 0) {
+        int n = atomic_load(&rt->n_active);
+        int next = n;
+        if (!cfg->worker_balance) {
+            next = rt->n_workers;
+        } else if (w->active_hold > 0) {
+            w->active_hold--;
+        } else {
+            uint32_t loads[WORKER_MAX];
+            for (int i = 0; i < rt->n_workers; i++) {
+                loads[i] = atomic_load_explicit(&rt->workers[i].load_pm, memory_order_relaxed);
+            }
+            next = balance_active(loads, rt->n_workers, n, busy_pm);
+        }
+        if (next != n) {
+            atomic_store(&rt->n_active, next);
+            w->active_hold = BALANCE_HOLD_TICKS;
+            log_debug("worker_balance: %d of %d workers active", next, rt->n_workers);
+        }
+    }
+    int n_active = atomic_load(&rt->n_active);
+    w->is_parked = cfg->worker_balance && w->idx >= n_active;
+    if (!cfg->worker_balance || w->is_draining || w->is_stopping || rt->n_workers < 2) {
+        return;
+    }
+    if (w->is_parked) {
+        balance_send_leavers(w, n_active);
+        return;
+    }
+    if (w->give_hold > 0) {
+        w->give_hold--;
+        return;
+    }
+    uint32_t my_pm = atomic_load_explicit(&w->load_pm, memory_order_relaxed);
+    int least = -1;
+    uint32_t least_pm = UINT32_MAX;
+    for (int i = 0; i < n_active; i++) {
+        uint32_t l = atomic_load_explicit(&rt->workers[i].load_pm, memory_order_relaxed);
+        if (i != w->idx && l < least_pm) {
+            least = i;
+            least_pm = l;
+        }
+    }
+    if (least < 0) {
+        return;
+    }
+    int n_sessions = (int) atomic_load_explicit(&w->stats->g.sessions, memory_order_relaxed);
+    int k = balance_give(my_pm, least_pm, n_sessions, busy_pm);
+    /* Both loads are a tick old: wait until the next ones show the move before another. */
+    if (k > 0 && balance_give_to(w, &rt->workers[least], k) > 0) {
+        w->give_hold = 2;
+    }
+}
+
 static void
 tick_cb(EV_P_ ev_timer *t, int revents)
 {
@@ -222,6 +340,7 @@ tick_cb(EV_P_ ev_timer *t, int revents)
     client_tick(w, now);
     pool_worker_tick(&w->pw, now);
     cancel_tick(w, now);
+    balance_tick(w, now);
     if (!w->is_stopping && !w->is_draining && w->listen_fd >= 0 && !ev_is_active(&w->listen_io)) {
         ev_io_start(w->loop, &w->listen_io);
     }
@@ -236,6 +355,14 @@ reap_cb(EV_P_ ev_check *chk, int revents)
     (void) loop;
     (void) revents;
     struct worker *w = chk->data;
+    if (w->has_leavers) {
+        /* Parked: sessions that became idle in this iteration go now, not at the next tick. */
+        w->has_leavers = false;
+        int n_active = atomic_load_explicit(&w->rt->n_active, memory_order_relaxed);
+        if (w->is_parked && !w->is_draining && !w->is_stopping && w->idx >= n_active) {
+            balance_send_leavers(w, n_active);
+        }
+    }
     client_reap(w);
     pool_worker_reap(&w->pw);
 }
@@ -599,6 +726,7 @@ worker_fini(struct worker *w)
     }
     client_reap(w);
     pool_worker_fini(&w->pw);
+    client_reap(w); /* sessions its last inbox messages handed over, closed at once */
     ev_check_stop(w->loop, &w->reap);
     iobatch_fini(w);
     if (w->listen_fd >= 0) {

@@ -1,6 +1,7 @@
 /*
  * worker.h - a worker thread: one libev loop, its own SO_REUSEPORT listener, the client sessions
- * it accepted (for their whole life) and the server connections it currently holds.
+ * it holds (those it accepted, less those it handed to another worker and plus those handed to
+ * it: worker_balance, balance.h) and the server connections it currently holds.
  *
  * struct runtime is built by main before the workers start and is read-only afterwards, except
  * its atomics. struct worker belongs to its thread; other threads reach it only through the
@@ -74,7 +75,9 @@ struct runtime {
     struct pool_set pools;
     struct worker *workers; /* [n_workers] */
     int n_workers;
-    atomic_int n_clients;      /* client connections open, all workers (max_client_conn) */
+    atomic_int n_active;  /* worker_balance: workers 0..n_active-1 keep sessions, the others hand
+                             theirs over (balance.h); written by worker 0's tick */
+    atomic_int n_clients; /* client connections open, all workers (max_client_conn) */
     struct ev_loop *main_loop; /* told through workers_done when a worker has finished */
     ev_async workers_done;
     atomic_int n_running;        /* workers whose loop still runs */
@@ -143,6 +146,17 @@ struct worker {
     /* The other PBKDF2 results of client logins, which no user index names (client.c). */
     struct worker_derived derived[WORKER_DERIVED_N];
     uint8_t derived_key[32]; /* random: a tag means nothing outside this worker */
+
+    /* worker_balance (balance.h) */
+    _Atomic uint32_t load_pm; /* CPU this thread used over its last tick, permille of one CPU
+                                 (written by its tick, read by the others' and /metrics) */
+    int64_t load_cpu_ns;      /* the thread's CPU time at that tick */
+    int64_t load_at_us;       /* and the monotonic clock then */
+    bool is_parked;           /* index >= n_active at the last tick: sessions leave when idle */
+    bool has_leavers;         /* parked: a session became idle since the reaper last looked */
+    int give_hold;            /* ticks before this worker hands sessions to another again */
+    int active_hold;          /* worker 0: ticks before n_active may change again */
+    unsigned int next_target; /* parked: where the next leaving session goes (round robin) */
 
     struct routing_worker routing;        /* balancing state and routing counters */
     struct router_classifier *classifier; /* statement classes, with this worker's cache */

@@ -5,7 +5,8 @@ Starts the test cluster (tests/cluster.sh; the replica is stopped, only the prim
 measured), loads pgbench data, and runs each workload against a direct connection, the byte
 relay (tests/bench/relay.c, the kernel floor), Debian's PgBouncer in transaction mode and
 pgmux (when BENCH_TARGETS names them: pgmux-uring, the same with io_engine = io_uring, and
-pgmux-1w, the same with one worker thread, as PgBouncer has), alternating targets run by run
+pgmux-1w, the same with one worker thread, as PgBouncer has; pgmux-static, the same with
+worker_balance = off, so every worker keeps the sessions it accepted), alternating targets run by run
 (A B C D A B C D ...), and reports medians. Then: system
 calls per transaction (strace -c -f on a short separate run), RSS per idle client
 (tests/bench/idle_clients.c), and instructions per transaction under callgrind.
@@ -78,9 +79,9 @@ WORKLOADS = [
     ("S extended c=500", ["-S", "-M", "extended"], 500, None),
     # PgBouncer 1.18 cannot pool named prepared statements in transaction mode
     ("S prepared c=10", ["-S", "-M", "prepared"], 10,
-     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-1w", "pgmux-base"}),
+     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-1w", "pgmux-static", "pgmux-base"}),
     ("S prepared c=100", ["-S", "-M", "prepared"], 100,
-     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-1w", "pgmux-base"}),
+     {"direct", "relay", "pgmux", "pgmux-uring", "pgmux-1w", "pgmux-static", "pgmux-base"}),
     ("S -C c=10", ["-S", "-C"], 10, None),
     # the same logins with SCRAM-SHA-256: libpq runs PBKDF2 (4096 iterations) for each one
     ("S -C scram c=10", ["-S", "-C"], 10, None),
@@ -88,7 +89,8 @@ WORKLOADS = [
     ("TPC-B c=100", [], 100, None),
 ]
 PG_MAX_CONNECTIONS = 300  # tests/cluster.sh
-PROXIES = ("relay", "pgbouncer", "pgmux", "pgmux-uring", "pgmux-1w", "pgmux-base")
+PROXIES = ("relay", "pgbouncer", "pgmux", "pgmux-uring", "pgmux-1w", "pgmux-static",
+           "pgmux-base")
 
 children = []  # Popen objects to stop on exit
 
@@ -228,13 +230,15 @@ class Bench:
         os.chmod(path, 0o644)
         return path
 
-    def pgmux_ini(self, name, port, pool_mode, max_open, workers, max_clients, io_engine="epoll"):
+    def pgmux_ini(self, name, port, pool_mode, max_open, workers, max_clients, io_engine="epoll",
+                  balance="on"):
         path = os.path.join(self.tmp, f"{name}.ini")
         with open(path, "w") as f:
             f.write(f"""[pgmux]
 listen_addr = 127.0.0.1
 listen_port = {port}
 workers = {workers}
+{"" if balance == "on" else f"worker_balance = {balance}"}
 max_client_conn = {max_clients}
 auth_type = md5
 auth_file = {self.write_userlist()}
@@ -275,11 +279,11 @@ role = primary
         return self.pool_size if self.pool_mode != "session" else PG_MAX_CONNECTIONS - 50
 
     def start_pgmux(self, name="pgmux", workers=None, max_clients=1000, valgrind=None,
-                    io_engine="epoll", binary=None):
+                    io_engine="epoll", binary=None, balance="on"):
         port = free_port()
         w = ENV["BENCH_PGMUX_WORKERS"] if workers is None else workers
         ini = self.pgmux_ini(name, port, self.pool_mode, self.pgmux_max_open(), w, max_clients,
-                             io_engine)
+                             io_engine, balance)
         argv = [binary or ENV["BENCH_PGMUX"], "-c", ini]
         if valgrind:
             argv = valgrind + argv
@@ -339,6 +343,8 @@ stats_period = 3600
                        "pgmux-uring": lambda: self.start_pgmux("pgmux-uring",
                                                                io_engine="io_uring"),
                        "pgmux-1w": lambda: self.start_pgmux("pgmux-1w", workers=1),
+                       "pgmux-static": lambda: self.start_pgmux("pgmux-static",
+                                                                balance="off"),
                        "pgmux-base": self.start_pgmux_base}[t]()
             self.procs[t], self.ports[t] = p, port
 
@@ -734,8 +740,9 @@ stats_period = 3600
                   "| workload | pgmux/PgBouncer tps | pgmux/PgBouncer CPU per tx | "
                   "pgmux/relay CPU per tx | added avg latency vs direct, ms: pgmux / PgBouncer | "
                   "pgmux io_uring/PgBouncer CPU per tx | pgmux io_uring/epoll CPU per tx | "
-                  "pgmux 1 worker/PgBouncer CPU per tx |",
-                  "|---|--:|--:|--:|--:|--:|--:|--:|"]
+                  "pgmux 1 worker/PgBouncer CPU per tx | "
+                  "pgmux worker_balance off/PgBouncer CPU per tx |",
+                  "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
 
         def ratio(a, b):
             return f"{a / b:.2f}" if a is not None and b else "—"
@@ -745,6 +752,7 @@ stats_period = 3600
             rl, di = summary.get((name, "relay"), {}), summary.get((name, "direct"), {})
             ur = summary.get((name, "pgmux-uring"), {})
             w1 = summary.get((name, "pgmux-1w"), {})
+            st = summary.get((name, "pgmux-static"), {})
             if not mx and not pb:
                 continue
             d = di.get("lat")
@@ -755,7 +763,8 @@ stats_period = 3600
                          f"{ratio(mx.get('cpu'), rl.get('cpu'))} | {add} | "
                          f"{ratio(ur.get('cpu'), pb.get('cpu'))} | "
                          f"{ratio(ur.get('cpu'), mx.get('cpu'))} | "
-                         f"{ratio(w1.get('cpu'), pb.get('cpu'))} |")
+                         f"{ratio(w1.get('cpu'), pb.get('cpu'))} | "
+                         f"{ratio(st.get('cpu'), pb.get('cpu'))} |")
         if self.syscall_mix:
             lines += ["", "Most frequent system calls in the strace runs (calls, name), "
                       "S c=100: " + "; ".join(

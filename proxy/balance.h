@@ -1,0 +1,43 @@
+/*
+ * balance.h - how many workers serve sessions, and which sessions move (worker_balance).
+ *
+ * Every worker measures the CPU its thread used over the last housekeeping tick (permille of
+ * one CPU). Worker 0 decides how many workers are active: the first n_active by index. Workers
+ * beyond it are parked: they still accept and log clients in (SO_REUSEPORT deals connections
+ * to every listener), then hand each session to an active worker as soon as it is between
+ * transactions. An active worker much busier than the least busy active one hands it some of
+ * its sessions. So a light load runs on one thread, which wakes once for many sockets instead
+ * of two threads each waking for a few (README "Performance"), and a heavy load spreads over
+ * as many workers as it keeps busy.
+ *
+ * Pure functions: the decisions, with no threads or clocks, so they are unit-tested alone.
+ */
+#ifndef PGMUX_PROXY_BALANCE_H
+#define PGMUX_PROXY_BALANCE_H
+
+#include <stdint.h>
+
+/* Ticks the active count stays put after it changed, so the loads it is judged by come from
+ * the sessions' new places. */
+#define BALANCE_HOLD_TICKS 4
+/* An active worker at least this much (permille of a CPU) busier than the least busy one
+ * gives sessions away... */
+#define BALANCE_GAP_PM 150
+
+/**
+ * The number of active workers after a tick: load_pm[i] is worker i's CPU over the last tick
+ * in permille of one CPU (n_workers entries), n_active the current count, busy_pm the load
+ * (worker_busy_percent * 10) at which a worker counts as busy. Doubles when the active
+ * workers average busy_pm or more; drops by one when their load would fit on one worker fewer
+ * at two thirds of busy_pm each. Always 1..n_workers.
+ */
+int balance_active(const uint32_t *load_pm, int n_workers, int n_active, uint32_t busy_pm);
+
+/**
+ * How many of its n_sessions an active worker at my_pm should hand to the least busy active
+ * worker, at least_pm: none unless it is at least half busy (busy_pm / 2) and BALANCE_GAP_PM
+ * above it; otherwise the share that would even the two out, at least one.
+ */
+int balance_give(uint32_t my_pm, uint32_t least_pm, int n_sessions, uint32_t busy_pm);
+
+#endif

@@ -1,0 +1,155 @@
+"""worker_balance: sessions gather on as few workers as the load keeps busy and spread again
+when it grows. Logins land on whichever worker the kernel's SO_REUSEPORT picks; a session
+between transactions then moves to an active worker, keeps its prepared statements and its
+cancel key (a CancelRequest names the worker that accepted it, which forwards it), and with
+worker_balance = off stays where it was accepted."""
+
+import socket
+import struct
+import threading
+import time
+
+import psycopg
+import pytest
+
+from helpers import Background, stays, wait_for
+from test_metrics import _free_port, scrape, value
+
+WORKER_SLOT_BITS = 23  # BackendKeyData pid: accepting worker << 23 | its slot
+
+
+def per_worker(mport, name, n):
+    fams = scrape(mport)
+    return [int(value(fams, name, worker=str(i))) for i in range(n)]
+
+
+def home(conn):
+    return conn.info.backend_pid >> WORKER_SLOT_BITS
+
+
+def test_light_load_gathers_on_one_worker(pgmux):
+    mport = _free_port()
+    px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport)
+    conns = [px.connect() for _ in range(16)]
+    homes = {home(c) for c in conns}
+    # The kernel spread the logins over the four listeners ...
+    assert len(homes) > 1, homes
+    # ... and the sessions gather on worker 0, the only active one at this load.
+    wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 4) == [16, 0, 0, 0],
+             timeout=10, what="all 16 sessions on worker 0")
+    fams = scrape(mport)
+    assert value(fams, "pgmux_workers_active") == 1
+    assert value(fams, "pgmux_client_moves_total") >= 16 - sum(1 for c in conns if home(c) == 0)
+    # They keep working there, protocol-level prepared statements included (psycopg prepares
+    # a statement it has run prepare_threshold times; the server connection under it differs).
+    for rnd in range(3):
+        for i, c in enumerate(conns):
+            got = c.execute("SELECT %s::int + 1", [i], prepare=True).fetchone()[0]
+            assert got == i + 1
+    # A session that runs a transaction stays put until it ends, and then still works.
+    with conns[1].transaction():
+        conns[1].execute("CREATE TEMP TABLE IF NOT EXISTS t_bal (x int) ON COMMIT DROP")
+        conns[1].execute("INSERT INTO t_bal VALUES (1)")
+        assert conns[1].execute("SELECT count(*) FROM t_bal").fetchone()[0] == 1
+    for c in conns:
+        c.close()
+    wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 4) == [0, 0, 0, 0],
+             timeout=10, what="every session counted out")
+
+
+def test_cancel_reaches_a_moved_session(cluster, pgmux):
+    """The cancel key names the worker that accepted the session; after the session moved,
+    that worker forwards the CancelRequest to where it lives."""
+    mport = _free_port()
+    px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport)
+    keep = []
+    conn = None
+    for _ in range(60):
+        c = px.connect()
+        if home(c) != 0:
+            conn = c
+            break
+        keep.append(c)
+    assert conn is not None, "60 logins, all accepted by worker 0"
+    h = home(conn)
+    wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 4)[h] == 0,
+             timeout=10, what=f"the session accepted by worker {h} moved away")
+    for attempt in range(2):
+        job = Background(conn.execute, "SELECT pg_sleep(30)")
+        wait_for(lambda: [r for r in cluster.server_conns(state="active")
+                          if "pg_sleep" in r["query"]], timeout=10, what="pg_sleep running")
+        t0 = time.monotonic()
+        conn.cancel()
+        err = job.error(timeout=10)
+        assert isinstance(err, psycopg.errors.QueryCanceled), err
+        assert time.monotonic() - t0 < 5.0
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+    # A wrong key cancels nothing, though it is forwarded all the same.
+    job = Background(lambda: conn.execute("SELECT pg_sleep(1.5), 'done'").fetchone())
+    wait_for(lambda: [r for r in cluster.server_conns(state="active")
+                      if "pg_sleep" in r["query"]], timeout=10, what="pg_sleep running")
+    with socket.create_connection(("127.0.0.1", px.port)) as s:
+        s.sendall(struct.pack("!iiii", 16, 80877102, conn.info.backend_pid,
+                              (conn.info.backend_pid * 7 + 1) & 0x7FFFFFFF))
+        s.recv(1)
+    assert job.result(timeout=10)[1] == "done"
+    for c in keep + [conn]:
+        c.close()
+
+
+def _load(px, stop, n_threads=6):
+    def run():
+        with px.connect() as c:
+            while not stop.is_set():
+                c.execute("SELECT 1")
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_busy_load_spreads_and_gathers_again(pgmux):
+    """worker_busy_percent = 1: any load calls for the second worker; sessions move to it, and
+    go back to worker 0 once the load has stopped."""
+    mport = _free_port()
+    px = pgmux(workers=2, pool_mode="transaction", metrics_port=mport, worker_busy_percent=1)
+    idle = [px.connect() for _ in range(4)]
+    stop = threading.Event()
+    threads = _load(px, stop)
+    try:
+        wait_for(lambda: value(scrape(mport), "pgmux_workers_active") == 2, timeout=15,
+                 what="a second active worker under load")
+        wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 2)[1] > 0,
+                 timeout=15, what="sessions handed to worker 1")
+        fams = scrape(mport)
+        assert value(fams, "pgmux_worker_busy_ratio", worker="0") > 0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    wait_for(lambda: value(scrape(mport), "pgmux_workers_active") == 1, timeout=15,
+             what="back to one active worker")
+    wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 2) == [4, 0],
+             timeout=15, what="the idle sessions gathered on worker 0 again")
+    for c in idle:
+        assert c.execute("SELECT 2").fetchone()[0] == 2
+        c.close()
+
+
+def test_balance_off_keeps_sessions_where_accepted(pgmux):
+    mport = _free_port()
+    px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport, worker_balance="off")
+    conns = [px.connect() for _ in range(16)]
+    for c in conns:
+        c.execute("SELECT 1")
+    want = [sum(1 for c in conns if home(c) == i) for i in range(4)]
+    assert sum(1 for n in want if n) > 1, want
+    assert per_worker(mport, "pgmux_worker_client_connections", 4) == want
+    stays(lambda: per_worker(mport, "pgmux_worker_client_connections", 4) == want,
+          duration=1.5, what="sessions where the kernel put them")
+    fams = scrape(mport)
+    assert value(fams, "pgmux_workers_active") == 4
+    assert value(fams, "pgmux_client_moves_total") == 0
+    for c in conns:
+        c.close()

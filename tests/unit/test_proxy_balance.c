@@ -1,0 +1,118 @@
+/*
+ * test_proxy_balance.c - proxy/balance.c: the active worker count grows by doubling when the
+ * active workers are busy, shrinks one at a time when the load fits fewer with room to spare,
+ * never flaps at a steady load, and the hand-over count evens two workers out.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "proxy/balance.h"
+
+static void
+test_one_worker_stays_one(void **state)
+{
+    (void) state;
+    uint32_t l[1] = { 1000 };
+    assert_int_equal(balance_active(l, 1, 1, 700), 1);
+}
+
+static void
+test_grows_by_doubling(void **state)
+{
+    (void) state;
+    uint32_t l[8] = { 950, 0, 0, 0, 0, 0, 0, 0 };
+    assert_int_equal(balance_active(l, 8, 1, 700), 2);
+    uint32_t l2[8] = { 800, 720, 0, 0, 0, 0, 0, 0 };
+    assert_int_equal(balance_active(l2, 8, 2, 700), 4);
+    uint32_t l4[8] = { 800, 720, 700, 690, 0, 0, 0, 0 };
+    assert_int_equal(balance_active(l4, 8, 4, 700), 8);
+    assert_int_equal(balance_active(l4, 6, 4, 700), 6); /* capped at the workers there are */
+    uint32_t l8[8] = { 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000 };
+    assert_int_equal(balance_active(l8, 8, 8, 700), 8);
+}
+
+static void
+test_one_busy_worker_among_idle_ones_does_not_grow(void **state)
+{
+    (void) state;
+    /* The average decides: one hot worker is the hand-over's business, not a new worker's. */
+    uint32_t l[4] = { 900, 100, 0, 0 };
+    assert_int_equal(balance_active(l, 4, 2, 700), 2);
+}
+
+static void
+test_shrinks_one_at_a_time(void **state)
+{
+    (void) state;
+    uint32_t l[4] = { 100, 90, 80, 0 };
+    assert_int_equal(balance_active(l, 4, 3, 700), 2);
+    uint32_t l2[4] = { 200, 200, 0, 0 };
+    assert_int_equal(balance_active(l2, 4, 2, 700), 1);
+    uint32_t idle[4] = { 0, 0, 0, 0 };
+    assert_int_equal(balance_active(idle, 4, 4, 700), 3);
+    assert_int_equal(balance_active(idle, 4, 1, 700), 1);
+}
+
+static void
+test_no_flapping_at_a_steady_load(void **state)
+{
+    (void) state;
+    /* A total load of L permille spread evenly over the active workers: whatever count the
+     * decisions reach, the next decision at the same load keeps it. */
+    for (uint32_t total = 0; total <= 4000; total += 25) {
+        int n = 1;
+        for (int step = 0; step < 20; step++) {
+            uint32_t l[8] = { 0 };
+            for (int i = 0; i < n; i++) {
+                uint32_t each = total / (uint32_t) n;
+                l[i] = each > 1000 ? 1000 : each;
+            }
+            n = balance_active(l, 8, n, 700);
+        }
+        uint32_t l[8] = { 0 };
+        for (int i = 0; i < n; i++) {
+            uint32_t each = total / (uint32_t) n;
+            l[i] = each > 1000 ? 1000 : each;
+        }
+        assert_int_equal(balance_active(l, 8, n, 700), n);
+        /* and enough workers that none is busy, unless all eight are */
+        assert_true(n == 8 || total / (uint32_t) n < 700);
+    }
+}
+
+static void
+test_give_evens_out(void **state)
+{
+    (void) state;
+    assert_int_equal(balance_give(800, 200, 100, 700), 37); /* 100 * 600 / 1600 */
+    assert_int_equal(balance_give(800, 0, 10, 700), 5);
+    assert_int_equal(balance_give(1000, 800, 3, 700), 1); /* at least one */
+}
+
+static void
+test_give_nothing_when_close_or_light(void **state)
+{
+    (void) state;
+    assert_int_equal(balance_give(800, 700, 100, 700), 0); /* gap under 150 */
+    assert_int_equal(balance_give(300, 0, 100, 700), 0);   /* under half busy */
+    assert_int_equal(balance_give(900, 0, 0, 700), 0);     /* nothing to give */
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_worker_stays_one),
+        cmocka_unit_test(test_grows_by_doubling),
+        cmocka_unit_test(test_one_busy_worker_among_idle_ones_does_not_grow),
+        cmocka_unit_test(test_shrinks_one_at_a_time),
+        cmocka_unit_test(test_no_flapping_at_a_steady_load),
+        cmocka_unit_test(test_give_evens_out),
+        cmocka_unit_test(test_give_nothing_when_close_or_light),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
