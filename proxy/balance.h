@@ -17,9 +17,11 @@
 
 #include <stdint.h>
 
-/* Ticks the active count stays put after it changed, so the loads it is judged by come from
- * the sessions' new places. */
-#define BALANCE_HOLD_TICKS 4
+/* Ticks the active count stays put after it shrank, and after it grew, so the loads it is
+ * judged by come from the sessions' new places. Growth waits less: a load that outgrew the
+ * active workers queues behind them until it is met. */
+#define BALANCE_HOLD_TICKS      4
+#define BALANCE_GROW_HOLD_TICKS 2
 /* An active worker at least this much (permille of a CPU) busier than the least busy one
  * gives sessions away... */
 #define BALANCE_GAP_PM 150

@@ -285,7 +285,7 @@ balance_tick(struct worker *w, int64_t now_us)
         }
         if (next != n) {
             atomic_store(&rt->n_active, next);
-            w->active_hold = BALANCE_HOLD_TICKS;
+            w->active_hold = next > n ? BALANCE_GROW_HOLD_TICKS : BALANCE_HOLD_TICKS;
             log_debug("worker_balance: %d of %d workers active", next, rt->n_workers);
         }
     }
@@ -305,9 +305,12 @@ balance_tick(struct worker *w, int64_t now_us)
     uint32_t my_pm = atomic_load_explicit(&w->load_pm, memory_order_relaxed);
     int least = -1;
     uint32_t least_pm = UINT32_MAX;
-    for (int i = 0; i < n_active; i++) {
+    /* From the next worker on, so busy workers that see the same idle ones (just activated,
+     * all at 0) pick different ones. */
+    for (int j = 1; j < n_active; j++) {
+        int i = (w->idx + j) % n_active;
         uint32_t l = atomic_load_explicit(&rt->workers[i].load_pm, memory_order_relaxed);
-        if (i != w->idx && l < least_pm) {
+        if (l < least_pm) {
             least = i;
             least_pm = l;
         }

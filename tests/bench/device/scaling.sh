@@ -22,7 +22,8 @@
 #
 # SCALING_TARGETS may add "relay" (tests/bench/relay.c: one thread, bytes only, one server
 # connection per client), what one core can forward at all, and "pgmux-uring" (pgmux with
-# io_engine = io_uring, at SCALING_URING_WORKERS).
+# io_engine = io_uring, at SCALING_URING_WORKERS). "pgmux-static" is pgmux with worker_balance =
+# off (every worker keeps the sessions the kernel dealt it), at SCALING_STATIC_WORKERS.
 #
 # Then, with SCALING_IDLE clients (default 100000 with 8 or more CPUs, else none): memory per
 # idle client. PgBouncer and pgmux at each of SCALING_IDLE_WORKERS hold that many authenticated
@@ -39,7 +40,7 @@ set -uo pipefail
 T0=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 WORKERS=${SCALING_WORKERS:-1 2 4 8}
-TARGETS=${SCALING_TARGETS:-direct pgbouncer pgmux pgmux-uring}
+TARGETS=${SCALING_TARGETS:-direct pgbouncer pgmux pgmux-uring pgmux-static}
 TIME=${SCALING_TIME:-10}          # seconds per measured pgbench run
 WARMUP=${SCALING_WARMUP:-2}       # seconds of the unmeasured run before it (pools fill)
 REPS=${SCALING_REPS:-3}           # runs per target; the median is reported
@@ -50,6 +51,7 @@ SCALE=${SCALING_SCALE:-50}        # pgbench -i -s
 BUDGET=${SCALING_BUDGET:-380}     # seconds: no run starts that would end past this
 IO_ENGINE=${SCALING_IO_ENGINE:-epoll}
 URING_WORKERS=${SCALING_URING_WORKERS:-8}   # workers for the pgmux-uring target
+STATIC_WORKERS=${SCALING_STATIC_WORKERS:-8} # workers for the pgmux-static target
 IDLE_WORKERS=${SCALING_IDLE_WORKERS:-}      # pgmux workers for the idle-client runs (default 1 8 16)
 IDLE_WAIT=${SCALING_IDLE_WAIT:-120}         # seconds an idle-client run may take to log in
 IDLE_DEADLINE=${SCALING_IDLE_DEADLINE:-}    # seconds after which no idle run starts (default BUDGET + 120)
@@ -250,14 +252,16 @@ printf '"%s" "md5%s"\n' "$BENCH_USER" "$MD5" > "$W/userlist.txt"
 chmod 644 "$W/userlist.txt"
 
 # --- proxies -----------------------------------------------------------------------------------
-start_pgmux() {  # start_pgmux WORKERS PORT [ENGINE [MAX_CLIENTS]]: sets PROXY_PID
-    local engine=${3:-$IO_ENGINE} name=pgmux-$1
+start_pgmux() {  # start_pgmux WORKERS PORT [ENGINE [MAX_CLIENTS [BALANCE]]]: sets PROXY_PID
+    local engine=${3:-$IO_ENGINE} balance=${5:-on} name=pgmux-$1
     [ "$engine" = "$IO_ENGINE" ] || name=pgmux-$engine-$1
+    [ "$balance" = on ] || name=pgmux-static-$1
     cat > "$W/$name.ini" <<EOF
 [pgmux]
 listen_addr = 127.0.0.1
 listen_port = $2
 workers = $1
+$([ "$balance" = on ] || echo "worker_balance = $balance")
 max_client_conn = ${4:-$((CLIENTS + 100))}
 auth_type = md5
 auth_file = $W/userlist.txt
@@ -362,6 +366,7 @@ run_target() {  # run_target REP TARGET WORKERS
                 pgbouncer) start_pgbouncer "$port" ;;
                 relay) start_relay "$port" ;;
                 pgmux-uring) start_pgmux "$w" "$port" io_uring ;;
+                pgmux-static) start_pgmux "$w" "$port" "$IO_ENGINE" "" off ;;
                 *) start_pgmux "$w" "$port" ;;
             esac
             pid=$PROXY_PID
@@ -421,6 +426,7 @@ report() {
         case $t in
             pgmux) for w in $WORKERS; do rows+=("pgmux:$w"); done ;;
             pgmux-uring) for w in $URING_WORKERS; do rows+=("pgmux-uring:$w"); done ;;
+            pgmux-static) for w in $STATIC_WORKERS; do rows+=("pgmux-static:$w"); done ;;
             *) rows+=("$t:-") ;;
         esac
     done
@@ -464,6 +470,8 @@ report() {
             else
                 echo "pgmux-uring: pgmux with io_engine = io_uring (batched receives and sends)."
             fi ;; esac
+        case " $TARGETS " in *" pgmux-static "*)
+            echo "pgmux-static: pgmux with worker_balance = off (each worker keeps the sessions the kernel dealt it); the pgmux rows have it on, the default." ;; esac
         echo "CPUs busy %: share of non-idle time of that CPU group in /proc/stat over the measured run."
         local w8
         w8=$(col pgmux 8 4 | median)
@@ -492,8 +500,9 @@ for t in $TARGETS; do
     case $t in
         pgmux) for w in $WORKERS; do order+=("pgmux:$w"); done ;;
         pgmux-uring) for w in $URING_WORKERS; do order+=("pgmux-uring:$w"); done ;;
+        pgmux-static) for w in $STATIC_WORKERS; do order+=("pgmux-static:$w"); done ;;
         direct|pgbouncer|relay) order+=("$t:-") ;;
-        *) die "unknown target $t (direct, relay, pgbouncer, pgmux, pgmux-uring)" ;;
+        *) die "unknown target $t (direct, relay, pgbouncer, pgmux, pgmux-uring, pgmux-static)" ;;
     esac
 done
 NOTE=""
