@@ -246,6 +246,9 @@ conn_teardown(struct pool_conn *sc, bool polite)
     sc->state = POOL_CONN_CLOSED;
     sc->client = NULL;
     ilist_push_tail(&w->to_free, &sc->node);
+    if (w->reap) {
+        ev_check_start(w->loop, w->reap);
+    }
 }
 
 void

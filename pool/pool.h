@@ -322,8 +322,11 @@ struct pool_worker {
     ev_async inbox_wake;
     struct pool_msg *local_head; /* messages this worker sent itself: no lock, no wake-up */
     struct pool_msg *local_tail;
-    ev_prepare local_run; /* runs them before the loop polls again */
+    ev_prepare local_run; /* runs them before the loop polls again (started only while any
+                             wait) */
     struct ilist to_free; /* closed pool_conns */
+    ev_check *reap;       /* the owner's end-of-iteration reaper (pool_worker_reap), started
+                             when a connection is queued for freeing; NULL: none */
     uint64_t next_conn_id;
     pool_grant_fn on_grant;   /* a waiter got a connection (sc) or the right to open one (NULL) */
     pool_ready_fn on_ready;   /* a connection opened for opener_id finished logging in */

@@ -22,6 +22,10 @@
  * active workers queues behind them until it is met. */
 #define BALANCE_HOLD_TICKS      4
 #define BALANCE_GROW_HOLD_TICKS 2
+/* A parked worker hands over only sessions at least this old (µs since accept): a move costs
+ * the other worker a wake-up, more than a connection that lives for one transaction (a PHP
+ * request, pgbench -C) would save. */
+#define BALANCE_MIN_AGE_US 100000
 /* An active worker at least this much (permille of a CPU) busier than the least busy one
  * gives sessions away... */
 #define BALANCE_GAP_PM 150

@@ -178,6 +178,7 @@ client_set_state(struct client *c, enum client_state st)
     ilist_push_tail(client_list(w, st), &c->node);
     if (st == CLIENT_IDLE && w->is_parked) {
         w->has_leavers = true; /* the reaper hands it to an active worker (worker_balance) */
+        worker_reap_soon(w);
     }
 }
 
@@ -404,6 +405,7 @@ client_close(struct client *c, const char *why)
     ilist_remove(client_list(w, c->state), &c->node);
     c->state = CLIENT_CLOSED;
     ilist_push_tail(&w->to_free, &c->node);
+    worker_reap_soon(w);
 }
 
 void
@@ -753,6 +755,7 @@ client_move_run(struct pool_worker *pw, struct pool_msg *m)
     pool_sock_start_read(w->loop, &c->sock);
     if (w->is_parked) {
         w->has_leavers = true; /* parked since the move was decided: it goes on */
+        worker_reap_soon(w);
     }
 }
 

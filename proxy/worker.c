@@ -213,11 +213,12 @@ linger_tick(struct worker *w, int64_t now, bool all)
 static void
 balance_send_leavers(struct worker *w, int n_active)
 {
+    int64_t born_before = worker_now_us(w) - BALANCE_MIN_AGE_US;
     struct ilist_node *it, *tmp;
     ILIST_FOREACH_SAFE(&w->clients_idle, it, tmp)
     {
         struct client *c = CONTAINER_OF(it, struct client, node);
-        if (client_can_move(c)) {
+        if (c->connected_us < born_before && client_can_move(c)) {
             int to = (int) (w->next_target++ % (unsigned int) n_active);
             client_move(c, &w->rt->workers[to]);
         }
@@ -368,6 +369,9 @@ reap_cb(EV_P_ ev_check *chk, int revents)
     }
     client_reap(w);
     pool_worker_reap(&w->pw);
+    if (!w->has_leavers) {
+        ev_check_stop(w->loop, chk);
+    }
 }
 
 struct stop_msg {
@@ -682,9 +686,9 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     ev_timer_init(&w->tick, tick_cb, WORKER_TICK_S, WORKER_TICK_S);
     w->tick.data = w;
     ev_timer_start(w->loop, &w->tick);
-    ev_check_init(&w->reap, reap_cb);
+    ev_check_init(&w->reap, reap_cb); /* started by worker_reap_soon */
     w->reap.data = w;
-    ev_check_start(w->loop, &w->reap);
+    w->pw.reap = &w->reap;
     return 0;
 }
 

@@ -178,6 +178,17 @@ worker_now_us(const struct worker *w)
     return (int64_t) (ev_now(w->loop) * 1e6) + w->mono_minus_loop_us;
 }
 
+/**
+ * Free what was closed (sessions, server connections) and hand parked sessions over at the
+ * start of the next loop iteration's dispatch. The reaper is watched only while it has work:
+ * an idle check watcher still costs libev a queue and a dispatch per iteration. Worker thread.
+ */
+static inline void
+worker_reap_soon(struct worker *w)
+{
+    ev_check_start(w->loop, &w->reap);
+}
+
 /** Create worker idx's loop, listener watcher and pool context. Main thread, before start. */
 int worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd) MUST_CHECK;
 
