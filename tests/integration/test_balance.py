@@ -97,16 +97,50 @@ def test_cancel_reaches_a_moved_session(cluster, pgmux):
         c.close()
 
 
-def _load(px, stop, n_threads=6):
-    def run():
-        with px.connect() as c:
-            while not stop.is_set():
-                c.execute("SELECT 1")
+def _load(px, stop, errors, done, n_threads=6, homes=None):
+    """Threads running one-statement transactions back to back until stop; sessions move
+    between them, so every answer is checked. homes[k]: the worker that accepted session k."""
+    def run(k):
+        try:
+            with px.connect() as c:
+                if homes is not None:
+                    homes[k] = home(c)
+                i = 0
+                while not stop.is_set():
+                    assert c.execute("SELECT %s::int", [i]).fetchone()[0] == i
+                    i += 1
+                done[k] = i
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            errors.append(repr(e))
 
-    threads = [threading.Thread(target=run, daemon=True) for _ in range(n_threads)]
+    threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(n_threads)]
     for t in threads:
         t.start()
     return threads
+
+
+def test_sessions_move_in_the_middle_of_a_load(pgmux):
+    """Twelve sessions run statements back to back; the load stays light, so those accepted
+    by worker 1 move to worker 0 between two of their statements, and nothing is lost."""
+    mport = _free_port()
+    px = pgmux(workers=2, pool_mode="transaction", metrics_port=mport)
+    stop = threading.Event()
+    errors, done, homes = [], {}, {}
+    threads = _load(px, stop, errors, done, n_threads=12, homes=homes)
+    try:
+        wait_for(lambda: len(homes) == 12, timeout=15, what="12 sessions logged in")
+        moved = sum(1 for h in homes.values() if h != 0)
+        assert moved > 0, homes  # the kernel put all 12 on worker 0: 1 run in 2048
+        wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 2) == [12, 0],
+                 timeout=15, what="the busy sessions gathered on worker 0")
+        assert value(scrape(mport), "pgmux_client_moves_total") >= moved
+        time.sleep(0.5)  # more statements after the moves
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert not errors, errors
+    assert len(done) == 12 and all(n > 0 for n in done.values()), done
 
 
 def test_busy_load_spreads_and_gathers_again(pgmux):
@@ -116,7 +150,8 @@ def test_busy_load_spreads_and_gathers_again(pgmux):
     px = pgmux(workers=2, pool_mode="transaction", metrics_port=mport, worker_busy_percent=1)
     idle = [px.connect() for _ in range(4)]
     stop = threading.Event()
-    threads = _load(px, stop)
+    errors, done = [], {}
+    threads = _load(px, stop, errors, done)
     try:
         wait_for(lambda: value(scrape(mport), "pgmux_workers_active") == 2, timeout=15,
                  what="a second active worker under load")
@@ -128,6 +163,8 @@ def test_busy_load_spreads_and_gathers_again(pgmux):
         stop.set()
         for t in threads:
             t.join(timeout=10)
+    assert not errors, errors
+    assert len(done) == 6 and all(n > 0 for n in done.values()), done
     wait_for(lambda: value(scrape(mport), "pgmux_workers_active") == 1, timeout=15,
              what="back to one active worker")
     wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 2) == [4, 0],

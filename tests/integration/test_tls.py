@@ -133,6 +133,26 @@ def test_cancel_under_require(pgmux, certs, cluster):
         assert c.execute("select 4").fetchone() == (4,)
 
 
+def test_tls_sessions_move_between_workers(pgmux, certs):
+    """worker_balance hands a TLS session to another worker between transactions: its OpenSSL
+    state goes with it, and what OpenSSL reads ahead afterwards is still answered there."""
+    from test_balance import per_worker
+    from test_metrics import _free_port
+    mport = _free_port()
+    px = pgmux(**tls_settings(certs), pool_mode="transaction", workers=4, metrics_port=mport)
+    conns = [px.connect(sslmode="require") for _ in range(12)]
+    assert len({c.info.backend_pid >> 23 for c in conns}) > 1
+    wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 4) == [12, 0, 0, 0],
+             timeout=10, what="all 12 TLS sessions on worker 0")
+    for i, c in enumerate(conns):
+        assert c.pgconn.ssl_in_use
+        with c.pipeline():
+            curs = [c.execute("SELECT %s::int", [i * 100 + k]) for k in range(50)]
+        assert [cur.fetchone()[0] for cur in curs] == [i * 100 + k for k in range(50)]
+    for c in conns:
+        c.close()
+
+
 def test_admin_console_over_tls(pgmux, certs):
     px = pgmux(**tls_settings(certs), admin_users="app")
     with px.connect(dbname="pgmux", sslmode="verify-full", sslrootcert=certs / "ca.crt") as c:
