@@ -190,3 +190,27 @@ def test_balance_off_keeps_sessions_where_accepted(pgmux):
     assert value(fams, "pgmux_client_moves_total") == 0
     for c in conns:
         c.close()
+
+
+def test_reload_turns_balancing_on_and_off(pgmux):
+    """worker_balance is reloadable: off keeps the sessions where the kernel put them, on
+    gathers them, off again leaves them where they are and lets every worker keep new ones."""
+    from test_reload import rewrite, sighup_and_wait
+    mport = _free_port()
+    px = pgmux(workers=2, pool_mode="transaction", metrics_port=mport, worker_balance="off")
+    conns = [px.connect() for _ in range(12)]
+    spread = [sum(1 for c in conns if home(c) == i) for i in range(2)]
+    assert spread[1] > 0, spread  # all 12 on worker 0: 1 run in 2048
+    assert value(scrape(mport), "pgmux_workers_active") == 2
+    rewrite(px, worker_balance="on")
+    sighup_and_wait(px)
+    wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 2) == [12, 0],
+             timeout=15, what="sessions gathered after the reload")
+    assert value(scrape(mport), "pgmux_workers_active") == 1
+    rewrite(px, worker_balance="off")
+    sighup_and_wait(px)
+    wait_for(lambda: value(scrape(mport), "pgmux_workers_active") == 2, timeout=10,
+             what="every worker active again")
+    for i, c in enumerate(conns):
+        assert c.execute("SELECT %s::int", [i]).fetchone()[0] == i
+        c.close()
