@@ -711,6 +711,8 @@ client_can_move(const struct client *c)
 struct move_msg {
     struct pool_msg msg;
     struct client *c;
+    int from;          /* the worker it left */
+    uint32_t from_gen; /* and its generation there, for the log line */
 };
 
 /* Adopt a session another worker handed over (client_move). */
@@ -720,6 +722,8 @@ client_move_run(struct pool_worker *pw, struct pool_msg *m)
     struct move_msg *mm = (struct move_msg *) m;
     struct client *c = mm->c;
     struct worker *w = pw->owner;
+    int from = mm->from;
+    uint32_t from_gen = mm->from_gen;
     free(mm);
     uint32_t home = c->home_pid >> WORKER_SLOT_BITS;
     uint32_t slot = WORKER_NO_SLOT;
@@ -749,7 +753,9 @@ client_move_run(struct pool_worker *pw, struct pool_msg *m)
         client_fail(c, ST_ESHUTDOWN, NULL);
         return;
     }
-    log_debug("event=adopt client=" CLIENT_ID_FMT " home=%u", CLIENT_ID(c), (unsigned) home);
+    /* The session's log id (worker.generation) changes here: this line ties the two. */
+    log_info("event=move client=" CLIENT_ID_FMT " from=%d.%u", CLIENT_ID(c), from,
+             (unsigned) from_gen);
     /* Bytes that arrived on the way are seen at once: epoll reports a readable socket when
      * its watcher starts. */
     pool_sock_start_read(w->loop, &c->sock);
@@ -768,7 +774,6 @@ client_move(struct client *c, struct worker *to)
     if (!mm) {
         return; /* it stays */
     }
-    log_debug("event=move client=" CLIENT_ID_FMT " to=%d", CLIENT_ID(c), to->idx);
     pool_sock_stop_read(w->loop, &c->sock);
     /* Buffers belong to this worker's pool: an idle session holds only empty ones. */
     buf_put(&w->pw.bufs, c->sock.in);
@@ -789,6 +794,8 @@ client_move(struct client *c, struct worker *to)
     }
     mm->msg.fn = client_move_run;
     mm->c = c;
+    mm->from = w->idx;
+    mm->from_gen = (uint32_t) (client_id(c) >> 32);
     /* The inbox's lock orders everything written to c here before the adopting worker reads
      * it. */
     pool_worker_post(&to->pw, &mm->msg);

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from helpers import Background, stays, wait_for
-from test_metrics import _free_port, scrape, value
+from test_metrics import _events, _free_port, scrape, value
 
 WORKER_SLOT_BITS = 23  # BackendKeyData pid: accepting worker << 23 | its slot
 
@@ -55,6 +55,17 @@ def test_light_load_gathers_on_one_worker(pgmux):
         c.close()
     wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 4) == [0, 0, 0, 0],
              timeout=10, what="every session counted out")
+    # The log ties a moved session's ids: its connect line's id is a move line's from=, and
+    # the move line's id is the one its disconnect line carries.
+    log = wait_for(lambda: (lambda t: t if len(_events(t, "disconnect")) >= 16 else None)(
+        px.log_text()), what="16 disconnect lines")
+    connected = {e["client"] for e in _events(log, "connect")}
+    gone = {e["client"] for e in _events(log, "disconnect")}
+    moves = _events(log, "move")
+    # (a session moved twice is found under its first id's from= and its last id's client=)
+    froms = {m["from"] for m in moves}
+    assert moves and all(m["from"] in connected | {x["client"] for x in moves} and
+                         (m["client"] in gone or m["client"] in froms) for m in moves), moves
 
 
 def test_cancel_reaches_a_moved_session(cluster, pgmux):
