@@ -241,6 +241,10 @@ conn_teardown(struct pool_conn *sc, bool polite)
     SSL_CTX_free(sc->tls_ctx);
     sc->tls_ctx = NULL;
     conn_unlink(sc);
+    if (sc->cancel_ref) {
+        *sc->cancel_ref = NULL; /* the cancel in flight no longer holds anything */
+        sc->cancel_ref = NULL;
+    }
     pool_sock_close(w->loop, &sc->sock, &w->bufs);
     conn_free_login(sc);
     sc->state = POOL_CONN_CLOSED;
@@ -1051,6 +1055,26 @@ pool_conn_release_query(struct pool_conn *sc, const char *sql, uint64_t owner_id
     conn_release(sc, false, sql, owner_id);
 }
 
+void
+pool_conn_cancel_begin(struct pool_conn *sc, struct pool_conn **ref)
+{
+    if (sc->cancel_ref) {
+        *sc->cancel_ref = NULL; /* the newest request holds the connection until it is done */
+    }
+    sc->cancel_ref = ref;
+    *ref = sc;
+}
+
+void
+pool_conn_cancel_done(struct pool_conn *sc)
+{
+    sc->cancel_ref = NULL;
+    if (sc->is_quarantined) {
+        sc->is_quarantined = false;
+        conn_release(sc, sc->quarantine_reset, sc->quarantine_sql, sc->quarantine_owner);
+    }
+}
+
 /* A release query that will not run (or did not answer): its owner hears so now. */
 static void
 conn_answer_none(struct pool_worker *w, uint64_t owner)
@@ -1099,6 +1123,17 @@ conn_release(struct pool_conn *sc, bool reset, const char *answer_sql, uint64_t 
         conn_answer_none(w, owner);
         answer_sql = NULL;
         owner = 0;
+    }
+    if (sc->cancel_ref) {
+        /* pool_conn_cancel_done resumes here. Meanwhile the server may only report parameters
+         * or notices, as an idle one. */
+        sc->is_quarantined = true;
+        sc->quarantine_reset = reset;
+        sc->quarantine_sql = answer_sql;
+        sc->quarantine_owner = owner;
+        ev_set_cb(&sc->sock.rio, conn_idle_read_cb);
+        pool_sock_start_read(w->loop, &sc->sock);
+        return;
     }
     const char *q = sc->pool->set.reset_query;
     if (!reset && sc->is_session_dirty && !(q && q[0])) {

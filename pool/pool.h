@@ -258,6 +258,17 @@ struct pool_conn {
     uint64_t opener_id; /* who asked for it to be opened (0 = warm pool) */
     uint32_t be_pid;    /* the server's BackendKeyData, for cancel */
     uint32_t be_key;
+    /* A CancelRequest for this connection may still be on its way (pool_conn_cancel_begin):
+     * the in-flight request's pointer to us, NULL when none. PostgreSQL signals a cancelled
+     * backend twice (its pid, then its process group), and a signal that lands after the query
+     * ended cancels whatever runs next on the connection: with pooling, another transaction,
+     * perhaps another client's. So a release waits (is_quarantined) until the server has
+     * closed the cancel connection, which it does after signalling. */
+    struct pool_conn **cancel_ref;
+    bool is_quarantined;        /* released while cancel_ref was set: conn_release resumes */
+    bool quarantine_reset;      /* with these arguments when the cancel is done */
+    const char *quarantine_sql; /* (a static string or NULL) */
+    uint64_t quarantine_owner;
     uint8_t txn_status;    /* last ReadyForQuery status: 'I', 'T', 'E' */
     int expect_ready;      /* ReadyForQuery messages still owed by the server */
     bool is_unsynced;      /* extended-protocol messages sent since the last Sync */
@@ -495,6 +506,18 @@ void pool_conn_release(struct pool_conn *sc, bool reset);
  * released as pool_conn_release would, and on_answer gets NULL at once.
  */
 void pool_conn_release_query(struct pool_conn *sc, const char *sql, uint64_t owner_id);
+
+/**
+ * A CancelRequest for sc's running query is on its way to the server, on a connection whose
+ * pointer to sc is *ref (set here; cleared when sc closes, or when a later cancel takes
+ * over). Until pool_conn_cancel_done, a release of sc runs nothing on it and makes it idle
+ * for nobody. Worker of sc.
+ */
+void pool_conn_cancel_begin(struct pool_conn *sc, struct pool_conn **ref);
+
+/** The server closed that cancel connection (or it failed or timed out): a release that
+ * waited goes on. Worker of sc. */
+void pool_conn_cancel_done(struct pool_conn *sc);
 
 /* ---- answers still to come (struct pool_reqs) ---- */
 

@@ -1,8 +1,13 @@
 /*
  * cancel.c - forwarding a client's CancelRequest to the server connection serving it. The
  * request travels on a fresh, non-blocking TCP connection to the node (as PostgreSQL's protocol
- * wants), carrying the server's own BackendKeyData. Nothing is read back: the server closes
- * the connection after acting on it.
+ * wants), carrying the server's own BackendKeyData. Nothing comes back: the server closes the
+ * connection after acting on it, and that close is waited for. PostgreSQL signals the backend
+ * twice (its pid and its process group, signal_child), and when the second signal lands after
+ * the query has ended it cancels whatever the backend runs next; with transaction pooling the
+ * next transaction on that connection may be another client's. So the server connection runs
+ * nothing new until the cancel connection has closed (pool_conn_cancel_begin): by then both
+ * signals are pending, and an idle backend drops them while it reads its next command.
  *
  * Runs on the worker that owns the session being cancelled.
  *
@@ -30,6 +35,8 @@ struct cancel_req {
     uint8_t pkt[16];
     uint32_t sent;
     int64_t deadline_us;
+    struct pool_conn *sc; /* held back until this request is done; NULL: nothing (or it
+                             closed, or a later cancel took over) */
 };
 
 static void
@@ -38,7 +45,11 @@ cancel_free(struct cancel_req *r)
     ev_io_stop(r->w->loop, &r->io);
     close(r->fd);
     ilist_remove(&r->w->cancels, &r->node);
+    struct pool_conn *sc = r->sc;
     free(r);
+    if (sc) {
+        pool_conn_cancel_done(sc); /* may release it: after r is gone */
+    }
 }
 
 static void
@@ -47,6 +58,16 @@ cancel_io_cb(EV_P_ ev_io *io, int revents)
     (void) loop;
     (void) revents;
     struct cancel_req *r = io->data;
+    if (r->sent == sizeof(r->pkt)) {
+        /* Sent: wait for the server to close the connection (see the top). */
+        char scratch[64];
+        ssize_t n = recv(r->fd, scratch, sizeof(scratch), 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            return;
+        }
+        cancel_free(r);
+        return;
+    }
     if (r->sent == 0) {
         int err = 0;
         socklen_t len = sizeof(err);
@@ -67,13 +88,16 @@ cancel_io_cb(EV_P_ ev_io *io, int revents)
     }
     r->sent += (uint32_t) n;
     if (r->sent == sizeof(r->pkt)) {
-        cancel_free(r);
+        ev_io_stop(r->w->loop, &r->io);
+        ev_io_set(&r->io, r->fd, EV_READ);
+        ev_io_start(r->w->loop, &r->io);
     }
 }
 
 void
-cancel_send(struct worker *w, const struct pool_node *node, uint32_t be_pid, uint32_t be_key)
+cancel_send(struct worker *w, struct pool_conn *sc)
 {
+    const struct pool_node *node = sc->pool->node;
     struct cancel_req *r = calloc(1, sizeof(*r));
     if (!r) {
         return;
@@ -89,7 +113,7 @@ cancel_send(struct worker *w, const struct pool_node *node, uint32_t be_pid, uin
     }
     struct proto_builder pb;
     proto_builder_init_fixed(&pb, r->pkt, sizeof(r->pkt));
-    proto_build_cancel_request(&pb, be_pid, be_key);
+    proto_build_cancel_request(&pb, sc->be_pid, sc->be_key);
     r->deadline_us = mono_now_us() + CANCEL_TIMEOUT_US;
     ilist_push_tail(&w->cancels, &r->node);
     ev_io_init(&r->io, cancel_io_cb, r->fd, EV_WRITE);
@@ -104,6 +128,7 @@ cancel_send(struct worker *w, const struct pool_node *node, uint32_t be_pid, uin
         return;
     }
     ev_io_start(w->loop, &r->io);
+    pool_conn_cancel_begin(sc, &r->sc);
 }
 
 void

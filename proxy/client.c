@@ -614,9 +614,9 @@ cancel_msg_run(struct pool_worker *pw, struct pool_msg *m)
         admin_session_cancel(c);
     } else if (c && CRYPTO_memcmp(&c->cancel_key, &cm->key, sizeof(cm->key)) == 0 && c->sc &&
                c->sc->be_pid) {
-        log_debug("client %s: forwarding cancel to server conn %llu", client_addr(c),
-                  (unsigned long long) c->sc->id);
-        cancel_send(w, c->sc->pool->node, c->sc->be_pid, c->sc->be_key);
+        log_debug("client %s: forwarding cancel to server conn %llu be_pid %u", client_addr(c),
+                  (unsigned long long) c->sc->id, (unsigned) c->sc->be_pid);
+        cancel_send(w, c->sc);
     } else {
         log_debug("cancel request for an unknown or idle session ignored");
     }

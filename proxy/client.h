@@ -356,8 +356,9 @@ void txn_stmts_clear(struct client *c);
 /** The client's named statement called name (not ""), or NULL. Used by routing too. */
 struct client_stmt *txn_stmt_find(struct client *c, const char *name);
 
-/* cancel.c: send a CancelRequest for a server connection of c. */
-void cancel_send(struct worker *w, const struct pool_node *node, uint32_t be_pid, uint32_t be_key);
+/* cancel.c: send a CancelRequest for the query server connection sc runs; sc runs nothing new
+ * until the server has acted on it (pool_conn_cancel_begin). */
+void cancel_send(struct worker *w, struct pool_conn *sc);
 void cancel_tick(struct worker *w, int64_t now_us);
 void cancel_close_all(struct worker *w);
 

@@ -112,3 +112,27 @@ def test_cancel_with_wrong_key_is_ignored(cluster, pgmux):
         assert error is None and len(rows) == 1, error
     finally:
         c.terminate()
+
+
+def test_cancel_ends_only_its_own_statement(cluster, pgmux):
+    """One server connection, two clients: A's pg_sleep is cancelled while B's statement waits
+    for that connection. PostgreSQL signals a cancelled backend twice (its pid, then its process
+    group); the second signal, if it lands after the sleep ended, would cancel B's statement,
+    which runs on the same backend next. pgmux holds the connection back until the server has
+    closed the cancel connection, so B's statement always completes."""
+    px = pgmux(pool_mode="transaction", max_open_conns=1, workers=2)
+    a = psycopg.connect(px.dsn(), autocommit=True)
+    b = psycopg.connect(px.dsn(), autocommit=True)
+    try:
+        for i in range(15):
+            sleeper = Background(a.execute, "SELECT pg_sleep(30)")
+            sleeping(cluster)
+            waiter = Background(lambda: b.execute("SELECT %s::int", [i]).fetchone()[0])
+            time.sleep(0.05)  # B's statement is queued behind A's before the cancel
+            a.cancel()
+            assert isinstance(sleeper.error(timeout=CANCEL_S * 2), psycopg.errors.QueryCanceled)
+            assert waiter.result(timeout=10) == i
+            assert a.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        a.close()
+        b.close()
