@@ -756,8 +756,14 @@ client_move_run(struct pool_worker *pw, struct pool_msg *m)
     /* The session's log id (worker.generation) changes here: this line ties the two. */
     log_info("event=move client=" CLIENT_ID_FMT " from=%d.%u", CLIENT_ID(c), from,
              (unsigned) from_gen);
-    /* Bytes that arrived on the way are seen at once: epoll reports a readable socket when
-     * its watcher starts. */
+    /* ev_io_set makes libev register the descriptor with this loop's epoll set whatever it
+     * remembers of the number: it skips epoll_ctl when the events it last set for a number
+     * match the new ones, and this loop may have watched the number before (this socket
+     * before it moved away, or another one since closed, whose registration the kernel
+     * dropped). libev copes with one that is still there (EEXIST). Bytes that arrived on the
+     * way are then seen at once (level-triggered). */
+    ev_io_set(&c->sock.rio, c->sock.fd, EV_READ);
+    ev_io_set(&c->sock.wio, c->sock.fd, EV_WRITE);
     pool_sock_start_read(w->loop, &c->sock);
     if (w->is_parked) {
         w->has_leavers = true; /* parked since the move was decided: it goes on */
