@@ -311,6 +311,8 @@ describe_changes(struct strbuf *b, const struct cfg *n, const struct cfg *o)
         }                                                        \
     } while (0)
     CHG(n->max_client_conn != o->max_client_conn, "max_client_conn");
+    CHG(n->worker_balance != o->worker_balance, "worker_balance");
+    CHG(n->worker_busy_percent != o->worker_busy_percent, "worker_busy_percent");
     CHG(n->auth_type != o->auth_type, "auth_type");
     CHG(!str_eq(n->auth_file, o->auth_file), "auth_file");
     CHG(!lists_eq(n->admin_users, n->n_admin_users, o->admin_users, o->n_admin_users),

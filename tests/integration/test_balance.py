@@ -215,6 +215,7 @@ def test_reload_turns_balancing_on_and_off(pgmux):
     assert value(scrape(mport), "pgmux_workers_active") == 2
     rewrite(px, worker_balance="on")
     sighup_and_wait(px)
+    assert "changed: worker_balance;" in px.log_text()
     wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 2) == [12, 0],
              timeout=15, what="sessions gathered after the reload")
     assert value(scrape(mport), "pgmux_workers_active") == 1
@@ -225,3 +226,83 @@ def test_reload_turns_balancing_on_and_off(pgmux):
     for i, c in enumerate(conns):
         assert c.execute("SELECT %s::int", [i]).fetchone()[0] == i
         c.close()
+
+
+def test_churn_of_moves_cancels_and_disconnects(cluster, pgmux):
+    """Two workers, worker_balance turned off and on by reload every 1.5 s (off: both keep new
+    sessions; on: worker 1 parks and hands its sessions over), while clients connect, run
+    statements and pipelines, cancel their own running sleeps and hang up at random moments.
+    Every answer is checked: a cancel must end the statement it was sent for and nothing else
+    (PostgreSQL signals a cancelled backend twice, and pgmux holds the server connection
+    back until the cancel is done: cancel.c). pgmux must stay healthy (the fixture fails the
+    test on a sanitizer report or an exit) and end with no session counted."""
+    import random
+    from test_reload import rewrite, sighup_and_wait
+    mport = _free_port()
+    px = pgmux(workers=2, pool_mode="transaction", metrics_port=mport)
+    stop = threading.Event()
+    errors, counts = [], {"stmts": 0, "cancels": 0, "sessions": 0}
+    lock = threading.Lock()
+
+    def run(seed):
+        rnd = random.Random(seed)
+        try:
+            while not stop.is_set():
+                conn = px.connect()
+                with lock:
+                    counts["sessions"] += 1
+                for _ in range(rnd.randint(1, 30)):
+                    r = rnd.random()
+                    if r < 0.1:
+                        mark = f"churn-{seed}-{rnd.randint(0, 10**9)}"
+                        job = Background(conn.execute, f"SELECT pg_sleep(5), '{mark}'")
+                        # cancel what runs, not a statement still on its way (a cancel that
+                        # reaches the server before it is ignored, and the sleep finishes)
+                        wait_for(lambda: [q for q in cluster.server_conns(state="active")
+                                          if mark in q["query"]] or job.done(), timeout=10,
+                                 what=f"{mark} running")
+                        assert not job.done(), f"{mark} ended before its cancel: {job._error!r}"
+                        time.sleep(rnd.uniform(0, 0.1))
+                        conn.cancel()
+                        err = job.error(timeout=10)
+                        assert isinstance(err, psycopg.errors.QueryCanceled), err
+                        with lock:
+                            counts["cancels"] += 1
+                    elif r < 0.3:
+                        with conn.pipeline():
+                            curs = [conn.execute("SELECT %s::int", [k]) for k in range(20)]
+                        assert [c.fetchone()[0] for c in curs] == list(range(20))
+                    else:
+                        k = rnd.randint(0, 10**6)
+                        assert conn.execute("SELECT %s::int", [k]).fetchone()[0] == k
+                    with lock:
+                        counts["stmts"] += 1
+                    if rnd.random() < 0.3:
+                        time.sleep(rnd.uniform(0, 0.05))
+                if rnd.random() < 0.5:
+                    conn.close()
+                else:
+                    conn.pgconn.finish()  # no Terminate: the socket just closes
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(10)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 7
+    on = True
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        on = not on
+        rewrite(px, worker_balance="on" if on else "off")
+        sighup_and_wait(px)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors[:5]
+    assert counts["sessions"] > 20 and counts["stmts"] > 200 and counts["cancels"] > 10, counts
+    assert value(scrape(mport), "pgmux_client_moves_total") >= 10  # a stress of moves
+    wait_for(lambda: sum(per_worker(mport, "pgmux_worker_client_connections", 2)) == 0,
+             timeout=15, what="every session counted out")
+    with px.connect() as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
