@@ -258,7 +258,8 @@ metrics_render(struct runtime *rt, struct strbuf *b)
     }
     family(b, "pgmux_pool_server_connections", "gauge",
            "Server connections of the pool by state: in_use (attached to a client), idle, "
-           "resetting (running server_reset_query), opening (connecting or logging in).");
+           "resetting (running server_reset_query), opening (connecting or logging in, or "
+           "held back after a cancel until the server has acted on it).");
     for (int i = 0; i < n; i++) {
         long long in_use = (long long) (pv[i].s.cl_active + pv[i].s.cl_setting);
         /* Read at slightly different moments: clamp so no state goes negative. */
