@@ -70,7 +70,9 @@ lex_quoted(struct lexer *lx, char quote, char *out, size_t cap)
     size_t n = 0;
     const char *q = lx->p + 1;
     for (;;) {
-        if (q >= lx->end) {
+        /* A NUL cannot be part of SQL text (a Query message ends at the first one); inside a
+         * name it would cut it short, "\0x" naming "" */
+        if (q >= lx->end || *q == '\0') {
             return -1;
         }
         if (*q == quote) {
