@@ -787,8 +787,8 @@ client_move(struct client *c, struct worker *to)
     buf_put(&w->pw.bufs, c->sock.out);
     c->sock.out = NULL;
     if (c->stats) {
-        stats_gauge_add(&c->stats->cl_idle, -1);
-        c->stats = NULL;
+        stats_gauge_add(client_gauge(c->stats, c->state), -1);
+        c->stats = NULL; /* the adopting worker counts it in its own (client_pool_changed) */
     }
     stats_gauge_add(&w->stats->g.sessions, -1);
     stats_add(&w->stats->g.sessions_moved, 1);
