@@ -188,3 +188,50 @@ cpus_usable(void)
                             read_small("/proc/self/cgroup", text, sizeof(text)) ? text : NULL,
                             affinity);
 }
+
+int
+cpus_stat_idle(const char *text, size_t len, const cpu_set_t *mask, uint64_t *idle, uint64_t *total)
+{
+    *idle = 0;
+    *total = 0;
+    int n = 0;
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t) (end - p));
+        if (eol == NULL) {
+            break;
+        }
+        /* "cpuN user nice system idle iowait irq softirq steal guest guest_nice" */
+        if (eol - p > 4 && memcmp(p, "cpu", 3) == 0 && p[3] >= '0' && p[3] <= '9') {
+            const char *q = p + 3;
+            unsigned long cpu = 0;
+            while (q < eol && *q >= '0' && *q <= '9' && cpu < (unsigned long) CPU_SETSIZE) {
+                cpu = cpu * 10 + (unsigned long) (*q++ - '0');
+            }
+            uint64_t f[8] = { 0 };
+            int nf = 0;
+            while (nf < 8) {
+                while (q < eol && *q == ' ') {
+                    q++;
+                }
+                if (q >= eol || *q < '0' || *q > '9') {
+                    break;
+                }
+                uint64_t v = 0;
+                while (q < eol && *q >= '0' && *q <= '9') {
+                    v = v * 10 + (uint64_t) (*q++ - '0');
+                }
+                f[nf++] = v;
+            }
+            /* Kernels since 2.6.33 write all eight; fewer is not a line this reads. */
+            if (nf == 8 && cpu < (unsigned long) CPU_SETSIZE &&
+                (mask == NULL || CPU_ISSET((int) cpu, mask))) {
+                *idle += f[3] + f[4];
+                *total += f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7];
+                n++;
+            }
+        }
+        p = eol + 1;
+    }
+    return n;
+}

@@ -15,6 +15,10 @@
 #ifndef PGMUX_COMMON_CPUS_H
 #define PGMUX_COMMON_CPUS_H
 
+#include <sched.h>
+#include <stddef.h>
+#include <stdint.h>
+
 /** CPUs this process may use, at least 1; online CPUs when nothing narrower is known. */
 int cpus_usable(void);
 
@@ -28,5 +32,14 @@ int cpus_usable_from(const char *cgroup_root, const char *proc_cgroup, int affin
 /** CPUs allowed by a cgroup v2 `cpu.max` text ("max 100000", "150000 100000"), rounded up;
  *  0 when it sets no limit or cannot be read. */
 int cpus_from_cpu_max(const char *text);
+
+/**
+ * Idle and total time summed over the per-CPU lines ("cpuN ...") of /proc/stat's text, for the
+ * CPUs in mask (NULL: all), in the file's clock ticks. Idle counts iowait (a CPU waiting for
+ * I/O could run a thread); total leaves out guest time, which user time already holds. Only
+ * whole lines count: text cut short loses its last, partial line. Returns the CPUs counted.
+ */
+int cpus_stat_idle(const char *text, size_t len, const cpu_set_t *mask, uint64_t *idle,
+                   uint64_t *total);
 
 #endif

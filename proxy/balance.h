@@ -15,6 +15,7 @@
 #ifndef PGMUX_PROXY_BALANCE_H
 #define PGMUX_PROXY_BALANCE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Ticks the active count stays put after it shrank, and after it grew, so the loads it is
@@ -30,14 +31,47 @@
  * gives sessions away... */
 #define BALANCE_GAP_PM 150
 
+/* Spreading: while the CPUs this process may use keep at least BALANCE_SPARE_ON_PM of idle time
+ * (permille of one CPU: one whole CPU) for BALANCE_SPREAD_ON_TICKS ticks in a row, a worker
+ * counts as busy at half of worker_busy_percent, so the load spreads over twice the workers.
+ * Gathering saves CPU only where CPU is scarce: on a machine with idle CPUs, a worker thread
+ * that holds many sessions delays all of them whenever the scheduler runs something else
+ * before it, and closed-loop clients then wait instead of sending (README "Workers that follow
+ * the load": 28% less throughput on 16 CPUs than with every worker keeping its sessions). It
+ * ends after BALANCE_SPREAD_OFF_TICKS ticks in a row below BALANCE_SPARE_OFF_PM: the gap and
+ * the longer wait keep the spread from flapping when spreading itself uses the idle CPU. */
+#define BALANCE_SPARE_ON_PM      1000
+#define BALANCE_SPARE_OFF_PM     500
+#define BALANCE_SPREAD_ON_TICKS  2
+#define BALANCE_SPREAD_OFF_TICKS 8
+
+struct balance_spread {
+    bool is_on;
+    int ticks; /* ticks in a row on the side of the threshold that would switch is_on */
+};
+
+/**
+ * Idle CPU the process could still use, in permille of one CPU: the smaller of the idle time of
+ * the n_cpus CPUs it may run on (idle_d and total_d: /proc/stat ticks over the last tick,
+ * cpus_stat_idle) and its CPU quota (usable CPUs, cpus_usable) less what its own threads used
+ * (own_pm). 0 when nothing was measured.
+ */
+uint32_t balance_spare_pm(uint64_t idle_d, uint64_t total_d, int n_cpus, int usable,
+                          uint32_t own_pm);
+
+/** One tick of the spread decision with this tick's spare_pm; returns whether it is on. */
+bool balance_spread_step(struct balance_spread *s, uint32_t spare_pm);
+
 /**
  * The number of active workers after a tick: load_pm[i] is worker i's CPU over the last tick
- * in permille of one CPU (n_workers entries), n_active the current count, busy_pm the load
- * (worker_busy_percent * 10) at which a worker counts as busy. Doubles when the active
- * workers average busy_pm or more; drops by one when their load would fit on one worker fewer
- * at two thirds of busy_pm each. Always 1..n_workers.
+ * in permille of one CPU (n_workers entries), n_active the current count. grow_pm and shrink_pm
+ * are the load (permille) at which a worker counts as busy for growing and for shrinking
+ * (worker_busy_percent * 10, halved while spreading; shrink_pm <= grow_pm). Doubles when the
+ * active workers average grow_pm or more; drops by one when their load would fit on one worker
+ * fewer at two thirds of shrink_pm each. Always 1..n_workers.
  */
-int balance_active(const uint32_t *load_pm, int n_workers, int n_active, uint32_t busy_pm);
+int balance_active(const uint32_t *load_pm, int n_workers, int n_active, uint32_t grow_pm,
+                   uint32_t shrink_pm);
 
 /**
  * How many of its n_sessions an active worker at my_pm should hand to the least busy active

@@ -224,6 +224,16 @@ metrics_render(struct runtime *rt, struct strbuf *b)
            "transactions; without it, every worker).");
     strbuf_appendf(b, "pgmux_workers_active %d\n",
                    atomic_load_explicit(&rt->n_active, memory_order_relaxed));
+    family(b, "pgmux_spare_cpus", "gauge",
+           "Idle CPU this process could still use at the last balance tick, in CPUs: idle time of "
+           "the CPUs it may run on, at most its CPU quota less its own use (worker_balance).");
+    strbuf_appendf(b, "pgmux_spare_cpus %.3f\n",
+                   atomic_load_explicit(&rt->spare_pm, memory_order_relaxed) / 1000.0);
+    family(b, "pgmux_workers_spread", "gauge",
+           "1 while worker_balance spreads the load (a worker counts as busy at half "
+           "worker_busy_percent because idle CPUs are spare), else 0.");
+    strbuf_appendf(b, "pgmux_workers_spread %d\n",
+                   atomic_load_explicit(&rt->is_spread, memory_order_relaxed) ? 1 : 0);
     family(b, "pgmux_worker_busy_ratio", "gauge",
            "CPU time of the worker's thread over its last 250 ms tick, as a fraction of one CPU.");
     for (int i = 0; i < rt->n_workers; i++) {

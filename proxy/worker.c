@@ -11,6 +11,7 @@
 #include "proxy/worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "common/cpus.h"
 #include "common/log.h"
 #include "common/mono.h"
 #include "proxy/balance.h"
@@ -245,6 +247,54 @@ balance_give_to(struct worker *w, struct worker *to, int n)
     return moved;
 }
 
+/* Worker 0: the idle CPU this process could still use over the last tick (balance_spare_pm),
+ * from /proc/stat and the CPU quota; own_pm is what its workers used. 0 where /proc/stat cannot
+ * be read, which keeps worker_balance from spreading. One pread of a kept descriptor a tick. */
+static uint32_t
+balance_spare(struct worker *w, uint32_t own_pm)
+{
+    struct cpu_sampler *cs = &w->cpu;
+    if (cs->has_failed) {
+        return 0;
+    }
+    if (cs->fd < 0) {
+        if (sched_getaffinity(0, sizeof(cs->mask), &cs->mask) != 0) {
+            CPU_ZERO(&cs->mask);
+            for (int i = 0; i < CPU_SETSIZE; i++) {
+                CPU_SET(i, &cs->mask);
+            }
+        }
+        /* The per-CPU lines come first and take under 100 bytes each; the rest is not read. */
+        long conf = sysconf(_SC_NPROCESSORS_CONF);
+        cs->size = 4096 + 128 * (size_t) (conf > 0 && conf < CPU_SETSIZE ? conf : CPU_SETSIZE);
+        cs->usable = cpus_usable();
+        cs->buf = malloc(cs->size);
+        cs->fd = cs->buf ? open("/proc/stat", O_RDONLY | O_CLOEXEC) : -1;
+        if (cs->fd < 0) {
+            log_info("event=spread state=unavailable reason=\"cannot read /proc/stat: %s\"",
+                     cs->buf == NULL ? "out of memory" : strerror(errno));
+            cs->has_failed = true;
+            return 0;
+        }
+    }
+    ssize_t n = pread(cs->fd, cs->buf, cs->size, 0);
+    uint64_t idle = 0, total = 0;
+    int n_cpus = n > 0 ? cpus_stat_idle(cs->buf, (size_t) n, &cs->mask, &idle, &total) : 0;
+    if (n_cpus == 0) {
+        cs->has_prev = false;
+        return 0;
+    }
+    uint32_t pm = 0;
+    if (cs->has_prev && n_cpus == cs->n_cpus && idle >= cs->idle && total > cs->total) {
+        pm = balance_spare_pm(idle - cs->idle, total - cs->total, n_cpus, cs->usable, own_pm);
+    }
+    cs->idle = idle;
+    cs->total = total;
+    cs->n_cpus = n_cpus;
+    cs->has_prev = true;
+    return pm;
+}
+
 static void
 balance_tick(struct worker *w, int64_t now_us)
 {
@@ -275,14 +325,36 @@ balance_tick(struct worker *w, int64_t now_us)
         int next = n;
         if (!cfg->worker_balance) {
             next = rt->n_workers;
-        } else if (w->active_hold > 0) {
-            w->active_hold--;
+            w->spread = (struct balance_spread){ 0 };
+            atomic_store_explicit(&rt->is_spread, false, memory_order_relaxed);
         } else {
             uint32_t loads[WORKER_MAX];
+            uint32_t own_pm = 0;
             for (int i = 0; i < rt->n_workers; i++) {
                 loads[i] = atomic_load_explicit(&rt->workers[i].load_pm, memory_order_relaxed);
+                own_pm += loads[i];
             }
-            next = balance_active(loads, rt->n_workers, n, busy_pm);
+            uint32_t spare_pm = balance_spare(w, own_pm);
+            bool was_spread = w->spread.is_on;
+            bool is_spread = balance_spread_step(&w->spread, spare_pm);
+            atomic_store_explicit(&rt->spare_pm, spare_pm, memory_order_relaxed);
+            atomic_store_explicit(&rt->is_spread, is_spread, memory_order_relaxed);
+            if (is_spread != was_spread) {
+                log_info("event=spread state=%s spare_cpus=%.2f", is_spread ? "on" : "off",
+                         spare_pm / 1000.0);
+            }
+            if (w->active_hold > 0) {
+                w->active_hold--;
+            } else {
+                /* Growth spreads only while the CPU is spare now, so a load that starts on a
+                 * busy machine (the spread ends ticks later) adds no worker; shrinking keeps
+                 * the spread's threshold until it ends, so a dip does not gather the load. */
+                uint32_t half = busy_pm / 2;
+                next =
+                    balance_active(loads, rt->n_workers, n,
+                                   is_spread && spare_pm >= BALANCE_SPARE_OFF_PM ? half : busy_pm,
+                                   is_spread ? half : busy_pm);
+            }
         }
         if (next != n) {
             atomic_store(&rt->n_active, next);
@@ -302,6 +374,9 @@ balance_tick(struct worker *w, int64_t now_us)
     if (w->give_hold > 0) {
         w->give_hold--;
         return;
+    }
+    if (atomic_load_explicit(&rt->is_spread, memory_order_relaxed)) {
+        busy_pm /= 2;
     }
     uint32_t my_pm = atomic_load_explicit(&w->load_pm, memory_order_relaxed);
     int least = -1;
@@ -634,6 +709,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     w->idx = idx;
     w->rt = rt;
     w->free_slot = WORKER_NO_SLOT;
+    w->cpu.fd = -1;
     w->cfg = cfg_ref(rt->cfg);
     w->topo = topo_get(&rt->topology);
     uint64_t seed;
@@ -736,6 +812,12 @@ worker_fini(struct worker *w)
     client_reap(w); /* sessions its last inbox messages handed over, closed at once */
     ev_check_stop(w->loop, &w->reap);
     iobatch_fini(w);
+    if (w->cpu.fd >= 0) {
+        close(w->cpu.fd);
+        w->cpu.fd = -1;
+    }
+    free(w->cpu.buf);
+    w->cpu.buf = NULL;
     if (w->listen_fd >= 0) {
         close(w->listen_fd);
         w->listen_fd = -1;

@@ -12,6 +12,7 @@
 
 #include <ev.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@
 #include "protocol/scram.h"
 #include "proxy/admin.h"
 #include "proxy/authq.h"
+#include "proxy/balance.h"
 #include "proxy/config.h"
 #include "proxy/peers.h"
 #include "proxy/routing.h"
@@ -75,9 +77,13 @@ struct runtime {
     struct pool_set pools;
     struct worker *workers; /* [n_workers] */
     int n_workers;
-    atomic_int n_active;  /* worker_balance: workers 0..n_active-1 keep sessions, the others hand
-                             theirs over (balance.h); written by worker 0's tick */
-    atomic_int n_clients; /* client connections open, all workers (max_client_conn) */
+    atomic_int n_active;   /* worker_balance: workers 0..n_active-1 keep sessions, the others hand
+                              theirs over (balance.h); written by worker 0's tick */
+    atomic_uint spare_pm;  /* worker_balance: idle CPU the process could use at worker 0's last
+                              tick, permille of one CPU (balance_spare_pm) */
+    atomic_bool is_spread; /* worker_balance: workers count as busy at half worker_busy_percent
+                              (balance.h, spreading); written by worker 0's tick */
+    atomic_int n_clients;  /* client connections open, all workers (max_client_conn) */
     struct ev_loop *main_loop; /* told through workers_done when a worker has finished */
     ev_async workers_done;
     atomic_int n_running;        /* workers whose loop still runs */
@@ -148,14 +154,26 @@ struct worker {
     uint8_t derived_key[32]; /* random: a tag means nothing outside this worker */
 
     /* worker_balance (balance.h) */
-    _Atomic uint32_t load_pm; /* CPU this thread used over its last tick, permille of one CPU
-                                 (written by its tick, read by the others' and /metrics) */
-    int64_t load_cpu_ns;      /* the thread's CPU time at that tick */
-    int64_t load_at_us;       /* and the monotonic clock then */
-    bool is_parked;           /* index >= n_active at the last tick: sessions leave when idle */
-    bool has_leavers;         /* parked: a session became idle since the reaper last looked */
-    int give_hold;            /* ticks before this worker hands sessions to another again */
-    int active_hold;          /* worker 0: ticks before n_active may change again */
+    _Atomic uint32_t load_pm;     /* CPU this thread used over its last tick, permille of one CPU
+                                     (written by its tick, read by the others' and /metrics) */
+    int64_t load_cpu_ns;          /* the thread's CPU time at that tick */
+    int64_t load_at_us;           /* and the monotonic clock then */
+    bool is_parked;               /* index >= n_active at the last tick: sessions leave when idle */
+    bool has_leavers;             /* parked: a session became idle since the reaper last looked */
+    int give_hold;                /* ticks before this worker hands sessions to another again */
+    int active_hold;              /* worker 0: ticks before n_active may change again */
+    struct balance_spread spread; /* worker 0: whether the load spreads (balance.h) */
+    struct cpu_sampler {          /* worker 0: idle time of the CPUs this process may use */
+        int fd;                   /* /proc/stat, opened at the first tick; -1: none */
+        bool has_failed;          /* it cannot be read here: spare stays 0 */
+        bool has_prev;            /* idle and total hold the previous tick's sums */
+        int n_cpus;               /* CPUs of mask found in /proc/stat */
+        int usable;               /* cpus_usable(): the affinity mask and the CPU quota */
+        char *buf;                /* [size]: the text read at each tick */
+        size_t size;
+        uint64_t idle, total; /* sums at the previous tick (cpus_stat_idle) */
+        cpu_set_t mask;       /* the process's affinity mask at the first tick */
+    } cpu;
     unsigned int next_target; /* parked: where the next leaving session goes (round robin) */
 
     struct routing_worker routing;        /* balancing state and routing counters */

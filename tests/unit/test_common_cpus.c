@@ -2,7 +2,7 @@
  * test_common_cpus.c - usable CPUs from the affinity count and cgroup CPU quotas: cgroup v2
  * (cpu.max, walking up to the root), v1 (cpu.cfs_quota_us / cpu.cfs_period_us under a
  * "cpu,cpuacct" or "cpu" mount, a container's path missing under its mount), no limit, and
- * the tightest of several.
+ * the tightest of several; and the idle time of a CPU set from /proc/stat's text.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -124,6 +124,48 @@ test_no_limits(void **state)
     assert_true(n >= 1 && n <= (int) sysconf(_SC_NPROCESSORS_ONLN));
 }
 
+static void
+test_stat_idle(void **state)
+{
+    (void) state;
+    /* fields: user nice system idle iowait irq softirq steal guest guest_nice */
+    const char *text = "cpu  300 0 100 900 20 0 10 0 50 0\n"
+                       "cpu0 100 0 50 400 10 0 5 0 50 0\n"
+                       "cpu1 200 0 50 500 10 0 5 0 0 0\n"
+                       "cpu12 1 2 3 4 5 6 7 8 9 10\n"
+                       "intr 12345 1 2 3\n"
+                       "cpu3 garbage\n";
+    uint64_t idle, total;
+    /* all CPUs: the aggregate "cpu" line is not one of them; guest time not counted twice */
+    assert_int_equal(cpus_stat_idle(text, strlen(text), NULL, &idle, &total), 3);
+    assert_int_equal(idle, 410 + 510 + 9);
+    assert_int_equal(total, 565 + 765 + 36);
+    cpu_set_t mask;
+    CPU_ZERO(&mask);
+    CPU_SET(1, &mask);
+    CPU_SET(12, &mask);
+    assert_int_equal(cpus_stat_idle(text, strlen(text), &mask, &idle, &total), 2);
+    assert_int_equal(idle, 510 + 9);
+    assert_int_equal(total, 765 + 36);
+    /* text cut inside cpu1's line: only the whole lines count */
+    size_t cut = (size_t) (strstr(text, "cpu1") - text) + 10;
+    assert_int_equal(cpus_stat_idle(text, cut, NULL, &idle, &total), 1);
+    assert_int_equal(idle, 410);
+    assert_int_equal(cpus_stat_idle("", 0, NULL, &idle, &total), 0);
+    assert_int_equal(total, 0);
+    /* this machine's own file has a line for each CPU this process may use */
+    FILE *f = fopen("/proc/stat", "r");
+    if (f) {
+        char buf[65536];
+        size_t n = fread(buf, 1, sizeof(buf), f);
+        fclose(f);
+        cpu_set_t own;
+        assert_int_equal(sched_getaffinity(0, sizeof(own), &own), 0);
+        assert_int_equal(cpus_stat_idle(buf, n, &own, &idle, &total), CPU_COUNT(&own));
+        assert_true(total > 0 && idle <= total);
+    }
+}
+
 int
 main(void)
 {
@@ -132,6 +174,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_v2_quota_and_its_parents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v1_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_limits, setup, teardown),
+        cmocka_unit_test(test_stat_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
