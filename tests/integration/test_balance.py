@@ -4,8 +4,10 @@ between transactions then moves to an active worker, keeps its prepared statemen
 cancel key (a CancelRequest names the worker that accepted it, which forwards it), and with
 worker_balance = off stays where it was accepted."""
 
+import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -188,6 +190,35 @@ def test_busy_load_spreads_and_gathers_again(pgmux):
     for c in idle:
         assert c.execute("SELECT 2").fetchone()[0] == 2
         c.close()
+
+
+def test_spreads_only_while_a_cpu_is_idle(pgmux):
+    """Spreading: while a whole CPU that pgmux may use is idle, a worker counts as busy at half
+    worker_busy_percent (pgmux_workers_spread 1); once every CPU is busy, at the whole of it
+    again. Processes that spin on every CPU this test may use take the idle time away."""
+    mport = _free_port()
+    px = pgmux(workers=2, pool_mode="transaction", metrics_port=mport)
+    conn = px.connect()
+    spread = lambda: value(scrape(mport), "pgmux_workers_spread")  # noqa: E731
+    wait_for(lambda: spread() == 1, timeout=10, what="spreading on an idle machine")
+    assert value(scrape(mport), "pgmux_spare_cpus") >= 0.5
+    spinners = [subprocess.Popen(["/usr/bin/python3", "-c", "while True: pass"])
+                for _ in os.sched_getaffinity(0)]
+    try:
+        wait_for(lambda: spread() == 0, timeout=15, what="no spreading with every CPU busy")
+        assert value(scrape(mport), "pgmux_spare_cpus") < 0.5
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    wait_for(lambda: spread() == 1, timeout=10, what="spreading again once the CPUs are idle")
+    assert conn.execute("SELECT 2").fetchone()[0] == 2
+    conn.close()
+    # The log says each change, with the spare CPU that decided it.
+    states = [(e["state"], float(e["spare_cpus"])) for e in _events(px.log_text(), "spread")]
+    assert [st for st, _ in states] == ["on", "off", "on"], states
+    assert states[0][1] >= 1.0 and states[1][1] < 0.5 and states[2][1] >= 1.0, states
 
 
 def test_balance_off_keeps_sessions_where_accepted(pgmux):

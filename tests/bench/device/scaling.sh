@@ -262,6 +262,7 @@ listen_addr = 127.0.0.1
 listen_port = $2
 workers = $1
 $([ "$balance" = on ] || echo "worker_balance = $balance")
+$([ -z "${SCALING_METRICS_PORT:-}" ] || echo "metrics_port = $SCALING_METRICS_PORT")
 max_client_conn = ${4:-$((CLIENTS + 100))}
 auth_type = md5
 auth_file = $W/userlist.txt
