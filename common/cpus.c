@@ -37,8 +37,9 @@ ceil_div(long long a, long long b)
     return n > INT_MAX ? INT_MAX : (int) n;
 }
 
-int
-cpus_from_cpu_max(const char *text)
+/* A cgroup v2 cpu.max text in permille of one CPU; 0 when it sets no limit or is nonsense. */
+static long long
+cpu_max_pm(const char *text)
 {
     char quota[32];
     long long period = 0;
@@ -50,22 +51,29 @@ cpus_from_cpu_max(const char *text)
     if (end == quota || *end != '\0' || q <= 0) {
         return 0; /* "max", or nonsense */
     }
-    return ceil_div(q, period);
+    long long pm = q / period * 1000 + q % period * 1000 / period;
+    return pm > 0 ? pm : 1;
 }
 
-/* The quota set in one cgroup directory, in CPUs rounded up; 0 when none. */
-static int
-dir_quota(const char *dir, bool is_v2)
+int
+cpus_from_cpu_max(const char *text)
+{
+    return ceil_div(cpu_max_pm(text), 1000);
+}
+
+/* The quota set in one cgroup directory, in permille of one CPU; 0 when none. */
+static long long
+dir_quota_pm(const char *dir, bool is_v2)
 {
     char path[PATH_MAX], text[128];
+    long long q, p;
     if (is_v2) {
         if (snprintf(path, sizeof(path), "%s/cpu.max", dir) >= (int) sizeof(path) ||
             !read_small(path, text, sizeof(text))) {
             return 0;
         }
-        return cpus_from_cpu_max(text);
+        return cpu_max_pm(text);
     }
-    long long q, p;
     if (snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir) >= (int) sizeof(path) ||
         !read_small(path, text, sizeof(text)) || sscanf(text, "%lld", &q) != 1 || q <= 0) {
         return 0; /* -1: no quota */
@@ -74,16 +82,18 @@ dir_quota(const char *dir, bool is_v2)
         !read_small(path, text, sizeof(text)) || sscanf(text, "%lld", &p) != 1 || p <= 0) {
         return 0;
     }
-    return ceil_div(q, p);
+    long long pm = q / p * 1000 + q % p * 1000 / p;
+    return pm > 0 ? pm : 1;
 }
 
 /*
  * The tightest quota from mount + path up to mount itself: a limit on a parent binds its
  * children too. Inside a container the path often does not exist under the mount (the
  * container's own cgroup is mounted as the root); walking up reaches that root anyway.
+ * Returns it in permille (0: none) and, in best_dir, the directory that sets it.
  */
-static int
-walk_quota(const char *mount, const char *path, bool is_v2)
+static long long
+walk_quota(const char *mount, const char *path, bool is_v2, char best_dir[PATH_MAX])
 {
     char dir[PATH_MAX];
     if (snprintf(dir, sizeof(dir), "%s%s", mount, path[0] == '/' ? path : "/") >=
@@ -91,15 +101,16 @@ walk_quota(const char *mount, const char *path, bool is_v2)
         return 0;
     }
     size_t root_len = strlen(mount);
-    int best = 0;
+    long long best = 0;
     for (;;) {
         size_t len = strlen(dir);
         while (len > root_len && dir[len - 1] == '/') {
             dir[--len] = '\0';
         }
-        int q = dir_quota(dir, is_v2);
+        long long q = dir_quota_pm(dir, is_v2);
         if (q > 0 && (best == 0 || q < best)) {
             best = q;
+            memcpy(best_dir, dir, len + 1);
         }
         if (len <= root_len) {
             break;
@@ -130,6 +141,50 @@ has_cpu_controller(const char *list, size_t len)
     return false;
 }
 
+/* The tightest quota over every cgroup line (permille; 0: none), with where it is set. */
+static long long
+find_quota(const char *cgroup_root, const char *proc_cgroup, char best_dir[PATH_MAX], bool *best_v2)
+{
+    long long quota = 0;
+    for (const char *line = proc_cgroup; line && *line;) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t) (eol - line) : strlen(line);
+        /* "ID:CONTROLLERS:PATH"; v2 is "0::PATH" */
+        const char *c1 = memchr(line, ':', len);
+        const char *c2 = c1 ? memchr(c1 + 1, ':', len - (size_t) (c1 + 1 - line)) : NULL;
+        char path[PATH_MAX], dir[PATH_MAX];
+        size_t plen = c2 ? len - (size_t) (c2 + 1 - line) : 0;
+        if (c2 && plen < sizeof(path)) {
+            memcpy(path, c2 + 1, plen);
+            path[plen] = '\0';
+            long long q = 0;
+            bool is_v2 = c2 == c1 + 1;
+            if (is_v2) {
+                q = walk_quota(cgroup_root, path, true, dir);
+            } else if (has_cpu_controller(c1 + 1, (size_t) (c2 - c1 - 1))) {
+                /* v1: mounted as "cpu,cpuacct" (the list as written) or "cpu" */
+                char mount[PATH_MAX];
+                int m = snprintf(mount, sizeof(mount), "%s/%.*s", cgroup_root, (int) (c2 - c1 - 1),
+                                 c1 + 1);
+                if (m > 0 && m < (int) sizeof(mount)) {
+                    q = walk_quota(mount, path, false, dir);
+                }
+                if (q == 0 &&
+                    snprintf(mount, sizeof(mount), "%s/cpu", cgroup_root) < (int) sizeof(mount)) {
+                    q = walk_quota(mount, path, false, dir);
+                }
+            }
+            if (q > 0 && (quota == 0 || q < quota)) {
+                quota = q;
+                memcpy(best_dir, dir, strlen(dir) + 1);
+                *best_v2 = is_v2;
+            }
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return quota;
+}
+
 int
 cpus_usable_from(const char *cgroup_root, const char *proc_cgroup, int affinity)
 {
@@ -138,41 +193,69 @@ cpus_usable_from(const char *cgroup_root, const char *proc_cgroup, int affinity)
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         n = online < 1 ? 1 : online > INT_MAX ? INT_MAX : (int) online;
     }
-    int quota = 0;
-    for (const char *line = proc_cgroup; line && *line;) {
-        const char *eol = strchr(line, '\n');
-        size_t len = eol ? (size_t) (eol - line) : strlen(line);
-        /* "ID:CONTROLLERS:PATH"; v2 is "0::PATH" */
-        const char *c1 = memchr(line, ':', len);
-        const char *c2 = c1 ? memchr(c1 + 1, ':', len - (size_t) (c1 + 1 - line)) : NULL;
-        char path[PATH_MAX];
-        size_t plen = c2 ? len - (size_t) (c2 + 1 - line) : 0;
-        if (c2 && plen < sizeof(path)) {
-            memcpy(path, c2 + 1, plen);
-            path[plen] = '\0';
-            int q = 0;
-            if (c2 == c1 + 1) {
-                q = walk_quota(cgroup_root, path, true);
-            } else if (has_cpu_controller(c1 + 1, (size_t) (c2 - c1 - 1))) {
-                /* v1: mounted as "cpu,cpuacct" (the list as written) or "cpu" */
-                char mount[PATH_MAX];
-                int m = snprintf(mount, sizeof(mount), "%s/%.*s", cgroup_root, (int) (c2 - c1 - 1),
-                                 c1 + 1);
-                if (m > 0 && m < (int) sizeof(mount)) {
-                    q = walk_quota(mount, path, false);
-                }
-                if (q == 0 &&
-                    snprintf(mount, sizeof(mount), "%s/cpu", cgroup_root) < (int) sizeof(mount)) {
-                    q = walk_quota(mount, path, false);
-                }
-            }
-            if (q > 0 && (quota == 0 || q < quota)) {
-                quota = q;
+    char dir[PATH_MAX];
+    bool is_v2 = false;
+    int quota = ceil_div(find_quota(cgroup_root, proc_cgroup, dir, &is_v2), 1000);
+    return quota > 0 && quota < n ? quota : n;
+}
+
+bool
+cpus_quota_find(const char *cgroup_root, const char *proc_cgroup, struct cpus_quota *q)
+{
+    char dir[PATH_MAX];
+    bool is_v2 = false;
+    long long pm = find_quota(cgroup_root, proc_cgroup, dir, &is_v2);
+    q->permille = pm > INT_MAX ? INT_MAX : (int) pm;
+    q->is_v2 = is_v2;
+    q->usage_path[0] = '\0';
+    if (pm == 0) {
+        return false;
+    }
+    /* v1 keeps the time in cpuacct: the same directory when mounted as "cpu,cpuacct", else
+     * the same path under its own mount ("<root>/cpu/P" -> "<root>/cpuacct/P"). */
+    int n = snprintf(q->usage_path, sizeof(q->usage_path), "%s/%s", dir,
+                     is_v2 ? "cpu.stat" : "cpuacct.usage");
+    if (n < 0 || n >= (int) sizeof(q->usage_path) || access(q->usage_path, R_OK) != 0) {
+        q->usage_path[0] = '\0';
+        size_t rl = strlen(cgroup_root);
+        const char *mount = dir + rl + 1, *rel = strchr(mount, '/');
+        if (!is_v2 && strlen(dir) > rl && strncmp(mount, "cpu", 3) == 0) {
+            n = snprintf(q->usage_path, sizeof(q->usage_path), "%s/cpuacct%s/cpuacct.usage",
+                         cgroup_root, rel ? rel : "");
+            if (n < 0 || n >= (int) sizeof(q->usage_path) || access(q->usage_path, R_OK) != 0) {
+                q->usage_path[0] = '\0';
             }
         }
-        line = eol ? eol + 1 : NULL;
     }
-    return quota > 0 && quota < n ? quota : n;
+    return true;
+}
+
+int64_t
+cpus_usage_us(const char *text, bool is_v2)
+{
+    if (!is_v2) {
+        char *end;
+        long long ns = strtoll(text, &end, 10);
+        return end == text || ns < 0 ? -1 : ns / 1000;
+    }
+    for (const char *line = text; line && *line;) {
+        if (strncmp(line, "usage_usec ", 11) == 0) {
+            char *end;
+            long long us = strtoll(line + 11, &end, 10);
+            return end == line + 11 || us < 0 ? -1 : us;
+        }
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    return -1;
+}
+
+bool
+cpus_quota_self(struct cpus_quota *q)
+{
+    char text[8192];
+    return cpus_quota_find("/sys/fs/cgroup",
+                           read_small("/proc/self/cgroup", text, sizeof(text)) ? text : NULL, q);
 }
 
 int

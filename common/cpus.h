@@ -15,7 +15,9 @@
 #ifndef PGMUX_COMMON_CPUS_H
 #define PGMUX_COMMON_CPUS_H
 
+#include <limits.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +34,25 @@ int cpus_usable_from(const char *cgroup_root, const char *proc_cgroup, int affin
 /** CPUs allowed by a cgroup v2 `cpu.max` text ("max 100000", "150000 100000"), rounded up;
  *  0 when it sets no limit or cannot be read. */
 int cpus_from_cpu_max(const char *text);
+
+/* The tightest CPU quota over this process, and where its cgroup's CPU time can be read. */
+struct cpus_quota {
+    int permille;              /* the quota, permille of one CPU (exact, not rounded) */
+    bool is_v2;                /* cgroup v2: usage_usec in cpu.stat; v1: cpuacct.usage (ns) */
+    char usage_path[PATH_MAX]; /* that file in the cgroup that sets the quota; "" if unreadable */
+};
+
+/**
+ * Find the tightest quota as cpus_usable_from does (cgroup_root and proc_cgroup the same).
+ * false when none is set.
+ */
+bool cpus_quota_find(const char *cgroup_root, const char *proc_cgroup, struct cpus_quota *q);
+
+/** The CPU time, in µs, in the text of a cgroup's usage file (cpus_quota); -1 if none. */
+int64_t cpus_usage_us(const char *text, bool is_v2);
+
+/** cpus_quota_find for this process (/sys/fs/cgroup, /proc/self/cgroup). */
+bool cpus_quota_self(struct cpus_quota *q);
 
 /**
  * Idle and total time summed over the per-CPU lines ("cpuN ...") of /proc/stat's text, for the

@@ -46,15 +46,14 @@ balance_give(uint32_t my_pm, uint32_t least_pm, int n_sessions, uint32_t busy_pm
 }
 
 uint32_t
-balance_spare_pm(uint64_t idle_d, uint64_t total_d, int n_cpus, int usable, uint32_t own_pm)
+balance_spare_pm(uint64_t idle_d, uint64_t total_d, int n_cpus, uint32_t quota_pm, uint32_t used_pm)
 {
-    if (total_d == 0 || n_cpus <= 0 || usable <= 0) {
+    if (total_d == 0 || n_cpus <= 0 || quota_pm == 0) {
         return 0;
     }
     uint64_t idle_pm = idle_d * (uint64_t) n_cpus * 1000 / total_d;
-    uint64_t quota_pm = (uint64_t) usable * 1000;
-    quota_pm = quota_pm > own_pm ? quota_pm - own_pm : 0;
-    uint64_t pm = idle_pm < quota_pm ? idle_pm : quota_pm;
+    uint64_t left_pm = quota_pm > used_pm ? quota_pm - used_pm : 0;
+    uint64_t pm = idle_pm < left_pm ? idle_pm : left_pm;
     return pm > UINT32_MAX ? UINT32_MAX : (uint32_t) pm;
 }
 

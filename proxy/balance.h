@@ -53,11 +53,12 @@ struct balance_spread {
 /**
  * Idle CPU the process could still use, in permille of one CPU: the smaller of the idle time of
  * the n_cpus CPUs it may run on (idle_d and total_d: /proc/stat ticks over the last tick,
- * cpus_stat_idle) and its CPU quota (usable CPUs, cpus_usable) less what its own threads used
- * (own_pm). 0 when nothing was measured.
+ * cpus_stat_idle) and its CPU quota (quota_pm: the cgroup's, or the usable CPUs when none) less
+ * what was used of it (used_pm: the cgroup's CPU time, or the process's own). 0 when nothing
+ * was measured.
  */
-uint32_t balance_spare_pm(uint64_t idle_d, uint64_t total_d, int n_cpus, int usable,
-                          uint32_t own_pm);
+uint32_t balance_spare_pm(uint64_t idle_d, uint64_t total_d, int n_cpus, uint32_t quota_pm,
+                          uint32_t used_pm);
 
 /** One tick of the spread decision with this tick's spare_pm; returns whether it is on. */
 bool balance_spread_step(struct balance_spread *s, uint32_t spare_pm);

@@ -247,11 +247,35 @@ balance_give_to(struct worker *w, struct worker *to, int n)
     return moved;
 }
 
+/* Worker 0: the share of a CPU quota its cgroup used since the previous tick (permille), or
+ * own_pm, what pgmux's workers used, where the cgroup's CPU time cannot be read. A cgroup that
+ * pgmux shares (an application started in its container) spends the quota too. */
+static uint32_t
+balance_quota_used(struct cpu_sampler *cs, int64_t now_us, uint32_t own_pm)
+{
+    char text[1024];
+    ssize_t n = cs->quota_fd >= 0 ? pread(cs->quota_fd, text, sizeof(text) - 1, 0) : -1;
+    int64_t us = -1;
+    if (n > 0) {
+        text[n] = '\0';
+        us = cpus_usage_us(text, cs->quota_v2);
+    }
+    uint32_t pm = own_pm;
+    if (us >= 0 && cs->usage_us >= 0 && us >= cs->usage_us && now_us > cs->usage_at_us) {
+        int64_t v = (us - cs->usage_us) * 1000 / (now_us - cs->usage_at_us);
+        pm = v > UINT32_MAX ? UINT32_MAX : (uint32_t) v;
+    }
+    cs->usage_us = us;
+    cs->usage_at_us = now_us;
+    return pm;
+}
+
 /* Worker 0: the idle CPU this process could still use over the last tick (balance_spare_pm),
  * from /proc/stat and the CPU quota; own_pm is what its workers used. 0 where /proc/stat cannot
- * be read, which keeps worker_balance from spreading. One pread of a kept descriptor a tick. */
+ * be read, which keeps worker_balance from spreading. A pread or two of kept descriptors a
+ * tick. */
 static uint32_t
-balance_spare(struct worker *w, uint32_t own_pm)
+balance_spare(struct worker *w, int64_t now_us, uint32_t own_pm)
 {
     struct cpu_sampler *cs = &w->cpu;
     if (cs->has_failed) {
@@ -268,6 +292,14 @@ balance_spare(struct worker *w, uint32_t own_pm)
         long conf = sysconf(_SC_NPROCESSORS_CONF);
         cs->size = 4096 + 128 * (size_t) (conf > 0 && conf < CPU_SETSIZE ? conf : CPU_SETSIZE);
         cs->usable = cpus_usable();
+        struct cpus_quota q;
+        cs->quota_fd = -1;
+        cs->usage_us = -1;
+        if (cpus_quota_self(&q)) {
+            cs->quota_pm = (uint32_t) q.permille;
+            cs->quota_v2 = q.is_v2;
+            cs->quota_fd = q.usage_path[0] ? open(q.usage_path, O_RDONLY | O_CLOEXEC) : -1;
+        }
         cs->buf = malloc(cs->size);
         cs->fd = cs->buf ? open("/proc/stat", O_RDONLY | O_CLOEXEC) : -1;
         if (cs->fd < 0) {
@@ -284,9 +316,11 @@ balance_spare(struct worker *w, uint32_t own_pm)
         cs->has_prev = false;
         return 0;
     }
+    uint32_t quota_pm = cs->quota_pm ? cs->quota_pm : (uint32_t) cs->usable * 1000;
+    uint32_t used_pm = cs->quota_pm ? balance_quota_used(cs, now_us, own_pm) : own_pm;
     uint32_t pm = 0;
     if (cs->has_prev && n_cpus == cs->n_cpus && idle >= cs->idle && total > cs->total) {
-        pm = balance_spare_pm(idle - cs->idle, total - cs->total, n_cpus, cs->usable, own_pm);
+        pm = balance_spare_pm(idle - cs->idle, total - cs->total, n_cpus, quota_pm, used_pm);
     }
     cs->idle = idle;
     cs->total = total;
@@ -334,7 +368,7 @@ balance_tick(struct worker *w, int64_t now_us)
                 loads[i] = atomic_load_explicit(&rt->workers[i].load_pm, memory_order_relaxed);
                 own_pm += loads[i];
             }
-            uint32_t spare_pm = balance_spare(w, own_pm);
+            uint32_t spare_pm = balance_spare(w, now_us, own_pm);
             bool was_spread = w->spread.is_on;
             bool is_spread = balance_spread_step(&w->spread, spare_pm);
             atomic_store_explicit(&rt->spare_pm, spare_pm, memory_order_relaxed);
@@ -710,6 +744,7 @@ worker_init(struct worker *w, int idx, struct runtime *rt, int listen_fd)
     w->rt = rt;
     w->free_slot = WORKER_NO_SLOT;
     w->cpu.fd = -1;
+    w->cpu.quota_fd = -1;
     w->cfg = cfg_ref(rt->cfg);
     w->topo = topo_get(&rt->topology);
     uint64_t seed;
@@ -815,6 +850,10 @@ worker_fini(struct worker *w)
     if (w->cpu.fd >= 0) {
         close(w->cpu.fd);
         w->cpu.fd = -1;
+    }
+    if (w->cpu.quota_fd >= 0) {
+        close(w->cpu.quota_fd);
+        w->cpu.quota_fd = -1;
     }
     free(w->cpu.buf);
     w->cpu.buf = NULL;

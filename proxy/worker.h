@@ -169,6 +169,11 @@ struct worker {
         bool has_prev;            /* idle and total hold the previous tick's sums */
         int n_cpus;               /* CPUs of mask found in /proc/stat */
         int usable;               /* cpus_usable(): the affinity mask and the CPU quota */
+        int quota_fd;             /* the quota's cgroup CPU time (cpus_quota); -1: none */
+        bool quota_v2;            /* its format */
+        uint32_t quota_pm;        /* the quota (permille of one CPU); 0: none */
+        int64_t usage_us;         /* the cgroup's CPU time at the previous tick; -1: unknown */
+        int64_t usage_at_us;      /* and the monotonic clock then */
         char *buf;                /* [size]: the text read at each tick */
         size_t size;
         uint64_t idle, total; /* sums at the previous tick (cpus_stat_idle) */

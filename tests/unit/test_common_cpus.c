@@ -2,7 +2,8 @@
  * test_common_cpus.c - usable CPUs from the affinity count and cgroup CPU quotas: cgroup v2
  * (cpu.max, walking up to the root), v1 (cpu.cfs_quota_us / cpu.cfs_period_us under a
  * "cpu,cpuacct" or "cpu" mount, a container's path missing under its mount), no limit, and
- * the tightest of several; and the idle time of a CPU set from /proc/stat's text.
+ * the tightest of several; where the tightest quota's CPU time is read and its text; and the
+ * idle time of a CPU set from /proc/stat's text.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -125,6 +126,55 @@ test_no_limits(void **state)
 }
 
 static void
+test_quota_and_its_usage_file(void **state)
+{
+    (void) state;
+    struct cpus_quota q;
+    /* v2: the exact quota (1.5 CPUs, not rounded) and the cpu.stat of the cgroup that sets it */
+    put("cpu.max", "max 100000\n");
+    put("kubepods/pod1/cpu.max", "150000 100000\n");
+    put("kubepods/pod1/cpu.stat", "usage_usec 123456789\nuser_usec 1\nsystem_usec 2\n");
+    put("kubepods/pod1/ctr/cpu.max", "max 100000\n");
+    assert_true(cpus_quota_find(root, "0::/kubepods/pod1/ctr\n", &q));
+    assert_int_equal(q.permille, 1500);
+    assert_true(q.is_v2);
+    char want[600];
+    snprintf(want, sizeof(want), "%s/kubepods/pod1/cpu.stat", root);
+    assert_string_equal(q.usage_path, want);
+    /* a quota whose cgroup has no readable usage file: the quota alone */
+    put("a/cpu.max", "50000 100000\n");
+    assert_true(cpus_quota_find(root, "0::/a\n", &q));
+    assert_int_equal(q.permille, 500);
+    assert_string_equal(q.usage_path, "");
+    /* v1 "cpu,cpuacct": cpuacct.usage beside the quota */
+    put("cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "250000\n");
+    put("cpu,cpuacct/docker/abc/cpu.cfs_period_us", "100000\n");
+    put("cpu,cpuacct/docker/abc/cpuacct.usage", "5000000\n");
+    assert_true(cpus_quota_find(root, "4:cpu,cpuacct:/docker/abc\n", &q));
+    assert_int_equal(q.permille, 2500);
+    assert_false(q.is_v2);
+    snprintf(want, sizeof(want), "%s/cpu,cpuacct/docker/abc/cpuacct.usage", root);
+    assert_string_equal(q.usage_path, want);
+    /* v1 with cpu and cpuacct mounted apart: the same path under cpuacct */
+    put("cpu/svc/cpu.cfs_quota_us", "50000\n");
+    put("cpu/svc/cpu.cfs_period_us", "100000\n");
+    put("cpuacct/svc/cpuacct.usage", "7000\n");
+    assert_true(cpus_quota_find(root, "2:cpuacct:/svc\n1:cpu:/svc\n", &q));
+    assert_int_equal(q.permille, 500);
+    snprintf(want, sizeof(want), "%s/cpuacct/svc/cpuacct.usage", root);
+    assert_string_equal(q.usage_path, want);
+    /* none */
+    assert_false(cpus_quota_find(root, "0::/kubepods\n", &q));
+    assert_int_equal(q.permille, 0);
+    /* the usage files' texts */
+    assert_int_equal(cpus_usage_us("usage_usec 123456789\nuser_usec 1\n", true), 123456789);
+    assert_int_equal(cpus_usage_us("nr_periods 3\nusage_usec 42\n", true), 42);
+    assert_int_equal(cpus_usage_us("user_usec 1\n", true), -1);
+    assert_int_equal(cpus_usage_us("5000000\n", false), 5000);
+    assert_int_equal(cpus_usage_us("", false), -1);
+}
+
+static void
 test_stat_idle(void **state)
 {
     (void) state;
@@ -174,6 +224,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_v2_quota_and_its_parents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v1_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quota_and_its_usage_file, setup, teardown),
         cmocka_unit_test(test_stat_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -125,13 +125,16 @@ test_spare(void **state)
 {
     (void) state;
     /* 16 CPUs, a quarter idle: 4 CPUs */
-    assert_int_equal(balance_spare_pm(100, 400, 16, 16, 2500), 4000);
-    /* a quota of 2 CPUs, 1.5 of them used by the process itself: 0.5 left */
-    assert_int_equal(balance_spare_pm(100, 400, 16, 2, 1500), 500);
-    assert_int_equal(balance_spare_pm(100, 400, 16, 2, 2600), 0);
+    assert_int_equal(balance_spare_pm(100, 400, 16, 16000, 2500), 4000);
+    /* a quota of 2 CPUs, 1.5 of them used: 0.5 left, however idle the machine is */
+    assert_int_equal(balance_spare_pm(100, 400, 16, 2000, 1500), 500);
+    assert_int_equal(balance_spare_pm(100, 400, 16, 2000, 2600), 0);
+    /* a quota of 1.5 CPUs, nothing used: the machine's idle time decides */
+    assert_int_equal(balance_spare_pm(10, 400, 16, 1500, 0), 400);
     /* nothing measured */
-    assert_int_equal(balance_spare_pm(0, 0, 16, 16, 0), 0);
-    assert_int_equal(balance_spare_pm(5, 10, 0, 16, 0), 0);
+    assert_int_equal(balance_spare_pm(0, 0, 16, 16000, 0), 0);
+    assert_int_equal(balance_spare_pm(5, 10, 0, 16000, 0), 0);
+    assert_int_equal(balance_spare_pm(5, 10, 4, 0, 0), 0);
 }
 
 static void
