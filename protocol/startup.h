@@ -8,6 +8,7 @@
 #ifndef PGMUX_PROTOCOL_STARTUP_H
 #define PGMUX_PROTOCOL_STARTUP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,5 +69,14 @@ enum status proto_startup_parse(const uint8_t *p, size_t len, struct proto_start
 
 /** Value of a startup parameter, or NULL. */
 const char *proto_startup_param(const struct proto_startup *s, const char *name);
+
+/**
+ * Walk the parameters of a V3 startup packet p[0..len) that proto_startup_parse accepted, in
+ * the order of its params[], without checking again: *off starts at 0 and is advanced. Returns
+ * false after the last pair. For a copy of the packet kept past the parse, where keeping the
+ * parse (1 KiB of pointers) or repeating it would cost more than the walk.
+ */
+bool proto_startup_next(const uint8_t *p, size_t len, size_t *off, const char **name,
+                        const char **value);
 
 #endif

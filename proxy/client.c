@@ -1743,8 +1743,12 @@ client_login_read_cb(EV_P_ ev_io *io, int revents)
 static const char *
 params_get(const struct pool_params *ps, const char *name)
 {
+    /* The first letter, folded, rules out most names before a strcasecmp call: a login's
+     * welcome asks this for each of about 13 server parameters. */
+    unsigned char first = (unsigned char) name[0] | 0x20;
     for (int i = 0; i < ps->n; i++) {
-        if (strcasecmp(ps->v[i].name, name) == 0) {
+        if (((unsigned char) ps->v[i].name[0] | 0x20) == first &&
+            strcasecmp(ps->v[i].name, name) == 0) {
             return ps->v[i].value;
         }
     }
@@ -1768,14 +1772,10 @@ params_remove(struct pool_params *ps, const char *name)
 static enum status
 client_init_want(struct client *c)
 {
-    struct proto_startup su;
-    struct proto_err err;
-    if (proto_startup_parse((const uint8_t *) c->login->startup, c->login->startup_len, &su,
-                            &err) != ST_OK) {
-        return ST_EINTERNAL;
-    }
-    for (int i = 0; i < su.n_params; i++) {
-        const char *name = su.params[i].name, *value = su.params[i].value;
+    /* The packet was parsed when it arrived (client_startup_v3); this is its copy. */
+    const uint8_t *pkt = (const uint8_t *) c->login->startup;
+    const char *name, *value;
+    for (size_t off = 0; proto_startup_next(pkt, c->login->startup_len, &off, &name, &value);) {
         if (strcmp(name, "target_session_attrs") == 0) {
             /* libpq's own option, sent by drivers that pass it through: a request to pgmux,
              * not a server setting */

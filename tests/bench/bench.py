@@ -653,7 +653,8 @@ stats_period = 3600
         n = int(ENV["BENCH_CALLGRIND_TXNS"])
         if n <= 0:
             return
-        args_of = {"S": ["-S"], "S extended": ["-S", "-M", "extended"], "TPC-B": []}
+        args_of = {"S": ["-S"], "S extended": ["-S", "-M", "extended"], "TPC-B": [],
+                   "S -C": ["-S", "-C"]}
         workloads = [w.strip() for w in ENV["BENCH_CALLGRIND_WORKLOADS"].split(",") if w.strip()]
         for w in workloads:
             if w not in args_of:

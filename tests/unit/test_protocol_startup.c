@@ -95,6 +95,33 @@ test_v3_params(void **state)
 }
 
 static void
+test_v3_walk_matches_parse(void **state)
+{
+    (void) state;
+    /* proto_startup_next yields what proto_startup_parse put in params[], in order, duplicates
+     * and empty values included, and stops at the terminator. */
+    uint8_t buf[512];
+    struct proto_startup s;
+    struct proto_err err;
+    size_t n = packet(buf, PROTO_V3,
+                      PARAMS("user\0bob\0database\0app\0application_name\0\0"
+                             "user\0carol\0client_encoding\0UTF8\0\0"));
+    assert_int_equal(proto_startup_parse(buf, n, &s, &err), ST_OK);
+    assert_int_equal(s.n_params, 5);
+    size_t off = 0;
+    const char *name, *value;
+    int i = 0;
+    while (proto_startup_next(buf, n, &off, &name, &value)) {
+        assert_true(i < s.n_params);
+        assert_ptr_equal(name, s.params[i].name);
+        assert_ptr_equal(value, s.params[i].value);
+        i++;
+    }
+    assert_int_equal(i, s.n_params);
+    assert_false(proto_startup_next(buf, n, &off, &name, &value));
+}
+
+static void
 test_v3_missing_user(void **state)
 {
     (void) state;
@@ -349,6 +376,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_v3_hand_written),
         cmocka_unit_test(test_v3_params),
+        cmocka_unit_test(test_v3_walk_matches_parse),
         cmocka_unit_test(test_v3_missing_user),
         cmocka_unit_test(test_v3_database_defaults_to_user),
         cmocka_unit_test(test_v3_duplicate_takes_last),
