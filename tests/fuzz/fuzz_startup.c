@@ -4,9 +4,10 @@
  *
  * The input is read twice: once as proxy/client.c reads it (length word first, then exactly
  * that many bytes parsed when they are all there), and once handed to the parser whole, so
- * length words that disagree with the bytes given are tried too. Each parse gets an exact-size
- * heap copy, so reading past the packet is an ASan report. On ST_OK the results are checked
- * against what startup.h promises.
+ * length words that disagree with the bytes given are tried too. An accepted V3 packet is also
+ * walked with proto_startup_next, which must yield the parse's parameters. Each parse gets an
+ * exact-size heap copy, so reading past the packet is an ASan report. On ST_OK the results are
+ * checked against what startup.h promises.
  *
  * Seeds: tests/fuzz/corpus/startup/. Single-threaded.
  */
@@ -49,6 +50,16 @@ check_parse(const uint8_t *data, size_t len)
                 const char *v = proto_startup_param(&s, s.params[i].name);
                 FUZZ_CHECK(v != NULL);
             }
+            /* the walk over an accepted packet (client.c's second look) yields params[] */
+            size_t off = 0;
+            const char *name, *value;
+            int k = 0;
+            while (proto_startup_next(buf, len, &off, &name, &value)) {
+                FUZZ_CHECK(k < s.n_params && name == s.params[k].name &&
+                           value == s.params[k].value);
+                k++;
+            }
+            FUZZ_CHECK(k == s.n_params);
             FUZZ_CHECK(proto_startup_param(&s, "user") == s.user);
             const char *db = proto_startup_param(&s, "database");
             FUZZ_CHECK(db == s.database || ((db == NULL || db[0] == '\0') && s.database == s.user));
