@@ -52,38 +52,73 @@ static void conn_send_startup(struct pool_conn *sc);
 
 /* ---- parameters ---- */
 
+/* Give a packed set separate allocations again, so one entry can change. */
+static enum status
+params_unpack(struct pool_params *ps)
+{
+    if (!ps->block) {
+        return ST_OK;
+    }
+    int cap = ps->n < 8 ? 16 : ps->n * 2;
+    struct pool_param *v = calloc((size_t) cap, sizeof(*v));
+    if (!v) {
+        return ST_ENOMEM;
+    }
+    for (int i = 0; i < ps->n; i++) {
+        v[i].name = strdup(ps->v[i].name);
+        v[i].value = strdup(ps->v[i].value);
+        if (!v[i].name || !v[i].value) {
+            for (int k = 0; k <= i; k++) {
+                free(v[k].name);
+                free(v[k].value);
+            }
+            free(v);
+            return ST_ENOMEM;
+        }
+    }
+    free(ps->block);
+    ps->block = NULL;
+    ps->v = v;
+    ps->cap = cap;
+    return ST_OK;
+}
+
 enum status
 pool_params_set(struct pool_params *ps, const char *name, const char *value)
 {
+    int at = -1;
     for (int i = 0; i < ps->n; i++) {
         if (strcmp(ps->v[i].name, name) == 0) {
             if (strcmp(ps->v[i].value, value) == 0) {
                 return ST_OK;
             }
-            char *nv = strdup(value);
-            if (!nv) {
-                return ST_ENOMEM;
-            }
-            free(ps->v[i].value);
-            ps->v[i].value = nv;
-            return ST_OK;
+            at = i;
+            break;
         }
+    }
+    /* Copies first: name or value may point into a packed block that unpacking frees. */
+    char *n = at < 0 ? strdup(name) : NULL;
+    char *v = strdup(value);
+    if ((at < 0 && !n) || !v || params_unpack(ps) != ST_OK) {
+        free(n);
+        free(v);
+        return ST_ENOMEM;
+    }
+    if (at >= 0) {
+        free(ps->v[at].value);
+        ps->v[at].value = v;
+        return ST_OK;
     }
     if (ps->n == ps->cap) {
         int ncap = ps->cap ? ps->cap * 2 : 16;
         struct pool_param *nv = realloc(ps->v, (size_t) ncap * sizeof(*nv));
         if (!nv) {
+            free(n);
+            free(v);
             return ST_ENOMEM;
         }
         ps->v = nv;
         ps->cap = ncap;
-    }
-    char *n = strdup(name);
-    char *v = strdup(value);
-    if (!n || !v) {
-        free(n);
-        free(v);
-        return ST_ENOMEM;
     }
     ps->v[ps->n].name = n;
     ps->v[ps->n].value = v;
@@ -91,15 +126,70 @@ pool_params_set(struct pool_params *ps, const char *name, const char *value)
     return ST_OK;
 }
 
-void
-pool_params_clear(struct pool_params *ps)
+enum status
+pool_params_remove_at(struct pool_params *ps, int i)
 {
+    if (i < 0 || i >= ps->n) {
+        return ST_OK;
+    }
+    if (params_unpack(ps) != ST_OK) {
+        return ST_ENOMEM;
+    }
+    free(ps->v[i].name);
+    free(ps->v[i].value);
+    ps->v[i] = ps->v[--ps->n];
+    return ST_OK;
+}
+
+enum status
+pool_params_pack(struct pool_params *ps)
+{
+    if (ps->block || ps->n == 0) {
+        if (ps->n == 0) {
+            pool_params_clear(ps);
+        }
+        return ST_OK;
+    }
+    size_t size = (size_t) ps->n * sizeof(struct pool_param);
     for (int i = 0; i < ps->n; i++) {
+        size += strlen(ps->v[i].name) + 1 + strlen(ps->v[i].value) + 1;
+    }
+    char *block = malloc(size);
+    if (!block) {
+        return ST_ENOMEM;
+    }
+    struct pool_param *v = (struct pool_param *) (void *) block;
+    char *p = block + (size_t) ps->n * sizeof(struct pool_param);
+    for (int i = 0; i < ps->n; i++) {
+        size_t nl = strlen(ps->v[i].name) + 1, vl = strlen(ps->v[i].value) + 1;
+        v[i].name = memcpy(p, ps->v[i].name, nl);
+        p += nl;
+        v[i].value = memcpy(p, ps->v[i].value, vl);
+        p += vl;
         free(ps->v[i].name);
         free(ps->v[i].value);
     }
     free(ps->v);
+    ps->v = v;
+    ps->cap = ps->n;
+    ps->block = block;
+    return ST_OK;
+}
+
+void
+pool_params_clear(struct pool_params *ps)
+{
+    if (ps->block) {
+        free(ps->block);
+    } else {
+        for (int i = 0; i < ps->n; i++) {
+            free(ps->v[i].name);
+            free(ps->v[i].value);
+        }
+        free(ps->v);
+    }
     ps->v = NULL;
+    ps->block = NULL;
     ps->n = ps->cap = 0;
 }
 

@@ -1755,17 +1755,15 @@ params_get(const struct pool_params *ps, const char *name)
     return NULL;
 }
 
-static void
+static enum status
 params_remove(struct pool_params *ps, const char *name)
 {
     for (int i = 0; i < ps->n; i++) {
         if (strcasecmp(ps->v[i].name, name) == 0) {
-            free(ps->v[i].name);
-            free(ps->v[i].value);
-            ps->v[i] = ps->v[--ps->n];
-            return;
+            return pool_params_remove_at(ps, i);
         }
     }
+    return ST_OK;
 }
 
 /* The client's wanted settings start as its startup parameters. */
@@ -1794,7 +1792,8 @@ client_init_want(struct client *c)
         }
     }
     client_want_rehash(c);
-    return ST_OK;
+    /* Held for the session's life and changed only by a SET the client sends: one block. */
+    return pool_params_pack(&c->want);
 }
 
 void
@@ -1904,8 +1903,9 @@ client_note_applied(struct client *c, struct pool_conn *sc)
         }
     }
     for (int i = sc->applied.n - 1; i >= 0; i--) {
-        if (!params_get(&c->want, sc->applied.v[i].name)) {
-            params_remove(&sc->applied, sc->applied.v[i].name);
+        if (!params_get(&c->want, sc->applied.v[i].name) &&
+            pool_params_remove_at(&sc->applied, i) != ST_OK) {
+            return ST_ENOMEM;
         }
     }
     return ST_OK;
@@ -1958,8 +1958,10 @@ client_apply_capture(struct client *c, struct pool_conn *sc, const uint8_t *body
         }
         col++;
         if (vlen < 0) {
-            params_remove(&c->want, name);
-            params_remove(&sc->applied, name);
+            if (params_remove(&c->want, name) != ST_OK ||
+                params_remove(&sc->applied, name) != ST_OK) {
+                return ST_ENOMEM;
+            }
             continue;
         }
         if (proto_reader_bytes(&r, (size_t) vlen, &v) != ST_OK) {

@@ -61,6 +61,8 @@ ENV = {
     "BENCH_JOBS": env("BENCH_JOBS", 2),  # pgbench -j (threads)
     "BENCH_STRACE_TIME": env("BENCH_STRACE_TIME", 2),  # seconds; 0 = no syscall counts
     "BENCH_IDLE_CLIENTS": env("BENCH_IDLE_CLIENTS", "10000,100000"),  # empty = skip
+    # startup parameters the idle clients send besides user and database ("name=value,...")
+    "BENCH_IDLE_PARAMS": env("BENCH_IDLE_PARAMS", ""),
     "BENCH_CALLGRIND_TXNS": env("BENCH_CALLGRIND_TXNS", 5000),  # 0 = skip
     # callgrind workloads: S (pgbench -S), S extended (-M extended), TPC-B (the default script)
     "BENCH_CALLGRIND_WORKLOADS": env("BENCH_CALLGRIND_WORKLOADS", "S"),
@@ -318,6 +320,8 @@ log_disconnections = 0
 log_pooler_errors = 1
 query_wait_timeout = 10
 stats_period = 3600
+# what JDBC users set: PgBouncer refuses this startup parameter otherwise (BENCH_IDLE_PARAMS)
+ignore_startup_parameters = extra_float_digits
 """)
         os.chmod(ini, 0o644)
         # PgBouncer refuses to run as root
@@ -545,7 +549,8 @@ stats_period = 3600
             base = proc_rss_kib(p.pid)
             cl = subprocess.Popen([os.path.join(self.out, "idle_clients"), str(port), str(n),
                                    USER, DB, PASSWORD], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True,
+                                  env=dict(os.environ, IDLE_CLIENTS_PARAMS=ENV["BENCH_IDLE_PARAMS"]))
             children.append(cl)
             t0 = time.time()
             line = cl.stdout.readline()

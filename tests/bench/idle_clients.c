@@ -8,7 +8,8 @@
  * AuthenticationMD5Password (or takes AuthenticationOk: trust) and waits for ReadyForQuery.
  * At most 256 logins are in flight at once. When all N are logged in it prints "ready N"
  * and holds them until SIGTERM/SIGINT; any failure prints the reason and exits 1. Needs
- * `ulimit -n` above N. */
+ * `ulimit -n` above N. IDLE_CLIENTS_PARAMS adds startup parameters, as a driver sends them:
+ * "client_encoding=UTF8,DateStyle=ISO" (no commas or '=' in names or values). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -89,10 +90,23 @@ start(struct conn *c, int i, int port, int sources)
         die("bind", i);
     if (connect(c->fd, (struct sockaddr *) &dst, sizeof dst) < 0)
         die(strerror(errno), i);
-    char pkt[256];
+    char pkt[1024];
     size_t n = 8;
     put32(pkt + 4, 196608); /* protocol 3.0 */
-    n += (size_t) sprintf(pkt + n, "user%c%s%cdatabase%c%s%c%c", 0, user, 0, 0, db, 0, 0);
+    n += (size_t) sprintf(pkt + n, "user%c%s%cdatabase%c%s%c", 0, user, 0, 0, db, 0);
+    /* IDLE_CLIENTS_PARAMS: more startup parameters, "name=value,name=value" (a driver's) */
+    const char *extra = getenv("IDLE_CLIENTS_PARAMS");
+    for (const char *p = extra; p && *p && n < sizeof pkt - 300;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t) (end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        if (eq && len < 256) {
+            n += (size_t) sprintf(pkt + n, "%.*s%c%.*s%c", (int) (eq - p), p, 0,
+                                  (int) (len - (size_t) (eq - p) - 1), eq + 1, 0);
+        }
+        p += len + (end ? 1 : 0);
+    }
+    pkt[n++] = 0;
     put32(pkt, (uint32_t) n);
     c->buf = malloc(LOGINBUF);
     c->len = 0;
