@@ -52,6 +52,29 @@ static void conn_send_startup(struct pool_conn *sc);
 
 /* ---- parameters ---- */
 
+/* A packed set: this header, then v[n], then the strings. Immutable once built; shared by every
+ * set that pool_params_intern gave it, on any thread (a session moves between workers), so
+ * the count is atomic. */
+struct params_block {
+    atomic_int refs;
+    int n;
+};
+
+static struct pool_param *
+block_v(struct params_block *b)
+{
+    return (struct pool_param *) (void *) (b + 1);
+}
+
+void
+pool_params_block_put(void *block)
+{
+    struct params_block *b = block;
+    if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
+        free(b);
+    }
+}
+
 /* Give a packed set separate allocations again, so one entry can change. */
 static enum status
 params_unpack(struct pool_params *ps)
@@ -76,7 +99,7 @@ params_unpack(struct pool_params *ps)
             return ST_ENOMEM;
         }
     }
-    free(ps->block);
+    pool_params_block_put(ps->block);
     ps->block = NULL;
     ps->v = v;
     ps->cap = cap;
@@ -150,16 +173,18 @@ pool_params_pack(struct pool_params *ps)
         }
         return ST_OK;
     }
-    size_t size = (size_t) ps->n * sizeof(struct pool_param);
+    size_t size = sizeof(struct params_block) + (size_t) ps->n * sizeof(struct pool_param);
     for (int i = 0; i < ps->n; i++) {
         size += strlen(ps->v[i].name) + 1 + strlen(ps->v[i].value) + 1;
     }
-    char *block = malloc(size);
-    if (!block) {
+    struct params_block *b = malloc(size);
+    if (!b) {
         return ST_ENOMEM;
     }
-    struct pool_param *v = (struct pool_param *) (void *) block;
-    char *p = block + (size_t) ps->n * sizeof(struct pool_param);
+    atomic_init(&b->refs, 1);
+    b->n = ps->n;
+    struct pool_param *v = block_v(b);
+    char *p = (char *) (v + ps->n);
     for (int i = 0; i < ps->n; i++) {
         size_t nl = strlen(ps->v[i].name) + 1, vl = strlen(ps->v[i].value) + 1;
         v[i].name = memcpy(p, ps->v[i].name, nl);
@@ -172,15 +197,44 @@ pool_params_pack(struct pool_params *ps)
     free(ps->v);
     ps->v = v;
     ps->cap = ps->n;
-    ps->block = block;
+    ps->block = b;
     return ST_OK;
+}
+
+void
+pool_params_intern(struct pool_params *ps, void **slot)
+{
+    if (ps->n == 0 || pool_params_pack(ps) != ST_OK) {
+        return; /* an unpacked set is still right, only larger */
+    }
+    struct params_block *cached = *slot;
+    if (cached == ps->block) {
+        return;
+    }
+    bool same = cached && cached->n == ps->n;
+    for (int i = 0; same && i < ps->n; i++) {
+        same = strcmp(block_v(cached)[i].name, ps->v[i].name) == 0 &&
+               strcmp(block_v(cached)[i].value, ps->v[i].value) == 0;
+    }
+    if (same) {
+        atomic_fetch_add_explicit(&cached->refs, 1, memory_order_relaxed);
+        pool_params_block_put(ps->block);
+        ps->block = cached;
+        ps->v = block_v(cached);
+        return;
+    }
+    /* The newest set takes the slot: the next login from the same driver finds it. */
+    struct params_block *mine = ps->block;
+    atomic_fetch_add_explicit(&mine->refs, 1, memory_order_relaxed);
+    pool_params_block_put(cached);
+    *slot = mine;
 }
 
 void
 pool_params_clear(struct pool_params *ps)
 {
     if (ps->block) {
-        free(ps->block);
+        pool_params_block_put(ps->block);
     } else {
         for (int i = 0; i < ps->n; i++) {
             free(ps->v[i].name);

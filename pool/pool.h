@@ -120,8 +120,9 @@ struct pool_params {
     struct pool_param *v;
     int n;
     int cap;
-    void *block; /* pool_params_pack: v and every string in this one allocation (cap == n);
-                    NULL: v and each string allocated apart */
+    void *block; /* pool_params_pack: v and every string in this one allocation (cap == n),
+                    immutable, perhaps shared with other sets (pool_params_intern) and freed
+                    with the last; NULL: v and each string allocated apart */
 };
 
 struct pool_local {
@@ -618,10 +619,22 @@ enum status pool_params_remove_at(struct pool_params *ps, int i) MUST_CHECK;
 /**
  * Move the set into one allocation of its exact size (a set that will mostly be read: a
  * client's wanted settings live as long as the client, and five parameters, as JDBC sends,
- * cost about 590 bytes apart against about 200 packed). A later change unpacks it. ST_ENOMEM
+ * cost about 590 bytes apart against about 210 packed). A later change unpacks it. ST_ENOMEM
  * leaves it as it was.
  */
 enum status pool_params_pack(struct pool_params *ps) MUST_CHECK;
+
+/**
+ * Pack ps (pool_params_pack) and share its block with the sets that used *slot before, if it
+ * holds the same entries in the same order; else make ps's block the slot's. *slot holds a
+ * reference (pool_params_block_put drops it). Clients of one application send the same startup
+ * parameters, so their wanted settings take one block between them. The slot's thread only;
+ * the block may be released on any thread. On ST_ENOMEM ps stays as it was.
+ */
+void pool_params_intern(struct pool_params *ps, void **slot);
+
+/** Drop a reference to a packed block (a pool_params_intern slot); NULL is ignored. */
+void pool_params_block_put(void *block);
 
 void pool_params_clear(struct pool_params *ps);
 

@@ -1792,8 +1792,10 @@ client_init_want(struct client *c)
         }
     }
     client_want_rehash(c);
-    /* Held for the session's life and changed only by a SET the client sends: one block. */
-    return pool_params_pack(&c->want);
+    /* Held for the session's life and changed only by a SET the client sends: one block, the
+     * same for every client that sent the same parameters. */
+    pool_params_intern(&c->want, &c->w->want_cache[c->want_hash % WORKER_WANT_CACHE_N]);
+    return ST_OK;
 }
 
 void

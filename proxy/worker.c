@@ -857,6 +857,10 @@ worker_fini(struct worker *w)
     }
     free(w->cpu.buf);
     w->cpu.buf = NULL;
+    for (int i = 0; i < WORKER_WANT_CACHE_N; i++) {
+        pool_params_block_put(w->want_cache[i]);
+        w->want_cache[i] = NULL;
+    }
     if (w->listen_fd >= 0) {
         close(w->listen_fd);
         w->listen_fd = -1;

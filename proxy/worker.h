@@ -98,6 +98,8 @@ struct runtime {
     struct authq *authq;         /* auth_query's lookup thread and cache */
 };
 
+#define WORKER_WANT_CACHE_N 64
+
 struct worker {
     int idx;
     pthread_t thread;
@@ -154,14 +156,17 @@ struct worker {
     uint8_t derived_key[32]; /* random: a tag means nothing outside this worker */
 
     /* worker_balance (balance.h) */
-    _Atomic uint32_t load_pm;     /* CPU this thread used over its last tick, permille of one CPU
-                                     (written by its tick, read by the others' and /metrics) */
-    int64_t load_cpu_ns;          /* the thread's CPU time at that tick */
-    int64_t load_at_us;           /* and the monotonic clock then */
-    bool is_parked;               /* index >= n_active at the last tick: sessions leave when idle */
-    bool has_leavers;             /* parked: a session became idle since the reaper last looked */
-    int give_hold;                /* ticks before this worker hands sessions to another again */
-    int active_hold;              /* worker 0: ticks before n_active may change again */
+    _Atomic uint32_t load_pm; /* CPU this thread used over its last tick, permille of one CPU
+                                 (written by its tick, read by the others' and /metrics) */
+    int64_t load_cpu_ns;      /* the thread's CPU time at that tick */
+    int64_t load_at_us;       /* and the monotonic clock then */
+    bool is_parked;           /* index >= n_active at the last tick: sessions leave when idle */
+    bool has_leavers;         /* parked: a session became idle since the reaper last looked */
+    int give_hold;            /* ticks before this worker hands sessions to another again */
+    int active_hold;          /* worker 0: ticks before n_active may change again */
+    /* Packed wanted-settings blocks of recent logins, by a hash of their entries: clients of
+     * one application send the same startup parameters and share one (pool_params_intern). */
+    void *want_cache[WORKER_WANT_CACHE_N];
     struct balance_spread spread; /* worker 0: whether the load spreads (balance.h) */
     struct cpu_sampler {          /* worker 0: idle time of the CPUs this process may use */
         int fd;                   /* /proc/stat, opened at the first tick; -1: none */

@@ -2,7 +2,8 @@
  * test_pool_params.c - pool/conn.c's parameter sets: set, replace, remove, and the packed form
  * (one allocation of exact size) that a client's wanted settings take: packing keeps every
  * entry, a change unpacks first, even when the new name or value points into the packed block
- * itself, and clear frees either form (LeakSanitizer checks that under `make check-asan`).
+ * itself, and clear frees either form (LeakSanitizer checks that under `make check-asan`);
+ * equal sets interned through one slot share one block, which a change copies first.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -69,7 +70,7 @@ test_pack_keeps_every_entry(void **state)
     }
     assert_int_equal(pool_params_pack(&ps), ST_OK);
     assert_non_null(ps.block);
-    assert_ptr_equal(ps.v, ps.block);
+    assert_true(inside(&ps, (const char *) ps.v));
     assert_int_equal(ps.n, 5);
     assert_int_equal(ps.cap, 5);
     for (size_t i = 0; i < 5; i++) {
@@ -136,6 +137,53 @@ test_set_from_its_own_block(void **state)
     pool_params_clear(&ps);
 }
 
+static void
+fill(struct pool_params *ps, const char *app)
+{
+    assert_int_equal(pool_params_set(ps, "client_encoding", "UTF8"), ST_OK);
+    assert_int_equal(pool_params_set(ps, "application_name", app), ST_OK);
+}
+
+static void
+test_intern_shares_equal_sets(void **state)
+{
+    (void) state;
+    void *slot = NULL;
+    struct pool_params a = { 0 }, b = { 0 }, c = { 0 };
+    fill(&a, "shop");
+    pool_params_intern(&a, &slot);
+    assert_non_null(a.block);
+    assert_ptr_equal(slot, a.block);
+    /* the same entries: the same block */
+    fill(&b, "shop");
+    pool_params_intern(&b, &slot);
+    assert_ptr_equal(b.block, a.block);
+    assert_ptr_equal(b.v, a.v);
+    assert_string_equal(b.v[1].value, "shop");
+    /* another value: its own block, which takes the slot */
+    fill(&c, "billing");
+    pool_params_intern(&c, &slot);
+    assert_ptr_not_equal(c.block, a.block);
+    assert_ptr_equal(slot, c.block);
+    /* a change to a shared set copies it; the others keep theirs */
+    assert_int_equal(pool_params_set(&b, "application_name", "shop2"), ST_OK);
+    assert_null(b.block);
+    assert_string_equal(b.v[1].value, "shop2");
+    assert_string_equal(a.v[1].value, "shop");
+    /* freed with the last reference (LeakSanitizer under check-asan, ASan on a double free) */
+    pool_params_clear(&a);
+    pool_params_clear(&b);
+    pool_params_clear(&c);
+    pool_params_block_put(slot);
+    pool_params_block_put(NULL);
+    /* an empty set is left alone */
+    struct pool_params e = { 0 };
+    slot = NULL;
+    pool_params_intern(&e, &slot);
+    assert_null(slot);
+    assert_null(e.block);
+}
+
 int
 main(void)
 {
@@ -144,6 +192,7 @@ main(void)
         cmocka_unit_test(test_pack_keeps_every_entry),
         cmocka_unit_test(test_change_after_pack_unpacks),
         cmocka_unit_test(test_set_from_its_own_block),
+        cmocka_unit_test(test_intern_shares_equal_sets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
