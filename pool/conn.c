@@ -204,13 +204,11 @@ pool_params_pack(struct pool_params *ps)
 void
 pool_params_intern(struct pool_params *ps, void **slot)
 {
-    if (ps->n == 0 || pool_params_pack(ps) != ST_OK) {
-        return; /* an unpacked set is still right, only larger */
-    }
     struct params_block *cached = *slot;
-    if (cached == ps->block) {
+    if (ps->n == 0 || (cached && cached == ps->block)) {
         return;
     }
+    /* Compared before packing: a login that finds its block allocates none. */
     bool same = cached && cached->n == ps->n;
     for (int i = 0; same && i < ps->n; i++) {
         same = strcmp(block_v(cached)[i].name, ps->v[i].name) == 0 &&
@@ -218,10 +216,14 @@ pool_params_intern(struct pool_params *ps, void **slot)
     }
     if (same) {
         atomic_fetch_add_explicit(&cached->refs, 1, memory_order_relaxed);
-        pool_params_block_put(ps->block);
+        pool_params_clear(ps);
         ps->block = cached;
         ps->v = block_v(cached);
+        ps->n = ps->cap = cached->n;
         return;
+    }
+    if (pool_params_pack(ps) != ST_OK) {
+        return; /* an unpacked set is still right, only larger */
     }
     /* The newest set takes the slot: the next login from the same driver finds it. */
     struct params_block *mine = ps->block;

@@ -192,6 +192,28 @@ def test_busy_load_spreads_and_gathers_again(pgmux):
         c.close()
 
 
+def test_shared_startup_settings_stay_each_clients_own(pgmux):
+    """Clients that sent the same startup parameters share one block of wanted settings
+    (pool_params_intern); a SET by one copies it first. With the sessions moved to worker 0
+    and two server connections changing hands, each client keeps its own settings, and a
+    client that logs in later with the same parameters gets the original ones."""
+    mport = _free_port()
+    px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport, max_open_conns=2)
+    conns = [px.connect(application_name="shared", client_encoding="UTF8") for _ in range(12)]
+    wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 4) == [12, 0, 0, 0],
+             timeout=10, what="all 12 sessions on worker 0")
+    conns[3].execute("SET application_name = 'mine'")
+    conns[7].execute("SET application_name = 'other'")
+    late = px.connect(application_name="shared", client_encoding="UTF8")
+    for _ in range(3):
+        for i, c in enumerate(conns + [late]):
+            want = {3: "mine", 7: "other"}.get(i, "shared")
+            assert c.execute("SHOW application_name").fetchone()[0] == want, i
+            assert c.execute("SHOW client_encoding").fetchone()[0] == "UTF8", i
+    for c in conns + [late]:
+        c.close()
+
+
 def test_spreads_only_while_a_cpu_is_idle(pgmux):
     """Spreading: while a whole CPU that pgmux may use is idle, a worker counts as busy at half
     worker_busy_percent (pgmux_workers_spread 1); once every CPU is busy, at the whole of it
