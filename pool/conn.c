@@ -66,6 +66,20 @@ block_v(struct params_block *b)
     return (struct pool_param *) (void *) (b + 1);
 }
 
+/* A packed set has cap 0 and entries (an unpacked one with entries has cap >= n); its block
+ * header sits just before v. */
+static struct params_block *
+params_block(const struct pool_params *ps)
+{
+    return ps->cap == 0 && ps->n > 0 ? (struct params_block *) (void *) ps->v - 1 : NULL;
+}
+
+bool
+pool_params_is_packed(const struct pool_params *ps)
+{
+    return params_block(ps) != NULL;
+}
+
 void
 pool_params_block_put(void *block)
 {
@@ -79,7 +93,8 @@ pool_params_block_put(void *block)
 static enum status
 params_unpack(struct pool_params *ps)
 {
-    if (!ps->block) {
+    struct params_block *b = params_block(ps);
+    if (!b) {
         return ST_OK;
     }
     int cap = ps->n < 8 ? 16 : ps->n * 2;
@@ -99,8 +114,7 @@ params_unpack(struct pool_params *ps)
             return ST_ENOMEM;
         }
     }
-    pool_params_block_put(ps->block);
-    ps->block = NULL;
+    pool_params_block_put(b);
     ps->v = v;
     ps->cap = cap;
     return ST_OK;
@@ -167,7 +181,7 @@ pool_params_remove_at(struct pool_params *ps, int i)
 enum status
 pool_params_pack(struct pool_params *ps)
 {
-    if (ps->block || ps->n == 0) {
+    if (params_block(ps) || ps->n == 0) {
         if (ps->n == 0) {
             pool_params_clear(ps);
         }
@@ -196,8 +210,7 @@ pool_params_pack(struct pool_params *ps)
     }
     free(ps->v);
     ps->v = v;
-    ps->cap = ps->n;
-    ps->block = b;
+    ps->cap = 0; /* packed (params_block) */
     return ST_OK;
 }
 
@@ -205,7 +218,7 @@ void
 pool_params_intern(struct pool_params *ps, void **slot)
 {
     struct params_block *cached = *slot;
-    if (ps->n == 0 || (cached && cached == ps->block)) {
+    if (ps->n == 0 || (cached && cached == params_block(ps))) {
         return;
     }
     /* Compared before packing: a login that finds its block allocates none. */
@@ -217,16 +230,16 @@ pool_params_intern(struct pool_params *ps, void **slot)
     if (same) {
         atomic_fetch_add_explicit(&cached->refs, 1, memory_order_relaxed);
         pool_params_clear(ps);
-        ps->block = cached;
         ps->v = block_v(cached);
-        ps->n = ps->cap = cached->n;
+        ps->n = cached->n;
+        ps->cap = 0;
         return;
     }
     if (pool_params_pack(ps) != ST_OK) {
         return; /* an unpacked set is still right, only larger */
     }
     /* The newest set takes the slot: the next login from the same driver finds it. */
-    struct params_block *mine = ps->block;
+    struct params_block *mine = params_block(ps);
     atomic_fetch_add_explicit(&mine->refs, 1, memory_order_relaxed);
     pool_params_block_put(cached);
     *slot = mine;
@@ -235,8 +248,9 @@ pool_params_intern(struct pool_params *ps, void **slot)
 void
 pool_params_clear(struct pool_params *ps)
 {
-    if (ps->block) {
-        pool_params_block_put(ps->block);
+    struct params_block *b = params_block(ps);
+    if (b) {
+        pool_params_block_put(b);
     } else {
         for (int i = 0; i < ps->n; i++) {
             free(ps->v[i].name);
@@ -245,7 +259,6 @@ pool_params_clear(struct pool_params *ps)
         free(ps->v);
     }
     ps->v = NULL;
-    ps->block = NULL;
     ps->n = ps->cap = 0;
 }
 

@@ -119,10 +119,9 @@ struct pool_param {
 struct pool_params {
     struct pool_param *v;
     int n;
-    int cap;
-    void *block; /* pool_params_pack: v and every string in this one allocation (cap == n),
-                    immutable, perhaps shared with other sets (pool_params_intern) and freed
-                    with the last; NULL: v and each string allocated apart */
+    int cap; /* 0 with entries: packed (pool_params_pack): v and every string in one
+                allocation, immutable, perhaps shared with other sets (pool_params_intern) and
+                freed with the last; else v and each string allocated apart */
 };
 
 struct pool_local {
@@ -632,6 +631,9 @@ enum status pool_params_pack(struct pool_params *ps) MUST_CHECK;
  * the block may be released on any thread. On ST_ENOMEM ps stays as it was.
  */
 void pool_params_intern(struct pool_params *ps, void **slot);
+
+/** Whether ps is packed (pool_params_pack). */
+bool pool_params_is_packed(const struct pool_params *ps);
 
 /** Drop a reference to a packed block (a pool_params_intern slot); NULL is ignored. */
 void pool_params_block_put(void *block);

@@ -27,11 +27,12 @@ get(const struct pool_params *ps, const char *name)
     return NULL;
 }
 
+/* In the packed block, which starts just before v and is well under 4 KiB. */
 static bool
-inside(const struct pool_params *ps, const char *p) /* the block is well under 4 KiB */
+inside(const struct pool_params *ps, const char *p)
 {
-    return ps->block && (const char *) p >= (const char *) ps->block &&
-           (const char *) p < (const char *) ps->block + 4096;
+    const char *start = (const char *) ps->v - 64;
+    return pool_params_is_packed(ps) && p >= start && p < start + 4096;
 }
 
 static void
@@ -69,10 +70,8 @@ test_pack_keeps_every_entry(void **state)
         assert_int_equal(pool_params_set(&ps, kv[i][0], kv[i][1]), ST_OK);
     }
     assert_int_equal(pool_params_pack(&ps), ST_OK);
-    assert_non_null(ps.block);
-    assert_true(inside(&ps, (const char *) ps.v));
+    assert_true(pool_params_is_packed(&ps));
     assert_int_equal(ps.n, 5);
-    assert_int_equal(ps.cap, 5);
     for (size_t i = 0; i < 5; i++) {
         assert_string_equal(ps.v[i].name, kv[i][0]);
         assert_string_equal(ps.v[i].value, kv[i][1]);
@@ -81,14 +80,15 @@ test_pack_keeps_every_entry(void **state)
     assert_int_equal(pool_params_pack(&ps), ST_OK); /* packed already: unchanged */
     /* the same value again changes nothing and keeps it packed */
     assert_int_equal(pool_params_set(&ps, "DateStyle", "ISO"), ST_OK);
-    assert_non_null(ps.block);
+    assert_true(pool_params_is_packed(&ps));
     pool_params_clear(&ps);
-    assert_null(ps.block);
+    assert_false(pool_params_is_packed(&ps));
+    assert_null(ps.v);
 
     /* an empty set packs to nothing */
     assert_int_equal(pool_params_pack(&ps), ST_OK);
     assert_null(ps.v);
-    assert_null(ps.block);
+    assert_false(pool_params_is_packed(&ps));
 }
 
 static void
@@ -101,7 +101,7 @@ test_change_after_pack_unpacks(void **state)
     assert_int_equal(pool_params_pack(&ps), ST_OK);
     /* a new value for an entry */
     assert_int_equal(pool_params_set(&ps, "TimeZone", "GMT"), ST_OK);
-    assert_null(ps.block);
+    assert_false(pool_params_is_packed(&ps));
     assert_string_equal(get(&ps, "TimeZone"), "GMT");
     assert_string_equal(get(&ps, "search_path"), "app");
     /* a new entry after packing again */
@@ -112,7 +112,7 @@ test_change_after_pack_unpacks(void **state)
     /* removal from a packed set */
     assert_int_equal(pool_params_pack(&ps), ST_OK);
     assert_int_equal(pool_params_remove_at(&ps, 0), ST_OK);
-    assert_null(ps.block);
+    assert_false(pool_params_is_packed(&ps));
     assert_int_equal(ps.n, 2);
     assert_null(get(&ps, "search_path"));
     pool_params_clear(&ps);
@@ -152,22 +152,23 @@ test_intern_shares_equal_sets(void **state)
     struct pool_params a = { 0 }, b = { 0 }, c = { 0 };
     fill(&a, "shop");
     pool_params_intern(&a, &slot);
-    assert_non_null(a.block);
-    assert_ptr_equal(slot, a.block);
+    assert_true(pool_params_is_packed(&a));
+    assert_non_null(slot);
     /* the same entries: the same block */
     fill(&b, "shop");
     pool_params_intern(&b, &slot);
-    assert_ptr_equal(b.block, a.block);
+    assert_true(pool_params_is_packed(&b));
     assert_ptr_equal(b.v, a.v);
     assert_string_equal(b.v[1].value, "shop");
     /* another value: its own block, which takes the slot */
     fill(&c, "billing");
+    void *slot_a = slot;
     pool_params_intern(&c, &slot);
-    assert_ptr_not_equal(c.block, a.block);
-    assert_ptr_equal(slot, c.block);
+    assert_ptr_not_equal(c.v, a.v);
+    assert_ptr_not_equal(slot, slot_a);
     /* a change to a shared set copies it; the others keep theirs */
     assert_int_equal(pool_params_set(&b, "application_name", "shop2"), ST_OK);
-    assert_null(b.block);
+    assert_false(pool_params_is_packed(&b));
     assert_string_equal(b.v[1].value, "shop2");
     assert_string_equal(a.v[1].value, "shop");
     /* freed with the last reference (LeakSanitizer under check-asan, ASan on a double free) */
@@ -181,7 +182,7 @@ test_intern_shares_equal_sets(void **state)
     slot = NULL;
     pool_params_intern(&e, &slot);
     assert_null(slot);
-    assert_null(e.block);
+    assert_false(pool_params_is_packed(&e));
 }
 
 int
