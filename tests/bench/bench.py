@@ -659,7 +659,7 @@ ignore_startup_parameters = extra_float_digits
         if n <= 0:
             return
         args_of = {"S": ["-S"], "S extended": ["-S", "-M", "extended"], "TPC-B": [],
-                   "S -C": ["-S", "-C"]}
+                   "S -C": ["-S", "-C"], "S -C scram": ["-S", "-C"]}
         workloads = [w.strip() for w in ENV["BENCH_CALLGRIND_WORKLOADS"].split(",") if w.strip()]
         for w in workloads:
             if w not in args_of:
@@ -679,7 +679,8 @@ ignore_startup_parameters = extra_float_digits
                         binary = ENV["BENCH_PGMUX_BASE"] if target == "pgmux-base" else None
                         p, port = self.start_pgmux(target + "-callgrind", workers=1,
                                                    valgrind=vg, binary=binary)
-                    r = self.pgbench(target, args_of[w], 1, txns=txns, port=port)
+                    r = self.pgbench(target, args_of[w], 1, txns=txns, port=port,
+                                     user=SCRAM_USER if w == "S -C scram" else USER)
                     stop(p, timeout=60)
                     if r["error"]:
                         self.instr[(target, w)] = "error: " + r["error"]
