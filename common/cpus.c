@@ -218,8 +218,10 @@ cpus_quota_find(const char *cgroup_root, const char *proc_cgroup, struct cpus_qu
     if (n < 0 || n >= (int) sizeof(q->usage_path) || access(q->usage_path, R_OK) != 0) {
         q->usage_path[0] = '\0';
         size_t rl = strlen(cgroup_root);
-        const char *mount = dir + rl + 1, *rel = strchr(mount, '/');
-        if (!is_v2 && strlen(dir) > rl && strncmp(mount, "cpu", 3) == 0) {
+        /* (v1 dirs are always "<root>/<mount>..."; a v2 quota may sit at the root itself) */
+        const char *mount = !is_v2 && strlen(dir) > rl ? dir + rl + 1 : NULL;
+        if (mount && strncmp(mount, "cpu", 3) == 0) {
+            const char *rel = strchr(mount, '/');
             n = snprintf(q->usage_path, sizeof(q->usage_path), "%s/cpuacct%s/cpuacct.usage",
                          cgroup_root, rel ? rel : "");
             if (n < 0 || n >= (int) sizeof(q->usage_path) || access(q->usage_path, R_OK) != 0) {

@@ -226,7 +226,7 @@ metrics_render(struct runtime *rt, struct strbuf *b)
                    atomic_load_explicit(&rt->n_active, memory_order_relaxed));
     family(b, "pgmux_spare_cpus", "gauge",
            "Idle CPU this process could still use at the last balance tick, in CPUs: idle time of "
-           "the CPUs it may run on, at most its CPU quota less its own use (worker_balance).");
+           "the CPUs it may run on, at most what is left of its CPU quota (worker_balance).");
     strbuf_appendf(b, "pgmux_spare_cpus %.3f\n",
                    atomic_load_explicit(&rt->spare_pm, memory_order_relaxed) / 1000.0);
     family(b, "pgmux_workers_spread", "gauge",

@@ -291,7 +291,6 @@ balance_spare(struct worker *w, int64_t now_us, uint32_t own_pm)
         /* The per-CPU lines come first and take under 100 bytes each; the rest is not read. */
         long conf = sysconf(_SC_NPROCESSORS_CONF);
         cs->size = 4096 + 128 * (size_t) (conf > 0 && conf < CPU_SETSIZE ? conf : CPU_SETSIZE);
-        cs->usable = cpus_usable();
         struct cpus_quota q;
         cs->quota_fd = -1;
         cs->usage_us = -1;
@@ -316,7 +315,8 @@ balance_spare(struct worker *w, int64_t now_us, uint32_t own_pm)
         cs->has_prev = false;
         return 0;
     }
-    uint32_t quota_pm = cs->quota_pm ? cs->quota_pm : (uint32_t) cs->usable * 1000;
+    /* Without a quota, the CPUs counted are the limit (what cpus_usable would say). */
+    uint32_t quota_pm = cs->quota_pm ? cs->quota_pm : (uint32_t) n_cpus * 1000;
     uint32_t used_pm = cs->quota_pm ? balance_quota_used(cs, now_us, own_pm) : own_pm;
     uint32_t pm = 0;
     if (cs->has_prev && n_cpus == cs->n_cpus && idle >= cs->idle && total > cs->total) {

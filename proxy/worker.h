@@ -173,7 +173,6 @@ struct worker {
         bool has_failed;          /* it cannot be read here: spare stays 0 */
         bool has_prev;            /* idle and total hold the previous tick's sums */
         int n_cpus;               /* CPUs of mask found in /proc/stat */
-        int usable;               /* cpus_usable(): the affinity mask and the CPU quota */
         int quota_fd;             /* the quota's cgroup CPU time (cpus_quota); -1: none */
         bool quota_v2;            /* its format */
         uint32_t quota_pm;        /* the quota (permille of one CPU); 0: none */

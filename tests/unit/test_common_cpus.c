@@ -163,6 +163,13 @@ test_quota_and_its_usage_file(void **state)
     assert_int_equal(q.permille, 500);
     snprintf(want, sizeof(want), "%s/cpuacct/svc/cpuacct.usage", root);
     assert_string_equal(q.usage_path, want);
+    /* v2, the quota on the root itself (a container's own cgroup seen through its cgroup
+     * namespace) without a readable cpu.stat: the quota alone */
+    put("cpu.max", "200000 100000\n");
+    assert_true(cpus_quota_find(root, "0::/\n", &q));
+    assert_int_equal(q.permille, 2000);
+    assert_string_equal(q.usage_path, "");
+    put("cpu.max", "max 100000\n");
     /* none */
     assert_false(cpus_quota_find(root, "0::/kubepods\n", &q));
     assert_int_equal(q.permille, 0);
