@@ -2596,6 +2596,20 @@ cfg_pool_mode_for(const struct cfg *c, const char *database, const char *user)
 }
 
 bool
+cfg_may_pool_session(const struct cfg *c)
+{
+    bool may = c->pool_mode == CFG_POOL_SESSION;
+    for (int i = 0; i < c->n_db_overrides && !may; i++) {
+        may = c->db_overrides[i].has_pool_mode && c->db_overrides[i].pool_mode == CFG_POOL_SESSION;
+    }
+    for (int i = 0; i < c->n_user_overrides && !may; i++) {
+        may = c->user_overrides[i].has_pool_mode &&
+              c->user_overrides[i].pool_mode == CFG_POOL_SESSION;
+    }
+    return may;
+}
+
+bool
 cfg_param_tracked(const struct cfg *c, const char *name)
 {
     if (param_builtin(name)) {

@@ -277,6 +277,10 @@ const struct cfg_user *cfg_user_find(const struct cfg *c, const char *name);
  */
 enum cfg_pool_mode cfg_pool_mode_for(const struct cfg *c, const char *database, const char *user);
 
+/** Whether some client may get session pooling ([pool] or any section's pool_mode): its
+ * session can never move to another worker. Pure; any thread. */
+bool cfg_may_pool_session(const struct cfg *c);
+
 /**
  * Whether ParameterStatus for name is followed and replayed in transaction and statement mode:
  * true for the built-in list (client_encoding, DateStyle, TimeZone, IntervalStyle,

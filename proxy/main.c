@@ -257,6 +257,7 @@ stop_cb(EV_P_ ev_signal *s, int revents)
     (void) revents;
     log_info("received signal %d, shutting down now", s->signum);
     rt.is_stopping = true;
+    worker_steer_stop(&rt);
     for (int i = 0; i < rt.n_workers; i++) {
         worker_stop(&rt.workers[i]);
     }
@@ -304,6 +305,7 @@ drain_cb(EV_P_ ev_signal *s, int revents)
     /* The name goes at once, so a new pgmux can take it over while this one drains; the
      * workers accept what is already queued before they stop watching the socket. */
     unlink_unix_listener();
+    worker_steer_stop(&rt);
     for (int i = 0; i < rt.n_workers; i++) {
         worker_drain(&rt.workers[i], timeout_ms * 1000);
     }
@@ -516,6 +518,7 @@ main(int argc, char **argv)
         log_stop();
         return 1;
     }
+    pthread_mutex_init(&rt.steer_mu, NULL);
     for (int i = 0; i < rt.n_workers; i++) {
         int fd = open_listener(cfg);
         if (fd < 0 || worker_init(&rt.workers[i], i, &rt, fd) != 0 ||
@@ -526,6 +529,7 @@ main(int argc, char **argv)
             return 1;
         }
     }
+    worker_steer_init(&rt, cfg);
     /* Chosen once at start: every worker runs the same engine, or all fall back to epoll. */
     const char *engine = "epoll";
     if (cfg->io_engine != CFG_IO_EPOLL) {
@@ -611,6 +615,7 @@ main(int argc, char **argv)
     for (int i = 0; i < rt.n_workers; i++) {
         worker_fini(&rt.workers[i]);
     }
+    pthread_mutex_destroy(&rt.steer_mu);
     pool_set_fini(&rt.pools);
     tls_fini(&rt.tls);
     peers_fini(&rt.peers);

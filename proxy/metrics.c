@@ -234,6 +234,11 @@ metrics_render(struct runtime *rt, struct strbuf *b)
            "worker_busy_percent because idle CPUs are spare), else 0.");
     strbuf_appendf(b, "pgmux_workers_spread %d\n",
                    atomic_load_explicit(&rt->is_spread, memory_order_relaxed) ? 1 : 0);
+    family(b, "pgmux_workers_steered", "gauge",
+           "Workers whose listeners get new TCP connections (worker_balance steers them to the "
+           "active ones); 0 while the kernel spreads them over all by its hash.");
+    strbuf_appendf(b, "pgmux_workers_steered %d\n",
+                   atomic_load_explicit(&rt->steer_n, memory_order_relaxed));
     family(b, "pgmux_worker_busy_ratio", "gauge",
            "CPU time of the worker's thread over its last 250 ms tick, as a fraction of one CPU.");
     for (int i = 0; i < rt->n_workers; i++) {

@@ -3,10 +3,10 @@
  * the end-of-iteration reaper that frees what was closed (CONVENTIONS 3.1.5), and orderly
  * shutdown through the inbox.
  *
- * Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new connections
- * without a hand-off thread; the price is that a busy worker cannot refuse its share. The
- * alternative (one acceptor dealing sockets through inboxes) costs an extra wake-up per
- * connection; the -C benchmark decides if that ever pays.
+ * Each worker listens on its own SO_REUSEPORT socket, so the kernel deals new connections
+ * without a hand-off thread; with worker_balance, a BPF program that worker 0 attaches deals
+ * them to the active workers only (steer.h). The alternative (one acceptor dealing sockets
+ * through inboxes) costs an extra wake-up per connection.
  */
 #include "proxy/worker.h"
 
@@ -29,6 +29,7 @@
 #include "proxy/balance.h"
 #include "proxy/client.h"
 #include "proxy/iobatch.h"
+#include "proxy/steer.h"
 #include "proxy/topology.h"
 
 #define WORKER_TICK_S 0.25
@@ -132,7 +133,12 @@ worker_listen_unix(struct worker *w, int fd)
     w->unix_epfd = epfd;
     ev_io_init(&w->unix_io, unix_listen_cb, epfd, EV_READ);
     w->unix_io.data = w;
-    ev_io_start(w->loop, &w->unix_io);
+    /* As balance_tick decides from then on. */
+    w->skips_unix = w->cfg->worker_balance && w->idx >= atomic_load(&w->rt->n_active) &&
+                    !cfg_may_pool_session(w->cfg);
+    if (!w->skips_unix) {
+        ev_io_start(w->loop, &w->unix_io);
+    }
     return 0;
 }
 
@@ -329,6 +335,89 @@ balance_spare(struct worker *w, int64_t now_us, uint32_t own_pm)
     return pm;
 }
 
+/* Which listeners the kernel should hand new TCP connections to (steer.h): the active
+ * workers', while some are parked and every session can move; else all of them. */
+static int
+steer_wanted(const struct runtime *rt, const struct cfg *cfg, int n_active)
+{
+    return cfg->worker_balance && n_active < rt->n_workers && !cfg_may_pool_session(cfg) ? n_active
+                                                                                         : 0;
+}
+
+/* Under rt->steer_mu. */
+static void
+steer_apply(struct runtime *rt, int fd, int want)
+{
+    if (want == rt->steer_n || !rt->may_steer || fd < 0) {
+        return;
+    }
+    /* Another process's listener (a new pgmux starting beside this one) would get no connection
+     * while we steer: let the hash share them until it is gone. */
+    if (want > 0 && steer_listeners(fd) != rt->n_workers) {
+        want = 0;
+    }
+    if (want == rt->steer_n) {
+        return;
+    }
+    if ((want > 0 ? steer_attach(fd, want) : steer_detach(fd)) == 0) {
+        log_debug("new connections go to %d workers' listeners (0: all, by hash)", want);
+        atomic_store(&rt->steer_n, want);
+        return;
+    }
+    log_warning("cannot steer new connections to the active workers (%s): the kernel spreads "
+                "them over all workers",
+                strerror(errno));
+    (void) steer_detach(fd);
+    atomic_store(&rt->steer_n, 0);
+    rt->may_steer = false;
+}
+
+/* Worker 0, each tick, after it set the active count. */
+static void
+steer_update(struct worker *w, int n_active)
+{
+    struct runtime *rt = w->rt;
+    pthread_mutex_lock(&rt->steer_mu);
+    steer_apply(rt, w->listen_fd, steer_wanted(rt, w->cfg, n_active));
+    pthread_mutex_unlock(&rt->steer_mu);
+}
+
+void
+worker_steer_init(struct runtime *rt, const struct cfg *cfg)
+{
+    pthread_mutex_lock(&rt->steer_mu);
+    atomic_store(&rt->steer_n, 0);
+    int fd = rt->n_workers > 0 ? rt->workers[0].listen_fd : -1;
+    int n = fd >= 0 ? steer_listeners(fd) : -1;
+    rt->may_steer = n == rt->n_workers;
+    if (fd >= 0 && n > rt->n_workers) {
+        /* Positions in the group are not our worker indexes now, nor once the other process
+         * closes its listeners; and a program it attached would steer ours by its count. */
+        (void) steer_detach(fd);
+        log_info("another process listens on the same port: new connections are spread by the "
+                 "kernel's hash, not steered to the active workers");
+    } else if (fd >= 0 && n < 0) {
+        log_info("cannot count the port's listeners (sock_diag): new connections are spread by "
+                 "the kernel's hash, not steered to the active workers");
+    }
+    steer_apply(rt, fd, steer_wanted(rt, cfg, atomic_load(&rt->n_active)));
+    pthread_mutex_unlock(&rt->steer_mu);
+}
+
+void
+worker_steer_stop(struct runtime *rt)
+{
+    pthread_mutex_lock(&rt->steer_mu);
+    if (rt->steer_n > 0 && rt->workers[0].listen_fd >= 0) {
+        /* Before any listener closes: a close reorders the group, and a program left attached
+         * would go on steering a successor's listeners by our count. */
+        (void) steer_detach(rt->workers[0].listen_fd);
+    }
+    atomic_store(&rt->steer_n, 0);
+    rt->may_steer = false;
+    pthread_mutex_unlock(&rt->steer_mu);
+}
+
 static void
 balance_tick(struct worker *w, int64_t now_us)
 {
@@ -398,6 +487,20 @@ balance_tick(struct worker *w, int64_t now_us)
     }
     int n_active = atomic_load(&rt->n_active);
     w->is_parked = cfg->worker_balance && w->idx >= n_active;
+    if (w->idx == 0) {
+        steer_update(w, n_active);
+    }
+    /* A parked worker leaves the shared Unix listener to the active ones, as the steering does
+     * the TCP ones, where the sessions it would log in could move. */
+    bool skips_unix = w->is_parked && !cfg_may_pool_session(cfg);
+    if (w->unix_epfd >= 0 && skips_unix != w->skips_unix) {
+        w->skips_unix = skips_unix;
+        if (skips_unix && ev_is_active(&w->unix_io)) {
+            ev_io_stop(w->loop, &w->unix_io);
+        } else if (!skips_unix && !ev_is_active(&w->unix_io)) {
+            ev_io_start(w->loop, &w->unix_io);
+        }
+    }
     if (!cfg->worker_balance || w->is_draining || w->is_stopping || rt->n_workers < 2) {
         return;
     }
@@ -457,7 +560,8 @@ tick_cb(EV_P_ ev_timer *t, int revents)
     if (!w->is_stopping && !w->is_draining && w->listen_fd >= 0 && !ev_is_active(&w->listen_io)) {
         ev_io_start(w->loop, &w->listen_io);
     }
-    if (!w->is_stopping && !w->is_draining && w->unix_epfd >= 0 && !ev_is_active(&w->unix_io)) {
+    if (!w->is_stopping && !w->is_draining && w->unix_epfd >= 0 && !w->skips_unix &&
+        !ev_is_active(&w->unix_io)) {
         ev_io_start(w->loop, &w->unix_io);
     }
 }

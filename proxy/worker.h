@@ -84,6 +84,11 @@ struct runtime {
     atomic_bool is_spread; /* worker_balance: workers count as busy at half worker_busy_percent
                               (balance.h, spreading); written by worker 0's tick */
     atomic_int n_clients;  /* client connections open, all workers (max_client_conn) */
+    pthread_mutex_t steer_mu;  /* orders worker 0's steering (worker_steer) against the drain */
+    bool may_steer;            /* under steer_mu: our listeners are the port's first ones, in worker
+                                  order (steer.h); false once draining or where it failed */
+    int steer_n;               /* under steer_mu: new TCP connections go to workers 0..steer_n-1;
+                                  0 = the kernel's hash over all */
     struct ev_loop *main_loop; /* told through workers_done when a worker has finished */
     ev_async workers_done;
     atomic_int n_running;        /* workers whose loop still runs */
@@ -161,6 +166,7 @@ struct worker {
     int64_t load_cpu_ns;      /* the thread's CPU time at that tick */
     int64_t load_at_us;       /* and the monotonic clock then */
     bool is_parked;           /* index >= n_active at the last tick: sessions leave when idle */
+    bool skips_unix;          /* parked: the Unix listener is left to the active workers */
     bool has_leavers;         /* parked: a session became idle since the reaper last looked */
     int give_hold;            /* ticks before this worker hands sessions to another again */
     int active_hold;          /* worker 0: ticks before n_active may change again */
@@ -227,6 +233,17 @@ int worker_listen_unix(struct worker *w, int fd) MUST_CHECK;
 
 /** Start the thread. */
 int worker_start(struct worker *w) MUST_CHECK;
+
+/**
+ * Decide once, after every worker's listener is open and before any starts, whether new TCP
+ * connections may be steered to the active workers (steer.h): only where no other socket
+ * listened on the port before ours, and then steer them as cfg and the active count say.
+ * Otherwise detach what a predecessor may have left. Main thread.
+ */
+void worker_steer_init(struct runtime *rt, const struct cfg *cfg);
+
+/** Hand new TCP connections to the kernel's hash again, for good (drain). Any thread. */
+void worker_steer_stop(struct runtime *rt);
 
 /** Ask the worker to close everything and leave its loop. Any thread. */
 void worker_stop(struct worker *w);
