@@ -1,8 +1,11 @@
 """worker_balance: sessions gather on as few workers as the load keeps busy and spread again
-when it grows. Logins land on whichever worker the kernel's SO_REUSEPORT picks; a session
-between transactions then moves to an active worker, keeps its prepared statements and its
-cancel key (a CancelRequest names the worker that accepted it, which forwards it), and with
-worker_balance = off stays where it was accepted."""
+when it grows. New connections go to the active workers' listeners (a BPF program steers the
+kernel's SO_REUSEPORT choice; a parked worker leaves the Unix listener alone); with session
+pooling, or worker_balance = off, the kernel spreads them over every worker, and they stay
+where they were accepted. A session between transactions moves to an active worker, keeps its
+prepared statements and its cancel key (a CancelRequest names the worker that accepted it,
+which forwards it). Tests of moves put sessions on every worker with worker_balance = off
+first, then turn it on by reload."""
 
 import os
 import socket
@@ -30,13 +33,60 @@ def home(conn):
     return conn.info.backend_pid >> WORKER_SLOT_BITS
 
 
+def _balance(px, on):
+    from test_reload import rewrite, sighup_and_wait
+    rewrite(px, worker_balance="on" if on else "off")
+    sighup_and_wait(px)
+
+
+def test_new_logins_go_to_the_active_workers(pgmux):
+    """At a light load only worker 0 is active: every login over TCP and over the Unix socket
+    lands there, and nothing has to move."""
+    import tempfile
+    sockdir = tempfile.mkdtemp(prefix="pgmux-", dir="/tmp")
+    try:
+        mport = _free_port()
+        px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport,
+                   unix_socket_dir=sockdir)
+        conns = [px.connect() for _ in range(24)]
+        conns += [psycopg.connect(f"host={sockdir} port={px.port} user=app password=app-secret "
+                                  "dbname=appdb", autocommit=True) for _ in range(8)]
+        assert [home(c) for c in conns] == [0] * 32
+        assert per_worker(mport, "pgmux_worker_client_connections", 4) == [32, 0, 0, 0]
+        for i, c in enumerate(conns):
+            assert c.execute("SELECT %s::int", [i]).fetchone()[0] == i
+        fams = scrape(mport)
+        assert value(fams, "pgmux_workers_active") == 1
+        assert value(fams, "pgmux_workers_steered") == 1
+        assert value(fams, "pgmux_client_moves_total") == 0
+        for c in conns:
+            c.close()
+    finally:
+        import shutil
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_session_pooling_spreads_new_logins(pgmux):
+    """A session-pooled client can never move, so with any session pooling in the file the
+    kernel spreads logins over every worker, whatever the load."""
+    mport = _free_port()
+    px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport,
+               sections={"database.postgres": {"pool_mode": "session"}})
+    conns = [px.connect() for _ in range(16)]
+    assert len({home(c) for c in conns}) > 1  # all 16 on one worker: 1 run in 4**15
+    assert value(scrape(mport), "pgmux_workers_steered") == 0
+    for c in conns:
+        c.close()
+
+
 def test_light_load_gathers_on_one_worker(pgmux):
     mport = _free_port()
-    px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport)
+    px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport, worker_balance="off")
     conns = [px.connect() for _ in range(16)]
     homes = {home(c) for c in conns}
     # The kernel spread the logins over the four listeners ...
     assert len(homes) > 1, homes
+    _balance(px, True)
     # ... and the sessions gather on worker 0, the only active one at this load.
     wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 4) == [16, 0, 0, 0],
              timeout=10, what="all 16 sessions on worker 0")
@@ -75,7 +125,7 @@ def test_cancel_reaches_a_moved_session(cluster, pgmux):
     """The cancel key names the worker that accepted the session; after the session moved,
     that worker forwards the CancelRequest to where it lives."""
     mport = _free_port()
-    px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport)
+    px = pgmux(workers=4, pool_mode="transaction", metrics_port=mport, worker_balance="off")
     keep = []
     conn = None
     for _ in range(60):
@@ -86,6 +136,7 @@ def test_cancel_reaches_a_moved_session(cluster, pgmux):
         keep.append(c)
     assert conn is not None, "60 logins, all accepted by worker 0"
     h = home(conn)
+    _balance(px, True)
     wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 4)[h] == 0,
              timeout=10, what=f"the session accepted by worker {h} moved away")
     for attempt in range(2):
@@ -144,10 +195,11 @@ def _check_load(errors, done, n_threads):
 
 
 def test_sessions_move_in_the_middle_of_a_load(pgmux):
-    """Twelve sessions run statements back to back; the load stays light, so those accepted
-    by worker 1 move to worker 0 between two of their statements, and nothing is lost."""
+    """Twelve sessions run statements back to back, spread by the kernel with worker_balance
+    off; once it is on, the load stays light, so those accepted by worker 1 move to worker 0
+    between two of their statements, and nothing is lost."""
     mport = _free_port()
-    px = pgmux(workers=2, pool_mode="transaction", metrics_port=mport)
+    px = pgmux(workers=2, pool_mode="transaction", metrics_port=mport, worker_balance="off")
     stop = threading.Event()
     errors, done, homes = [], {}, {}
     threads = _load(px, stop, errors, done, n_threads=12, homes=homes)
@@ -155,6 +207,7 @@ def test_sessions_move_in_the_middle_of_a_load(pgmux):
         wait_for(lambda: len(homes) == 12, timeout=15, what="12 sessions logged in")
         moved = sum(1 for h in homes.values() if h != 0)
         assert moved > 0, homes  # the kernel put all 12 on worker 0: 1 run in 2048
+        _balance(px, True)
         wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 2) == [12, 0],
                  timeout=15, what="the busy sessions gathered on worker 0")
         assert value(scrape(mport), "pgmux_client_moves_total") >= moved
@@ -287,8 +340,9 @@ def test_reload_turns_balancing_on_and_off(pgmux):
 
 
 def test_churn_of_moves_cancels_and_disconnects(cluster, pgmux):
-    """Two workers, worker_balance turned off and on by reload every 1.5 s (off: both keep new
-    sessions; on: worker 1 parks and hands its sessions over), while clients connect, run
+    """Two workers, worker_balance turned off and on by reload every second (off: the kernel
+    spreads new sessions over both and they stay; on: new ones go to worker 0, and worker 1
+    parks and hands its sessions over), while clients connect, run
     statements and pipelines, cancel their own running sleeps and hang up at random moments.
     Every answer is checked: a cancel must end the statement it was sent for and nothing else
     (PostgreSQL signals a cancelled backend twice, and pgmux holds the server connection
@@ -309,7 +363,8 @@ def test_churn_of_moves_cancels_and_disconnects(cluster, pgmux):
                 conn = px.connect()
                 with lock:
                     counts["sessions"] += 1
-                for _ in range(rnd.randint(1, 30)):
+                # long enough that many sessions see a reload turn balancing on
+                for _ in range(rnd.randint(1, 60)):
                     r = rnd.random()
                     if r < 0.1:
                         mark = f"churn-{seed}-{rnd.randint(0, 10**9)}"
@@ -335,7 +390,7 @@ def test_churn_of_moves_cancels_and_disconnects(cluster, pgmux):
                         assert conn.execute("SELECT %s::int", [k]).fetchone()[0] == k
                     with lock:
                         counts["stmts"] += 1
-                    if rnd.random() < 0.3:
+                    if rnd.random() < 0.5:
                         time.sleep(rnd.uniform(0, 0.05))
                 if rnd.random() < 0.5:
                     conn.close()
@@ -347,10 +402,10 @@ def test_churn_of_moves_cancels_and_disconnects(cluster, pgmux):
     threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(10)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 7
+    deadline = time.monotonic() + 8
     on = True
     while time.monotonic() < deadline:
-        time.sleep(1.5)
+        time.sleep(1.0)
         on = not on
         rewrite(px, worker_balance="on" if on else "off")
         sighup_and_wait(px)
@@ -359,7 +414,9 @@ def test_churn_of_moves_cancels_and_disconnects(cluster, pgmux):
         t.join(timeout=30)
     assert not errors, errors[:5]
     assert counts["sessions"] > 20 and counts["stmts"] > 200 and counts["cancels"] > 10, counts
-    assert value(scrape(mport), "pgmux_client_moves_total") >= 10  # a stress of moves
+    moves = value(scrape(mport), "pgmux_client_moves_total")
+    print(f"\nchurn: {counts}, {moves:.0f} moves")
+    assert moves >= 5  # a stress of moves (10-20 here under ASan)
     wait_for(lambda: sum(per_worker(mport, "pgmux_worker_client_connections", 2)) == 0,
              timeout=15, what="every session counted out")
     with px.connect() as c:

@@ -185,8 +185,15 @@ def test_restart_on_the_same_port_under_load(cluster, pgmux, migrate_req):
 
     b = pgmux(listen_port=a.port, **settings)
     wait_for(lambda: "listening on" in b.log_text(), timeout=15, what="B to listen")
+    # A steers new connections to its active worker's listener; B, which found A's listeners
+    # on the port, must not (its positions in the group are not its workers'), and takes A's
+    # program off, so the kernel's hash shares new connections between A and B.
+    assert "another process listens on the same port" in b.log_text()
+    assert "another process listens" not in a.log_text()
     at_b = load.committed()
     wait_for(lambda: load.committed() > at_b + 50, timeout=30, what="the load on A and B")
+    wait_for(lambda: "event=connect" in b.log_text(), timeout=30,
+             what="B to get connections while A still listens")
 
     a.proc.send_signal(signal.SIGTERM)
     rc = a.proc.wait(timeout=20)
