@@ -139,9 +139,13 @@ def test_tls_sessions_move_between_workers(pgmux, certs):
     from test_balance import per_worker
     from test_metrics import _free_port
     mport = _free_port()
-    px = pgmux(**tls_settings(certs), pool_mode="transaction", workers=4, metrics_port=mport)
+    from test_balance import _balance
+    px = pgmux(**tls_settings(certs), pool_mode="transaction", workers=4, metrics_port=mport,
+               worker_balance="off")
     conns = [px.connect(sslmode="require") for _ in range(12)]
+    # spread by the kernel with worker_balance off; on, they gather on worker 0
     assert len({c.info.backend_pid >> 23 for c in conns}) > 1
+    _balance(px, True)
     wait_for(lambda: per_worker(mport, "pgmux_worker_client_connections", 4) == [12, 0, 0, 0],
              timeout=10, what="all 12 TLS sessions on worker 0")
     for i, c in enumerate(conns):
