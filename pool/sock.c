@@ -21,6 +21,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "common/sysio.h"
+
 static __thread char tls_err[256];
 
 void
@@ -263,7 +265,7 @@ pool_sock_read(struct pool_sock *s, char *p, size_t len)
         return tls_read(s, p, len);
     }
     for (;;) {
-        ssize_t n = recv(s->fd, p, len, 0);
+        ssize_t n = sys_recv(s->fd, p, len, 0);
         if (n > 0) {
             return (int) n;
         }
@@ -282,7 +284,7 @@ pool_sock_write(struct pool_sock *s, const char *p, size_t len)
 {
     if (!s->ssl) {
         for (;;) {
-            ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL);
+            ssize_t n = sys_send(s->fd, p, len, MSG_NOSIGNAL);
             if (n >= 0) {
                 return (long) n;
             }

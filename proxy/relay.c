@@ -27,6 +27,7 @@
 #include <sys/uio.h>
 
 #include "common/log.h"
+#include "common/sysio.h"
 #include "pool/pool.h"
 #include "protocol/messages.h"
 #include "protocol/wire.h"
@@ -527,7 +528,7 @@ relay_flush_how(struct client *c, bool from_client, bool is_now)
             /* The common case (one answer, one query): send() takes the kernel's single-buffer
              * path, without copying in a msghdr and importing an iovec. */
             do {
-                n = send(s.fd, s.iov[0].iov_base, s.iov[0].iov_len, MSG_NOSIGNAL);
+                n = sys_send(s.fd, s.iov[0].iov_base, s.iov[0].iov_len, MSG_NOSIGNAL);
             } while (n < 0 && errno == EINTR);
         } else {
             struct msghdr mh;
@@ -535,7 +536,7 @@ relay_flush_how(struct client *c, bool from_client, bool is_now)
             mh.msg_iov = s.iov;
             mh.msg_iovlen = (size_t) s.n_iov;
             do {
-                n = sendmsg(s.fd, &mh, MSG_NOSIGNAL);
+                n = sys_sendmsg(s.fd, &mh, MSG_NOSIGNAL);
             } while (n < 0 && errno == EINTR);
         }
         if (n < 0) {
