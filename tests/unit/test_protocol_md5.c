@@ -1,7 +1,8 @@
 /*
  * test_protocol_md5.c - unit tests for protocol/md5.c: the stored secret and the salted answer
  * to AuthenticationMD5Password, against digests computed outside pgmux with md5sum and Python's
- * hashlib, and the shape check for stored secrets. Single-threaded.
+ * hashlib, the MD5 computation itself against OpenSSL's on every input length over several
+ * blocks, and the shape check for stored secrets. Single-threaded.
  *
  * Reference: PostgreSQL 15 documentation, 21.5 "Password Authentication" (md5), 55.7
  * "Message Formats" (AuthenticationMD5Password).
@@ -10,9 +11,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
 
 #include "protocol/md5.h"
 
@@ -68,12 +71,51 @@ test_is_secret(void **state)
     assert_false(proto_md5_is_secret("SCRAM-SHA-256$4096:abc"));
 }
 
+/* md5(password || user) for every split of inputs up to 300 bytes long (padding on either
+ * side of the 56-byte mark, one to five blocks), against OpenSSL's MD5. */
+static void
+test_against_openssl(void **state)
+{
+    (void) state;
+    char in[301];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof(in) - 1; i++) {
+        x = x * 1103515245 + 12345;
+        in[i] = (char) (1 + (x >> 16) % 255); /* no NUL: the inputs are C strings */
+    }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    assert_non_null(ctx);
+    for (size_t len = 0; len <= 300; len++) {
+        for (size_t cut = 0; cut <= len; cut += len < 140 ? 1 : 37) {
+            char pw[301], user[301];
+            memcpy(pw, in, cut);
+            pw[cut] = '\0';
+            memcpy(user, in + cut, len - cut);
+            user[len - cut] = '\0';
+            unsigned char d[EVP_MAX_MD_SIZE];
+            unsigned int dlen = 0;
+            assert_int_equal(EVP_DigestInit_ex(ctx, EVP_md5(), NULL), 1);
+            assert_int_equal(EVP_DigestUpdate(ctx, in, len), 1);
+            assert_int_equal(EVP_DigestFinal_ex(ctx, d, &dlen), 1);
+            char want[PROTO_MD5_LEN + 1] = "md5";
+            for (unsigned int k = 0; k < dlen; k++) {
+                snprintf(want + 3 + 2 * k, 3, "%02x", d[k]);
+            }
+            char out[PROTO_MD5_LEN + 1];
+            proto_md5_hash_password(pw, user, out);
+            assert_string_equal(out, want);
+        }
+    }
+    EVP_MD_CTX_free(ctx);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hash_password),
         cmocka_unit_test(test_salt),
+        cmocka_unit_test(test_against_openssl),
         cmocka_unit_test(test_is_secret),
     };
     return cmocka_run_group_tests_name("protocol_md5", tests, NULL, NULL);
