@@ -178,6 +178,41 @@ pool_params_remove_at(struct pool_params *ps, int i)
     return ST_OK;
 }
 
+/* One block holding the n pairs of v, with one reference; NULL when out of memory. */
+static struct params_block *
+params_block_new(const struct pool_param *v, int n)
+{
+    size_t size = sizeof(struct params_block) + (size_t) n * sizeof(struct pool_param);
+    for (int i = 0; i < n; i++) {
+        size += strlen(v[i].name) + 1 + strlen(v[i].value) + 1;
+    }
+    struct params_block *b = malloc(size);
+    if (!b) {
+        return NULL;
+    }
+    atomic_init(&b->refs, 1);
+    b->n = n;
+    struct pool_param *bv = block_v(b);
+    char *p = (char *) (bv + n);
+    for (int i = 0; i < n; i++) {
+        size_t nl = strlen(v[i].name) + 1, vl = strlen(v[i].value) + 1;
+        bv[i].name = memcpy(p, v[i].name, nl);
+        p += nl;
+        bv[i].value = memcpy(p, v[i].value, vl);
+        p += vl;
+    }
+    return b;
+}
+
+/* Make the empty set ps the packed set of block b (whose reference it takes over). */
+static void
+params_adopt(struct pool_params *ps, struct params_block *b)
+{
+    ps->v = block_v(b);
+    ps->n = b->n;
+    ps->cap = 0; /* packed (params_block) */
+}
+
 enum status
 pool_params_pack(struct pool_params *ps)
 {
@@ -187,31 +222,33 @@ pool_params_pack(struct pool_params *ps)
         }
         return ST_OK;
     }
-    size_t size = sizeof(struct params_block) + (size_t) ps->n * sizeof(struct pool_param);
-    for (int i = 0; i < ps->n; i++) {
-        size += strlen(ps->v[i].name) + 1 + strlen(ps->v[i].value) + 1;
-    }
-    struct params_block *b = malloc(size);
+    struct params_block *b = params_block_new(ps->v, ps->n);
     if (!b) {
         return ST_ENOMEM;
     }
-    atomic_init(&b->refs, 1);
-    b->n = ps->n;
-    struct pool_param *v = block_v(b);
-    char *p = (char *) (v + ps->n);
-    for (int i = 0; i < ps->n; i++) {
-        size_t nl = strlen(ps->v[i].name) + 1, vl = strlen(ps->v[i].value) + 1;
-        v[i].name = memcpy(p, ps->v[i].name, nl);
-        p += nl;
-        v[i].value = memcpy(p, ps->v[i].value, vl);
-        p += vl;
-        free(ps->v[i].name);
-        free(ps->v[i].value);
-    }
-    free(ps->v);
-    ps->v = v;
-    ps->cap = 0; /* packed (params_block) */
+    pool_params_clear(ps);
+    params_adopt(ps, b);
     return ST_OK;
+}
+
+static bool
+block_holds(struct params_block *b, const struct pool_param *v, int n)
+{
+    bool same = b && b->n == n;
+    for (int i = 0; same && i < n; i++) {
+        same = strcmp(block_v(b)[i].name, v[i].name) == 0 &&
+               strcmp(block_v(b)[i].value, v[i].value) == 0;
+    }
+    return same;
+}
+
+/* The newest set takes the slot: the next login from the same driver finds it. */
+static void
+slot_take(void **slot, struct params_block *mine)
+{
+    atomic_fetch_add_explicit(&mine->refs, 1, memory_order_relaxed);
+    pool_params_block_put(*slot);
+    *slot = mine;
 }
 
 void
@@ -221,28 +258,39 @@ pool_params_intern(struct pool_params *ps, void **slot)
     if (ps->n == 0 || (cached && cached == params_block(ps))) {
         return;
     }
-    /* Compared before packing: a login that finds its block allocates none. */
-    bool same = cached && cached->n == ps->n;
-    for (int i = 0; same && i < ps->n; i++) {
-        same = strcmp(block_v(cached)[i].name, ps->v[i].name) == 0 &&
-               strcmp(block_v(cached)[i].value, ps->v[i].value) == 0;
-    }
-    if (same) {
+    /* Compared before packing: a set that finds its block allocates none. */
+    if (block_holds(cached, ps->v, ps->n)) {
         atomic_fetch_add_explicit(&cached->refs, 1, memory_order_relaxed);
         pool_params_clear(ps);
-        ps->v = block_v(cached);
-        ps->n = cached->n;
-        ps->cap = 0;
+        params_adopt(ps, cached);
         return;
     }
     if (pool_params_pack(ps) != ST_OK) {
         return; /* an unpacked set is still right, only larger */
     }
-    /* The newest set takes the slot: the next login from the same driver finds it. */
-    struct params_block *mine = params_block(ps);
-    atomic_fetch_add_explicit(&mine->refs, 1, memory_order_relaxed);
-    pool_params_block_put(cached);
-    *slot = mine;
+    slot_take(slot, params_block(ps));
+}
+
+enum status
+pool_params_intern_from(struct pool_params *ps, const struct pool_param *v, int n, void **slot)
+{
+    ASSERT(ps->n == 0);
+    if (n == 0) {
+        return ST_OK;
+    }
+    struct params_block *cached = *slot;
+    if (block_holds(cached, v, n)) {
+        atomic_fetch_add_explicit(&cached->refs, 1, memory_order_relaxed);
+        params_adopt(ps, cached);
+        return ST_OK;
+    }
+    struct params_block *b = params_block_new(v, n);
+    if (!b) {
+        return ST_ENOMEM;
+    }
+    params_adopt(ps, b);
+    slot_take(slot, b);
+    return ST_OK;
 }
 
 void

@@ -632,6 +632,16 @@ enum status pool_params_pack(struct pool_params *ps) MUST_CHECK;
  */
 void pool_params_intern(struct pool_params *ps, void **slot);
 
+/**
+ * Make the empty set ps hold the n pairs of v (names distinct; the strings are the caller's
+ * and are copied): the block in *slot if it holds the same pairs in the same order, else a new
+ * packed block, which then takes the slot. A login builds its wanted settings this way from
+ * pointers into its startup packet, so one that finds its block allocates nothing at all.
+ * The slot's thread only. ST_OK, or ST_ENOMEM with ps still empty.
+ */
+enum status pool_params_intern_from(struct pool_params *ps, const struct pool_param *v, int n,
+                                    void **slot) MUST_CHECK;
+
 /** Whether ps is packed (pool_params_pack). */
 bool pool_params_is_packed(const struct pool_params *ps);
 

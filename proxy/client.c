@@ -949,6 +949,7 @@ client_pool_get(struct worker *w, int node, const char *database, const char *us
     return p;
 }
 static enum status client_init_want(struct client *c);
+static uint64_t want_hash_of(const struct pool_param *v, int n);
 
 _Static_assert(sizeof(((struct pool_secret *) 0)->md5) == PROTO_MD5_LEN + 1,
                "pool_secret.md5 holds an md5 secret and its NUL");
@@ -1770,8 +1771,11 @@ params_remove(struct pool_params *ps, const char *name)
 static enum status
 client_init_want(struct client *c)
 {
-    /* The packet was parsed when it arrived (client_startup_v3); this is its copy. */
+    /* The packet was parsed when it arrived (client_startup_v3); this is its copy, which lives
+     * until the login ends, so the pairs can point into it until they are interned. */
     const uint8_t *pkt = (const uint8_t *) c->login->startup;
+    struct pool_param v[PROTO_STARTUP_MAX_PARAMS];
+    int n = 0;
     const char *name, *value;
     for (size_t off = 0; proto_startup_next(pkt, c->login->startup_len, &off, &name, &value);) {
         if (strcmp(name, "target_session_attrs") == 0) {
@@ -1787,34 +1791,51 @@ client_init_want(struct client *c)
                                       strcasecmp(value, "true") == 0 ||
                                       strcasecmp(value, "yes") == 0 || strcmp(value, "1") == 0;
         }
-        if (!param_is_structural(name) && pool_params_set(&c->want, name, value) != ST_OK) {
-            return ST_ENOMEM;
+        if (param_is_structural(name)) {
+            continue;
         }
+        /* A name sent twice keeps its first place and takes the last value. */
+        int at = 0;
+        while (at < n && strcmp(v[at].name, name) != 0) {
+            at++;
+        }
+        if (at == PROTO_STARTUP_MAX_PARAMS) {
+            break; /* cannot be: the parse accepted at most that many pairs */
+        }
+        v[at].name = (char *) (uintptr_t) name;
+        v[at].value = (char *) (uintptr_t) value;
+        n += at == n;
     }
-    client_want_rehash(c);
+    c->want_hash = want_hash_of(v, n);
     /* Held for the session's life and changed only by a SET the client sends: one block, the
      * same for every client that sent the same parameters. */
-    pool_params_intern(&c->want, &c->w->want_cache[c->want_hash % WORKER_WANT_CACHE_N]);
-    return ST_OK;
+    return pool_params_intern_from(&c->want, v, n,
+                                   &c->w->want_cache[c->want_hash % WORKER_WANT_CACHE_N]);
+}
+
+static uint64_t
+want_hash_of(const struct pool_param *v, int n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < n; i++) {
+        /* FNV-1a of "name=value" (name case-folded), summed so order does not matter. */
+        uint64_t e = 0xcbf29ce484222325ull;
+        for (const char *p = v[i].name; *p; p++) {
+            e = (e ^ (uint8_t) tolower((unsigned char) *p)) * 0x100000001b3ull;
+        }
+        e = (e ^ '=') * 0x100000001b3ull;
+        for (const char *p = v[i].value; *p; p++) {
+            e = (e ^ (uint8_t) *p) * 0x100000001b3ull;
+        }
+        h += e;
+    }
+    return h ? h : 1;
 }
 
 void
 client_want_rehash(struct client *c)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull;
-    for (int i = 0; i < c->want.n; i++) {
-        /* FNV-1a of "name=value" (name case-folded), summed so order does not matter. */
-        uint64_t e = 0xcbf29ce484222325ull;
-        for (const char *p = c->want.v[i].name; *p; p++) {
-            e = (e ^ (uint8_t) tolower((unsigned char) *p)) * 0x100000001b3ull;
-        }
-        e = (e ^ '=') * 0x100000001b3ull;
-        for (const char *p = c->want.v[i].value; *p; p++) {
-            e = (e ^ (uint8_t) *p) * 0x100000001b3ull;
-        }
-        h += e;
-    }
-    c->want_hash = h ? h : 1;
+    c->want_hash = want_hash_of(c->want.v, c->want.n);
 }
 
 static bool

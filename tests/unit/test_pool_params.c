@@ -185,6 +185,51 @@ test_intern_shares_equal_sets(void **state)
     assert_false(pool_params_is_packed(&e));
 }
 
+/* From pairs that point elsewhere (a login's startup packet): copied into a block, shared with
+ * an equal set in the slot, and the slot taken by a different one. */
+static void
+test_intern_from_pairs(void **state)
+{
+    (void) state;
+    void *slot = NULL;
+    char n1[] = "client_encoding", v1[] = "UTF8", n2[] = "application_name", v2[] = "shop";
+    struct pool_param v[] = { { n1, v1 }, { n2, v2 } };
+    struct pool_params a = { 0 }, b = { 0 }, c = { 0 }, e = { 0 };
+    assert_int_equal(pool_params_intern_from(&a, v, 2, &slot), ST_OK);
+    assert_true(pool_params_is_packed(&a));
+    assert_non_null(slot);
+    /* the pairs were copied: the caller's buffers may go */
+    v2[0] = 'X';
+    assert_string_equal(a.v[1].value, "shop");
+    assert_ptr_not_equal(a.v[1].value, v2);
+    /* the same pairs again: the same block */
+    v2[0] = 's';
+    assert_int_equal(pool_params_intern_from(&b, v, 2, &slot), ST_OK);
+    assert_ptr_equal(b.v, a.v);
+    /* the same set built apart and interned the other way finds it too */
+    fill(&e, "shop");
+    pool_params_intern(&e, &slot);
+    assert_ptr_equal(e.v, a.v);
+    /* one value differs: its own block, which takes the slot */
+    void *slot_a = slot;
+    assert_int_equal(pool_params_intern_from(&c, v, 1, &slot), ST_OK);
+    assert_int_equal(c.n, 1);
+    assert_ptr_not_equal(slot, slot_a);
+    /* a SET on a shared one copies it first */
+    assert_int_equal(pool_params_set(&b, "application_name", "mine"), ST_OK);
+    assert_string_equal(a.v[1].value, "shop");
+    assert_string_equal(b.v[1].value, "mine");
+    /* no pairs: nothing */
+    struct pool_params z = { 0 };
+    assert_int_equal(pool_params_intern_from(&z, v, 0, &slot), ST_OK);
+    assert_false(pool_params_is_packed(&z));
+    pool_params_clear(&a);
+    pool_params_clear(&b);
+    pool_params_clear(&c);
+    pool_params_clear(&e);
+    pool_params_block_put(slot);
+}
+
 int
 main(void)
 {
@@ -194,6 +239,7 @@ main(void)
         cmocka_unit_test(test_change_after_pack_unpacks),
         cmocka_unit_test(test_set_from_its_own_block),
         cmocka_unit_test(test_intern_shares_equal_sets),
+        cmocka_unit_test(test_intern_from_pairs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
