@@ -2411,16 +2411,26 @@ client_queue_welcome(struct client *c, const struct pool_params *server, const u
     uint8_t mem[1024];
     proto_builder_init_fixed(&pb, mem, sizeof(mem));
     for (int pass = 0; pass < 2; pass++) {
-        uint32_t start = 0;
+        /* With the server's messages at hand, the ones the client's settings do not replace
+         * are copied a run at a time: [run, start) is copied when a replaced one or the end
+         * comes. */
+        uint32_t start = 0, run = 0;
         for (int i = 0; i < server->n; i++) {
             const char *name = server->v[i].name;
-            const char *mine = params_get(&c->want, name);
-            if (msgs && !mine) {
-                proto_builder_bytes(&pb, msgs + start, ends[i] - start);
-            } else {
+            const char *mine = c->want.n > 0 ? params_get(&c->want, name) : NULL;
+            if (!msgs) {
                 proto_build_parameter_status(&pb, name, mine ? mine : server->v[i].value);
+                continue;
             }
-            start = msgs ? ends[i] : 0;
+            if (mine) {
+                proto_builder_bytes(&pb, msgs + run, start - run);
+                proto_build_parameter_status(&pb, name, mine);
+                run = ends[i];
+            }
+            start = ends[i];
+        }
+        if (msgs) {
+            proto_builder_bytes(&pb, msgs + run, start - run);
         }
         proto_build_backend_key(&pb, c->home_pid, c->cancel_key);
         proto_build_ready(&pb, txn_status);

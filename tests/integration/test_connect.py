@@ -334,3 +334,36 @@ def test_logins_derive_no_keys_once_cached(cluster, pgmux):
                 assert pgwire.login_error(px.port, user, "appdb", "wrong").sqlstate == "28P01"
         after = _derivations(mport)
         assert after - before == first + wrong, (user, before, after)
+
+
+def test_welcome_carries_the_clients_own_settings(cluster, pgmux):
+    """Transaction pooling answers a login from the pool's welcome, without a server: the
+    server's ParameterStatus messages in the server's order, each replaced by the client's own
+    value where its startup packet set one (here the first, a middle and the last of the
+    server's list, names in any case), every other one as the server sent it. (The client's
+    value is passed on as written: PostgreSQL would report "German" as "German, DMY".)"""
+    px = pgmux(pool_mode="transaction")
+    direct = pgwire.connect(cluster.primary_port, "app", "appdb", "app-secret")
+    server = dict(direct.parameters)
+    direct.close()
+    names = list(server)
+    first, last = names[0], names[-1]
+    middle = "DateStyle"
+    assert first == "application_name" and last == "TimeZone" and middle in names, names
+    mine = {"application_name": "welcome-test", "datestyle": "SQL, DMY",
+            "timezone": "Pacific/Chatham"}
+    warm = pgwire.connect(px.port, "app", "appdb", "app-secret")  # the pool learns its welcome
+    warm.close()
+    for extra, want in (({}, {}),
+                        (mine, {"application_name": "welcome-test", "DateStyle": "SQL, DMY",
+                                "TimeZone": "Pacific/Chatham"}),
+                        ({"DateStyle": "German, DMY"}, {"DateStyle": "German, DMY"})):
+        c = pgwire.connect(px.port, "app", "appdb", "app-secret", extra=extra)
+        got = list(c.parameters.items())
+        expect = [(k, want.get(k, v)) for k, v in server.items()]
+        # pgmux's welcome may add nothing and lose nothing; session_authorization and
+        # is_superuser are the server's for this user either way
+        assert got == expect, (extra, got)
+        # and the session runs with them
+        assert c.query("SHOW DateStyle")[0][0] == want.get("DateStyle", server["DateStyle"])
+        c.terminate()
