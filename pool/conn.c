@@ -53,7 +53,7 @@ static void conn_send_startup(struct pool_conn *sc);
 /* ---- parameters ---- */
 
 /* A packed set: this header, then v[n], then the strings. Immutable once built; shared by every
- * set that pool_params_intern gave it, on any thread (a session moves between workers), so
+ * set that pool_params_intern_from gave it, on any thread (a session moves between workers), so
  * the count is atomic. */
 struct params_block {
     atomic_int refs;
@@ -213,24 +213,6 @@ params_adopt(struct pool_params *ps, struct params_block *b)
     ps->cap = 0; /* packed (params_block) */
 }
 
-enum status
-pool_params_pack(struct pool_params *ps)
-{
-    if (params_block(ps) || ps->n == 0) {
-        if (ps->n == 0) {
-            pool_params_clear(ps);
-        }
-        return ST_OK;
-    }
-    struct params_block *b = params_block_new(ps->v, ps->n);
-    if (!b) {
-        return ST_ENOMEM;
-    }
-    pool_params_clear(ps);
-    params_adopt(ps, b);
-    return ST_OK;
-}
-
 static bool
 block_holds(struct params_block *b, const struct pool_param *v, int n)
 {
@@ -249,26 +231,6 @@ slot_take(void **slot, struct params_block *mine)
     atomic_fetch_add_explicit(&mine->refs, 1, memory_order_relaxed);
     pool_params_block_put(*slot);
     *slot = mine;
-}
-
-void
-pool_params_intern(struct pool_params *ps, void **slot)
-{
-    struct params_block *cached = *slot;
-    if (ps->n == 0 || (cached && cached == params_block(ps))) {
-        return;
-    }
-    /* Compared before packing: a set that finds its block allocates none. */
-    if (block_holds(cached, ps->v, ps->n)) {
-        atomic_fetch_add_explicit(&cached->refs, 1, memory_order_relaxed);
-        pool_params_clear(ps);
-        params_adopt(ps, cached);
-        return;
-    }
-    if (pool_params_pack(ps) != ST_OK) {
-        return; /* an unpacked set is still right, only larger */
-    }
-    slot_take(slot, params_block(ps));
 }
 
 enum status

@@ -119,8 +119,8 @@ struct pool_param {
 struct pool_params {
     struct pool_param *v;
     int n;
-    int cap; /* 0 with entries: packed (pool_params_pack): v and every string in one
-                allocation, immutable, perhaps shared with other sets (pool_params_intern) and
+    int cap; /* 0 with entries: packed (pool_params_intern_from): v and every string in
+                one allocation, immutable, perhaps shared with other sets, and
                 freed with the last; else v and each string allocated apart */
 };
 
@@ -616,36 +616,24 @@ enum status pool_params_set(struct pool_params *ps, const char *name, const char
 enum status pool_params_remove_at(struct pool_params *ps, int i) MUST_CHECK;
 
 /**
- * Move the set into one allocation of its exact size (a set that will mostly be read: a
- * client's wanted settings live as long as the client, and five parameters, as JDBC sends,
- * cost about 590 bytes apart against about 210 packed). A later change unpacks it. ST_ENOMEM
- * leaves it as it was.
- */
-enum status pool_params_pack(struct pool_params *ps) MUST_CHECK;
-
-/**
- * Pack ps (pool_params_pack) and share its block with the sets that used *slot before, if it
- * holds the same entries in the same order; else make ps's block the slot's. *slot holds a
- * reference (pool_params_block_put drops it). Clients of one application send the same startup
- * parameters, so their wanted settings take one block between them. The slot's thread only;
- * the block may be released on any thread. On ST_ENOMEM ps stays as it was.
- */
-void pool_params_intern(struct pool_params *ps, void **slot);
-
-/**
  * Make the empty set ps hold the n pairs of v (names distinct; the strings are the caller's
- * and are copied): the block in *slot if it holds the same pairs in the same order, else a new
- * packed block, which then takes the slot. A login builds its wanted settings this way from
- * pointers into its startup packet, so one that finds its block allocates nothing at all.
- * The slot's thread only. ST_OK, or ST_ENOMEM with ps still empty.
+ * and are copied), packed: one allocation of exact size, immutable (a later change unpacks it
+ * first). A client's wanted settings live as long as the client, and five parameters, as JDBC
+ * sends, cost about 590 bytes apart against about 210 packed. The block is the one in *slot if
+ * that holds the same pairs in the same order, else a new one, which then takes the slot;
+ * *slot holds a reference (pool_params_block_put drops it). Clients of one application send
+ * the same startup parameters, so their settings take one block between them, and a login
+ * builds them from pointers into its startup packet, so one that finds its block allocates
+ * nothing. The slot's thread only; a block may be released on any thread. ST_OK, or ST_ENOMEM
+ * with ps still empty.
  */
 enum status pool_params_intern_from(struct pool_params *ps, const struct pool_param *v, int n,
                                     void **slot) MUST_CHECK;
 
-/** Whether ps is packed (pool_params_pack). */
+/** Whether ps is packed (pool_params_intern_from). */
 bool pool_params_is_packed(const struct pool_params *ps);
 
-/** Drop a reference to a packed block (a pool_params_intern slot); NULL is ignored. */
+/** Drop a reference to a packed block (a pool_params_intern_from slot); NULL is ignored. */
 void pool_params_block_put(void *block);
 
 void pool_params_clear(struct pool_params *ps);

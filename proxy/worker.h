@@ -171,7 +171,7 @@ struct worker {
     int give_hold;            /* ticks before this worker hands sessions to another again */
     int active_hold;          /* worker 0: ticks before n_active may change again */
     /* Packed wanted-settings blocks of recent logins, by a hash of their entries: clients of
-     * one application send the same startup parameters and share one (pool_params_intern). */
+     * one application send the same startup parameters and share one (pool_params_intern_from). */
     void *want_cache[WORKER_WANT_CACHE_N];
     struct balance_spread spread; /* worker 0: whether the load spreads (balance.h) */
     struct cpu_sampler {          /* worker 0: idle time of the CPUs this process may use */

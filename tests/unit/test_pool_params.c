@@ -1,9 +1,10 @@
 /*
  * test_pool_params.c - pool/conn.c's parameter sets: set, replace, remove, and the packed form
- * (one allocation of exact size) that a client's wanted settings take: packing keeps every
- * entry, a change unpacks first, even when the new name or value points into the packed block
- * itself, and clear frees either form (LeakSanitizer checks that under `make check-asan`);
- * equal sets interned through one slot share one block, which a change copies first.
+ * (one allocation of exact size, pool_params_intern_from) that a client's wanted settings
+ * take: packing keeps every entry, a change unpacks first, even when the new name or value
+ * points into the packed block itself, and clear frees either form (LeakSanitizer checks that
+ * under `make check-asan`); equal sets interned through one slot share one block, which a
+ * change copies first.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +34,25 @@ inside(const struct pool_params *ps, const char *p)
 {
     const char *start = (const char *) ps->v - 64;
     return pool_params_is_packed(ps) && p >= start && p < start + 4096;
+}
+
+/* Replace ps by its packed copy, interned through *slot (a login's settings are built so). */
+static void
+intern(struct pool_params *ps, void **slot)
+{
+    struct pool_params p = { 0 };
+    assert_int_equal(pool_params_intern_from(&p, ps->v, ps->n, slot), ST_OK);
+    pool_params_clear(ps);
+    *ps = p;
+}
+
+/* Replace ps by a packed copy of its own. */
+static void
+pack(struct pool_params *ps)
+{
+    void *slot = NULL;
+    intern(ps, &slot);
+    pool_params_block_put(slot);
 }
 
 static void
@@ -69,7 +89,7 @@ test_pack_keeps_every_entry(void **state)
     for (size_t i = 0; i < 5; i++) {
         assert_int_equal(pool_params_set(&ps, kv[i][0], kv[i][1]), ST_OK);
     }
-    assert_int_equal(pool_params_pack(&ps), ST_OK);
+    pack(&ps);
     assert_true(pool_params_is_packed(&ps));
     assert_int_equal(ps.n, 5);
     for (size_t i = 0; i < 5; i++) {
@@ -77,7 +97,9 @@ test_pack_keeps_every_entry(void **state)
         assert_string_equal(ps.v[i].value, kv[i][1]);
         assert_true(inside(&ps, ps.v[i].name) && inside(&ps, ps.v[i].value));
     }
-    assert_int_equal(pool_params_pack(&ps), ST_OK); /* packed already: unchanged */
+    pack(&ps); /* packed already: the same entries */
+    assert_int_equal(ps.n, 5);
+    assert_string_equal(ps.v[4].value, kv[4][1]);
     /* the same value again changes nothing and keeps it packed */
     assert_int_equal(pool_params_set(&ps, "DateStyle", "ISO"), ST_OK);
     assert_true(pool_params_is_packed(&ps));
@@ -86,7 +108,7 @@ test_pack_keeps_every_entry(void **state)
     assert_null(ps.v);
 
     /* an empty set packs to nothing */
-    assert_int_equal(pool_params_pack(&ps), ST_OK);
+    pack(&ps);
     assert_null(ps.v);
     assert_false(pool_params_is_packed(&ps));
 }
@@ -98,19 +120,19 @@ test_change_after_pack_unpacks(void **state)
     struct pool_params ps = { 0 };
     assert_int_equal(pool_params_set(&ps, "search_path", "app"), ST_OK);
     assert_int_equal(pool_params_set(&ps, "TimeZone", "UTC"), ST_OK);
-    assert_int_equal(pool_params_pack(&ps), ST_OK);
+    pack(&ps);
     /* a new value for an entry */
     assert_int_equal(pool_params_set(&ps, "TimeZone", "GMT"), ST_OK);
     assert_false(pool_params_is_packed(&ps));
     assert_string_equal(get(&ps, "TimeZone"), "GMT");
     assert_string_equal(get(&ps, "search_path"), "app");
     /* a new entry after packing again */
-    assert_int_equal(pool_params_pack(&ps), ST_OK);
+    pack(&ps);
     assert_int_equal(pool_params_set(&ps, "work_mem", "64MB"), ST_OK);
     assert_int_equal(ps.n, 3);
     assert_string_equal(get(&ps, "work_mem"), "64MB");
     /* removal from a packed set */
-    assert_int_equal(pool_params_pack(&ps), ST_OK);
+    pack(&ps);
     assert_int_equal(pool_params_remove_at(&ps, 0), ST_OK);
     assert_false(pool_params_is_packed(&ps));
     assert_int_equal(ps.n, 2);
@@ -127,10 +149,10 @@ test_set_from_its_own_block(void **state)
     struct pool_params ps = { 0 };
     assert_int_equal(pool_params_set(&ps, "a", "one"), ST_OK);
     assert_int_equal(pool_params_set(&ps, "b", "two"), ST_OK);
-    assert_int_equal(pool_params_pack(&ps), ST_OK);
+    pack(&ps);
     assert_int_equal(pool_params_set(&ps, ps.v[0].name, ps.v[1].value), ST_OK);
     assert_string_equal(get(&ps, "a"), "two");
-    assert_int_equal(pool_params_pack(&ps), ST_OK);
+    pack(&ps);
     assert_int_equal(pool_params_set(&ps, ps.v[1].value, ps.v[0].name), ST_OK); /* new: "two" */
     assert_int_equal(ps.n, 3);
     assert_string_equal(get(&ps, "two"), "a");
@@ -151,19 +173,19 @@ test_intern_shares_equal_sets(void **state)
     void *slot = NULL;
     struct pool_params a = { 0 }, b = { 0 }, c = { 0 };
     fill(&a, "shop");
-    pool_params_intern(&a, &slot);
+    intern(&a, &slot);
     assert_true(pool_params_is_packed(&a));
     assert_non_null(slot);
     /* the same entries: the same block */
     fill(&b, "shop");
-    pool_params_intern(&b, &slot);
+    intern(&b, &slot);
     assert_true(pool_params_is_packed(&b));
     assert_ptr_equal(b.v, a.v);
     assert_string_equal(b.v[1].value, "shop");
     /* another value: its own block, which takes the slot */
     fill(&c, "billing");
     void *slot_a = slot;
-    pool_params_intern(&c, &slot);
+    intern(&c, &slot);
     assert_ptr_not_equal(c.v, a.v);
     assert_ptr_not_equal(slot, slot_a);
     /* a change to a shared set copies it; the others keep theirs */
@@ -180,7 +202,7 @@ test_intern_shares_equal_sets(void **state)
     /* an empty set is left alone */
     struct pool_params e = { 0 };
     slot = NULL;
-    pool_params_intern(&e, &slot);
+    intern(&e, &slot);
     assert_null(slot);
     assert_false(pool_params_is_packed(&e));
 }
@@ -208,7 +230,7 @@ test_intern_from_pairs(void **state)
     assert_ptr_equal(b.v, a.v);
     /* the same set built apart and interned the other way finds it too */
     fill(&e, "shop");
-    pool_params_intern(&e, &slot);
+    intern(&e, &slot);
     assert_ptr_equal(e.v, a.v);
     /* one value differs: its own block, which takes the slot */
     void *slot_a = slot;
