@@ -115,6 +115,14 @@ unix_listen_close(struct worker *w, bool take_queued)
     w->unix_fd = -1;
 }
 
+/* A parked worker leaves the shared Unix listener to the active ones, as the steering does the
+ * TCP ones (steer.h), where the sessions it would log in could move. */
+static bool
+skips_unix(const struct worker *w, int n_active)
+{
+    return w->cfg->worker_balance && w->idx >= n_active && !cfg_may_pool_session(w->cfg);
+}
+
 int
 worker_listen_unix(struct worker *w, int fd)
 {
@@ -133,9 +141,7 @@ worker_listen_unix(struct worker *w, int fd)
     w->unix_epfd = epfd;
     ev_io_init(&w->unix_io, unix_listen_cb, epfd, EV_READ);
     w->unix_io.data = w;
-    /* As balance_tick decides from then on. */
-    w->skips_unix = w->cfg->worker_balance && w->idx >= atomic_load(&w->rt->n_active) &&
-                    !cfg_may_pool_session(w->cfg);
+    w->skips_unix = skips_unix(w, atomic_load(&w->rt->n_active));
     if (!w->skips_unix) {
         ev_io_start(w->loop, &w->unix_io);
     }
@@ -490,14 +496,12 @@ balance_tick(struct worker *w, int64_t now_us)
     if (w->idx == 0) {
         steer_update(w, n_active);
     }
-    /* A parked worker leaves the shared Unix listener to the active ones, as the steering does
-     * the TCP ones, where the sessions it would log in could move. */
-    bool skips_unix = w->is_parked && !cfg_may_pool_session(cfg);
-    if (w->unix_epfd >= 0 && skips_unix != w->skips_unix) {
-        w->skips_unix = skips_unix;
-        if (skips_unix && ev_is_active(&w->unix_io)) {
+    bool skips = skips_unix(w, n_active);
+    if (w->unix_epfd >= 0 && skips != w->skips_unix) {
+        w->skips_unix = skips;
+        if (skips && ev_is_active(&w->unix_io)) {
             ev_io_stop(w->loop, &w->unix_io);
-        } else if (!skips_unix && !ev_is_active(&w->unix_io)) {
+        } else if (!skips && !ev_is_active(&w->unix_io)) {
             ev_io_start(w->loop, &w->unix_io);
         }
     }
