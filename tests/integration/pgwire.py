@@ -51,9 +51,10 @@ class ConnectionClosed(Exception):
 
 
 def startup_packet(params, version=PROTOCOL_3_0):
-    """StartupMessage: int32 length, int32 version, (name NUL value NUL)*, NUL."""
+    """StartupMessage: int32 length, int32 version, (name NUL value NUL)*, NUL. params: a dict,
+    or a list of (name, value) pairs (a name may repeat)."""
     body = struct.pack("!i", version)
-    for k, v in params.items():
+    for k, v in (params.items() if isinstance(params, dict) else params):
         body += k.encode() + b"\0" + v.encode() + b"\0"
     body += b"\0"
     return struct.pack("!i", len(body) + 4) + body
@@ -186,7 +187,10 @@ class RawConn:
         """Send a StartupMessage and complete authentication (cleartext, md5, SCRAM-SHA-256)
         up to ReadyForQuery. Raises PgError on an ErrorResponse."""
         params = {"user": user, "database": database}
-        params.update(extra or {})
+        if isinstance(extra, list):  # pairs, sent in order after user and database
+            params = list(params.items()) + extra
+        else:
+            params.update(extra or {})
         self.send(startup_packet(params))
         scram = None
         while True:

@@ -16,6 +16,8 @@ import struct
 import subprocess
 import time
 
+import pytest
+
 import pgwire
 from helpers import wait_for
 from conftest import PASSWORDS, _free_port, register_secret, userlist_entries
@@ -367,3 +369,37 @@ def test_welcome_carries_the_clients_own_settings(cluster, pgmux):
         # and the session runs with them
         assert c.query("SHOW DateStyle")[0][0] == want.get("DateStyle", server["DateStyle"])
         c.terminate()
+
+
+def test_startup_parameters_repeated_or_piled_up(pgmux):
+    """A login's wanted settings come from its startup packet, which the client writes: a name
+    given twice counts once, with its last value, as PostgreSQL takes it; 62 settings besides
+    user and database, the most a packet may hold, all reach the session; one more is refused
+    with 08P01, and pgmux goes on serving."""
+    px = pgmux(pool_mode="transaction")
+    c = pgwire.connect(px.port, "app", "appdb", "app-secret",
+                       extra=[("application_name", "first"), ("DateStyle", "SQL, DMY"),
+                              ("application_name", "second")])
+    assert c.parameters["application_name"] == "second"
+    assert c.query("SHOW application_name") == [["second"]]
+    assert c.query("SHOW DateStyle") == [["SQL, DMY"]]
+    c.terminate()
+
+    many = [(f"pgmux_test.k{i}", str(i)) for i in range(62)]
+    c = pgwire.connect(px.port, "app", "appdb", "app-secret", extra=many)
+    assert c.query("SELECT current_setting('pgmux_test.k0'), "
+                   "current_setting('pgmux_test.k61')") == [["0", "61"]]
+    c.terminate()
+
+    raw = pgwire.RawConn(px.port)
+    try:
+        with pytest.raises(pgwire.PgError) as e:
+            raw.login("app", "appdb", "app-secret", extra=many + [("pgmux_test.k62", "62")])
+        assert e.value.sqlstate == "08P01", e.value.message
+        assert "invalid startup packet" in e.value.message
+    finally:
+        raw.close()
+    # the reason is the log's
+    wait_for(lambda: "too many startup parameters" in px.log_text(), what="the reason logged")
+    with px.connect() as ok:
+        assert ok.execute("SELECT 1").fetchone()[0] == 1
