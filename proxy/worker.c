@@ -384,6 +384,20 @@ steer_update(struct worker *w, int n_active)
 {
     struct runtime *rt = w->rt;
     pthread_mutex_lock(&rt->steer_mu);
+    /* Once a second while steering, count the port's listeners again: another process that
+     * joined (a pgmux without steering, or any program started on the port) would otherwise
+     * get no connection while ours stays attached; one that detached ours would leave
+     * steer_n saying what is no longer so. A netlink dump, tens of microseconds. */
+    if (++w->steer_ticks >= 4) {
+        w->steer_ticks = 0;
+        if (rt->steer_n > 0 && rt->may_steer && w->listen_fd >= 0 &&
+            steer_listeners(w->listen_fd) != rt->n_workers) {
+            log_info("another process listens on the same port: new connections are spread by "
+                     "the kernel's hash while it does");
+            (void) steer_detach(w->listen_fd);
+            atomic_store(&rt->steer_n, 0);
+        }
+    }
     steer_apply(rt, w->listen_fd, steer_wanted(rt, w->cfg, n_active));
     pthread_mutex_unlock(&rt->steer_mu);
 }

@@ -87,8 +87,8 @@ struct runtime {
     pthread_mutex_t steer_mu;  /* orders worker 0's steering (worker_steer) against the drain */
     bool may_steer;            /* under steer_mu: our listeners are the port's first ones, in worker
                                   order (steer.h); false once draining or where it failed */
-    int steer_n;               /* under steer_mu: new TCP connections go to workers 0..steer_n-1;
-                                  0 = the kernel's hash over all */
+    atomic_int steer_n;        /* new TCP connections go to workers 0..steer_n-1; 0 = the
+                                  kernel's hash over all. Written under steer_mu; metrics read */
     struct ev_loop *main_loop; /* told through workers_done when a worker has finished */
     ev_async workers_done;
     atomic_int n_running;        /* workers whose loop still runs */
@@ -167,6 +167,7 @@ struct worker {
     int64_t load_at_us;       /* and the monotonic clock then */
     bool is_parked;           /* index >= n_active at the last tick: sessions leave when idle */
     bool skips_unix;          /* parked: the Unix listener is left to the active workers */
+    int steer_ticks;          /* worker 0: ticks since it last counted the port's listeners */
     bool has_leavers;         /* parked: a session became idle since the reaper last looked */
     int give_hold;            /* ticks before this worker hands sessions to another again */
     int active_hold;          /* worker 0: ticks before n_active may change again */

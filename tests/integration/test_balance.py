@@ -421,3 +421,41 @@ def test_churn_of_moves_cancels_and_disconnects(cluster, pgmux):
              timeout=15, what="every session counted out")
     with px.connect() as c:
         assert c.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_a_listener_that_joins_the_port_gets_its_share(pgmux):
+    """While pgmux steers new connections to its active worker, another socket that starts
+    listening on the same port (same user, SO_REUSEPORT: here a plain one, which knows nothing
+    of steering) would get none. pgmux counts the port's listeners every second while it
+    steers, lets the kernel's hash share connections while the other one is there, and steers
+    again once it has gone."""
+    mport = _free_port()
+    px = pgmux(workers=2, pool_mode="transaction", metrics_port=mport)
+    steered = lambda: value(scrape(mport), "pgmux_workers_steered")  # noqa: E731
+    assert steered() == 1
+    other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", px.port))
+        other.listen(64)
+        wait_for(lambda: steered() == 0, timeout=10, what="steering off beside another listener")
+        assert "another process listens on the same port" in px.log_text()
+        # the hash deals over three listeners now: some connections reach the other one
+        other.settimeout(0)
+        got = 0
+        for _ in range(60):
+            with socket.create_connection(("127.0.0.1", px.port), timeout=5):
+                pass
+            try:
+                other.accept()[0].close()
+                got += 1
+            except BlockingIOError:
+                pass
+        assert got > 0  # none of 60 with a third of the hash: about 1 run in 10**10
+    finally:
+        other.close()
+    wait_for(lambda: steered() == 1, timeout=10, what="steering again once it has gone")
+    conns = [px.connect() for _ in range(8)]
+    assert [home(c) for c in conns] == [0] * 8
+    for c in conns:
+        c.close()
