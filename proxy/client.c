@@ -1794,9 +1794,10 @@ client_init_want(struct client *c)
         if (param_is_structural(name)) {
             continue;
         }
-        /* A name sent twice keeps its first place and takes the last value. */
+        /* A name sent twice, in any case (setting names are), keeps its first place and
+         * takes the last value, as the server would. */
         int at = 0;
-        while (at < n && strcmp(v[at].name, name) != 0) {
+        while (at < n && strcasecmp(v[at].name, name) != 0) {
             at++;
         }
         if (at == PROTO_STARTUP_MAX_PARAMS) {

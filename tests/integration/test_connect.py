@@ -373,16 +373,17 @@ def test_welcome_carries_the_clients_own_settings(cluster, pgmux):
 
 def test_startup_parameters_repeated_or_piled_up(pgmux):
     """A login's wanted settings come from its startup packet, which the client writes: a name
-    given twice counts once, with its last value, as PostgreSQL takes it; 62 settings besides
-    user and database, the most a packet may hold, all reach the session; one more is refused
-    with 08P01, and pgmux goes on serving."""
+    given twice, in any case, counts once, with its last value, as PostgreSQL takes it; 62
+    settings besides user and database, the most a packet may hold, all reach the session; one
+    more is refused with 08P01, and pgmux goes on serving."""
     px = pgmux(pool_mode="transaction")
     c = pgwire.connect(px.port, "app", "appdb", "app-secret",
                        extra=[("application_name", "first"), ("DateStyle", "SQL, DMY"),
-                              ("application_name", "second")])
+                              ("application_name", "second"), ("datestyle", "ISO, YMD")])
     assert c.parameters["application_name"] == "second"
+    assert c.parameters["DateStyle"] == "ISO, YMD"
     assert c.query("SHOW application_name") == [["second"]]
-    assert c.query("SHOW DateStyle") == [["SQL, DMY"]]
+    assert c.query("SHOW DateStyle") == [["ISO, YMD"]]
     c.terminate()
 
     many = [(f"pgmux_test.k{i}", str(i)) for i in range(62)]
