@@ -320,6 +320,9 @@ log_disconnections = 0
 log_pooler_errors = 1
 query_wait_timeout = 10
 stats_period = 3600
+# pgmux listens with the kernel's maximum backlog; PgBouncer's default of 128 drops SYNs when
+# idle_clients has 256 logins in flight, and each drop waits out a 1 s retransmission
+listen_backlog = 4096
 # what JDBC users set: PgBouncer refuses this startup parameter otherwise (BENCH_IDLE_PARAMS)
 ignore_startup_parameters = extra_float_digits
 """)
@@ -547,8 +550,11 @@ ignore_startup_parameters = extra_float_digits
                 return "error: " + r["error"]
             time.sleep(0.5)
             base = proc_rss_kib(p.pid)
+            # A source address per 4,000 clients (at least 5): connect() looks for a free
+            # ephemeral port of its source, which slows down as that range fills up.
+            sources = max(5, -(-n // 4000))
             cl = subprocess.Popen([os.path.join(self.out, "idle_clients"), str(port), str(n),
-                                   USER, DB, PASSWORD], stdout=subprocess.PIPE,
+                                   USER, DB, PASSWORD, str(sources)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True,
                                   env=dict(os.environ, IDLE_CLIENTS_PARAMS=ENV["BENCH_IDLE_PARAMS"]))
             children.append(cl)
