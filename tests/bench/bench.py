@@ -18,6 +18,7 @@ or has failed transactions (CI runs it from `make test`).
 """
 import glob
 import hashlib
+import json
 import os
 import re
 import resource
@@ -63,6 +64,9 @@ ENV = {
     "BENCH_IDLE_CLIENTS": env("BENCH_IDLE_CLIENTS", "10000,100000"),  # empty = skip
     # startup parameters the idle clients send besides user and database ("name=value,...")
     "BENCH_IDLE_PARAMS": env("BENCH_IDLE_PARAMS", ""),
+    # idle-client counts above the open-file limit: "vm" runs them in a virtual machine
+    # (tests/bench/vm.sh), where root may raise the limit; "off" reports them as not run
+    "BENCH_IDLE_VM": env("BENCH_IDLE_VM", "vm"),
     "BENCH_CALLGRIND_TXNS": env("BENCH_CALLGRIND_TXNS", 5000),  # 0 = skip
     # callgrind workloads: S (pgbench -S), S extended (-M extended), TPC-B (the default script)
     "BENCH_CALLGRIND_WORKLOADS": env("BENCH_CALLGRIND_WORKLOADS", "S"),
@@ -492,17 +496,18 @@ ignore_startup_parameters = extra_float_digits
             return
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         reps = max(1, int(ENV["BENCH_REPS"]))
+        # Each side (proxy and idle_clients) needs a descriptor per client; the bench raises
+        # the soft limit to the hard one, and only a process with CAP_SYS_RESOURCE can raise
+        # the hard one (ulimit -Hn as root, or LimitNOFILE= in a systemd unit).
+        too_many = [n for n in counts if n + 1000 > nofile]
+        in_vm = self.idle_in_vm(too_many) if too_many and ENV["BENCH_IDLE_VM"] == "vm" else {}
         for n in counts:
             runs = {}
             for t in self.memory_targets():
-                if n + 1000 > nofile:
-                    # Each side (proxy and idle_clients) needs a descriptor per client; the
-                    # bench raises the soft limit to the hard one, and only a process with
-                    # CAP_SYS_RESOURCE can raise the hard one (ulimit -Hn as root, or
-                    # LimitNOFILE= in a systemd unit).
-                    self.idle[(t, n)] = (f"not run: needs an open-file limit of at least "
-                                         f"{n + 1000}; the hard limit here is {nofile} "
-                                         f"(ulimit -Hn)")
+                if n in too_many:
+                    self.idle[(t, n)] = in_vm.get(f"{t} {n}") or (
+                        f"not run: needs an open-file limit of at least {n + 1000}; the "
+                        f"hard limit here is {nofile} (ulimit -Hn)")
                 elif t.startswith("pgmux") and self.pool_mode == "session":
                     self.idle[(t, n)] = "skipped: needs transaction mode"
                 else:
@@ -525,6 +530,30 @@ ignore_startup_parameters = extra_float_digits
                     f"{statistics.median(r['kib'] for r in rs):.2f} KiB/client (runs: {each}; "
                     f"median run: RSS {m['base'] / 1024:.1f} -> {m['rss'] / 1024:.1f} MiB, "
                     f"logins took {m['secs']:.1f} s)")
+        with open(os.path.join(self.out, "idle.json"), "w") as f:
+            json.dump({f"{t} {n}": text for (t, n), text in self.idle.items()}, f)
+
+    def idle_in_vm(self, counts):
+        """The same measurement for counts the open-file limit here forbids, in a qemu guest
+        on this machine's own root filesystem (tests/bench/vm.sh): "target n" -> text."""
+        log(f"idle clients {','.join(map(str, counts))}: above the open-file limit here; "
+            "measuring them in a virtual machine (tests/bench/vm.sh, about 2 minutes a run)")
+        out = os.path.join(self.tmp, "vm")
+        r = subprocess.run(
+            [os.path.join(ROOT, "tests/bench/vm.sh"), out, "env", "BENCH_OUT=/tmp/bench",
+             "BENCH_WORKLOADS=none", "BENCH_SLOW_READER_ROWS=0", "BENCH_CALLGRIND_TXNS=0",
+             "BENCH_STRACE_TIME=0", "BENCH_IDLE_VM=off",
+             "BENCH_IDLE_CLIENTS=" + ",".join(map(str, counts)), "sh", "-c",
+             'tests/bench/run.sh; rc=$?; cp /tmp/bench/idle.json "$VM_OUT/"; exit $rc'],
+            capture_output=True, text=True)
+        try:
+            with open(os.path.join(out, "idle.json")) as f:
+                got = json.load(f)
+        except (OSError, ValueError):
+            log("the virtual machine gave no figures: " + (r.stderr.strip()[-500:] or
+                                                            f"exit {r.returncode}"))
+            return {}
+        return {k: v + " (in a virtual machine)" for k, v in got.items()}
 
     def memory_targets(self):
         """PgBouncer, pgmux, and pgmux-base when BENCH_TARGETS names it (before/after in one
