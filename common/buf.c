@@ -14,6 +14,7 @@ buf_pool_init(struct buf_pool *p, uint32_t buf_size, size_t max_free)
     p->n_free = 0;
     p->n_lent = 0;
     p->max_free = max_free;
+    p->low_free = 0;
     p->buf_size = buf_size;
 }
 
@@ -28,6 +29,30 @@ buf_pool_fini(struct buf_pool *p)
     p->n_free = 0;
 }
 
+size_t
+buf_pool_trim(struct buf_pool *p, size_t keep)
+{
+    size_t drop = p->low_free > keep ? (p->low_free - keep + 1) / 2 : 0;
+    if (drop > 0) {
+        /* A stack: pops never reached below low_free, so the bottom buffers were idle all
+         * along. Keep the top, cut the tail. */
+        struct buf **link = &p->free;
+        for (size_t left = p->n_free - drop; left > 0; left--) {
+            link = &(*link)->next_free;
+        }
+        struct buf *b = *link;
+        *link = NULL;
+        while (b) {
+            struct buf *next = b->next_free;
+            free(b);
+            b = next;
+        }
+        p->n_free -= drop;
+    }
+    p->low_free = p->n_free;
+    return drop;
+}
+
 struct buf *
 buf_get(struct buf_pool *p)
 {
@@ -35,6 +60,9 @@ buf_get(struct buf_pool *p)
     if (b) {
         p->free = b->next_free;
         p->n_free--;
+        if (p->n_free < p->low_free) {
+            p->low_free = p->n_free;
+        }
     } else {
         b = malloc(sizeof(*b) + p->buf_size);
         if (!b) {

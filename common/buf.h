@@ -30,6 +30,8 @@ struct buf_pool {
     size_t n_free;     /* buffers on the free list */
     size_t n_lent;     /* buffers out with connections */
     size_t max_free;   /* free buffers kept; beyond that they go back to malloc */
+    size_t low_free;   /* fewest buffers on the free list since the last buf_pool_trim: the
+                          bottom low_free of the stack were not lent in that time */
     uint32_t buf_size; /* bytes per buffer */
 };
 
@@ -38,6 +40,14 @@ void buf_pool_init(struct buf_pool *p, uint32_t buf_size, size_t max_free);
 
 /** Free every idle buffer. Lent buffers must have been returned. */
 void buf_pool_fini(struct buf_pool *p);
+
+/**
+ * Of the buffers that stayed on the free list since the last call, beyond the first keep, give
+ * half (rounded up) back to malloc, the least recently used ones: the buffers of a burst drain
+ * away over a few calls, while a steady load keeps what it uses and a few spare. Returns how
+ * many went.
+ */
+size_t buf_pool_trim(struct buf_pool *p, size_t keep);
 
 /** Lend an empty buffer; NULL when memory is exhausted. The caller owns it until buf_put. */
 struct buf *buf_get(struct buf_pool *p) MUST_CHECK;

@@ -1,6 +1,7 @@
 /*
  * test_common_buf.c - unit tests for common/buf.c: lending and taking back buffers, the free
- * list's bound, the sent <= parsed <= recvd <= cap offsets, compaction and appending.
+ * list's bound and its trimming, the sent <= parsed <= recvd <= cap offsets, compaction and
+ * appending.
  * Single-threaded, like the pools it tests.
  */
 #include <setjmp.h>
@@ -66,6 +67,86 @@ test_free_list_bound(void **state)
     /* Only max_free are kept; the rest went back to malloc (ASan would report a leak). */
     assert_int_equal(p.n_free, 2);
     assert_int_equal(p.n_lent, 0);
+    buf_pool_fini(&p);
+}
+
+static void
+test_trim_drops_half_of_what_stayed_idle(void **state)
+{
+    (void) state;
+    struct buf_pool p;
+    struct buf *bs[8];
+    buf_pool_init(&p, 32, 16);
+    for (int i = 0; i < 8; i++) {
+        bs[i] = buf_get(&p);
+        assert_non_null(bs[i]);
+    }
+    for (int i = 7; i >= 0; i--) {
+        buf_put(&p, bs[i]); /* bs[0] on top, bs[7] at the bottom */
+    }
+    /* All eight were lent since the pool began: none stayed idle. */
+    assert_int_equal(buf_pool_trim(&p, 0), 0);
+    assert_int_equal(p.n_free, 8);
+    /* Idle for a whole period: half go, from the bottom (the least recently used). */
+    assert_int_equal(buf_pool_trim(&p, 0), 4);
+    assert_int_equal(p.n_free, 4);
+    for (int i = 0; i < 4; i++) {
+        struct buf *b = buf_get(&p);
+        assert_ptr_equal(b, bs[i]);
+    }
+    assert_null(p.free);
+    for (int i = 3; i >= 0; i--) {
+        buf_put(&p, bs[i]);
+    }
+    /* The free list ran dry in that period: nothing stayed idle. */
+    assert_int_equal(buf_pool_trim(&p, 0), 0);
+    /* One lent and returned: the three below it stayed idle, half of them (rounded up) go,
+     * and the top one stays. */
+    struct buf *top = buf_get(&p);
+    assert_ptr_equal(top, bs[0]);
+    buf_put(&p, top);
+    assert_int_equal(buf_pool_trim(&p, 0), 2);
+    assert_int_equal(p.n_free, 2);
+    assert_ptr_equal(p.free, bs[0]);
+    assert_ptr_equal(p.free->next_free, bs[1]);
+    assert_null(p.free->next_free->next_free);
+    /* Idle from then on: one, then the last one too (rounded up). */
+    assert_int_equal(buf_pool_trim(&p, 0), 1);
+    assert_int_equal(buf_pool_trim(&p, 0), 1);
+    assert_int_equal(buf_pool_trim(&p, 0), 0);
+    assert_int_equal(p.n_free, 0);
+    assert_null(p.free);
+    buf_pool_fini(&p);
+}
+
+static void
+test_trim_keeps_some_spare(void **state)
+{
+    (void) state;
+    struct buf_pool p;
+    struct buf *bs[10];
+    buf_pool_init(&p, 32, 16);
+    for (int i = 0; i < 10; i++) {
+        bs[i] = buf_get(&p);
+    }
+    for (int i = 9; i >= 0; i--) {
+        buf_put(&p, bs[i]);
+    }
+    (void) buf_pool_trim(&p, 4); /* starts the period */
+    /* Ten idle, four kept: half of the other six go, then half of three (rounded up), ... */
+    assert_int_equal(buf_pool_trim(&p, 4), 3);
+    assert_int_equal(buf_pool_trim(&p, 4), 2);
+    assert_int_equal(buf_pool_trim(&p, 4), 1);
+    assert_int_equal(buf_pool_trim(&p, 4), 0);
+    assert_int_equal(p.n_free, 4);
+    /* The kept ones are the most recently used. */
+    for (int i = 0; i < 4; i++) {
+        assert_ptr_equal(buf_get(&p), bs[i]);
+    }
+    assert_null(p.free);
+    for (int i = 0; i < 4; i++) {
+        buf_put(&p, bs[i]);
+    }
     buf_pool_fini(&p);
 }
 
@@ -140,6 +221,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get_put_reuse),
         cmocka_unit_test(test_free_list_bound),
+        cmocka_unit_test(test_trim_drops_half_of_what_stayed_idle),
+        cmocka_unit_test(test_trim_keeps_some_spare),
         cmocka_unit_test(test_append_and_offsets),
         cmocka_unit_test(test_compact),
     };
