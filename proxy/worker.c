@@ -37,7 +37,7 @@
 /* Ticks between trims of the worker's free buffers (buf_pool_trim), and the idle buffers a
  * trim leaves (256 KiB), so a steady load that dips does not free and malloc them each time. */
 #define WORKER_TRIM_TICKS 4
-#define WORKER_BUFS_KEPT 16
+#define WORKER_BUFS_KEPT  16
 
 /* Accept up to max queued connections from fd (watched by io); false once the queue is empty
  * or accept failed. */
