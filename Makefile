@@ -184,7 +184,7 @@ bench-smoke: all
 # raise the open-file limit that a container's root may not. BENCH_* settings are carried in;
 # the table goes to build/bench-vm/results.md.
 bench-idle-vm: deps all
-	@tests/bench/vm.sh build/bench-vm env BENCH_OUT=/tmp/bench BENCH_WORKLOADS=none \
+	@tests/bench/vm.sh build/bench-vm env BENCH_OUT=/tmp/bench BENCH_WORKLOADS=none BENCH_IDLE_VM=off \
 	    BENCH_SLOW_READER_ROWS=0 BENCH_CALLGRIND_TXNS=0 BENCH_STRACE_TIME=0 \
 	    BENCH_TARGETS=$${BENCH_TARGETS:-pgbouncer,pgmux} \
 	    sh -c 'tests/bench/run.sh; rc=$$?; cp /tmp/bench/results.md "$$VM_OUT/"; exit $$rc'
