@@ -27,6 +27,7 @@ buf_pool_fini(struct buf_pool *p)
         free(b);
     }
     p->n_free = 0;
+    p->low_free = 0;
 }
 
 size_t

@@ -33,11 +33,11 @@
 #include "proxy/steer.h"
 #include "proxy/topology.h"
 
-#define WORKER_TICK_S 0.25
-/* Ticks between trims of the worker's free buffers (buf_pool_trim), and the idle buffers a
- * trim leaves (256 KiB), so a steady load that dips does not free and malloc them each time. */
-#define WORKER_TRIM_TICKS 4
-#define WORKER_BUFS_KEPT  16
+#define WORKER_TICKS_PER_S 4
+#define WORKER_TICK_S      (1.0 / WORKER_TICKS_PER_S)
+/* The idle buffers a trim leaves (256 KiB), so a steady load that dips does not free and malloc
+ * them each time. */
+#define WORKER_BUFS_KEPT 16
 
 /* Accept up to max queued connections from fd (watched by io); false once the queue is empty
  * or accept failed. */
@@ -393,8 +393,7 @@ steer_update(struct worker *w, int n_active)
      * joined (a pgmux without steering, or any program started on the port) would otherwise
      * get no connection while ours stays attached; one that detached ours would leave
      * steer_n saying what is no longer so. A netlink dump, tens of microseconds. */
-    if (++w->steer_ticks >= 4) {
-        w->steer_ticks = 0;
+    if (w->ticks % WORKER_TICKS_PER_S == 0) {
         if (rt->steer_n > 0 && rt->may_steer && w->listen_fd >= 0 &&
             steer_listeners(w->listen_fd) != rt->n_workers) {
             log_info("another process listens on the same port: new connections are spread by "
@@ -571,11 +570,7 @@ balance_tick(struct worker *w, int64_t now_us)
 static void
 trim_tick(struct worker *w)
 {
-    if (++w->trim_ticks < WORKER_TRIM_TICKS) {
-        return;
-    }
-    w->trim_ticks = 0;
-    if (buf_pool_trim(&w->pw.bufs, WORKER_BUFS_KEPT) > 0) {
+    if (w->ticks % WORKER_TICKS_PER_S == 0 && buf_pool_trim(&w->pw.bufs, WORKER_BUFS_KEPT) > 0) {
         (void) malloc_trim(0);
     }
 }
@@ -586,6 +581,7 @@ tick_cb(EV_P_ ev_timer *t, int revents)
     (void) loop;
     (void) revents;
     struct worker *w = t->data;
+    w->ticks++;
     int64_t now = mono_now_us();
     w->mono_minus_loop_us = now - (int64_t) (ev_now(w->loop) * 1e6);
     linger_tick(w, now, false);

@@ -167,8 +167,8 @@ struct worker {
     int64_t load_at_us;       /* and the monotonic clock then */
     bool is_parked;           /* index >= n_active at the last tick: sessions leave when idle */
     bool skips_unix;          /* parked: the Unix listener is left to the active workers */
-    int steer_ticks;          /* worker 0: ticks since it last counted the port's listeners */
-    int trim_ticks;           /* ticks since the buffer free list was last trimmed */
+    unsigned ticks;           /* tick_cb calls so far; once-a-second work runs at multiples of
+                                 WORKER_TICKS_PER_S (steering's recount, the buffer trim) */
     bool has_leavers;         /* parked: a session became idle since the reaper last looked */
     int give_hold;            /* ticks before this worker hands sessions to another again */
     int active_hold;          /* worker 0: ticks before n_active may change again */
