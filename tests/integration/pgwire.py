@@ -246,6 +246,11 @@ class RawConn:
         """Run sql with the simple query protocol. Returns the rows of the last result as
         lists of str (None for NULL); raises PgError after ReadyForQuery if one failed."""
         self.send(query_message(sql))
+        return self.result()
+
+    def result(self):
+        """Read the answer to a query already sent, up to ReadyForQuery: the rows of its last
+        result, or PgError if one failed (as query)."""
         rows, error = [], None
         while True:
             mtype, payload = self.recv_msg()

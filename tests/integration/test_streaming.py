@@ -80,6 +80,15 @@ def test_million_rows_to_a_slow_client_bounded_rss(pgmux, release_binary):
         c.terminate()
 
 
+def _nofile_at_least(need):
+    """Raise the open-file limit of this process and of the pgmux it starts (which inherits it)
+    to need: each client takes a descriptor on both sides."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= need, "open-file limit too low"
+
+
 IDLE_CLIENTS = 2000
 IDLE_LIMIT_KIB = 0.5  # README "Performance": the target per idle client
 
@@ -88,11 +97,7 @@ def test_idle_clients_cost_under_half_a_kib(pgmux, release_binary):
     """RSS growth per idle md5-authenticated client in transaction pooling, one worker (libev's
     per-descriptor table costs 16 bytes per worker, README "Architecture"). Guards what keeps a
     session small: login state freed after login, rare state allocated on first use."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 2 * IDLE_CLIENTS + 200  # this process and pgmux, which inherits the limit
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
-    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= need, "open-file limit too low"
+    _nofile_at_least(2 * IDLE_CLIENTS + 200)
     px = pgmux(binary=release_binary, auth_type="md5", userlist="hashed", workers=1,
                pool_mode="transaction", max_client_conn=IDLE_CLIENTS + 50, log_level="warning")
     conns = []
@@ -127,10 +132,7 @@ def test_buffers_of_a_burst_go_back(pgmux, release_binary):
     free list; each second pgmux gives back half of those that stayed idle (buf_pool_trim, then
     malloc_trim), so the RSS returns to about what it was before the burst instead of keeping
     it for good. Fails with either step left out."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 2 * BURST_CLIENTS + 200
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    _nofile_at_least(2 * BURST_CLIENTS + 200)
     px = pgmux(binary=release_binary, auth_type="trust", workers=1, pool_mode="transaction",
                max_open_conns=1, max_client_conn=BURST_CLIENTS + 50, log_level="warning")
     holder = pgwire.connect(px.port, "app", "appdb", "app-secret")
@@ -149,16 +151,7 @@ def test_buffers_of_a_burst_go_back(pgmux, release_binary):
         lent = px.rss_kib() - baseline
         holder.query("COMMIT")
         for c in conns:  # every one is served, one after the other
-            rows = []
-            while True:
-                mtype, payload = c.recv_msg()
-                if mtype == b"D":
-                    rows.append(pgwire._data_row(payload))
-                elif mtype == b"E":
-                    raise pgwire.PgError(pgwire.parse_error_fields(payload))
-                elif mtype == b"Z":
-                    break
-            assert rows == [[str(BURST_QUERY_BYTES)]]
+            assert c.result() == [[str(BURST_QUERY_BYTES)]]
         after = None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
