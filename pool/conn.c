@@ -125,7 +125,9 @@ pool_params_set(struct pool_params *ps, const char *name, const char *value)
 {
     int at = -1;
     for (int i = 0; i < ps->n; i++) {
-        if (strcmp(ps->v[i].name, name) == 0) {
+        /* Setting names are case-insensitive: a client's startup "datestyle" and the server's
+         * "DateStyle" are one entry, which keeps the client's spelling of the name. */
+        if (strcasecmp(ps->v[i].name, name) == 0) {
             if (strcmp(ps->v[i].value, value) == 0) {
                 return ST_OK;
             }

@@ -608,7 +608,7 @@ enum status pool_conn_send(struct pool_conn *sc, const struct proto_builder *pb)
 /** Value of a server parameter, or NULL. */
 const char *pool_conn_param(const struct pool_conn *sc, const char *name);
 
-/** Record a ParameterStatus. Returns ST_OK or ST_ENOMEM (ps unchanged). */
+/** Record a ParameterStatus (the name in any case). Returns ST_OK or ST_ENOMEM (ps unchanged). */
 enum status pool_params_set(struct pool_params *ps, const char *name, const char *value) MUST_CHECK;
 
 /** Remove entry i (the last one takes its place). A packed set is unpacked first; ST_ENOMEM

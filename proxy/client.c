@@ -1767,6 +1767,104 @@ params_remove(struct pool_params *ps, const char *name)
     return ST_OK;
 }
 
+/* ---- the server's spelling of a reported setting (worker.h, spellings) ---- */
+
+static uint64_t
+fnv_add(uint64_t h, const char *s, bool fold)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char) *s;
+        h = (h ^ (fold ? (unsigned char) tolower(ch) : ch)) * 0x100000001b3ull;
+    }
+    return (h ^ 0xff) * 0x100000001b3ull; /* 0xff never occurs in a string: ends it */
+}
+
+static uint64_t
+spelling_hash(const struct pool *p, const char *name, const char *value)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = fnv_add(h, p->database, false);
+    h = fnv_add(h, p->user, false);
+    h = fnv_add(h, name, true);
+    h = fnv_add(h, value, false);
+    /* FNV's low bits, which pick the slot, depend only on the low bits of what went in */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+}
+
+/* The two slots h may take. */
+static struct worker_spelling *
+spelling_slot(struct worker *w, uint64_t h, int way)
+{
+    return &w->spellings[((h % (WORKER_SPELLING_N / 2)) * 2) + (unsigned) way];
+}
+
+/* The server's spelling of value, or NULL when none was learned (or it is the same). */
+static const char *
+spelling_find(struct worker *w, const struct pool *p, const char *name, const char *value)
+{
+    uint64_t h = spelling_hash(p, name, value);
+    const struct worker_spelling *e = spelling_slot(w, h, 0);
+    if (!e->s || e->hash != h) {
+        e = spelling_slot(w, h, 1);
+        if (!e->s || e->hash != h) {
+            return NULL;
+        }
+    }
+    const char *s = e->s;
+    if (strcmp(s, p->database) != 0) {
+        return NULL;
+    }
+    s += strlen(s) + 1;
+    if (strcmp(s, p->user) != 0) {
+        return NULL;
+    }
+    s += strlen(s) + 1;
+    if (strcasecmp(s, name) != 0) {
+        return NULL;
+    }
+    s += strlen(s) + 1;
+    if (strcmp(s, value) != 0) {
+        return NULL;
+    }
+    return s + strlen(s) + 1;
+}
+
+/* Best effort: an entry that cannot be stored costs a later login one SET. */
+static void
+spelling_learn(struct worker *w, const struct pool *p, const char *name, const char *value,
+               const char *server)
+{
+    const char *parts[] = { p->database, p->user, name, value, server };
+    size_t lens[5], total = 0;
+    for (int i = 0; i < 5; i++) {
+        lens[i] = strlen(parts[i]) + 1;
+        total += lens[i];
+    }
+    if (total > 1024) {
+        return; /* long values (an application_name, say) are rarely respelled, never shared */
+    }
+    char *s = malloc(total);
+    if (!s) {
+        return;
+    }
+    for (size_t i = 0, off = 0; i < 5; off += lens[i], i++) {
+        memcpy(s + off, parts[i], lens[i]);
+    }
+    uint64_t h = spelling_hash(p, name, value);
+    /* An empty slot of the two, or the one the hash's top bit names. */
+    struct worker_spelling *e = spelling_slot(w, h, 0);
+    if (e->s && e->hash != h) {
+        struct worker_spelling *o = spelling_slot(w, h, 1);
+        e = !o->s || o->hash == h ? o : spelling_slot(w, h, (int) (h >> 63));
+    }
+    w->n_spellings += e->s == NULL;
+    free(e->s);
+    e->s = s;
+    e->hash = h;
+}
+
 /* The client's wanted settings start as its startup parameters. */
 static enum status
 client_init_want(struct client *c)
@@ -1807,6 +1905,14 @@ client_init_want(struct client *c)
         v[at].value = (char *) (uintptr_t) value;
         n += at == n;
     }
+    if (c->w->n_spellings > 0) {
+        for (int i = 0; i < n; i++) {
+            const char *server = spelling_find(c->w, c->pool, v[i].name, v[i].value);
+            if (server) {
+                v[i].value = (char *) (uintptr_t) server; /* interned below: copied */
+            }
+        }
+    }
     c->want_hash = want_hash_of(v, n);
     /* Held for the session's life and changed only by a SET the client sends: one block, the
      * same for every client that sent the same parameters. */
@@ -1843,6 +1949,16 @@ static bool
 set_name_ok(const char *name)
 {
     return name[0] && !strchr(name, '"');
+}
+
+/* Whether setting DateStyle on sc would merge with a value other than the default. */
+static bool
+datestyle_merges(struct client *c, struct pool_conn *sc)
+{
+    char dflt[64];
+    const char *have = params_get(&sc->params, "DateStyle");
+    return !have || !pool_welcome_value(c->pool, "DateStyle", dflt, sizeof(dflt)) ||
+           strcmp(dflt, have) != 0;
 }
 
 /*
@@ -1897,6 +2013,13 @@ client_build_sets(struct client *c, struct pool_conn *sc, char **out)
                 return ST_ECLIENT_UNSUPPORTED;
             }
             const char *sep = q.len ? "; " : "";
+            if (pass == 0 && strcasecmp(name, "DateStyle") == 0 && datestyle_merges(c, sc)) {
+                /* DateStyle takes what a value leaves out from the current setting: "ISO" on
+                 * a server left at "SQL, DMY" gives "ISO, DMY", where a login gets "ISO" with
+                 * the default order. From the default it is what a login would get. */
+                strbuf_appendf(&q, "%sRESET \"DateStyle\"", sep);
+                sep = "; ";
+            }
             if (value) {
                 strbuf_appendf(&q,
                                "%sSELECT pg_catalog.set_config($pgmux$%s$pgmux$, "
@@ -1913,6 +2036,48 @@ client_build_sets(struct client *c, struct pool_conn *sc, char **out)
     }
     *out = strbuf_take(&q);
     return ST_OK;
+}
+
+/*
+ * After the replay succeeded: a wanted setting the server reports in a spelling of its own
+ * (DateStyle "ISO" as "ISO, MDY") is wanted in that spelling from now on, so the next server
+ * compares equal where it holds the same; the worker's later logins get it in their welcome;
+ * and a client already welcomed with its own spelling is told the server's, by the
+ * ParameterStatus PostgreSQL sends whenever a reported setting changes.
+ */
+static enum status
+client_take_spellings(struct client *c, struct pool_conn *sc)
+{
+    bool changed = false;
+    for (int i = 0; i < c->want.n; i++) {
+        const char *have = params_get(&sc->params, c->want.v[i].name);
+        if (have && strcmp(have, c->want.v[i].value) != 0) {
+            spelling_learn(c->w, c->pool, c->want.v[i].name, c->want.v[i].value, have);
+            changed = true;
+        }
+    }
+    if (!changed) {
+        return ST_OK; /* the common case: a setting spelled as the server spells it */
+    }
+    struct proto_builder pb;
+    proto_builder_init_dynamic(&pb);
+    for (int i = 0; i < sc->params.n && c->is_welcomed; i++) {
+        /* under the server's name, as the welcome has it ("DateStyle", not "datestyle") */
+        const char *mine = params_get(&c->want, sc->params.v[i].name);
+        if (mine && strcmp(mine, sc->params.v[i].value) != 0) {
+            proto_build_parameter_status(&pb, sc->params.v[i].name, sc->params.v[i].value);
+        }
+    }
+    enum status st = pb.len > 0 ? client_queue(c, &pb) : ST_OK;
+    proto_builder_fini(&pb);
+    for (int i = 0; i < c->want.n && st == ST_OK; i++) {
+        const char *have = params_get(&sc->params, c->want.v[i].name);
+        if (have && strcmp(have, c->want.v[i].value) != 0) {
+            st = pool_params_set(&c->want, c->want.v[i].name, have);
+        }
+    }
+    client_want_rehash(c);
+    return st;
 }
 
 /* After the replay succeeded, remember what pgmux set that the server does not report. */
@@ -2320,7 +2485,7 @@ client_setting_read_cb(EV_P_ ev_io *io, int revents)
                 client_release_server(c);
                 return;
             }
-            if (client_note_applied(c, sc) != ST_OK) {
+            if (client_take_spellings(c, sc) != ST_OK || client_note_applied(c, sc) != ST_OK) {
                 client_fail(c, ST_ENOMEM, NULL);
                 return;
             }

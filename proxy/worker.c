@@ -826,6 +826,18 @@ scram_cache_reset(struct worker *w, int n_users)
     }
 }
 
+/* A reload may follow a change of a user's defaults (ALTER ROLE ... SET DateStyle), which
+ * the server's spelling of a value may depend on: learned again from the next replay. */
+static void
+spellings_forget(struct worker *w)
+{
+    for (int i = 0; i < WORKER_SPELLING_N; i++) {
+        free(w->spellings[i].s);
+        w->spellings[i].s = NULL;
+    }
+    w->n_spellings = 0;
+}
+
 static void
 cfg_msg_run(struct pool_worker *pw, struct pool_msg *m)
 {
@@ -837,6 +849,7 @@ cfg_msg_run(struct pool_worker *pw, struct pool_msg *m)
     struct cfg *old = w->cfg;
     w->cfg = next;
     scram_cache_reset(w, next->n_users);
+    spellings_forget(w);
     cfg_unref(old);
 }
 
@@ -1003,6 +1016,7 @@ worker_fini(struct worker *w)
         pool_params_block_put(w->want_cache[i]);
         w->want_cache[i] = NULL;
     }
+    spellings_forget(w);
     if (w->listen_fd >= 0) {
         close(w->listen_fd);
         w->listen_fd = -1;

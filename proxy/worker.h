@@ -104,6 +104,7 @@ struct runtime {
 };
 
 #define WORKER_WANT_CACHE_N 64
+#define WORKER_SPELLING_N   64
 
 struct worker {
     int idx;
@@ -175,6 +176,17 @@ struct worker {
     /* Packed wanted-settings blocks of recent logins, by a hash of their entries: clients of
      * one application send the same startup parameters and share one (pool_params_intern_from). */
     void *want_cache[WORKER_WANT_CACHE_N];
+    /* How the server spells a reported setting's value that a startup packet gave otherwise
+     * (DateStyle "ISO" is "ISO, MDY" for a user whose default order is MDY, TimeZone "utc" is
+     * "UTC"), by a hash of (database, user, name, value), learned at the first replay of it:
+     * later logins are welcomed with the server's spelling, as PostgreSQL would welcome them,
+     * and their settings then compare equal to a server's. Two ways per slot pair; a third
+     * entry replaces one of them. */
+    struct worker_spelling {
+        uint64_t hash;
+        char *s; /* "database\0user\0name\0value\0server's value\0"; NULL: empty */
+    } spellings[WORKER_SPELLING_N];
+    int n_spellings;              /* entries in use: 0 spares a login the hashing */
     struct balance_spread spread; /* worker 0: whether the load spreads (balance.h) */
     struct cpu_sampler {          /* worker 0: idle time of the CPUs this process may use */
         int fd;                   /* /proc/stat, opened at the first tick; -1: none */

@@ -342,8 +342,8 @@ def test_welcome_carries_the_clients_own_settings(cluster, pgmux):
     """Transaction pooling answers a login from the pool's welcome, without a server: the
     server's ParameterStatus messages in the server's order, each replaced by the client's own
     value where its startup packet set one (here the first, a middle and the last of the
-    server's list, names in any case), every other one as the server sent it. (The client's
-    value is passed on as written: PostgreSQL would report "German" as "German, DMY".)"""
+    server's list, names in any case), every other one as the server sent it. (Values spelled
+    as the server spells them: test_welcome_spells_settings_as_the_server_does.)"""
     px = pgmux(pool_mode="transaction")
     direct = pgwire.connect(cluster.primary_port, "app", "appdb", "app-secret")
     server = dict(direct.parameters)
@@ -369,6 +369,66 @@ def test_welcome_carries_the_clients_own_settings(cluster, pgmux):
         # and the session runs with them
         assert c.query("SHOW DateStyle")[0][0] == want.get("DateStyle", server["DateStyle"])
         c.terminate()
+
+
+# Startup values the server reports in another spelling than the client's.
+RESPELLED = [("DateStyle", "ISO"), ("client_encoding", "utf8"), ("TimeZone", "utc"),
+             ("IntervalStyle", "ISO_8601"), ("application_name", "h\u00e9llo"),
+             ("standard_conforming_strings", "ON"), ("datestyle", "sql,dmy")]
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_welcome_spells_settings_as_the_server_does(cluster, pgmux, mode):
+    """PostgreSQL reports a startup setting in its own spelling (DateStyle "ISO" as "ISO, MDY",
+    client_encoding "utf8" as "UTF8", a non-ASCII application_name with "?"), and drivers act
+    on what it reports. A client gets the server's spelling: in session pooling in its
+    welcome; in transaction pooling, where the welcome comes before any server, the first
+    client of a spelling gets a ParameterStatus with the server's value before its first
+    result, and later ones (pgmux has learned it) in their welcome."""
+    px = pgmux(pool_mode=mode, workers=1)
+    warm = pgwire.connect(px.port, "app", "appdb", "app-secret")  # the pool learns its welcome
+    warm.close()
+    for rnd in range(2):
+        for name, value in RESPELLED:
+            d = pgwire.connect(cluster.primary_port, "app", "appdb", "app-secret",
+                               extra={name: value})
+            server = {k: v for k, v in d.parameters.items() if k.lower() == name.lower()}
+            shown = d.query(f"SHOW {name}")
+            d.close()
+            assert len(server) == 1 and list(server.values())[0] != value, server
+            c = pgwire.connect(px.port, "app", "appdb", "app-secret", extra={name: value})
+            welcome = {k: c.parameters[k] for k in server}
+            if mode == "session" or rnd == 1:
+                assert welcome == server, (mode, rnd, name, welcome, server)
+            assert c.query(f"SHOW {name}") == shown
+            after = {k: c.parameters[k] for k in server}
+            assert after == server, (mode, rnd, name, after, server)
+            c.terminate()
+
+
+def test_datestyle_of_a_login_ignores_the_last_clients(cluster, pgmux):
+    """Setting DateStyle to a value that names only the output format ("ISO") keeps the
+    current order. Through one server connection, a client that logged in with "SQL, DMY"
+    must not leave its order to the next one, which logged in with "ISO": that client reads
+    01/02/2024 as PostgreSQL reads it for a login of its own (2 January)."""
+    px = pgmux(pool_mode="transaction", max_open_conns=1, workers=1)
+    read = "SELECT to_char('01/02/2024'::date, 'YYYY-MM-DD')"
+    for first in ("SQL, DMY", "dmy"):
+        a = pgwire.connect(px.port, "app", "appdb", "app-secret", extra={"DateStyle": first})
+        assert a.query(read) == [["2024-02-01"]]
+        for second in ("ISO", "iso", "Postgres", "German"):
+            d = pgwire.connect(cluster.primary_port, "app", "appdb", "app-secret",
+                               extra={"DateStyle": second})
+            want = (d.parameters["DateStyle"], d.query(read))
+            d.close()
+            b = pgwire.connect(px.port, "app", "appdb", "app-secret",
+                               extra={"DateStyle": second})
+            got = b.query(read)
+            assert (b.parameters["DateStyle"], got) == want, (first, second)
+            # and the first client keeps its own order on the same server connection
+            assert a.query(read) == [["2024-02-01"]]
+            b.terminate()
+        a.terminate()
 
 
 def test_startup_parameters_repeated_or_piled_up(pgmux):
