@@ -14,6 +14,7 @@
  */
 #include "protocol/startup.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -200,4 +201,91 @@ proto_startup_next(const uint8_t *p, size_t len, size_t *off, const char **name,
     o += strlen(*value) + 1;
     *off = o;
     return true;
+}
+
+/* The next word of opts from *pos, unescaped into dst as pg_split_opts does: its length, or -1
+ * when only white space is left. */
+static long
+options_word(const char *opts, size_t *pos, char *dst)
+{
+    size_t i = *pos, k = 0;
+    while (opts[i] && isspace((unsigned char) opts[i])) {
+        i++;
+    }
+    if (!opts[i]) {
+        *pos = i;
+        return -1;
+    }
+    bool escaped = false;
+    for (; opts[i]; i++) {
+        char ch = opts[i];
+        if (!escaped && isspace((unsigned char) ch)) {
+            break;
+        }
+        if (!escaped && ch == '\\') {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        dst[k++] = ch;
+    }
+    *pos = i;
+    return (long) k;
+}
+
+enum status
+proto_options_split(const char *opts, char *out, int *n, struct proto_err *err)
+{
+    /* Each word is unescaped in place at out + o, then its setting moved to o and split: a
+     * setting takes no more room than its word and the separator before the next, so out
+     * never outgrows strlen(opts) + 1. */
+    size_t pos = 0, o = 0;
+    long len;
+    *n = 0;
+    while ((len = options_word(opts, &pos, out + o)) >= 0) {
+        char *w = out + o;
+        int shown = len > 64 ? 64 : (int) len;
+        size_t skip = 2;
+        bool is_long = len >= 2 && w[0] == '-' && w[1] == '-';
+        if (!is_long && len >= 2 && w[0] == '-' && w[1] == 'c') {
+            if (len == 2) {
+                len = options_word(opts, &pos, w);
+                if (len < 0) {
+                    return startup_fail(err, ST_ECLIENT_PROTOCOL,
+                                        "option requires an argument -- 'c' in \"options\"");
+                }
+                skip = 0;
+            }
+        } else if (!is_long && w[0] == '-') {
+            return startup_fail(err, ST_ECLIENT_UNSUPPORTED,
+                                "server switch \"%.*s\" in \"options\" is not supported by "
+                                "pgmux (only -c name=value and --name=value)",
+                                shown, w);
+        } else if (!is_long) {
+            return startup_fail(err, ST_ECLIENT_PROTOCOL,
+                                "invalid command-line argument for server process: %.*s", shown, w);
+        }
+        size_t sl = (size_t) len - skip;
+        memmove(w, w + skip, sl);
+        char *eq = memchr(w, '=', sl);
+        shown = sl > 64 ? 64 : (int) sl;
+        if (!eq) {
+            return startup_fail(err, ST_ECLIENT_PROTOCOL, "%s%.*s requires a value",
+                                is_long ? "--" : "-c ", shown, w);
+        }
+        if (eq == w) {
+            return startup_fail(err, ST_ECLIENT_PROTOCOL,
+                                "setting \"%.*s\" in \"options\" has no name", shown, w);
+        }
+        *eq = '\0';
+        for (char *p = w; p < eq; p++) {
+            if (*p == '-') {
+                *p = '_';
+            }
+        }
+        w[sl] = '\0';
+        o += sl + 1;
+        (*n)++;
+    }
+    return ST_OK;
 }

@@ -79,4 +79,18 @@ const char *proto_startup_param(const struct proto_startup *s, const char *name)
 bool proto_startup_next(const uint8_t *p, size_t len, size_t *off, const char **name,
                         const char **value);
 
+/**
+ * Settings in a startup packet's "options" value, read as PostgreSQL reads them (its
+ * pg_split_opts and its -c switch): words separated by white space, a backslash taking the
+ * next character literally; each setting one of "-c name=value", "-cname=value" or
+ * "--name=value", with '-' in a name read as '_'. Other server switches are not settings
+ * pgmux can carry to a pooled connection.
+ * out (at least strlen(opts) + 1 bytes) receives the settings as "name\0value\0" pairs, *n
+ * their number. Returns ST_OK; ST_ECLIENT_UNSUPPORTED for another switch; ST_ECLIENT_PROTOCOL
+ * for a word that is no switch or a setting without a name or '=' (PostgreSQL's "-c %s
+ * requires a value"). err says why.
+ */
+enum status proto_options_split(const char *opts, char *out, int *n,
+                                struct proto_err *err) MUST_CHECK;
+
 #endif

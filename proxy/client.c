@@ -1479,20 +1479,36 @@ client_startup_v3(struct client *c, const uint8_t *pkt, uint32_t len,
         return ST_ECLIENT_UNSUPPORTED;
     }
     const char *opts = proto_startup_param(st, "options");
-    if (opts && opts[0]) {
-        client_fail_full(c, ST_ECLIENT_UNSUPPORTED, NULL, NULL,
-                         "startup parameter \"options\" is not supported by pgmux",
-                         "set parameters as separate startup parameters or with SET");
-        return ST_ECLIENT_UNSUPPORTED;
-    }
+    size_t opts_len = opts ? strlen(opts) : 0;
     ASSERT(!c->login);
-    struct client_login *l = calloc(1, sizeof(*l) + len);
+    struct client_login *l = calloc(1, sizeof(*l) + len + (opts_len ? opts_len + 1 : 0));
     if (!l) {
         return ST_ENOMEM;
     }
     c->login = l;
     memcpy(l->startup, pkt, len);
     l->startup_len = len;
+    if (opts_len) {
+        /* "-c name=value" settings (libpq's options, PGOPTIONS) are settings like the
+         * packet's own, which PostgreSQL applies after them, so the packet's win a tie. */
+        struct proto_err perr;
+        enum status ost = proto_options_split(opts, l->startup + len, &l->n_opts, &perr);
+        if (ost == ST_OK && l->n_opts + st->n_params > PROTO_STARTUP_MAX_PARAMS) {
+            ost = ST_ECLIENT_UNSUPPORTED;
+            snprintf(perr.text, sizeof(perr.text),
+                     "more than %d settings in the startup packet and its \"options\"",
+                     PROTO_STARTUP_MAX_PARAMS);
+        }
+        if (ost != ST_OK) {
+            client_fail_full(c, ost, "FATAL",
+                             ost == ST_ECLIENT_UNSUPPORTED ? SQLSTATE_FEATURE_NOT_SUPPORTED
+                                                           : SQLSTATE_SYNTAX_ERROR,
+                             perr.text,
+                             "set it with -c name=value, as a startup parameter or with SET");
+            return ost;
+        }
+        l->opts = l->startup + len;
+    }
     l->user = l->startup + (st->user - (const char *) pkt);
     l->database = l->startup + (st->database - (const char *) pkt);
     if (!c->sock.ssl && c->peer_family != AF_UNIX &&
@@ -1875,7 +1891,19 @@ client_init_want(struct client *c)
     struct pool_param v[PROTO_STARTUP_MAX_PARAMS];
     int n = 0;
     const char *name, *value;
-    for (size_t off = 0; proto_startup_next(pkt, c->login->startup_len, &off, &name, &value);) {
+    /* The "options" settings come first: the packet's own, applied after them by PostgreSQL,
+     * win a name given in both. */
+    const char *opt = c->login->opts;
+    int opts_left = c->login->n_opts;
+    for (size_t off = 0;;) {
+        if (opts_left > 0) {
+            name = opt;
+            value = name + strlen(name) + 1;
+            opt = value + strlen(value) + 1;
+            opts_left--;
+        } else if (!proto_startup_next(pkt, c->login->startup_len, &off, &name, &value)) {
+            break;
+        }
         if (strcmp(name, "target_session_attrs") == 0) {
             /* libpq's own option, sent by drivers that pass it through: a request to pgmux,
              * not a server setting */
@@ -1899,7 +1927,7 @@ client_init_want(struct client *c)
             at++;
         }
         if (at == PROTO_STARTUP_MAX_PARAMS) {
-            break; /* cannot be: the parse accepted at most that many pairs */
+            break; /* cannot be: the login refused more pairs (client_startup_v3) */
         }
         v[at].name = (char *) (uintptr_t) name;
         v[at].value = (char *) (uintptr_t) value;

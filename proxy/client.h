@@ -74,8 +74,11 @@ struct client_login {
     struct client_auth *auth;  /* only while authenticating */
     const char *user;          /* in startup */
     const char *database;      /* in startup */
+    const char *opts;          /* settings of the "options" parameter, "name\0value\0" each,
+                                  after the packet in startup[] (proto_options_split) */
+    int n_opts;
     uint32_t startup_len;
-    char startup[]; /* copy of the startup packet */
+    char startup[]; /* copy of the startup packet, then opts */
 };
 
 /*

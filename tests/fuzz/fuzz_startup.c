@@ -5,7 +5,8 @@
  * The input is read twice: once as proxy/client.c reads it (length word first, then exactly
  * that many bytes parsed when they are all there), and once handed to the parser whole, so
  * length words that disagree with the bytes given are tried too. An accepted V3 packet is also
- * walked with proto_startup_next, which must yield the parse's parameters. Each parse gets an
+ * walked with proto_startup_next, which must yield the parse's parameters, and its "options"
+ * value split into settings (proto_options_split). Each parse gets an
  * exact-size heap copy, so reading past the packet is an ASan report. On ST_OK the results are
  * checked against what startup.h promises.
  *
@@ -14,6 +15,37 @@
 #include "tests/fuzz/fuzz_common.h"
 
 #include "protocol/startup.h"
+
+/* An "options" value split into exactly the room startup.h promises: writing past it is an
+ * ASan report; each setting must have a name and come out of that room whole. */
+static void
+check_options(const char *opts)
+{
+    if (!opts) {
+        return;
+    }
+    size_t cap = strlen(opts) + 1;
+    char *out = malloc(cap);
+    FUZZ_CHECK(out != NULL);
+    int n = -1;
+    struct proto_err err;
+    err.text[0] = '\0';
+    enum status st = proto_options_split(opts, out, &n, &err);
+    FUZZ_CHECK(st == ST_OK || st == ST_ECLIENT_PROTOCOL || st == ST_ECLIENT_UNSUPPORTED);
+    if (st != ST_OK) {
+        FUZZ_CHECK_ERR(&err);
+    } else {
+        const char *p = out;
+        for (int i = 0; i < n; i++) {
+            FUZZ_CHECK(p < out + cap && p[0] != '\0');
+            const char *value = p + strlen(p) + 1;
+            FUZZ_CHECK(value < out + cap && !strchr(p, '-'));
+            p = value + strlen(value) + 1;
+            FUZZ_CHECK(p <= out + cap);
+        }
+    }
+    free(out);
+}
 
 static void
 check_parse(const uint8_t *data, size_t len)
@@ -63,6 +95,7 @@ check_parse(const uint8_t *data, size_t len)
             FUZZ_CHECK(proto_startup_param(&s, "user") == s.user);
             const char *db = proto_startup_param(&s, "database");
             FUZZ_CHECK(db == s.database || ((db == NULL || db[0] == '\0') && s.database == s.user));
+            check_options(proto_startup_param(&s, "options"));
             break;
         default:
             FUZZ_CHECK(!"unknown startup kind");

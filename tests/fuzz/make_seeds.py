@@ -43,6 +43,9 @@ put("startup", "v3_jdbc", startup([("user", "app"), ("database", "shop"),
                                    ("TimeZone", "UTC"), ("extra_float_digits", "2"),
                                    ("search_path", "public")]))
 put("startup", "v3_minor2", startup([("user", "demo"), ("_pq_.x", "1")], version=(3 << 16) | 2))
+put("startup", "v3_options", startup([("user", "app"), ("database", "shop"),
+                                      ("options", "-c search_path=a,\\ b --statement-timeout=5s"
+                                                  " -cwork_mem=4MB -c")]))
 put("startup", "ssl_request", struct.pack(">II", 8, 80877103))
 put("startup", "gssenc_request", struct.pack(">II", 8, 80877104))
 put("startup", "cancel_request", struct.pack(">IIII", 16, 80877102, 0x1234, 0xdeadbeef))

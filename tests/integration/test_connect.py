@@ -16,6 +16,7 @@ import struct
 import subprocess
 import time
 
+import psycopg
 import pytest
 
 import pgwire
@@ -429,6 +430,73 @@ def test_datestyle_of_a_login_ignores_the_last_clients(cluster, pgmux):
             assert a.query(read) == [["2024-02-01"]]
             b.terminate()
         a.terminate()
+
+
+# "options" values and the settings PostgreSQL makes of them (as SHOW shows them).
+OPTIONS = [
+    ("-c search_path=pg_catalog,\\ public -c statement_timeout=4321",
+     {"search_path": "pg_catalog, public", "statement_timeout": "4321ms"}),
+    ("--application-name=opt-app  -cextra_float_digits=1",
+     {"application_name": "opt-app", "extra_float_digits": "1"}),
+    ("-c pgmux_test.k=a=b --DateStyle=SQL,DMY",
+     {"pgmux_test.k": "a=b", "DateStyle": "SQL, DMY"}),
+]
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_options_settings_reach_the_session(cluster, pgmux, mode):
+    """libpq's "options" (PGOPTIONS; "-c name=value", "--name=value", backslash escapes) sets
+    what PostgreSQL would set for it, and in transaction pooling keeps it per client across one
+    shared server connection; a startup parameter of the same name wins, as PostgreSQL applies
+    those after the options."""
+    # session pooling holds a server connection per client
+    px = pgmux(pool_mode=mode, max_open_conns=2 if mode == "transaction" else 8, workers=1)
+    both = {"options": "-c application_name=from-options -c statement_timeout=1s",
+            "application_name": "from-packet"}
+    cases = OPTIONS + [(both, {"application_name": "from-packet", "statement_timeout": "1s"})]
+    conns = []
+    for opts, want in cases:
+        extra = opts if isinstance(opts, dict) else {"options": opts}
+        d = pgwire.connect(cluster.primary_port, "app", "appdb", "app-secret", extra=extra)
+        assert {k: d.query(f"SHOW {k}")[0][0] for k in want} == want  # PostgreSQL agrees
+        d.close()
+        c = pgwire.connect(px.port, "app", "appdb", "app-secret", extra=extra)
+        conns.append((c, want))
+    for _ in range(2):  # interleaved: in transaction pooling they share server connections
+        for c, want in conns:
+            assert {k: c.query(f"SHOW {k}")[0][0] for k in want} == want
+    for c, _ in conns:
+        c.terminate()
+
+    # a driver's own connection string
+    with psycopg.connect(host="127.0.0.1", port=px.port, user="app", dbname="appdb",
+                         password="app-secret", sslmode="disable",
+                         options="-c statement_timeout=2500 -c search_path=pg_catalog") as c:
+        assert c.execute("SHOW statement_timeout").fetchone()[0] == "2500ms"
+        assert c.execute("SHOW search_path").fetchone()[0] == "pg_catalog"
+
+
+def test_options_that_are_not_settings_are_refused(pgmux):
+    """A server switch other than -c (say "-d 5", a debug level) is no setting pgmux can carry
+    to a pooled connection: FATAL 0A000 naming it. A malformed value gets PostgreSQL's
+    42601. pgmux goes on serving."""
+    px = pgmux(pool_mode="transaction")
+    for opts, code, says in (("-d 5", "0A000", 'server switch "-d"'),
+                             ("-c statement_timeout=1 -F", "0A000", 'server switch "-F"'),
+                             ("statement_timeout=1", "42601", "invalid command-line argument"),
+                             ("-c work_mem", "42601", "-c work_mem requires a value"),
+                             ("-c", "42601", "requires an argument")):
+        with pytest.raises(pgwire.PgError) as e:
+            pgwire.connect(px.port, "app", "appdb", "app-secret", extra={"options": opts})
+        assert (e.value.sqlstate, e.value.fields.get("S")) == (code, "FATAL"), opts
+        assert says in e.value.message, (opts, e.value.message)
+    many = " ".join(f"-c pgmux_test.k{i}={i}" for i in range(63))
+    with pytest.raises(pgwire.PgError) as e:
+        pgwire.connect(px.port, "app", "appdb", "app-secret", extra={"options": many})
+    assert e.value.sqlstate == "0A000" and "more than 64 settings" in e.value.message
+    c = pgwire.connect(px.port, "app", "appdb", "app-secret", extra={"options": ""})
+    assert c.query("SELECT 1") == [["1"]]
+    c.terminate()
 
 
 def test_startup_parameters_repeated_or_piled_up(pgmux):

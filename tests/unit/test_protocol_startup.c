@@ -2,7 +2,8 @@
  * test_protocol_startup.c - unit tests for protocol/startup.c: StartupMessage v3 (parameters,
  * missing user, database defaulting to user, bad layouts, too many parameters, versions),
  * SSLRequest, GSSENCRequest and CancelRequest with right and wrong lengths, and the length word
- * check. Does not test what the proxy answers. Single-threaded.
+ * check, and the settings of the "options" parameter. Does not test what the proxy answers.
+ * Single-threaded.
  *
  * Reference: PostgreSQL 15 documentation, 55.7 "Message Formats" (StartupMessage, SSLRequest,
  * GSSENCRequest, CancelRequest), 55.2.1 "Start-up".
@@ -12,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -370,6 +372,89 @@ test_builder_roundtrip(void **state)
     proto_builder_fini(&b);
 }
 
+/* Split opts; each "name=value" of want (NULL-ended) must come out in order. out is sized
+ * exactly as the contract allows, in its own allocation, so ASan sees a write past it. */
+static void
+expect_options(const char *opts, const char *const *want)
+{
+    size_t cap = strlen(opts) + 1;
+    char *out = malloc(cap);
+    assert_non_null(out);
+    int n = -1;
+    struct proto_err err;
+    assert_int_equal(proto_options_split(opts, out, &n, &err), ST_OK);
+    const char *p = out;
+    int k = 0;
+    for (; want[k]; k++) {
+        char pair[256];
+        const char *value = p + strlen(p) + 1;
+        snprintf(pair, sizeof(pair), "%s=%s", p, value);
+        assert_string_equal(pair, want[k]);
+        p = value + strlen(value) + 1;
+        assert_true((size_t) (p - out) <= cap);
+    }
+    assert_int_equal(n, k);
+    free(out);
+}
+
+static void
+test_options_settings(void **state)
+{
+    (void) state;
+    static const char *const none[] = { NULL };
+    expect_options("", none);
+    expect_options("  \t ", none);
+    static const char *const one[] = { "search_path=app", NULL };
+    expect_options("-c search_path=app", one);
+    expect_options("-csearch_path=app", one);
+    expect_options("--search_path=app", one);
+    expect_options("  --search-path=app  ", one);
+    /* a backslash keeps the next character, a space included; '-' in a value stays */
+    static const char *const esc[] = { "search_path=a, b", "application_name=x-y\\z", NULL };
+    expect_options("-c search_path=a,\\ b --application-name=x-y\\\\z", esc);
+    /* '=' after the first belongs to the value; an empty value is a value */
+    static const char *const eq[] = { "pgmux.k=a=b", "pgmux.e=", NULL };
+    expect_options("-c pgmux.k=a=b -c pgmux.e=", eq);
+    /* the next word is -c's argument even when it starts with '-' */
+    static const char *const dash[] = { "statement_timeout=-1", NULL };
+    expect_options("-c\tstatement_timeout=-1", dash);
+    /* a trailing backslash escapes nothing */
+    static const char *const trail[] = { "a=b", NULL };
+    expect_options("-c a=b\\", trail);
+}
+
+static void
+test_options_refused(void **state)
+{
+    (void) state;
+    static const struct {
+        const char *opts;
+        enum status st;
+        const char *says;
+    } cases[] = {
+        { "-d 5", ST_ECLIENT_UNSUPPORTED, "server switch \"-d\"" },
+        { "-c a=b -F", ST_ECLIENT_UNSUPPORTED, "server switch \"-F\"" },
+        { "-Fc a=b", ST_ECLIENT_UNSUPPORTED, "server switch \"-Fc\"" },
+        { "-", ST_ECLIENT_UNSUPPORTED, "server switch \"-\"" },
+        { "search_path=a", ST_ECLIENT_PROTOCOL, "invalid command-line argument" },
+        { "-c", ST_ECLIENT_PROTOCOL, "requires an argument" },
+        { "-c   ", ST_ECLIENT_PROTOCOL, "requires an argument" },
+        { "-c work_mem", ST_ECLIENT_PROTOCOL, "-c work_mem requires a value" },
+        { "--work-mem", ST_ECLIENT_PROTOCOL, "--work-mem requires a value" },
+        { "-c =1", ST_ECLIENT_PROTOCOL, "has no name" },
+        { "--", ST_ECLIENT_PROTOCOL, "requires a value" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[64];
+        int n;
+        struct proto_err err = { { 0 } };
+        assert_int_equal(proto_options_split(cases[i].opts, out, &n, &err), cases[i].st);
+        if (!strstr(err.text, cases[i].says)) {
+            fail_msg("%s: \"%s\" does not say \"%s\"", cases[i].opts, err.text, cases[i].says);
+        }
+    }
+}
+
 int
 main(void)
 {
@@ -388,6 +473,8 @@ main(void)
         cmocka_unit_test(test_length_word),
         cmocka_unit_test(test_parse_length_checks),
         cmocka_unit_test(test_builder_roundtrip),
+        cmocka_unit_test(test_options_settings),
+        cmocka_unit_test(test_options_refused),
     };
     return cmocka_run_group_tests_name("protocol_startup", tests, NULL, NULL);
 }
