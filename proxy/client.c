@@ -1785,25 +1785,47 @@ params_remove(struct pool_params *ps, const char *name)
 
 /* ---- the server's spelling of a reported setting (worker.h, spellings) ---- */
 
+#define FNV_BASIS      0xcbf29ce484222325ull
+#define FNV_PRIME      0x100000001b3ull
+#define WANT_HASH_SEED 0x9e3779b97f4a7c15ull
+
+/* FNV-1a of "name=", the name folded to lower case (ASCII, as setting names are); a pair's
+ * hash goes on from it with the value (value_hash), so a value replaced by its server
+ * spelling costs only the value again. */
 static uint64_t
-fnv_add(uint64_t h, const char *s, bool fold)
+name_hash(const char *name)
 {
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char) *s;
-        h = (h ^ (fold ? (unsigned char) tolower(ch) : ch)) * 0x100000001b3ull;
+    uint64_t e = FNV_BASIS;
+    for (const char *p = name; *p; p++) {
+        unsigned ch = (unsigned char) *p;
+        e = (e ^ (ch | (unsigned) (ch - 'A' < 26u) << 5)) * FNV_PRIME;
     }
-    return (h ^ 0xff) * 0x100000001b3ull; /* 0xff never occurs in a string: ends it */
+    return (e ^ '=') * FNV_PRIME;
 }
 
 static uint64_t
-spelling_hash(const struct pool *p, const char *name, const char *value)
+value_hash(uint64_t e, const char *value)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    h = fnv_add(h, p->database, false);
-    h = fnv_add(h, p->user, false);
-    h = fnv_add(h, name, true);
-    h = fnv_add(h, value, false);
+    for (const char *p = value; *p; p++) {
+        e = (e ^ (unsigned char) *p) * FNV_PRIME;
+    }
+    return e;
+}
+
+/* What a spelling depends on besides the pair: the pool's database and user. */
+static uint64_t
+pool_ident_hash(const struct pool *p)
+{
+    uint64_t h = value_hash(FNV_BASIS, p->database);
+    h = (h ^ 0xff) * FNV_PRIME; /* 0xff never occurs in a string: ends it */
+    return value_hash(h, p->user);
+}
+
+static uint64_t
+spelling_hash(uint64_t ident, uint64_t pair)
+{
     /* FNV's low bits, which pick the slot, depend only on the low bits of what went in */
+    uint64_t h = ident ^ (pair * 0x9e3779b97f4a7c15ull);
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     return h ^ (h >> 33);
@@ -1816,35 +1838,38 @@ spelling_slot(struct worker *w, uint64_t h, int way)
     return &w->spellings[((h % (WORKER_SPELLING_N / 2)) * 2) + (unsigned) way];
 }
 
-/* The server's spelling of value, or NULL when none was learned (or it is the same). */
-static const char *
-spelling_find(struct worker *w, const struct pool *p, const char *name, const char *value)
+/* Whether entry e is (p's database and user, name, value). */
+static bool
+spelling_is(const struct worker_spelling *e, uint64_t h, const struct pool *p, const char *name,
+            const char *value)
 {
-    uint64_t h = spelling_hash(p, name, value);
-    const struct worker_spelling *e = spelling_slot(w, h, 0);
     if (!e->s || e->hash != h) {
+        return false;
+    }
+    /* Pools live as long as the process: the same pool is the same database and user. */
+    if (e->pool != p &&
+        (strcmp(e->pool->database, p->database) != 0 || strcmp(e->pool->user, p->user) != 0)) {
+        return false;
+    }
+    /* Clients of one application spell a name alike: strcmp mostly answers. */
+    return (strcmp(e->s, name) == 0 || strcasecmp(e->s, name) == 0) &&
+           strcmp(e->s + e->value_at, value) == 0;
+}
+
+/* The server's spelling of value (pair: its hash), or NULL when none was learned. */
+static const char *
+spelling_find(struct worker *w, const struct pool *p, uint64_t ident, uint64_t pair,
+              const char *name, const char *value)
+{
+    uint64_t h = spelling_hash(ident, pair);
+    const struct worker_spelling *e = spelling_slot(w, h, 0);
+    if (!spelling_is(e, h, p, name, value)) {
         e = spelling_slot(w, h, 1);
-        if (!e->s || e->hash != h) {
+        if (!spelling_is(e, h, p, name, value)) {
             return NULL;
         }
     }
-    const char *s = e->s;
-    if (strcmp(s, p->database) != 0) {
-        return NULL;
-    }
-    s += strlen(s) + 1;
-    if (strcmp(s, p->user) != 0) {
-        return NULL;
-    }
-    s += strlen(s) + 1;
-    if (strcasecmp(s, name) != 0) {
-        return NULL;
-    }
-    s += strlen(s) + 1;
-    if (strcmp(s, value) != 0) {
-        return NULL;
-    }
-    return s + strlen(s) + 1;
+    return e->s + e->server_at;
 }
 
 /* Best effort: an entry that cannot be stored costs a later login one SET. */
@@ -1852,23 +1877,18 @@ static void
 spelling_learn(struct worker *w, const struct pool *p, const char *name, const char *value,
                const char *server)
 {
-    const char *parts[] = { p->database, p->user, name, value, server };
-    size_t lens[5], total = 0;
-    for (int i = 0; i < 5; i++) {
-        lens[i] = strlen(parts[i]) + 1;
-        total += lens[i];
-    }
-    if (total > 1024) {
+    size_t nl = strlen(name) + 1, vl = strlen(value) + 1, sl = strlen(server) + 1;
+    if (nl + vl + sl > 1024) {
         return; /* long values (an application_name, say) are rarely respelled, never shared */
     }
-    char *s = malloc(total);
+    char *s = malloc(nl + vl + sl);
     if (!s) {
         return;
     }
-    for (size_t i = 0, off = 0; i < 5; off += lens[i], i++) {
-        memcpy(s + off, parts[i], lens[i]);
-    }
-    uint64_t h = spelling_hash(p, name, value);
+    memcpy(s, name, nl);
+    memcpy(s + nl, value, vl);
+    memcpy(s + nl + vl, server, sl);
+    uint64_t h = spelling_hash(pool_ident_hash(p), value_hash(name_hash(name), value));
     /* An empty slot of the two, or the one the hash's top bit names. */
     struct worker_spelling *e = spelling_slot(w, h, 0);
     if (e->s && e->hash != h) {
@@ -1879,6 +1899,9 @@ spelling_learn(struct worker *w, const struct pool *p, const char *name, const c
     free(e->s);
     e->s = s;
     e->hash = h;
+    e->pool = p;
+    e->value_at = (uint16_t) nl;
+    e->server_at = (uint16_t) (nl + vl);
 }
 
 /* The client's wanted settings start as its startup parameters. */
@@ -1933,15 +1956,20 @@ client_init_want(struct client *c)
         v[at].value = (char *) (uintptr_t) value;
         n += at == n;
     }
-    if (c->w->n_spellings > 0) {
-        for (int i = 0; i < n; i++) {
-            const char *server = spelling_find(c->w, c->pool, v[i].name, v[i].value);
-            if (server) {
-                v[i].value = (char *) (uintptr_t) server; /* interned below: copied */
-            }
+    uint64_t ident = c->w->n_spellings > 0 ? pool_ident_hash(c->pool) : 0;
+    uint64_t h = WANT_HASH_SEED;
+    for (int i = 0; i < n; i++) {
+        uint64_t named = name_hash(v[i].name);
+        uint64_t e = value_hash(named, v[i].value);
+        const char *server =
+            ident ? spelling_find(c->w, c->pool, ident, e, v[i].name, v[i].value) : NULL;
+        if (server) {
+            v[i].value = (char *) (uintptr_t) server; /* interned below: copied */
+            e = value_hash(named, server);
         }
+        h += e;
     }
-    c->want_hash = want_hash_of(v, n);
+    c->want_hash = h ? h : 1;
     /* Held for the session's life and changed only by a SET the client sends: one block, the
      * same for every client that sent the same parameters. */
     return pool_params_intern_from(&c->want, v, n,
@@ -1951,18 +1979,10 @@ client_init_want(struct client *c)
 static uint64_t
 want_hash_of(const struct pool_param *v, int n)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull;
+    /* summed, so order does not matter */
+    uint64_t h = WANT_HASH_SEED;
     for (int i = 0; i < n; i++) {
-        /* FNV-1a of "name=value" (name case-folded), summed so order does not matter. */
-        uint64_t e = 0xcbf29ce484222325ull;
-        for (const char *p = v[i].name; *p; p++) {
-            e = (e ^ (uint8_t) tolower((unsigned char) *p)) * 0x100000001b3ull;
-        }
-        e = (e ^ '=') * 0x100000001b3ull;
-        for (const char *p = v[i].value; *p; p++) {
-            e = (e ^ (uint8_t) *p) * 0x100000001b3ull;
-        }
-        h += e;
+        h += value_hash(name_hash(v[i].name), v[i].value);
     }
     return h ? h : 1;
 }

@@ -184,7 +184,10 @@ struct worker {
      * entry replaces one of them. */
     struct worker_spelling {
         uint64_t hash;
-        char *s; /* "database\0user\0name\0value\0server's value\0"; NULL: empty */
+        const struct pool *pool; /* learned there; pools live until shutdown */
+        char *s;                 /* "name\0value\0server's value\0"; NULL: empty */
+        uint16_t value_at;       /* offsets in s */
+        uint16_t server_at;
     } spellings[WORKER_SPELLING_N];
     int n_spellings;              /* entries in use: 0 spares a login the hashing */
     struct balance_spread spread; /* worker 0: whether the load spreads (balance.h) */
