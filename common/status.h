@@ -9,17 +9,18 @@
 
 enum status {
     ST_OK = 0,
-    ST_AGAIN,                 /* would block; retry when the socket is ready */
-    ST_INCOMPLETE,            /* need more bytes */
-    ST_DECLINED,              /* not mine: the caller should try something else */
-    ST_ECLIENT_CLOSED,        /* client went away */
-    ST_ECLIENT_PROTOCOL,      /* client broke the protocol */
-    ST_ECLIENT_UNSUPPORTED,   /* client asked for something we do not do */
-    ST_ECLIENT_LOGIN_TIMEOUT, /* client did not finish startup and authentication in time */
-    ST_ECLIENT_IDLE_TIMEOUT,  /* client sent nothing for client_idle_timeout */
-    ST_ESERVER_CLOSED,        /* server went away */
-    ST_ESERVER_PROTOCOL,      /* server said something we cannot follow */
-    ST_ESERVER_CONNECT,       /* could not reach a server */
+    ST_AGAIN,                    /* would block; retry when the socket is ready */
+    ST_INCOMPLETE,               /* need more bytes */
+    ST_DECLINED,                 /* not mine: the caller should try something else */
+    ST_ECLIENT_CLOSED,           /* client went away */
+    ST_ECLIENT_PROTOCOL,         /* client broke the protocol */
+    ST_ECLIENT_UNSUPPORTED,      /* client asked for something we do not do */
+    ST_ECLIENT_LOGIN_TIMEOUT,    /* client did not finish startup and authentication in time */
+    ST_ECLIENT_IDLE_TIMEOUT,     /* client sent nothing for client_idle_timeout */
+    ST_ECLIENT_IDLE_TXN_TIMEOUT, /* idle in a transaction for idle_transaction_timeout */
+    ST_ESERVER_CLOSED,           /* server went away */
+    ST_ESERVER_PROTOCOL,         /* server said something we cannot follow */
+    ST_ESERVER_CONNECT,          /* could not reach a server */
     ST_ENOMEM,
     ST_ETIMEOUT,
     ST_EAUTH,      /* authentication failed */

@@ -280,6 +280,8 @@ struct pool_conn {
                               everything up to the next Sync */
     int64_t created_us;
     int64_t last_used_us;       /* when it last became idle */
+    int64_t ready_us;           /* attached: when the server last owed nothing (worker_now_us);
+                                   what idle_transaction_timeout counts from */
     int64_t deadline_us;        /* connect/login/reset must finish by then */
     struct pool_params params;  /* ParameterStatus values the server reported */
     struct pool_params applied; /* unreported parameters pgmux SET on it, with their values */

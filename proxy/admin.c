@@ -1491,6 +1491,8 @@ tun_file_value(const struct cfg *cfg, enum admin_tun k)
         return cfg->max_client_conn;
     case ADMIN_TUN_CLIENT_IDLE_TIMEOUT:
         return cfg->client_idle_timeout_ms;
+    case ADMIN_TUN_IDLE_TXN_TIMEOUT:
+        return cfg->idle_transaction_timeout_ms;
     case ADMIN_TUN_CLIENT_LOGIN_TIMEOUT:
         return cfg->client_login_timeout_ms;
     case ADMIN_TUN_QUERY_WAIT_TIMEOUT:
@@ -1558,6 +1560,7 @@ struct set_key {
 static const struct set_key set_keys[] = {
     { "max_client_conn", TK_INT, false, ADMIN_TUN_MAX_CLIENT_CONN },
     { "client_idle_timeout", TK_MS, false, ADMIN_TUN_CLIENT_IDLE_TIMEOUT },
+    { "idle_transaction_timeout", TK_MS, false, ADMIN_TUN_IDLE_TXN_TIMEOUT },
     { "client_login_timeout", TK_MS, false, ADMIN_TUN_CLIENT_LOGIN_TIMEOUT },
     { "query_wait_timeout", TK_MS, false, ADMIN_TUN_QUERY_WAIT_TIMEOUT },
     { "shutdown_timeout", TK_MS, false, ADMIN_TUN_SHUTDOWN_TIMEOUT },

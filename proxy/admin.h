@@ -35,6 +35,7 @@ struct worker;
 enum admin_tun {
     ADMIN_TUN_MAX_CLIENT_CONN,
     ADMIN_TUN_CLIENT_IDLE_TIMEOUT,  /* ms */
+    ADMIN_TUN_IDLE_TXN_TIMEOUT,     /* ms */
     ADMIN_TUN_CLIENT_LOGIN_TIMEOUT, /* ms */
     ADMIN_TUN_QUERY_WAIT_TIMEOUT,   /* ms */
     ADMIN_TUN_SHUTDOWN_TIMEOUT,     /* ms */

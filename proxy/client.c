@@ -2895,6 +2895,22 @@ client_tick(struct worker *w, int64_t now)
         client_tick_idle(&w->clients_active, now, idle_to);
         client_tick_idle(&w->clients_idle, now, idle_to);
     }
+    int64_t txn_to =
+        admin_tunable(adm, cfg, ADMIN_TUN_IDLE_TXN_TIMEOUT, cfg->idle_transaction_timeout_ms) *
+        1000;
+    if (txn_to > 0) {
+        ILIST_FOREACH_SAFE(&w->clients_active, it, tmp)
+        {
+            /* In a transaction (or a failed one) with every answer given: the client holds a
+             * server connection, and its locks, while the server waits for it. */
+            struct client *c = CONTAINER_OF(it, struct client, node);
+            struct pool_conn *sc = c->sc;
+            if (sc && sc->txn_status != 'I' && sc->expect_ready == 0 && !c->sock.in &&
+                now - (c->last_read_us > sc->ready_us ? c->last_read_us : sc->ready_us) > txn_to) {
+                client_fail(c, ST_ECLIENT_IDLE_TXN_TIMEOUT, NULL);
+            }
+        }
+    }
 }
 
 void

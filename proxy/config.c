@@ -205,6 +205,7 @@ enum key_id {
     K_STATS_USERS,
     K_SERVER_RESET_QUERY,
     K_CLIENT_IDLE_TIMEOUT,
+    K_IDLE_TRANSACTION_TIMEOUT,
     K_CLIENT_LOGIN_TIMEOUT,
     K_QUERY_WAIT_TIMEOUT,
     K_SERVER_CONNECT_TIMEOUT,
@@ -297,6 +298,8 @@ static const struct key_def key_defs[K__COUNT] = {
                                0, 0, 0 },
     [K_CLIENT_IDLE_TIMEOUT] = { "client_idle_timeout", SECT_PGMUX, KT_DURATION,
                                 F(client_idle_timeout_ms), 0, 0, CFG_DURATION_MAX_MS },
+    [K_IDLE_TRANSACTION_TIMEOUT] = { "idle_transaction_timeout", SECT_PGMUX, KT_DURATION,
+                                     F(idle_transaction_timeout_ms), 0, 0, CFG_DURATION_MAX_MS },
     [K_CLIENT_LOGIN_TIMEOUT] = { "client_login_timeout", SECT_PGMUX, KT_DURATION,
                                  F(client_login_timeout_ms), 0, 1, CFG_DURATION_MAX_MS },
     [K_QUERY_WAIT_TIMEOUT] = { "query_wait_timeout", SECT_PGMUX, KT_DURATION,
@@ -2400,6 +2403,7 @@ cfg_new_defaults(const char *path)
     c->auth_type = CFG_AUTH_SCRAM;
     c->server_reset_query = strdup("DISCARD ALL");
     c->client_idle_timeout_ms = 0;
+    c->idle_transaction_timeout_ms = 0;
     c->client_login_timeout_ms = 60 * 1000;
     c->query_wait_timeout_ms = 120 * 1000;
     c->server_connect_timeout_ms = 15 * 1000;

@@ -150,14 +150,15 @@ struct cfg {
     int n_admin_users;
     char **stats_users;
     int n_stats_users;
-    char *server_reset_query;          /* "DISCARD ALL"; "" means none */
-    int64_t client_idle_timeout_ms;    /* 0 = never */
-    int64_t client_login_timeout_ms;   /* 60 s */
-    int64_t query_wait_timeout_ms;     /* 120 s; 0 = wait forever */
-    int64_t server_connect_timeout_ms; /* 15 s */
-    int64_t server_login_retry_ms;     /* 1 s: after a failed connect, fail waiters this long */
-    int64_t shutdown_timeout_ms;       /* 30 s: SIGTERM lets running transactions finish this
-                                          long; 0 = close at once */
+    char *server_reset_query;            /* "DISCARD ALL"; "" means none */
+    int64_t client_idle_timeout_ms;      /* 0 = never */
+    int64_t idle_transaction_timeout_ms; /* 0 = never */
+    int64_t client_login_timeout_ms;     /* 60 s */
+    int64_t query_wait_timeout_ms;       /* 120 s; 0 = wait forever */
+    int64_t server_connect_timeout_ms;   /* 15 s */
+    int64_t server_login_retry_ms;       /* 1 s: after a failed connect, fail waiters this long */
+    int64_t shutdown_timeout_ms;         /* 30 s: SIGTERM lets running transactions finish this
+                                            long; 0 = close at once */
 
     /* [pgmux] topology monitor (proxy/monitor.c) */
     int64_t health_check_period_ms;  /* 1 s; 0 = no health checks (declared roles only) */

@@ -26,6 +26,11 @@ errors_lookup(enum status st)
         [ST_ECLIENT_IDLE_TIMEOUT] = { "FATAL", SQLSTATE_IDLE_SESSION_TIMEOUT,
                                       "terminating connection due to idle-session timeout",
                                       "see client_idle_timeout" },
+        [ST_ECLIENT_IDLE_TXN_TIMEOUT] = { "FATAL", SQLSTATE_IDLE_IN_TRANSACTION_TIMEOUT,
+                                          "terminating connection due to idle-in-transaction "
+                                          "timeout",
+                                          "see idle_transaction_timeout; the transaction was "
+                                          "rolled back" },
         [ST_ESERVER_CLOSED] = { "FATAL", SQLSTATE_CONNECTION_FAILURE, "server connection lost",
                                 NULL },
         [ST_ESERVER_PROTOCOL] = { "FATAL", SQLSTATE_CONNECTION_FAILURE,

@@ -190,6 +190,7 @@ relay_request_done(struct client *c, struct stats_pool *sp)
 {
     struct pool_conn *sc = c->sc;
     int64_t now = relay_now_us(c);
+    sc->ready_us = now + c->w->mono_minus_loop_us; /* worker_now_us */
     if (c->req_start_us) {
         int64_t us = now - c->req_start_us;
         if (sp) {

@@ -321,6 +321,8 @@ describe_changes(struct strbuf *b, const struct cfg *n, const struct cfg *o)
         "stats_users");
     CHG(!str_eq(n->server_reset_query, o->server_reset_query), "server_reset_query");
     CHG(n->client_idle_timeout_ms != o->client_idle_timeout_ms, "client_idle_timeout");
+    CHG(n->idle_transaction_timeout_ms != o->idle_transaction_timeout_ms,
+        "idle_transaction_timeout");
     CHG(n->client_login_timeout_ms != o->client_login_timeout_ms, "client_login_timeout");
     CHG(n->query_wait_timeout_ms != o->query_wait_timeout_ms, "query_wait_timeout");
     CHG(n->server_connect_timeout_ms != o->server_connect_timeout_ms, "server_connect_timeout");

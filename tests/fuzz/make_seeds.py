@@ -118,6 +118,7 @@ admin_users = demo, scram
 stats_users = demo
 server_reset_query = "DISCARD ALL"
 client_idle_timeout = 0
+idle_transaction_timeout = 1s
 client_login_timeout = 60s
 query_wait_timeout = 2m
 server_connect_timeout = 1500ms

@@ -257,6 +257,58 @@ def test_server_backend_killed_mid_query(cluster, pgmux):
 
 
 @pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_idle_transaction_timeout(cluster, pgmux, mode):
+    """idle_transaction_timeout closes a client that leaves a transaction open, every answer
+    given, for that long: FATAL 25P03 as PostgreSQL's own idle-in-transaction timeout, its
+    server connection closed, so its write is rolled back and its locks go, and (transaction
+    pooling) the one server connection serves the client that waited for it. A transaction
+    whose statement runs longer than the timeout, or whose client keeps sending, stays."""
+    with cluster.su(dbname="appdb") as su:
+        su.execute("DROP TABLE IF EXISTS idle_txn")
+        su.execute("CREATE TABLE idle_txn (v int)")
+        su.execute("GRANT ALL ON idle_txn TO app")
+    px = pgmux(pool_mode=mode, idle_transaction_timeout="1s",
+               max_open_conns=1 if mode == "transaction" else 4)
+
+    # a long statement and a busy client inside their transactions are not idle
+    with px.connect(autocommit=False) as busy:
+        busy.execute("SELECT pg_sleep(1.6)")
+        for _ in range(5):
+            time.sleep(0.4)
+            busy.execute("SELECT 1")
+        busy.commit()
+
+    idle = pgwire.connect(px.port, "app", "appdb", "app-secret")
+    idle.query("BEGIN")
+    idle.query("INSERT INTO idle_txn VALUES (1)")
+    idle.query("SELECT v FROM idle_txn FOR UPDATE")  # a row lock it holds
+    t0 = time.monotonic()
+    if mode == "transaction":
+        # the only server connection is the idle one's: the next client waits for it
+        def count():
+            with px.connect() as c:
+                return c.execute("SELECT count(*) FROM idle_txn").fetchone()[0]
+        waiter = Background(count)
+    mtype, payload = idle.recv_msg()  # unasked: nothing was sent since
+    assert time.monotonic() - t0 >= 0.9
+    err = pgwire.PgError(pgwire.parse_error_fields(payload))
+    assert (mtype, err.sqlstate, err.fields.get("S")) == (b"E", "25P03", "FATAL"), err
+    assert "idle-in-transaction timeout" in err.message
+    idle.read_until_eof()
+    idle.close()
+    if mode == "transaction":
+        assert waiter.result(timeout=10) == 0
+    # rolled back, nothing left locked, and pgmux serves on
+    with px.connect() as c:
+        assert c.execute("SELECT count(*) FROM idle_txn").fetchone()[0] == 0
+        # the backend that held the row lock exits on its own once pgmux hung up: a little
+        # patience, not an unbounded wait
+        c.execute("BEGIN; SET LOCAL lock_timeout = '5s'; "
+                  "LOCK TABLE idle_txn IN ACCESS EXCLUSIVE MODE; COMMIT")
+    assert "event=disconnect" in px.log_text() and "idle-in-transaction" in px.log_text()
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_client_idle_timeout_counts_from_the_last_message(cluster, pgmux, mode):
     """client_idle_timeout closes a client that sent nothing for that long, also one whose last
     message reached a server it holds (a session, or a transaction left open)."""

@@ -150,6 +150,7 @@ test_full_valid(void **state)
                       "stats_users = dave\n"
                       "server_reset_query = \"RESET ALL; SELECT 1 # not a comment\"\n"
                       "client_idle_timeout = 5m\n"
+                      "idle_transaction_timeout = 30s\n"
                       "client_login_timeout = 250ms\n"
                       "query_wait_timeout = 0\n"
                       "server_connect_timeout = 3s\n"
@@ -198,6 +199,7 @@ test_full_valid(void **state)
     assert_string_equal(c->stats_users[0], "dave");
     assert_string_equal(c->server_reset_query, "RESET ALL; SELECT 1 # not a comment");
     assert_int_equal(c->client_idle_timeout_ms, 300000);
+    assert_int_equal(c->idle_transaction_timeout_ms, 30000);
     assert_int_equal(c->client_login_timeout_ms, 250);
     assert_int_equal(c->query_wait_timeout_ms, 0);
     assert_int_equal(c->server_connect_timeout_ms, 3000);
@@ -229,13 +231,13 @@ test_full_valid(void **state)
     assert_int_equal(c->nodes[0].port, 5433);
     assert_int_equal(c->nodes[0].role, CFG_ROLE_PRIMARY);
     assert_int_equal(c->nodes[0].weight, 0);
-    assert_int_equal(c->nodes[0].line, 32);
+    assert_int_equal(c->nodes[0].line, 33);
     assert_string_equal(c->nodes[1].name, "r_2");
     assert_string_equal(c->nodes[1].host, "db2.example");
     assert_int_equal(c->nodes[1].port, 5432);
     assert_int_equal(c->nodes[1].role, CFG_ROLE_REPLICA);
     assert_int_equal(c->nodes[1].weight, 1000);
-    assert_int_equal(c->nodes[1].line, 37);
+    assert_int_equal(c->nodes[1].line, 38);
 
     assert_int_equal(c->n_users, 5);
     assert_string_equal(cfg_user_find(c, "app@azure")->secret, "pw");
@@ -276,6 +278,7 @@ test_defaults(void **state)
     assert_int_equal(c->n_stats_users, 0);
     assert_string_equal(c->server_reset_query, "DISCARD ALL");
     assert_int_equal(c->client_idle_timeout_ms, 0);
+    assert_int_equal(c->idle_transaction_timeout_ms, 0);
     assert_int_equal(c->client_login_timeout_ms, 60000);
     assert_int_equal(c->query_wait_timeout_ms, 120000);
     assert_int_equal(c->server_connect_timeout_ms, 15000);
