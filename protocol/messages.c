@@ -78,13 +78,17 @@ proto_build_auth_md5(struct proto_builder *b, const uint8_t salt[4])
     proto_builder_end(b);
 }
 
-/* AuthenticationSASL: 'R', Int32 10, mechanism Strings ended by an empty one, 55.7. Only
- * SCRAM-SHA-256: pgmux offers no channel binding, so no "-PLUS" (55.3 "SASL Authentication"). */
+/* AuthenticationSASL: 'R', Int32 10, mechanism Strings ended by an empty one, 55.7; the
+ * channel-binding variant first, as PostgreSQL lists them over TLS (55.3 "SASL
+ * Authentication"). */
 void
-proto_build_auth_sasl(struct proto_builder *b)
+proto_build_auth_sasl(struct proto_builder *b, bool plus)
 {
     proto_builder_begin(b, 'R');
     proto_builder_u32(b, PROTO_AUTH_SASL);
+    if (plus) {
+        proto_builder_cstr(b, "SCRAM-SHA-256-PLUS");
+    }
     proto_builder_cstr(b, "SCRAM-SHA-256");
     proto_builder_u8(b, 0);
     proto_builder_end(b);

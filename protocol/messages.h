@@ -37,8 +37,8 @@ void proto_build_error(struct proto_builder *b, uint8_t type, const char *severi
 void proto_build_auth_ok(struct proto_builder *b);
 void proto_build_auth_cleartext(struct proto_builder *b);
 void proto_build_auth_md5(struct proto_builder *b, const uint8_t salt[4]);
-/** AuthenticationSASL listing the single mechanism "SCRAM-SHA-256". */
-void proto_build_auth_sasl(struct proto_builder *b);
+/** AuthenticationSASL listing "SCRAM-SHA-256", after "SCRAM-SHA-256-PLUS" when plus. */
+void proto_build_auth_sasl(struct proto_builder *b, bool plus);
 void proto_build_auth_sasl_continue(struct proto_builder *b, const void *data, size_t len);
 void proto_build_auth_sasl_final(struct proto_builder *b, const void *data, size_t len);
 void proto_build_parameter_status(struct proto_builder *b, const char *name, const char *value);

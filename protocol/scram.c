@@ -1,5 +1,6 @@
 /*
- * scram.c - SCRAM-SHA-256 without channel binding, both sides, as PostgreSQL speaks it.
+ * scram.c - SCRAM-SHA-256, both sides, as PostgreSQL speaks it; SCRAM-SHA-256-PLUS
+ * (tls-server-end-point) on the server side.
  * See scram.h.
  *
  * Does not: send or receive anything (the SASL payloads travel in messages.c's
@@ -455,6 +456,30 @@ proto_scram_server_init_random(struct proto_scram_server *s,
     b64_encode(random, PROTO_SCRAM_NONCE_LEN, s->nonce);
 }
 
+void
+proto_scram_server_offer_plus(struct proto_scram_server *s, const uint8_t *data, size_t len)
+{
+    if (len == 0 || len > sizeof(s->cbind)) {
+        return; /* nothing to bind to: SCRAM-SHA-256 alone */
+    }
+    memcpy(s->cbind, data, len);
+    s->cbind_len = (uint8_t) len;
+}
+
+enum status
+proto_scram_server_mechanism(struct proto_scram_server *s, const char *mechanism)
+{
+    if (strcmp(mechanism, "SCRAM-SHA-256") == 0) {
+        s->is_plus = false;
+        return ST_OK;
+    }
+    if (strcmp(mechanism, "SCRAM-SHA-256-PLUS") == 0 && s->cbind_len > 0) {
+        s->is_plus = true;
+        return ST_OK;
+    }
+    return ST_ECLIENT_PROTOCOL;
+}
+
 /*
  * client-first-message = gs2-header client-first-message-bare
  * gs2-header = gs2-cbind-flag "," [ authzid ] ","
@@ -482,21 +507,39 @@ proto_scram_server_first(struct proto_scram_server *s, const uint8_t *msg, size_
                           "malformed SCRAM message (too long or contains NUL)");
     }
 
-    /* gs2-cbind-flag: "n" the client does not support channel binding, "y" it does but thinks
-     * we do not (we advertise no -PLUS mechanism, so that is true), "p=" it insists: refused,
-     * as PostgreSQL refuses it when SCRAM-SHA-256-PLUS was not chosen. */
+    /* gs2-cbind-flag, checked as PostgreSQL checks it: "n" the client does not support
+     * channel binding; "y" it does but thinks we do not, a downgrade where -PLUS was offered;
+     * "p=type" it binds, which only SCRAM-SHA-256-PLUS may do, and it must. */
     switch (*p) {
     case 'n':
     case 'y':
+        if (s->is_plus) {
+            return scram_fail(err, ST_ECLIENT_PROTOCOL,
+                              "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message "
+                              "does not include channel binding data");
+        }
+        if (*p == 'y' && s->cbind_len > 0) {
+            return scram_fail(err, ST_ECLIENT_PROTOCOL,
+                              "SCRAM channel binding negotiation error: the client supports "
+                              "channel binding but thinks the server does not");
+        }
+        p++;
         break;
     case 'p':
-        return scram_fail(err, ST_ECLIENT_PROTOCOL,
-                          "channel binding requested but not supported by pgmux");
+        if (!s->is_plus) {
+            return scram_fail(err, ST_ECLIENT_PROTOCOL,
+                              "the client selected SCRAM-SHA-256 without channel binding, but "
+                              "the SCRAM message includes channel binding data");
+        }
+        if (strncmp(p, "p=tls-server-end-point,", 23) != 0) {
+            return scram_fail(err, ST_ECLIENT_PROTOCOL, "unsupported SCRAM channel-binding type");
+        }
+        p += 22;
+        break;
     default:
         return scram_fail(err, ST_ECLIENT_PROTOCOL,
                           "malformed SCRAM message (unexpected channel-binding flag)");
     }
-    p++;
     if (!comma_skip(&p)) {
         return scram_fail(err, ST_ECLIENT_PROTOCOL,
                           "malformed SCRAM message (comma expected after channel-binding flag)");
@@ -570,7 +613,7 @@ proto_scram_server_final(struct proto_scram_server *s, const uint8_t *msg, size_
 {
     char buf[PROTO_SCRAM_MSG_MAX];
     char auth_message[3 * PROTO_SCRAM_MSG_MAX];
-    uint8_t cbind[16];
+    uint8_t cbind[32 + PROTO_SCRAM_CBIND_MAX];
     uint8_t proof[PROTO_SCRAM_KEY_LEN];
     uint8_t signature[PROTO_SCRAM_KEY_LEN];
     uint8_t client_key[PROTO_SCRAM_KEY_LEN];
@@ -591,11 +634,16 @@ proto_scram_server_final(struct proto_scram_server *s, const uint8_t *msg, size_
         goto done;
     }
 
-    /* The channel-binding attribute must repeat the gs2 header of client-first: without it a
-     * man in the middle could downgrade "y" to "n" unnoticed. */
+    /* The channel-binding attribute must repeat the gs2 header of client-first (without it a
+     * man in the middle could downgrade "y" to "n" unnoticed), followed, with -PLUS, by the
+     * hash of the certificate this TLS session presented: a client that bound to another
+     * certificate (a proxy between it and us) is refused. */
+    size_t gs2_len = strlen(s->gs2_header);
+    size_t cb_len = s->is_plus ? s->cbind_len : 0;
     if (!attr_read(&p, 'c', &val, &val_len) ||
-        !b64_decode(val, val_len, cbind, sizeof(cbind), &n) || n != strlen(s->gs2_header) ||
-        memcmp(cbind, s->gs2_header, n) != 0) {
+        !b64_decode(val, val_len, cbind, sizeof(cbind), &n) || n != gs2_len + cb_len ||
+        memcmp(cbind, s->gs2_header, gs2_len) != 0 ||
+        CRYPTO_memcmp(cbind + gs2_len, s->cbind, cb_len) != 0) {
         st = scram_fail(err, ST_ECLIENT_PROTOCOL,
                         "SCRAM channel binding check failed (unexpected c= attribute)");
         goto done;

@@ -1,7 +1,8 @@
 /*
- * scram.h - SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL uses it, without channel binding:
- * the server side that authenticates clients to pgmux, and the client side that logs pgmux in
- * to PostgreSQL. Pure apart from OpenSSL's RNG for nonces; any thread.
+ * scram.h - SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL uses it: the server side that
+ * authenticates clients to pgmux, with SCRAM-SHA-256-PLUS (channel binding type
+ * tls-server-end-point, RFC 5929) offered over TLS, and the client side that logs pgmux in to
+ * PostgreSQL, without channel binding. Pure apart from OpenSSL's RNG for nonces; any thread.
  *
  * When a client proves itself against a stored SCRAM secret, the server side recovers the
  * client's ClientKey (ClientProof XOR ClientSignature). With that key and the secret's
@@ -26,6 +27,8 @@
 #define PROTO_SCRAM_NONCE_LEN          24 /* random bytes before base64 */
 #define PROTO_SCRAM_DEFAULT_ITERATIONS 4096
 #define PROTO_SCRAM_MSG_MAX            512 /* generous bound for any SCRAM message we build or accept */
+/* tls-server-end-point binding data: a hash of the server's certificate, SHA-512 at most. */
+#define PROTO_SCRAM_CBIND_MAX 64
 /* Most iterations pgmux runs PBKDF2 for when a server names them (about a second of CPU): a
  * hostile or impersonated server must not stall a worker for hours. PostgreSQL's default is
  * 4096. */
@@ -73,7 +76,10 @@ struct proto_scram_server {
     char nonce[PROTO_SCRAM_MSG_MAX];             /* client nonce + server nonce */
     char client_first_bare[PROTO_SCRAM_MSG_MAX]; /* for the AuthMessage */
     char server_first[PROTO_SCRAM_MSG_MAX];
-    char gs2_header[16];                     /* "n,," or "y,," as the client sent it */
+    char gs2_header[32]; /* "n,,", "y,," or "p=tls-server-end-point,," as the client sent it */
+    uint8_t cbind[PROTO_SCRAM_CBIND_MAX];    /* tls-server-end-point data while -PLUS is offered */
+    uint8_t cbind_len;                       /* 0: SCRAM-SHA-256-PLUS not offered */
+    bool is_plus;                            /* the client chose SCRAM-SHA-256-PLUS */
     uint8_t client_key[PROTO_SCRAM_KEY_LEN]; /* recovered ClientKey, valid after ST_OK final */
 };
 
@@ -94,11 +100,25 @@ void proto_scram_server_init_random(struct proto_scram_server *s,
                                     const uint8_t random[PROTO_SCRAM_NONCE_LEN]);
 
 /**
+ * Offer SCRAM-SHA-256-PLUS on a TLS connection: data (len <= PROTO_SCRAM_CBIND_MAX bytes) is the
+ * tls-server-end-point binding, the hash of the certificate pgmux presented (RFC 5929 section
+ * 4.1). Between init and the client-first-message.
+ */
+void proto_scram_server_offer_plus(struct proto_scram_server *s, const uint8_t *data, size_t len);
+
+/**
+ * The mechanism named by the client's SASLInitialResponse: ST_OK for SCRAM-SHA-256, or for
+ * SCRAM-SHA-256-PLUS when it was offered; ST_ECLIENT_PROTOCOL for anything else.
+ */
+enum status proto_scram_server_mechanism(struct proto_scram_server *s, const char *mechanism);
+
+/**
  * Take the client-first-message (the SASLInitialResponse data) and write the server-first-
  * message into out (cap bytes, not NUL-terminated), its length in *out_len.
- * Returns ST_OK, or ST_ECLIENT_PROTOCOL for a malformed message or channel binding requested
- * ("p=" flag), with err saying why; ST_EINTERNAL when init could not make a nonce or out is too
- * small.
+ * Returns ST_OK, or ST_ECLIENT_PROTOCOL for a malformed message or a channel-binding flag that
+ * does not fit the mechanism and the offer (as PostgreSQL checks it: "p=" only with -PLUS, "y"
+ * only where -PLUS was not offered), with err saying why; ST_EINTERNAL when init could not make
+ * a nonce or out is too small.
  */
 enum status proto_scram_server_first(struct proto_scram_server *s, const uint8_t *msg, size_t len,
                                      char *out, size_t cap, size_t *out_len,

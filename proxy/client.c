@@ -1115,7 +1115,16 @@ client_auth_challenge(struct client *c)
         worker_random(w, nonce, sizeof(nonce));
         proto_scram_server_init_random(a->scram, &secret, nonce);
         OPENSSL_cleanse(&secret, sizeof(secret));
-        proto_build_auth_sasl(&pb);
+        bool plus = false;
+        if (c->sock.ssl) {
+            /* Over TLS a client may bind the exchange to the certificate it was shown, so a
+             * proxy in between that terminates its TLS cannot relay the exchange. */
+            uint8_t cb[PROTO_SCRAM_CBIND_MAX];
+            size_t cb_len = tls_end_point(c->sock.ssl, cb);
+            proto_scram_server_offer_plus(a->scram, cb, cb_len);
+            plus = a->scram->cbind_len > 0;
+        }
+        proto_build_auth_sasl(&pb, plus);
     } else {
         a->kind = CLIENT_AUTH_MD5;
         worker_random(w, a->md5_salt, sizeof(a->md5_salt));
@@ -1347,7 +1356,7 @@ client_auth_message(struct client *c, const uint8_t *body, size_t len)
         if (proto_read_sasl_initial(body, len, &mech, &data, &data_len) != ST_OK || !data) {
             return ST_ECLIENT_PROTOCOL;
         }
-        if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+        if (proto_scram_server_mechanism(a->scram, mech) != ST_OK) {
             client_fail_full(c, ST_ECLIENT_PROTOCOL, NULL, SQLSTATE_PROTOCOL_VIOLATION,
                              "client selected an invalid SASL authentication mechanism", NULL);
             return ST_ECLIENT_PROTOCOL;

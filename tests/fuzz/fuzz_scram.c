@@ -12,7 +12,9 @@
  *   anything else: the server side (pgmux authenticating a client) against RFC 7677's stored
  *       secret with the RFC's server nonce: proto_scram_server_first on message 1, then
  *       proto_scram_server_final on message 2. RFC 7677's own client messages pass, so the
- *       fuzzer starts from the success path.
+ *       fuzzer starts from the success path. With '+' the server offers SCRAM-SHA-256-PLUS
+ *       (binding data: 32 bytes of 0xab) and the client chose it; with '*' it is offered and
+ *       the client chose SCRAM-SHA-256.
  * In every mode, each message and the whole input are also given to proto_scram_secret_parse;
  * a secret that parses must format and parse back to the same value.
  *
@@ -65,7 +67,7 @@ check_secret(const uint8_t *p, size_t n)
 }
 
 static void
-run_server(const struct piece *m, int n_m)
+run_server(const struct piece *m, int n_m, uint8_t mode)
 {
     static struct proto_scram_secret secret;
     static int have_secret;
@@ -78,6 +80,16 @@ run_server(const struct piece *m, int n_m)
     char out[PROTO_SCRAM_MSG_MAX];
     size_t out_len = 0;
     proto_scram_server_init(&s, &secret, SNONCE);
+    if (mode == '+' || mode == '*') {
+        uint8_t cb[32];
+        memset(cb, 0xab, sizeof(cb));
+        proto_scram_server_offer_plus(&s, cb, sizeof(cb));
+        FUZZ_CHECK(proto_scram_server_mechanism(&s, mode == '+' ? "SCRAM-SHA-256-PLUS"
+                                                                : "SCRAM-SHA-256") == ST_OK);
+    } else {
+        FUZZ_CHECK(proto_scram_server_mechanism(&s, "SCRAM-SHA-256-PLUS") == ST_ECLIENT_PROTOCOL);
+        FUZZ_CHECK(proto_scram_server_mechanism(&s, "SCRAM-SHA-256") == ST_OK);
+    }
 
     uint8_t *msg = fuzz_dup(m[0].p, m[0].n);
     err.text[0] = '\0';
@@ -86,6 +98,9 @@ run_server(const struct piece *m, int n_m)
     FUZZ_CHECK_ERR(&err);
     FUZZ_CHECK(st == ST_OK || st == ST_ECLIENT_PROTOCOL);
     if (st == ST_OK) {
+        /* a flag that fits the choice: "p=" exactly with -PLUS, "y" only where none was offered */
+        FUZZ_CHECK((m[0].n > 0 && m[0].p[0] == 'p') == (mode == '+'));
+        FUZZ_CHECK(!(m[0].n > 0 && m[0].p[0] == 'y' && (mode == '+' || mode == '*')));
         FUZZ_CHECK(out_len < sizeof(out) && out[out_len] == '\0' && strlen(out) == out_len);
         FUZZ_CHECK(strncmp(out, "r=", 2) == 0);
     }
@@ -233,7 +248,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (mode == 'P') {
         run_client(m, n_m, 1);
     } else {
-        run_server(m, n_m);
+        run_server(m, n_m, mode);
     }
     return 0;
 }

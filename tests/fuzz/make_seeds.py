@@ -5,6 +5,9 @@ Every seed is a small valid input in the layout its target's header comment desc
 fuzzers start from the paths real traffic takes. Rerun after changing a layout; the files are
 committed, so the fuzzers never need this script.
 """
+import base64
+import hashlib
+import hmac
 import os
 import struct
 
@@ -99,6 +102,17 @@ put("scram", "server_rfc7677", "S" + "n,,n=user,r=rOprNGfwEbeRWgbNEkqO\n"
 put("scram", "server_pg", "S" + CLIENT_FIRST.decode() + "\n" + CLIENT_FINAL.decode())
 put("scram", "server_y_flag", "S" + "y,,n=,r=rOprNGfwEbeRWgbNEkqO,x=ext\n"
     "c=eSws,r=" + NONCE + ",x=1,p=qvT2SWdEH5Q06albL+hjSYuUhCG7VndFyzIb7CK4n9k=")
+# SCRAM-SHA-256-PLUS bound to the fuzzer's binding data (32 bytes of 0xab), a valid proof
+_RFC_CLIENT_KEY = bytes.fromhex("a60fc923d67e8644a92d16b96eda5ef4656b0c725c484374be25535576996e8b")
+_GS2 = b"p=tls-server-end-point,,"
+_C_ATTR = "c=" + base64.b64encode(_GS2 + b"\xab" * 32).decode()
+_AUTH = ("n=,r=rOprNGfwEbeRWgbNEkqO,r=" + NONCE + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,"
+         + _C_ATTR + ",r=" + NONCE)
+_SIG = hmac.new(hashlib.sha256(_RFC_CLIENT_KEY).digest(), _AUTH.encode(), hashlib.sha256).digest()
+_PROOF = base64.b64encode(bytes(a ^ b for a, b in zip(_RFC_CLIENT_KEY, _SIG))).decode()
+put("scram", "server_plus", "+" + _GS2.decode() + "n=,r=rOprNGfwEbeRWgbNEkqO\n"
+    + _C_ATTR + ",r=" + NONCE + ",p=" + _PROOF)
+put("scram", "server_plus_offered_y", "*" + "y,,n=,r=rOprNGfwEbeRWgbNEkqO\nc=eSws,r=" + NONCE)
 put("scram", "client_keys", "C" + SERVER_FIRST.decode() + "\n" + SERVER_FINAL.decode())
 put("scram", "client_password", "P" + SERVER_FIRST.decode() + "\n" + SERVER_FINAL.decode())
 put("scram", "client_error", "C" + SERVER_FIRST.decode() + "\ne=invalid-proof")

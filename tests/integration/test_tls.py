@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 import pgwire
+from conftest import PASSWORDS
 from helpers import wait_for
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
@@ -102,6 +103,35 @@ def test_psql_require_and_verify_full(pgmux, certs):
     r = psql(px, certs, "verify-ca", sslrootcert=certs / "otherca.crt")
     assert r.returncode != 0
     assert "certificate verify failed" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("userlist", ["plain", "hashed"])
+def test_scram_channel_binding(pgmux, certs, userlist):
+    """Over TLS pgmux offers SCRAM-SHA-256-PLUS with tls-server-end-point binding, as PostgreSQL
+    does: libpq with channel_binding=require logs in bound to the certificate pgmux presented
+    (pgmux refuses a client-final whose binding data is not that certificate's hash, and libpq
+    refuses a server signature that did not cover it), with a plaintext or a SCRAM secret.
+    Without TLS there is nothing to bind to; an md5 secret gets md5: libpq refuses both."""
+    px = pgmux(userlist=userlist, **tls_settings(certs, client_tls_mode="prefer"))
+    for sslmode, extra in (("require", {}), ("verify-full", {"sslrootcert": certs / "ca.crt"})):
+        r = psql(px, certs, sslmode, "select 'bound'", channel_binding="require", **extra)
+        assert (r.returncode, r.stdout.strip()) == (0, "bound"), r.stderr
+    with psycopg.connect(px.dsn(sslmode="require", channel_binding="require")) as c:
+        assert c.execute("SELECT current_user").fetchone() == ("app",)
+    # channel_binding=prefer (libpq's default) over TLS takes -PLUS too, and disable does not
+    r = psql(px, certs, "require", "select 1", channel_binding="disable")
+    assert r.returncode == 0, r.stderr
+    r = psql(px, certs, "disable", channel_binding="require")
+    assert r.returncode != 0 and "channel binding" in r.stderr, r.stderr
+    env = dict(os.environ, PGPASSWORD=PASSWORDS["md5user"], PGCONNECT_TIMEOUT="10")
+    r = subprocess.run([str(PGBIN / "psql"), "-X", "-At",
+                        f"host=127.0.0.1 port={px.port} user=md5user dbname=appdb "
+                        "sslmode=require channel_binding=require", "-c", "select 1"],
+                       capture_output=True, text=True, env=env, timeout=30)
+    if userlist == "hashed":  # md5 secret: md5 exchange, nothing to bind
+        assert r.returncode != 0 and "channel binding" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
 
 
 def test_require_refuses_plaintext(pgmux, certs):

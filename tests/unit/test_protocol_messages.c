@@ -69,6 +69,7 @@ test_build_auth(void **state)
     static const uint8_t md5[] = { 'R', 0, 0, 0, 12, 0, 0, 0, 5, 0x01, 0x02, 0x03, 0x04 };
     static const uint8_t sasl[] = { 'R', 0,   0,   0,   23,  0,   0,   0,   10,  'S', 'C', 'R',
                                     'A', 'M', '-', 'S', 'H', 'A', '-', '2', '5', '6', 0,   0 };
+    static const uint8_t sasl_plus[] = "R\0\0\0\x2a\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
     static const uint8_t cont[] = { 'R', 0, 0, 0, 11, 0, 0, 0, 11, 'a', 'b', 'c' };
     static const uint8_t fin[] = { 'R', 0, 0, 0, 10, 0, 0, 0, 12, 'v', '=' };
 
@@ -82,8 +83,11 @@ test_build_auth(void **state)
     proto_build_auth_md5(&b, salt);
     EXPECT_BUILT(&b, md5);
     proto_builder_reset(&b);
-    proto_build_auth_sasl(&b);
+    proto_build_auth_sasl(&b, false);
     EXPECT_BUILT(&b, sasl);
+    proto_builder_reset(&b);
+    proto_build_auth_sasl(&b, true);
+    EXPECT_BUILT(&b, sasl_plus);
     proto_builder_reset(&b);
     proto_build_auth_sasl_continue(&b, "abc", 3);
     EXPECT_BUILT(&b, cont);

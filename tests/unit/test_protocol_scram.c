@@ -393,6 +393,107 @@ test_server_channel_binding(void **state)
     proto_scram_server_fini(&s);
 }
 
+/* A server offering -PLUS with cb as the binding data, the client having chosen mech, fed
+ * client_first; the step's status. */
+static enum status
+plus_started(struct proto_scram_server *s, const uint8_t *cb, size_t cb_len, const char *mech,
+             const char *client_first, struct proto_err *err)
+{
+    struct proto_scram_secret sec;
+    char out[PROTO_SCRAM_MSG_MAX];
+    size_t out_len;
+    rfc_secret(&sec);
+    proto_scram_server_init(s, &sec, SNONCE);
+    proto_scram_server_offer_plus(s, cb, cb_len);
+    enum status st = proto_scram_server_mechanism(s, mech);
+    if (st != ST_OK) {
+        return st;
+    }
+    return proto_scram_server_first(s, (const uint8_t *) client_first, strlen(client_first), out,
+                                    sizeof(out), &out_len, err);
+}
+
+/* "c=" base64(gs2 header + binding data) */
+static void
+cbind_attr(const char *gs2, const uint8_t *cb, size_t cb_len, char *out, size_t cap)
+{
+    uint8_t raw[128];
+    unsigned char b64[200];
+    size_t n = strlen(gs2);
+    memcpy(raw, gs2, n);
+    memcpy(raw + n, cb, cb_len);
+    EVP_EncodeBlock(b64, raw, (int) (n + cb_len));
+    snprintf(out, cap, "c=%s", (const char *) b64);
+}
+
+static void
+test_server_channel_binding_plus(void **state)
+{
+    (void) state;
+    struct proto_scram_server s;
+    struct proto_err err = { .text = "" };
+    char out[PROTO_SCRAM_MSG_MAX], final[PROTO_SCRAM_MSG_MAX], without[PROTO_SCRAM_MSG_MAX];
+    char c_attr[256];
+    size_t out_len;
+    uint8_t cb[32], other[32];
+    memset(cb, 0xab, sizeof(cb));
+    memset(other, 0xcd, sizeof(other));
+    const char *gs2 = "p=tls-server-end-point,,";
+
+    /* -PLUS is chosen only where it was offered */
+    assert_int_equal(plus_started(&s, NULL, 0, "SCRAM-SHA-256-PLUS", PG_CLIENT_FIRST, &err),
+                     ST_ECLIENT_PROTOCOL);
+    assert_int_equal(plus_started(&s, cb, sizeof(cb), "SCRAM-SHA-1", PG_CLIENT_FIRST, &err),
+                     ST_ECLIENT_PROTOCOL);
+
+    /* Offered: a client without channel binding ("n") may still use SCRAM-SHA-256; one that
+     * supports it but saw no -PLUS ("y") was downgraded on the way: refused. */
+    assert_int_equal(plus_started(&s, cb, sizeof(cb), "SCRAM-SHA-256", PG_CLIENT_FIRST, &err),
+                     ST_OK);
+    assert_int_equal(plus_started(&s, cb, sizeof(cb), "SCRAM-SHA-256", "y,,n=,r=" CNONCE, &err),
+                     ST_ECLIENT_PROTOCOL);
+    assert_non_null(strstr(err.text, "negotiation error"));
+    /* -PLUS chosen: the flag must be "p=tls-server-end-point" */
+    assert_int_equal(plus_started(&s, cb, sizeof(cb), "SCRAM-SHA-256-PLUS", PG_CLIENT_FIRST, &err),
+                     ST_ECLIENT_PROTOCOL);
+    assert_int_equal(
+        plus_started(&s, cb, sizeof(cb), "SCRAM-SHA-256-PLUS", "p=tls-unique,,n=,r=" CNONCE, &err),
+        ST_ECLIENT_PROTOCOL);
+    assert_non_null(strstr(err.text, "unsupported SCRAM channel-binding type"));
+
+    /* The whole exchange, bound to cb: AuthMessage carries c= with the binding data */
+    assert_int_equal(plus_started(&s, cb, sizeof(cb), "SCRAM-SHA-256-PLUS",
+                                  "p=tls-server-end-point,,n=,r=" CNONCE, &err),
+                     ST_OK);
+    assert_string_equal(s.gs2_header, gs2);
+    cbind_attr(gs2, cb, sizeof(cb), c_attr, sizeof(c_attr));
+    snprintf(without, sizeof(without), "%s,r=%s", c_attr, NONCE);
+    proof_for("n=,r=" CNONCE, RFC_SERVER_FIRST, without, final, sizeof(final));
+    assert_int_equal(proto_scram_server_final(&s, (const uint8_t *) final, strlen(final), out,
+                                              sizeof(out), &out_len, &err),
+                     ST_OK);
+    assert_memory_equal(s.client_key, rfc_client_key, 32);
+    proto_scram_server_fini(&s);
+
+    /* Bound to another certificate (a proxy that terminated the client's TLS), or to none: refused,
+     * however right the proof */
+    const uint8_t *wrong[] = { other, cb };
+    size_t wrong_len[] = { sizeof(other), 0 };
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(plus_started(&s, cb, sizeof(cb), "SCRAM-SHA-256-PLUS",
+                                      "p=tls-server-end-point,,n=,r=" CNONCE, &err),
+                         ST_OK);
+        cbind_attr(gs2, wrong[i], wrong_len[i], c_attr, sizeof(c_attr));
+        snprintf(without, sizeof(without), "%s,r=%s", c_attr, NONCE);
+        proof_for("n=,r=" CNONCE, RFC_SERVER_FIRST, without, final, sizeof(final));
+        assert_int_equal(proto_scram_server_final(&s, (const uint8_t *) final, strlen(final), out,
+                                                  sizeof(out), &out_len, &err),
+                         ST_ECLIENT_PROTOCOL);
+        assert_non_null(strstr(err.text, "channel binding check failed"));
+        proto_scram_server_fini(&s);
+    }
+}
+
 static void
 test_server_extensions(void **state)
 {
@@ -902,6 +1003,7 @@ main(void)
         cmocka_unit_test(test_server_wrong_proof),
         cmocka_unit_test(test_server_tampered_nonce),
         cmocka_unit_test(test_server_channel_binding),
+        cmocka_unit_test(test_server_channel_binding_plus),
         cmocka_unit_test(test_server_extensions),
         cmocka_unit_test(test_server_first_malformed),
         cmocka_unit_test(test_server_final_malformed),
