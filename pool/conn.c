@@ -1603,12 +1603,19 @@ pool_local_tick(struct pool_worker *w, struct pool *p, int64_t now)
             pool_conn_close(sc, "max_open_conns lowered");
         }
     }
-    if (w->idx == p->home_worker && p->set.min_idle > 0) {
+    if (atomic_load(&p->n_waiting) == 0 && !ilist_empty(&loc->idle) && pool_caps_wanted(p, now)) {
+        /* Another pool behind a full max_db_connections or max_user_connections cap that
+         * this one shares: one idle connection a tick makes room for it. */
+        pool_conn_close(CONTAINER_OF(ilist_first(&loc->idle), struct pool_conn, node),
+                        "closed while idle to make room under a shared cap");
+    }
+    /* Not into a slot a pool sharing a full cap waits for. */
+    if (w->idx == p->home_worker && p->set.min_idle > 0 && !pool_caps_wanted(p, now)) {
         int need = p->set.min_idle - atomic_load(&p->n_idle) - loc->n_warming;
         if (need > 0 && pool_can_login(p)) {
             for (int i = 0; i < need; i++) {
                 pthread_mutex_lock(&p->mu);
-                bool ok = p->n_open < p->set.max_open;
+                bool ok = p->n_open < p->set.max_open && pool_caps_take(p);
                 if (ok) {
                     p->n_open++;
                 }

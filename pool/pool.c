@@ -66,6 +66,9 @@ query_intern(struct pool_set *s, const char *q)
     return copy;
 }
 
+static void post_serve(struct pool_worker *from, struct pool *p, int hops);
+static void post_serve_from_outside(struct pool_set *s, struct pool *p);
+
 /* Field by field: each store is atomic, a struct assignment would not be. */
 static void
 settings_store(struct pool_settings *dst, const struct pool_settings *src, const char *query)
@@ -78,10 +81,107 @@ settings_store(struct pool_settings *dst, const struct pool_settings *src, const
     atomic_store(&dst->connect_timeout_us, atomic_load(&src->connect_timeout_us));
     atomic_store(&dst->login_retry_us, atomic_load(&src->login_retry_us));
     atomic_store(&dst->reset_query, query);
+    atomic_store(&dst->max_db, atomic_load(&src->max_db));
+    atomic_store(&dst->max_user, atomic_load(&src->max_user));
 }
 
-static void post_serve(struct pool_worker *from, struct pool *p, int hops);
-static void post_serve_from_outside(struct pool_set *s, struct pool *p);
+/* The cap of (node, database) or (node, user), made on first use. Under s->mu. */
+static struct pool_cap *
+cap_get(struct pool_set *s, int node_idx, bool is_user, const char *name)
+{
+    for (int i = 0; i < s->n_caps; i++) {
+        struct pool_cap *c = s->caps[i];
+        if (c->node_idx == node_idx && c->is_user == is_user && strcmp(c->name, name) == 0) {
+            return c;
+        }
+    }
+    if (s->n_caps == s->cap_caps) {
+        int ncap = s->cap_caps ? s->cap_caps * 2 : 16;
+        struct pool_cap **nc = realloc(s->caps, (size_t) ncap * sizeof(*nc));
+        if (!nc) {
+            return NULL;
+        }
+        s->caps = nc;
+        s->cap_caps = ncap;
+    }
+    struct pool_cap *c = calloc(1, sizeof(*c));
+    if (!c || !(c->name = strdup(name))) {
+        free(c);
+        return NULL;
+    }
+    c->node_idx = node_idx;
+    c->is_user = is_user;
+    atomic_init(&c->max, atomic_load(is_user ? &s->defaults.max_user : &s->defaults.max_db));
+    s->caps[s->n_caps++] = c;
+    return c;
+}
+
+bool
+pool_caps_take(struct pool *p)
+{
+    for (int i = 0; i < 2; i++) {
+        struct pool_cap *c = p->caps[i];
+        int max = atomic_load(&c->max);
+        if (atomic_fetch_add(&c->n_open, 1) >= max && max > 0) {
+            atomic_fetch_sub(&c->n_open, 1);
+            if (i == 1) {
+                atomic_fetch_sub(&p->caps[0]->n_open, 1);
+            }
+            return false;
+        }
+    }
+    return true;
+}
+
+void
+pool_caps_untake(struct pool *p)
+{
+    atomic_fetch_sub(&p->caps[0]->n_open, 1);
+    atomic_fetch_sub(&p->caps[1]->n_open, 1);
+}
+
+bool
+pool_caps_wanted(struct pool *p, int64_t now_us)
+{
+    for (int i = 0; i < 2; i++) {
+        struct pool_cap *c = p->caps[i];
+        if (atomic_load(&c->max) > 0 && now_us - atomic_load(&c->want_room_us) < 600000) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A slot of p's caps is free again: a pool sharing a cap that was full may be waiting for it.
+ * Not under p->mu (takes the set's lock). */
+static void
+caps_give(struct pool_worker *w, struct pool *p)
+{
+    struct pool_set *s = w->set;
+    bool was_full = false;
+    for (int i = 0; i < 2; i++) {
+        struct pool_cap *c = p->caps[i];
+        int max = atomic_load(&c->max);
+        was_full |= atomic_fetch_sub(&c->n_open, 1) >= max && max > 0;
+    }
+    if (!was_full) {
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    struct pool *next = NULL;
+    for (int i = 0; i < s->n_pools && !next; i++) {
+        struct pool *q = s->pools[i];
+        if ((q->caps[0] == p->caps[0] || q->caps[1] == p->caps[1]) &&
+            atomic_load(&q->n_waiting) > 0) {
+            next = q;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (next) {
+        post_serve(w, next, 0);
+    }
+}
+
 
 enum status
 pool_set_apply(struct pool_set *s, const struct pool_settings *ps)
@@ -93,6 +193,10 @@ pool_set_apply(struct pool_set *s, const struct pool_settings *ps)
         return ST_ENOMEM;
     }
     settings_store(&s->defaults, ps, q);
+    for (int i = 0; i < s->n_caps; i++) {
+        struct pool_cap *c = s->caps[i];
+        atomic_store(&c->max, atomic_load(c->is_user ? &ps->max_user : &ps->max_db));
+    }
     for (int i = 0; i < s->n_pools; i++) {
         struct pool *p = s->pools[i];
         pthread_mutex_lock(&p->mu);
@@ -172,6 +276,11 @@ pool_set_fini(struct pool_set *s)
         free(p);
     }
     free(s->pools);
+    for (int i = 0; i < s->n_caps; i++) {
+        free(s->caps[i]->name);
+        free(s->caps[i]);
+    }
+    free(s->caps);
     free(s->workers);
     for (int i = 0; i < s->n_queries; i++) {
         free(s->queries[i]);
@@ -215,11 +324,13 @@ pool_get(struct pool_set *s, int node_idx, const char *database, const char *use
     p->user = strdup(user);
     p->set = s->defaults; /* p is not published yet: a plain copy is enough */
     p->local = calloc((size_t) s->n_workers, sizeof(*p->local));
+    p->caps[0] = cap_get(s, node_idx, false, database);
+    p->caps[1] = cap_get(s, node_idx, true, user);
     if (secret_init) {
         p->secret = *secret_init;
         p->secret.password = dup_or_null(secret_init->password);
     }
-    if (!p->database || !p->user || !p->local ||
+    if (!p->database || !p->user || !p->local || !p->caps[0] || !p->caps[1] ||
         (secret_init && secret_init->password && !p->secret.password)) {
         free(p->database);
         free(p->user);
@@ -585,10 +696,11 @@ steal_msg_run(struct pool_worker *w, struct pool_msg *m)
                 return;
             }
         } else if (atomic_load(&p->n_idle) == 0 && atomic_load(&p->n_resetting) == 0 &&
-                   p->n_open < p->set.max_open) {
+                   p->n_open < p->set.max_open && pool_caps_take(p)) {
             p->n_open++;
             if (!pool_serve_waiter_locked(w, p, NULL)) {
                 p->n_open--;
+                pool_caps_untake(p);
                 pthread_mutex_unlock(&p->mu);
                 return;
             }
@@ -660,7 +772,7 @@ pool_acquire(struct pool_worker *w, struct pool *p, struct pool_waiter *wt, stru
      * a hop through another worker's inbox costs microseconds, a new server connection
      * milliseconds and a backend. */
     if (p->n_open < p->set.max_open && ilist_empty(&p->waiters) && atomic_load(&p->n_idle) == 0 &&
-        atomic_load(&p->n_resetting) == 0) {
+        atomic_load(&p->n_resetting) == 0 && pool_caps_take(p)) {
         p->n_open++;
         pthread_mutex_unlock(&p->mu);
         return POOL_MUST_CONNECT;
@@ -693,17 +805,36 @@ pool_waiter_cancel(struct pool *p, struct pool_waiter *wt)
     return was_queued;
 }
 
+/* A reload lowered a cap below what its pools hold: a slot given back is not handed on. */
+static bool
+caps_over(struct pool *p)
+{
+    for (int i = 0; i < 2; i++) {
+        int max = atomic_load(&p->caps[i]->max);
+        if (max > 0 && atomic_load(&p->caps[i]->n_open) > max) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void
 pool_slot_release(struct pool_worker *w, struct pool *p)
 {
     pthread_mutex_lock(&p->mu);
     /* The slot goes straight to the oldest waiter, who opens a connection in it, unless a
-     * reload lowered max_open_conns below what is open. */
-    if (p->n_open > atomic_load(&p->set.max_open) || !pool_serve_waiter_locked(w, p, NULL)) {
+     * reload lowered max_open_conns below what is open, or a cap is over its limit. */
+    bool freed = false;
+    if (p->n_open > atomic_load(&p->set.max_open) || caps_over(p) ||
+        !pool_serve_waiter_locked(w, p, NULL)) {
         ASSERT(p->n_open > 0);
         p->n_open--;
+        freed = true;
     }
     pthread_mutex_unlock(&p->mu);
+    if (freed) {
+        caps_give(w, p);
+    }
 }
 
 void
@@ -713,6 +844,33 @@ pool_grant_orphan(struct pool_worker *w, struct pool *p, struct pool_conn *sc)
         pool_conn_make_idle(sc);
     } else {
         pool_slot_release(w, p);
+    }
+}
+
+/*
+ * A pool with clients queued, on its home worker's tick. Behind a full cap it asks the pools
+ * sharing it for room (their ticks close an idle connection each: pool_caps_wanted), since
+ * their idle connections would otherwise hold the cap until conn_max_idle_time. With room, it
+ * serves its queue: a slot given back while its waiter was on its way into the queue found
+ * nobody to wake.
+ */
+static void
+caps_tick(struct pool_worker *w, struct pool *p, int64_t now_us)
+{
+    bool full = false;
+    for (int i = 0; i < 2; i++) {
+        struct pool_cap *c = p->caps[i];
+        int max = atomic_load(&c->max);
+        if (max > 0 && atomic_load(&c->n_open) >= max) {
+            atomic_store(&c->want_room_us, now_us);
+            full = true;
+        }
+    }
+    pthread_mutex_lock(&p->mu);
+    bool room = !full && p->n_open < atomic_load(&p->set.max_open) && !ilist_empty(&p->waiters);
+    pthread_mutex_unlock(&p->mu);
+    if (room) {
+        post_serve(w, p, 0);
     }
 }
 
@@ -728,5 +886,8 @@ pool_worker_tick(struct pool_worker *w, int64_t now_us)
         struct pool *p = s->pools[i];
         pthread_mutex_unlock(&s->mu);
         pool_local_tick(w, p, now_us);
+        if (w->idx == p->home_worker && atomic_load(&p->n_waiting) > 0) {
+            caps_tick(w, p, now_us);
+        }
     }
 }

@@ -94,6 +94,25 @@ struct pool_settings {
     _Atomic int64_t connect_timeout_us;
     _Atomic int64_t login_retry_us;  /* after a failed connect, refuse new ones this long */
     const char *_Atomic reset_query; /* owned by the pool set; "" for none */
+    atomic_int max_db;   /* server connections to one node for one database, over all its
+                            pools (users); 0 = no cap */
+    atomic_int max_user; /* the same for one user, over all its databases */
+};
+
+/*
+ * A cap that several pools share: the server connections to one node for one database
+ * (max_db_connections) or for one user (max_user_connections). Every pool counts its slots in
+ * its two caps whether or not a cap is set, so one set by a reload starts from the truth.
+ * Lives until pool_set_fini.
+ */
+struct pool_cap {
+    int node_idx;
+    bool is_user;
+    char *name;                   /* the database or user */
+    atomic_int n_open;            /* slots the sharing pools hold */
+    atomic_int max;               /* 0 = none */
+    _Atomic int64_t want_room_us; /* last tick that found a sharing pool queued behind the full
+                                     cap: idle connections of the others are closed for it */
 };
 
 /* How to log in to the server as pool->user. Secrets are wiped on free. */
@@ -166,6 +185,7 @@ struct pool {
      * by pool_sibling and never cleared (pools live until pool_set_fini): routing a
      * transaction to another node costs an atomic load, not the set's lock. */
     _Atomic(struct pool *) siblings[POOL_MAX_NODES];
+    struct pool_cap *caps[2]; /* (node, database) and (node, user); set at creation */
 };
 
 /* Transaction pooling: how far down the wait queue a worker freeing a connection looks for a
@@ -354,6 +374,9 @@ struct pool_set {
     struct pool **pools; /* under mu; pools live until pool_set_fini */
     int n_pools;
     int cap_pools;
+    struct pool_cap **caps; /* under mu; live until pool_set_fini */
+    int n_caps;
+    int cap_caps;
     struct pool_node *nodes;
     int n_nodes;
     struct pool_worker **workers;

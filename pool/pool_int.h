@@ -38,6 +38,18 @@ void pool_conn_detach_idle(struct pool_conn *sc);
  * lowered it), 0 when none. Takes p->mu. */
 int pool_open_excess(struct pool *p);
 
+/* pool.c: take a slot in each of p's caps (max_db_connections, max_user_connections); false,
+ * with nothing taken, when one is full. Atomics only: callable under p->mu. */
+bool pool_caps_take(struct pool *p);
+
+/* pool.c: give back what pool_caps_take took, waking nobody (under p->mu, right after a take
+ * that is not used). */
+void pool_caps_untake(struct pool *p);
+
+/* pool.c: whether a pool sharing one of p's full caps waits for room (the last tick or the one
+ * before found it so): p should close an idle connection. */
+bool pool_caps_wanted(struct pool *p, int64_t now_us);
+
 /* conn.c: worker-side housekeeping of one pool. */
 void pool_local_tick(struct pool_worker *w, struct pool *p, int64_t now_us);
 

@@ -1544,6 +1544,9 @@ enum pool_key {
     PK_IDLE_TIME,
     PK_CONNECT_TIMEOUT,
     PK_LOGIN_RETRY,
+    PK_MAX_DB,
+    PK_MAX_USER,
+    PK__COUNT,
 };
 
 /*
@@ -1572,6 +1575,8 @@ static const struct set_key set_keys[] = {
     { "conn_max_idle_time", TK_MS, true, PK_IDLE_TIME },
     { "server_connect_timeout", TK_MS, true, PK_CONNECT_TIMEOUT },
     { "server_login_retry", TK_MS, true, PK_LOGIN_RETRY },
+    { "max_db_connections", TK_INT, true, PK_MAX_DB },
+    { "max_user_connections", TK_INT, true, PK_MAX_USER },
 };
 
 static const struct set_key *
@@ -1604,6 +1609,12 @@ pool_key_get(struct pool_settings *d, enum pool_key pk)
         return atomic_load(&d->connect_timeout_us) / 1000;
     case PK_LOGIN_RETRY:
         return atomic_load(&d->login_retry_us) / 1000;
+    case PK_MAX_DB:
+        return atomic_load(&d->max_db);
+    case PK_MAX_USER:
+        return atomic_load(&d->max_user);
+    case PK__COUNT:
+        break;
     }
     return 0;
 }
@@ -1624,8 +1635,8 @@ static const char *
 pool_key_set(struct pool_set *set, enum pool_key pk, int64_t v, char *why, size_t whylen)
 {
     struct pool_settings *d = &set->defaults;
-    int64_t cur[PK_LOGIN_RETRY + 1];
-    for (int i = 0; i <= PK_LOGIN_RETRY; i++) {
+    int64_t cur[PK__COUNT];
+    for (int i = 0; i < PK__COUNT; i++) {
         cur[i] = pool_key_get(d, (enum pool_key) i);
     }
     cur[pk] = v;
@@ -1648,6 +1659,8 @@ pool_key_set(struct pool_set *set, enum pool_key pk, int64_t v, char *why, size_
         .max_idle_time_us = cur[PK_IDLE_TIME] * 1000,
         .connect_timeout_us = cur[PK_CONNECT_TIMEOUT] * 1000,
         .login_retry_us = cur[PK_LOGIN_RETRY] * 1000,
+        .max_db = (int) cur[PK_MAX_DB],
+        .max_user = (int) cur[PK_MAX_USER],
         .reset_query = atomic_load(&d->reset_query),
     };
     if (pool_set_apply(set, &ps) != ST_OK) {

@@ -226,6 +226,8 @@ struct cfg {
     int max_open_conns;            /* 20, per (node, database, user) pool, across workers */
     int max_idle_conns;            /* defaults to max_open_conns */
     int min_idle_conns;            /* 0 */
+    int max_db_connections;        /* 0 = no cap; per (node, database), over every user */
+    int max_user_connections;      /* 0 = no cap; per (node, user), over every database */
     int64_t conn_max_lifetime_ms;  /* 3600 s; 0 = forever */
     int64_t conn_max_idle_time_ms; /* 600 s; 0 = forever */
     struct cfg_warm_pool

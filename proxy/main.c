@@ -462,6 +462,8 @@ main(int argc, char **argv)
         .max_open = cfg->max_open_conns,
         .max_idle = cfg->max_idle_conns,
         .min_idle = cfg->min_idle_conns,
+        .max_db = cfg->max_db_connections,
+        .max_user = cfg->max_user_connections,
         .max_lifetime_us = cfg->conn_max_lifetime_ms * 1000,
         .max_idle_time_us = cfg->conn_max_idle_time_ms * 1000,
         .connect_timeout_us = cfg->server_connect_timeout_ms * 1000,

@@ -332,6 +332,8 @@ describe_changes(struct strbuf *b, const struct cfg *n, const struct cfg *o)
     CHG(n->max_message_size != o->max_message_size, "max_message_size");
     CHG(n->pool_mode != o->pool_mode, "pool_mode");
     CHG(n->max_open_conns != o->max_open_conns, "max_open_conns");
+    CHG(n->max_db_connections != o->max_db_connections, "max_db_connections");
+    CHG(n->max_user_connections != o->max_user_connections, "max_user_connections");
     CHG(n->max_idle_conns != o->max_idle_conns, "max_idle_conns");
     CHG(n->min_idle_conns != o->min_idle_conns, "min_idle_conns");
     CHG(n->conn_max_lifetime_ms != o->conn_max_lifetime_ms, "conn_max_lifetime");
@@ -463,6 +465,8 @@ runtime_reload(struct runtime *rt)
         .max_open = next->max_open_conns,
         .max_idle = next->max_idle_conns,
         .min_idle = next->min_idle_conns,
+        .max_db = next->max_db_connections,
+        .max_user = next->max_user_connections,
         .max_lifetime_us = next->conn_max_lifetime_ms * 1000,
         .max_idle_time_us = next->conn_max_idle_time_ms * 1000,
         .connect_timeout_us = next->server_connect_timeout_ms * 1000,

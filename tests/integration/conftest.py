@@ -47,6 +47,8 @@ POOL_KEYS = {
     "max_open_conns",
     "max_idle_conns",
     "min_idle_conns",
+    "max_db_connections",
+    "max_user_connections",
     "conn_max_lifetime",
     "conn_max_idle_time",
     "warm_pools",

@@ -357,6 +357,9 @@ def test_set_changes_config_and_behaviour(console):
         assert "is not a duration" in str(ei.value)
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             adm.execute("SET max_client_conn = 0")
+        adm.execute("SET max_db_connections = 3")
+        assert {r[0]: r for r in adm.execute("SHOW CONFIG")}["max_db_connections"][1:] \
+            == ("3", "0", True)
         adm.execute("SET idle_transaction_timeout = '2s'")
         assert {r[0]: r for r in adm.execute("SHOW CONFIG")}["idle_transaction_timeout"][1:] \
             == ("2s", "0s", True)

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 import pgwire
+from conftest import PASSWORDS
 from helpers import Background, stays, wait_for
 
 APP = dict(user="app", dbname="appdb")
@@ -254,6 +255,64 @@ def test_server_backend_killed_mid_query(cluster, pgmux):
     with px.connect() as conn2:
         assert conn2.execute("SELECT 'next client'").fetchone() == ("next client",)
         assert conn2.execute("SELECT pg_backend_pid()").fetchone()[0] != row["pid"]
+
+
+def _in_transaction(px, user, dbname="appdb"):
+    """A client of user inside a transaction, holding a server connection."""
+    c = px.connect(user=user, password=PASSWORDS[user], dbname=dbname, autocommit=False)
+    c.execute("SELECT 1").fetchone()
+    return c
+
+
+def _query_as(px, user, dbname="appdb"):
+    with px.connect(user=user, password=PASSWORDS[user], dbname=dbname) as c:
+        return c.execute("SELECT current_user, current_database()").fetchone()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_max_db_connections_shared_by_the_users_of_a_database(cluster, pgmux, mode):
+    """max_db_connections caps the server connections to one database over all its users'
+    pools (each may open max_open_conns). A client of another user that finds the cap full
+    waits; when a connection of the full pools is released it gets room: an idle connection
+    of theirs is closed for it, and in session pooling a connection closed with its session
+    hands the room on. Never more than the cap at once."""
+    px = pgmux(pool_mode=mode, max_open_conns=5, max_db_connections=2, read_write_split="off")
+    held = [_in_transaction(px, "app"), _in_transaction(px, "app")]
+    waiter = Background(_query_as, px, "pwuser")
+    stays(lambda: not waiter.done(), duration=1.0, what="pwuser waiting behind the cap")
+    assert len(cluster.server_conns(dbname="appdb")) == 2
+    held[0].commit()  # transaction pooling: back to app's pool, idle; session: still held
+    if mode == "session":
+        held[0].close()  # the session ends: its server connection is reset and pooled
+    t0 = time.monotonic()
+    assert waiter.result(timeout=10) == ("pwuser", "appdb")
+    assert time.monotonic() - t0 < 5
+    conns = cluster.server_conns(dbname="appdb")
+    assert len(conns) <= 2, conns
+    assert "closed while idle to make room under a shared cap" in px.log_text()
+    held[1].commit()
+    for c in held:
+        c.close()
+    # the cap does not bind another database (postgres) nor the users in it
+    a = _in_transaction(px, "app")
+    b = _in_transaction(px, "pwuser")
+    assert _query_as(px, "app", dbname="postgres") == ("app", "postgres")
+    a.close()
+    b.close()
+
+
+def test_max_user_connections_shared_by_the_databases_of_a_user(cluster, pgmux):
+    """max_user_connections caps one user's server connections over all its databases."""
+    px = pgmux(pool_mode="transaction", max_open_conns=5, max_user_connections=1,
+               read_write_split="off")
+    held = _in_transaction(px, "app")
+    waiter = Background(_query_as, px, "app", "postgres")
+    stays(lambda: not waiter.done(), duration=1.0, what="app in postgres waiting")
+    assert _query_as(px, "pwuser") == ("pwuser", "appdb")  # another user is not capped
+    held.commit()
+    assert waiter.result(timeout=10) == ("app", "postgres")
+    assert len(cluster.server_conns(user="app")) <= 1
+    held.close()
 
 
 @pytest.mark.parametrize("mode", ["session", "transaction"])

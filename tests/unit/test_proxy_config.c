@@ -163,6 +163,8 @@ test_full_valid(void **state)
                       "    max_open_conns = 10\n"
                       "    max_idle_conns = 8\n"
                       "    min_idle_conns = 2\n"
+                      "    max_db_connections = 30\n"
+                      "    max_user_connections = 40\n"
                       "    conn_max_lifetime = 1h\n"
                       "    conn_max_idle_time = 0\n"
                       "    warm_pools = alice@app, app@azure@y\n"
@@ -210,6 +212,8 @@ test_full_valid(void **state)
     assert_int_equal(c->max_open_conns, 10);
     assert_int_equal(c->max_idle_conns, 8);
     assert_int_equal(c->min_idle_conns, 2);
+    assert_int_equal(c->max_db_connections, 30);
+    assert_int_equal(c->max_user_connections, 40);
     assert_int_equal(c->conn_max_lifetime_ms, 3600000);
     assert_int_equal(c->conn_max_idle_time_ms, 0);
     assert_int_equal(c->n_warm_pools, 2);
@@ -231,13 +235,13 @@ test_full_valid(void **state)
     assert_int_equal(c->nodes[0].port, 5433);
     assert_int_equal(c->nodes[0].role, CFG_ROLE_PRIMARY);
     assert_int_equal(c->nodes[0].weight, 0);
-    assert_int_equal(c->nodes[0].line, 33);
+    assert_int_equal(c->nodes[0].line, 35);
     assert_string_equal(c->nodes[1].name, "r_2");
     assert_string_equal(c->nodes[1].host, "db2.example");
     assert_int_equal(c->nodes[1].port, 5432);
     assert_int_equal(c->nodes[1].role, CFG_ROLE_REPLICA);
     assert_int_equal(c->nodes[1].weight, 1000);
-    assert_int_equal(c->nodes[1].line, 38);
+    assert_int_equal(c->nodes[1].line, 40);
 
     assert_int_equal(c->n_users, 5);
     assert_string_equal(cfg_user_find(c, "app@azure")->secret, "pw");
@@ -289,6 +293,8 @@ test_defaults(void **state)
     assert_int_equal(c->max_open_conns, 20);
     assert_int_equal(c->max_idle_conns, 20);
     assert_int_equal(c->min_idle_conns, 0);
+    assert_int_equal(c->max_db_connections, 0);
+    assert_int_equal(c->max_user_connections, 0);
     assert_int_equal(c->conn_max_lifetime_ms, 3600000);
     assert_int_equal(c->conn_max_idle_time_ms, 600000);
     assert_int_equal(c->n_warm_pools, 0);
