@@ -2,7 +2,9 @@
  * test_pool_waiters.c - pool/pool.c: which waiter a freed slot goes to. In transaction pooling
  * a waiter on the freeing worker within the first POOL_OVERTAKE_WINDOW goes first (the
  * connection stays on its loop), but no waiter is overtaken more than POOL_OVERTAKE_MAX times;
- * in session pooling the oldest waiter always wins. Two workers on one thread: grants are
+ * in session pooling the oldest waiter always wins; a slot under a shared cap
+ * (max_db_connections) freed by one pool goes to another that waits behind the cap. Two
+ * workers on one thread: grants are
  * collected by running each worker's messages by hand.
  */
 #include <setjmp.h>
@@ -43,16 +45,17 @@ on_grant(struct pool_worker *w, struct pool *p, struct pool_conn *sc, uint64_t w
     fx->granted[fx->n_granted++] = waiter_id;
 }
 
+/* A pool set over one node with two workers, no pool yet. */
 static struct fixture *
-fixture_new(bool may_overtake)
+fixture_init(int max_open, int max_db)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
     struct pool_settings ps;
     memset(&ps, 0, sizeof(ps));
     ps.reset_query = "";
-    /* One slot, held: every acquire queues, and the slot released is handed on. */
-    atomic_init(&ps.max_open, 1);
+    atomic_init(&ps.max_open, max_open);
+    atomic_init(&ps.max_db, max_db);
     assert_int_equal(pool_set_init(&f->set, &f->node, 1, 2, &ps), 0);
     for (int i = 0; i < 2; i++) {
         f->loops[i] = ev_loop_new(EVFLAG_AUTO);
@@ -60,6 +63,14 @@ fixture_new(bool may_overtake)
         pool_worker_init(&f->workers[i], i, f->loops[i], &f->set, NULL);
         f->workers[i].on_grant = on_grant;
     }
+    return f;
+}
+
+static struct fixture *
+fixture_new(bool may_overtake)
+{
+    /* One slot, held: every acquire queues, and the slot released is handed on. */
+    struct fixture *f = fixture_init(1, 0);
     f->p = pool_get(&f->set, 0, "db", "user", NULL, may_overtake);
     assert_non_null(f->p);
     f->p->n_open = 1;
@@ -182,6 +193,66 @@ test_session_pooling_keeps_arrival_order(void **state)
     assert_int_equal(release_on(0), 1);
 }
 
+/* max_db_connections: a pool of another user of the same database waits behind the shared cap
+ * though it has room of its own, another database does not; the slot the first pool gives
+ * back goes to the waiting pool. */
+static void
+test_shared_cap_hands_a_freed_slot_to_another_pool(void **state)
+{
+    (void) state;
+    fx = fixture_init(2, 1);
+    struct pool *a = pool_get(&fx->set, 0, "db", "a", NULL, true);
+    struct pool *b = pool_get(&fx->set, 0, "db", "b", NULL, true);
+    struct pool *c = pool_get(&fx->set, 0, "other", "a", NULL, true);
+    assert_true(a && b && c && a->caps[0] == b->caps[0] && a->caps[0] != c->caps[0]);
+    assert_true(a->caps[1] == c->caps[1] && a->caps[1] != b->caps[1]);
+    struct pool_conn *sc = NULL;
+    fx->waiters[0].id = 100;
+    fx->waiters[1].id = 101;
+    fx->waiters[2].id = 102;
+    assert_int_equal(pool_acquire(&fx->workers[0], a, &fx->waiters[0], &sc), POOL_MUST_CONNECT);
+    assert_int_equal(pool_acquire(&fx->workers[1], b, &fx->waiters[1], &sc), POOL_QUEUED);
+    assert_int_equal(pool_acquire(&fx->workers[0], c, &fx->waiters[2], &sc), POOL_MUST_CONNECT);
+    assert_int_equal(atomic_load(&a->caps[0]->n_open), 1);
+    assert_int_equal(atomic_load(&a->caps[1]->n_open), 2); /* user a: no cap, still counted */
+    for (int i = 0; i < 2; i++) {                          /* nothing for b yet */
+        pool_worker_run_local(&fx->workers[i]);
+        pool_worker_drain(&fx->workers[i]);
+    }
+    assert_int_equal(fx->n_granted, 0);
+
+    pool_slot_release(&fx->workers[0], a); /* a's connection closed: its room goes to b */
+    for (int i = 0; i < 2; i++) {
+        pool_worker_run_local(&fx->workers[i]);
+        pool_worker_drain(&fx->workers[i]);
+    }
+    assert_int_equal(fx->n_granted, 1);
+    assert_int_equal(fx->granted[0], 101);
+    assert_int_equal(b->n_open, 1);
+    assert_int_equal(a->n_open, 0);
+    assert_int_equal(atomic_load(&a->caps[0]->n_open), 1);
+    assert_int_equal(atomic_load(&b->n_waiting), 0);
+
+    /* A reload that lifts the cap lets a queue past it at once. */
+    assert_int_equal(pool_acquire(&fx->workers[0], a, &fx->waiters[0], &sc), POOL_QUEUED);
+    struct pool_settings ps;
+    memset(&ps, 0, sizeof(ps));
+    ps.reset_query = "";
+    atomic_init(&ps.max_open, 2);
+    atomic_init(&ps.max_db, 0);
+    assert_int_equal(pool_set_apply(&fx->set, &ps), ST_OK);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 2; i++) {
+            pool_worker_run_local(&fx->workers[i]);
+            pool_worker_drain(&fx->workers[i]);
+        }
+    }
+    assert_int_equal(fx->n_granted, 2);
+    assert_int_equal(fx->granted[1], 100);
+    fixture_free(fx);
+    fx = NULL;
+}
+
 int
 main(void)
 {
@@ -191,6 +262,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_overtakes_are_bounded, setup_txn, teardown),
         cmocka_unit_test_setup_teardown(test_session_pooling_keeps_arrival_order, setup_session,
                                         teardown),
+        cmocka_unit_test(test_shared_cap_hands_a_freed_slot_to_another_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
