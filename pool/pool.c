@@ -182,7 +182,6 @@ caps_give(struct pool_worker *w, struct pool *p)
     }
 }
 
-
 enum status
 pool_set_apply(struct pool_set *s, const struct pool_settings *ps)
 {
