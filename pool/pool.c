@@ -85,6 +85,52 @@ settings_store(struct pool_settings *dst, const struct pool_settings *src, const
     atomic_store(&dst->max_user, atomic_load(&src->max_user));
 }
 
+/* What cap c allows: its name's own limit, else the set's default. Under s->mu. */
+static int
+cap_max_for(const struct pool_set *s, const struct pool_cap *c)
+{
+    for (int i = 0; i < s->n_limits; i++) {
+        if (s->limits[i].is_user == c->is_user && strcmp(s->limits[i].name, c->name) == 0) {
+            return s->limits[i].max;
+        }
+    }
+    return atomic_load(c->is_user ? &s->defaults.max_user : &s->defaults.max_db);
+}
+
+static void
+limits_free(struct pool_cap_limit *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(v[i].name);
+    }
+    free(v);
+}
+
+enum status
+pool_set_cap_limits(struct pool_set *s, const struct pool_cap_limit *v, int n)
+{
+    struct pool_cap_limit *copy = n > 0 ? calloc((size_t) n, sizeof(*copy)) : NULL;
+    if (n > 0 && !copy) {
+        return ST_ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        copy[i] = v[i];
+        if (!(copy[i].name = strdup(v[i].name))) {
+            limits_free(copy, i);
+            return ST_ENOMEM;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    limits_free(s->limits, s->n_limits);
+    s->limits = copy;
+    s->n_limits = n;
+    for (int i = 0; i < s->n_caps; i++) {
+        atomic_store(&s->caps[i]->max, cap_max_for(s, s->caps[i]));
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ST_OK;
+}
+
 /* The cap of (node, database) or (node, user), made on first use. Under s->mu. */
 static struct pool_cap *
 cap_get(struct pool_set *s, int node_idx, bool is_user, const char *name)
@@ -111,7 +157,7 @@ cap_get(struct pool_set *s, int node_idx, bool is_user, const char *name)
     }
     c->node_idx = node_idx;
     c->is_user = is_user;
-    atomic_init(&c->max, atomic_load(is_user ? &s->defaults.max_user : &s->defaults.max_db));
+    atomic_init(&c->max, cap_max_for(s, c));
     s->caps[s->n_caps++] = c;
     return c;
 }
@@ -193,8 +239,7 @@ pool_set_apply(struct pool_set *s, const struct pool_settings *ps)
     }
     settings_store(&s->defaults, ps, q);
     for (int i = 0; i < s->n_caps; i++) {
-        struct pool_cap *c = s->caps[i];
-        atomic_store(&c->max, atomic_load(c->is_user ? &ps->max_user : &ps->max_db));
+        atomic_store(&s->caps[i]->max, cap_max_for(s, s->caps[i]));
     }
     for (int i = 0; i < s->n_pools; i++) {
         struct pool *p = s->pools[i];
@@ -280,6 +325,7 @@ pool_set_fini(struct pool_set *s)
         free(s->caps[i]);
     }
     free(s->caps);
+    limits_free(s->limits, s->n_limits);
     free(s->workers);
     for (int i = 0; i < s->n_queries; i++) {
         free(s->queries[i]);

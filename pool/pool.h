@@ -105,6 +105,14 @@ struct pool_settings {
  * its two caps whether or not a cap is set, so one set by a reload starts from the truth.
  * Lives until pool_set_fini.
  */
+/* The cap of one database or user where it is not the set's default ([database.NAME]
+ * max_db_connections, [user.NAME] max_user_connections). */
+struct pool_cap_limit {
+    bool is_user;
+    char *name;
+    int max; /* 0 = none */
+};
+
 struct pool_cap {
     int node_idx;
     bool is_user;
@@ -377,6 +385,8 @@ struct pool_set {
     struct pool_cap **caps; /* under mu; live until pool_set_fini */
     int n_caps;
     int cap_caps;
+    struct pool_cap_limit *limits; /* under mu: per-name caps (pool_set_cap_limits), owned */
+    int n_limits;
     struct pool_node *nodes;
     int n_nodes;
     struct pool_worker **workers;
@@ -401,6 +411,13 @@ int pool_set_init(struct pool_set *s, struct pool_node *nodes, int n_nodes, int 
  * max_idle_conns are closed by the next tick). Any thread; ST_OK or ST_ENOMEM (nothing changed).
  */
 enum status pool_set_apply(struct pool_set *s, const struct pool_settings *ps) MUST_CHECK;
+
+/**
+ * Replace the per-name caps (v[n], copied) and apply them, and the set's defaults to every
+ * other cap, at once. Any thread; ST_OK or ST_ENOMEM (nothing changed).
+ */
+enum status pool_set_cap_limits(struct pool_set *s, const struct pool_cap_limit *v,
+                                int n) MUST_CHECK;
 
 /**
  * Reload: log in to servers as p->user with secret from now on (copied; learned SCRAM keys and

@@ -428,6 +428,7 @@ struct override_list {
     const char *kind; /* "database" or "user", for messages */
     int cap;
     int *pool_mode_line; /* parallel to the cfg array; 0 = pool_mode not set yet */
+    int *max_line;       /* the same for max_db_connections / max_user_connections */
 };
 
 struct cfg_parse {
@@ -1434,8 +1435,27 @@ set_override_key(struct cfg_parse *p, const char *key, const char *value)
     struct override_list *ol = is_db ? &p->dbs : &p->users;
     struct cfg_override *o =
         is_db ? &p->c->db_overrides[p->ovr_idx] : &p->c->user_overrides[p->ovr_idx];
+    const char *max_key = is_db ? "max_db_connections" : "max_user_connections";
+    if (strcmp(key, max_key) == 0) {
+        int *seen_max = &ol->max_line[p->ovr_idx];
+        int64_t v;
+        if (*seen_max != 0) {
+            ERR(p, p->lineno, key, "duplicate key (first set on line %d)", *seen_max);
+            return;
+        }
+        *seen_max = p->lineno;
+        if (!parse_int64(value, &v)) {
+            ERR(p, p->lineno, key, "'%s' is not an integer", value);
+        } else if (v < 0 || v > 100000) {
+            ERR(p, p->lineno, key, "%lld is out of range 0..100000", (long long) v);
+        } else {
+            o->max_conns = (int) v;
+        }
+        return;
+    }
     if (strcmp(key, "pool_mode") != 0) {
-        ERR(p, p->lineno, key, "unknown key in [%s.%s] (expected pool_mode)", ol->kind, o->name);
+        ERR(p, p->lineno, key, "unknown key in [%s.%s] (expected pool_mode or %s)", ol->kind,
+            o->name, max_key);
         return;
     }
     int *seen = &ol->pool_mode_line[p->ovr_idx];
@@ -1522,6 +1542,12 @@ override_begin(struct cfg_parse *p, bool is_db, const char *name, const char *la
             return;
         }
         ol->pool_mode_line = nl;
+        int *ml = realloc(ol->max_line, sizeof *ml * (size_t) cap);
+        if (ml == NULL) {
+            p->oom = true;
+            return;
+        }
+        ol->max_line = ml;
         ol->cap = cap;
     }
     char *dn = dup_str(p, name, strlen(name));
@@ -1532,9 +1558,11 @@ override_begin(struct cfg_parse *p, bool is_db, const char *name, const char *la
         .name = dn,
         .pool_mode = CFG_POOL_SESSION,
         .has_pool_mode = false,
+        .max_conns = -1,
         .line = line,
     };
     ol->pool_mode_line[*n] = 0;
+    ol->max_line[*n] = 0;
     p->ovr_idx = (*n)++;
     p->sect = is_db ? SECT_DATABASE : SECT_USER;
 }
@@ -2532,6 +2560,8 @@ done:
     free(p.nseen);
     free(p.dbs.pool_mode_line);
     free(p.users.pool_mode_line);
+    free(p.dbs.max_line);
+    free(p.users.max_line);
     if (p.oom || p.n_errs > 0) {
         err_export(&p, err, errlen);
         free(p.errs);

@@ -126,6 +126,8 @@ struct cfg_override {
     char *name;                   /* the database or user name, exact (case-sensitive) */
     enum cfg_pool_mode pool_mode; /* meaningful only when has_pool_mode */
     bool has_pool_mode;           /* the section set pool_mode */
+    int max_conns;                /* max_db_connections ([database.NAME]) or
+                                     max_user_connections ([user.NAME]); -1 = [pool]'s */
     int line;                     /* line of the section header, for messages */
 };
 

@@ -474,6 +474,10 @@ main(int argc, char **argv)
         fprintf(stderr, "out of memory\n");
         return 1;
     }
+    if (runtime_cap_limits(&rt.pools, cfg) != ST_OK) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
     rt.pools.tls_get = tls_server_ctx;
     rt.pools.tls_arg = &rt.tls;
     if (cfg->log_destination == CFG_LOG_SYSLOG &&

@@ -301,6 +301,23 @@ ensure_warm_pools(struct runtime *rt, const struct cfg *next)
 }
 
 /* Names of the [pgmux] and [pool] keys whose value differs, for the log line. */
+/* Whether two lists of [database.NAME] or [user.NAME] sections say the same, in order. */
+static bool
+overrides_eq(const struct cfg_override *a, int na, const struct cfg_override *b, int nb)
+{
+    if (na != nb) {
+        return false;
+    }
+    for (int i = 0; i < na; i++) {
+        if (strcmp(a[i].name, b[i].name) != 0 || a[i].has_pool_mode != b[i].has_pool_mode ||
+            (a[i].has_pool_mode && a[i].pool_mode != b[i].pool_mode) ||
+            a[i].max_conns != b[i].max_conns) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static void
 describe_changes(struct strbuf *b, const struct cfg *n, const struct cfg *o)
 {
@@ -341,7 +358,9 @@ describe_changes(struct strbuf *b, const struct cfg *n, const struct cfg *o)
     CHG(n->n_warm_pools != o->n_warm_pools, "warm_pools");
     CHG(n->max_prepared_statements != o->max_prepared_statements, "max_prepared_statements");
     CHG(n->pin_session_state != o->pin_session_state, "pin_session_state");
-    CHG(n->n_db_overrides != o->n_db_overrides || n->n_user_overrides != o->n_user_overrides,
+    CHG(!overrides_eq(n->db_overrides, n->n_db_overrides, o->db_overrides, o->n_db_overrides) ||
+            !overrides_eq(n->user_overrides, n->n_user_overrides, o->user_overrides,
+                          o->n_user_overrides),
         "[database.NAME]/[user.NAME] sections");
 #undef CHG
 }
@@ -411,6 +430,32 @@ log_lines(char *err)
     }
 }
 
+enum status
+runtime_cap_limits(struct pool_set *s, const struct cfg *c)
+{
+    int n = 0;
+    struct pool_cap_limit *v =
+        calloc((size_t) (c->n_db_overrides + c->n_user_overrides) + 1, sizeof(*v));
+    if (!v) {
+        return ST_ENOMEM;
+    }
+    for (int i = 0; i < c->n_db_overrides; i++) {
+        if (c->db_overrides[i].max_conns >= 0) {
+            v[n++] = (struct pool_cap_limit){ false, c->db_overrides[i].name,
+                                              c->db_overrides[i].max_conns };
+        }
+    }
+    for (int i = 0; i < c->n_user_overrides; i++) {
+        if (c->user_overrides[i].max_conns >= 0) {
+            v[n++] = (struct pool_cap_limit){ true, c->user_overrides[i].name,
+                                              c->user_overrides[i].max_conns };
+        }
+    }
+    enum status st = pool_set_cap_limits(s, v, n); /* copies the names */
+    free(v);
+    return st;
+}
+
 int
 runtime_reload(struct runtime *rt)
 {
@@ -473,7 +518,7 @@ runtime_reload(struct runtime *rt)
         .login_retry_us = next->server_login_retry_ms * 1000,
         .reset_query = next->server_reset_query,
     };
-    if (pool_set_apply(&rt->pools, &ps) != ST_OK) {
+    if (runtime_cap_limits(&rt->pools, next) != ST_OK || pool_set_apply(&rt->pools, &ps) != ST_OK) {
         log_error("configuration reload failed: out of memory; the running configuration stays");
         cfg_unref(next);
         atomic_fetch_add(&rt->n_reload_failures, 1);

@@ -39,6 +39,12 @@ void runtime_request_reload(struct runtime *rt);
  */
 int runtime_reload(struct runtime *rt);
 
+/**
+ * Give the pool set the caps that [database.NAME] max_db_connections and [user.NAME]
+ * max_user_connections set (pool_set_cap_limits). ST_OK or ST_ENOMEM. Any thread.
+ */
+enum status runtime_cap_limits(struct pool_set *s, const struct cfg *c) MUST_CHECK;
+
 /** The current configuration snapshot, with a reference for the caller (cfg_unref). Any thread. */
 struct cfg *runtime_cfg_get(struct runtime *rt);
 

@@ -165,7 +165,8 @@ put("config", "proxy_ini", INI)
 put("config", "minimal", "[pgmux]\nauth_type = trust\n\n[node.a]\nhost = db\n")
 put("config", "overrides", "\ufeff[pgmux]\r\nauth_type = md5\r\nauth_file = users.txt\r\n"
     "[pool]\r\npool_mode = session\r\n[database.shop]\r\npool_mode = session\r\n"
-    "[user.demo]\r\npool_mode = session\r\n[node.n1]\r\nhost = ::1\r\nrole = replica\r\n")
+    "max_db_connections = 3\r\n[user.demo]\r\npool_mode = session\r\n"
+    "max_user_connections = 2\r\n[node.n1]\r\nhost = ::1\r\nrole = replica\r\n")
 put("config", "with_auth", "[pgmux]\nauth_file = auth.txt\n[node.x]\nhost = h\n"
     "\n%%auth%%\n"
     "; users\n\"demo\" \"demo\"\n\"u2\" \"md5" + "0123456789abcdef" * 2 + "\" extra\n"

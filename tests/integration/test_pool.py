@@ -4,6 +4,7 @@ max_idle_conns, conn_max_idle_time, conn_max_lifetime, max_client_conn, reset on
 and a server connection dying under a client."""
 
 import select
+import signal
 import threading
 import time
 
@@ -11,7 +12,7 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import PASSWORDS
+from conftest import PASSWORDS, _render_ini
 from helpers import Background, stays, wait_for
 
 APP = dict(user="app", dbname="appdb")
@@ -299,6 +300,26 @@ def test_max_db_connections_shared_by_the_users_of_a_database(cluster, pgmux, mo
     assert _query_as(px, "app", dbname="postgres") == ("app", "postgres")
     a.close()
     b.close()
+
+
+def test_a_database_section_sets_its_own_cap(cluster, pgmux):
+    """[database.NAME] max_db_connections caps that database alone, over [pool]'s (none here);
+    a reload that drops the section lifts the cap, and a client queued behind it is served."""
+    px = pgmux(pool_mode="transaction", max_open_conns=5, read_write_split="off",
+               sections={"database.appdb": {"max_db_connections": 1}})
+    held = _in_transaction(px, "app")
+    waiter = Background(_query_as, px, "pwuser")
+    stays(lambda: not waiter.done(), duration=1.0, what="pwuser waiting behind appdb's cap")
+    # postgres has no cap of its own: two transactions there at once
+    a, b = _in_transaction(px, "app", "postgres"), _in_transaction(px, "pwuser", "postgres")
+    a.close()
+    b.close()
+    del px.config["database.appdb"]
+    (px.dir / "proxy.ini").write_text(_render_ini(px.config))
+    px.proc.send_signal(signal.SIGHUP)
+    assert waiter.result(timeout=10) == ("pwuser", "appdb")
+    assert "[database.NAME]/[user.NAME] sections" in px.log_text()
+    held.close()
 
 
 def test_max_user_connections_shared_by_the_databases_of_a_user(cluster, pgmux):

@@ -1256,7 +1256,9 @@ test_override_errors(void **state)
              longname);
     expect_fail(text, 12);
     expect_line(ini_path, 7, "pool_mode: duplicate key (first set on line 6)");
-    expect_line(ini_path, 8, "max_open_conns: unknown key in [database.app] (expected pool_mode)");
+    expect_line(ini_path, 8,
+                "max_open_conns: unknown key in [database.app] (expected pool_mode or "
+                "max_db_connections)");
     expect_line(ini_path, 10, "pool_mode: 'txn' is not one of: session, transaction, statement");
     expect_line(ini_path, 11, "pool_mode: duplicate key (first set on line 10)");
     expect_line(ini_path, 12, "[database.app]: duplicate section (first on line 5)");
@@ -1269,6 +1271,53 @@ test_override_errors(void **state)
     expect_line(ini_path, 21,
                 "[databases.x]: unknown section (expected [pgmux], [pool], "
                 "[node.NAME], [database.NAME] or [user.NAME])");
+}
+
+/* The caps' own sections: [database.NAME] max_db_connections, [user.NAME]
+ * max_user_connections, each only in its own kind of section. */
+static void
+test_override_caps(void **state)
+{
+    (void) state;
+    struct cfg *c = NULL;
+    int rc = load_text("[pgmux]\nauth_type = trust\n"
+                       "[pool]\nmax_db_connections = 10\n"
+                       "[database.reports]\nmax_db_connections = 2\npool_mode = session\n"
+                       "[database.free]\nmax_db_connections = 0\n"
+                       "[database.plain]\n"
+                       "[user.batch]\nmax_user_connections = 3\n" NODE_A,
+                       &c);
+    if (rc != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(c->max_db_connections, 10);
+    assert_int_equal(c->db_overrides[0].max_conns, 2);
+    assert_true(c->db_overrides[0].has_pool_mode);
+    assert_int_equal(c->db_overrides[1].max_conns, 0);
+    assert_int_equal(c->db_overrides[2].max_conns, -1);
+    assert_int_equal(c->user_overrides[0].max_conns, 3);
+    cfg_unref(c);
+
+    expect_fail("[pgmux]\nauth_type = trust\n" NODE_A /* lines 1-4 */
+                "[database.app]\n"                    /* 5 */
+                "max_db_connections = 2\n"            /* 6 */
+                "max_db_connections = 3\n"            /* 7: duplicate */
+                "max_user_connections = 1\n"          /* 8: not in a database section */
+                "[user.bob]\n"                        /* 9 */
+                "max_user_connections = -1\n"         /* 10 */
+                "max_db_connections = 1\n"            /* 11 */
+                "[user.eve]\n"                        /* 12 */
+                "max_user_connections = many\n",      /* 13 */
+                5);
+    expect_line(ini_path, 7, "max_db_connections: duplicate key (first set on line 6)");
+    expect_line(ini_path, 8,
+                "max_user_connections: unknown key in [database.app] (expected pool_mode or "
+                "max_db_connections)");
+    expect_line(ini_path, 10, "max_user_connections: -1 is out of range 0..100000");
+    expect_line(ini_path, 11,
+                "max_db_connections: unknown key in [user.bob] (expected pool_mode or "
+                "max_user_connections)");
+    expect_line(ini_path, 13, "max_user_connections: 'many' is not an integer");
 }
 
 static void
@@ -1621,6 +1670,7 @@ main(void)
         cmocka_unit_test_teardown(test_overrides, teardown),
         cmocka_unit_test_teardown(test_pool_mode_for_precedence, teardown),
         cmocka_unit_test_teardown(test_override_errors, teardown),
+        cmocka_unit_test_teardown(test_override_caps, teardown),
         cmocka_unit_test_teardown(test_override_max_name, teardown),
         cmocka_unit_test_teardown(test_warm_pools, teardown),
         cmocka_unit_test_teardown(test_syntax, teardown),
