@@ -140,6 +140,38 @@ struct pool_view {
 
 static const char *const role_label[] = { "unknown", "primary", "replica" };
 
+/* The shared caps (max_db_connections, max_user_connections): what each database and user
+ * holds on each node, over its pools, and its cap. Caps live until pool_set_fini. */
+static void
+render_caps(struct runtime *rt, struct strbuf *b)
+{
+    static const char *const kind[] = { "database", "user" };
+    pthread_mutex_lock(&rt->pools.mu);
+    for (int k = 0; k < 2; k++) {
+        for (int m = 0; m < 2; m++) {
+            char name[64];
+            snprintf(name, sizeof(name), "pgmux_%s_server_connections%s", kind[k], m ? "_max" : "");
+            family(b, name, "gauge",
+                   m ? (k ? "max_user_connections of the user on the node; 0 = no cap."
+                          : "max_db_connections of the database on the node; 0 = no cap.")
+                     : (k ? "Server connections of the user on the node, over its databases."
+                          : "Server connections of the database on the node, over its users."));
+            for (int i = 0; i < rt->pools.n_caps; i++) {
+                const struct pool_cap *c = rt->pools.caps[i];
+                if (c->is_user != (k == 1)) {
+                    continue;
+                }
+                strbuf_appendf(b, "%s{%s=\"", name, kind[k]);
+                put_label(b, c->name);
+                strbuf_appendf(b, "\",node=\"");
+                put_label(b, rt->pools.nodes[c->node_idx].name);
+                strbuf_appendf(b, "\"} %d\n", m ? atomic_load(&c->max) : atomic_load(&c->n_open));
+            }
+        }
+    }
+    pthread_mutex_unlock(&rt->pools.mu);
+}
+
 void
 metrics_render(struct runtime *rt, struct strbuf *b)
 {
@@ -299,6 +331,7 @@ metrics_render(struct runtime *rt, struct strbuf *b)
         strbuf_appendf(b, "pgmux_pool_server_connections_max{%s} %d\n", pv[i].labels,
                        pv[i].max_open);
     }
+    render_caps(rt, b);
 
     struct {
         const char *name;

@@ -513,3 +513,25 @@ def test_syslog(pgmux, tmp_path):
     assert "user=app" in login[0].group(3) and "\n" not in login[0].group(3)
     # nothing of it went to stderr
     assert "event=login" not in px.log_text()
+
+
+def test_shared_caps_in_metrics(pgmux):
+    """What each database and user holds on each node over its pools, beside its cap
+    (max_db_connections, max_user_connections; 0 = none), for alerting before a cap bites."""
+    mport = _free_port()
+    px = pgmux(metrics_port=mport, pool_mode="transaction", max_db_connections=3,
+               read_write_split="off")
+    held = []
+    for _ in range(2):
+        c = px.connect(autocommit=False)
+        c.execute("SELECT 1").fetchone()
+        held.append(c)
+    fams = scrape(mport)
+    db = {"database": "appdb", "node": "primary"}
+    user = {"user": "app", "node": "primary"}
+    assert value(fams, "pgmux_database_server_connections", **db) == 2
+    assert value(fams, "pgmux_database_server_connections_max", **db) == 3
+    assert value(fams, "pgmux_user_server_connections", **user) == 2
+    assert value(fams, "pgmux_user_server_connections_max", **user) == 0
+    for c in held:
+        c.close()
