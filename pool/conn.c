@@ -731,7 +731,18 @@ static enum status
 conn_auth_scram_start(struct pool_conn *sc, const uint8_t *mechs, size_t mechs_len)
 {
     struct pool *p = sc->pool;
-    if (!proto_sasl_list_has(mechs, mechs_len, "SCRAM-SHA-256")) {
+    /* Over TLS, as libpq's channel_binding=prefer: bound to the certificate the server showed
+     * when it offers -PLUS (a machine in between that terminates our TLS cannot relay the
+     * exchange, even where server_tls_mode does not verify the certificate), else "y", so a
+     * server that offers it knows the offer was taken away on the way. */
+    uint8_t cb[PROTO_SCRAM_CBIND_MAX];
+    size_t cb_len = 0;
+    bool plus = false;
+    if (sc->sock.ssl) {
+        cb_len = proto_scram_cert_end_point(SSL_get0_peer_certificate(sc->sock.ssl), cb);
+        plus = cb_len > 0 && proto_sasl_list_has(mechs, mechs_len, "SCRAM-SHA-256-PLUS");
+    }
+    if (!plus && !proto_sasl_list_has(mechs, mechs_len, "SCRAM-SHA-256")) {
         return ST_ECLIENT_UNSUPPORTED;
     }
     sc->login = calloc(1, sizeof(*sc->login));
@@ -756,6 +767,12 @@ conn_auth_scram_start(struct pool_conn *sc, const uint8_t *mechs, size_t mechs_l
     }
     pthread_mutex_unlock(&p->mu);
     sc->login->is_scram_started = true;
+    if (plus) {
+        proto_scram_client_bind(&sc->login->scram, cb, cb_len);
+    } else if (sc->sock.ssl && !proto_sasl_list_has(mechs, mechs_len, "SCRAM-SHA-256-PLUS")) {
+        proto_scram_client_bind(&sc->login->scram, NULL, 0);
+    } /* else "n": no TLS, or a certificate with no end-point hash (Ed25519) */
+    sc->auth_method = plus ? "scram-sha-256-plus" : "scram-sha-256";
 
     char first[PROTO_SCRAM_MSG_MAX];
     size_t first_len = 0;
@@ -765,7 +782,7 @@ conn_auth_scram_start(struct pool_conn *sc, const uint8_t *mechs, size_t mechs_l
     uint8_t mem[PROTO_SCRAM_MSG_MAX + 64];
     struct proto_builder pb;
     proto_builder_init_fixed(&pb, mem, sizeof(mem));
-    proto_build_sasl_initial(&pb, "SCRAM-SHA-256", first, first_len);
+    proto_build_sasl_initial(&pb, plus ? "SCRAM-SHA-256-PLUS" : "SCRAM-SHA-256", first, first_len);
     return pool_conn_send(sc, &pb);
 }
 
@@ -844,6 +861,7 @@ conn_auth_password(struct pool_conn *sc, uint32_t code, const uint8_t *rest, siz
     if (!send_pw) {
         return ST_EAUTH;
     }
+    sc->auth_method = code == PROTO_AUTH_CLEARTEXT ? "password" : "md5";
     enum status st = pool_conn_send(sc, &pb);
     OPENSSL_cleanse(mem, sizeof(mem));
     return st;
@@ -859,10 +877,11 @@ conn_login_done(struct pool_conn *sc)
     if (log_level_current >= LOG_INFO) {
         char d[96], u[96];
         log_info("event=server_connect server=%llu node=%s db=%s user=%s backend_pid=%u "
-                 "login_ms=%lld",
+                 "login_ms=%lld tls=%s auth=%s",
                  (unsigned long long) sc->id, p->node->name, log_value(p->database, d, sizeof(d)),
                  log_value(p->user, u, sizeof(u)), sc->be_pid,
-                 (long long) ((mono_now_us() - sc->created_us) / 1000));
+                 (long long) ((mono_now_us() - sc->created_us) / 1000), sc->sock.ssl ? "on" : "off",
+                 sc->auth_method ? sc->auth_method : "trust");
     }
     pool_conn_in_settle(sc);
     if (sc->sock.in) {

@@ -328,6 +328,8 @@ struct pool_conn {
     void *client;               /* the attached session while ACTIVE */
     struct ssl_ctx_st *tls_ctx; /* from the SSLRequest until the handshake starts (owned) */
     uint8_t tls_mode;           /* enum pool_tls this connection was opened with */
+    const char *auth_method;    /* how it logged in ("md5", "scram-sha-256-plus", ...; static),
+                                   NULL: the server asked for nothing */
 };
 
 /* What went wrong logging in, for the client that asked. */

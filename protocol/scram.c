@@ -31,7 +31,9 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "protocol/digest.h"
 
@@ -797,6 +799,35 @@ proto_scram_client_set_salted(struct proto_scram_client *c,
     c->have_salted = true;
 }
 
+void
+proto_scram_client_bind(struct proto_scram_client *c, const uint8_t *data, size_t len)
+{
+    if (data && len > 0 && len <= sizeof(c->cbind)) {
+        memcpy(c->cbind, data, len);
+        c->cbind_len = (uint8_t) len;
+        strcpy(c->gs2_header, "p=tls-server-end-point,,");
+    } else {
+        c->cbind_len = 0;
+        strcpy(c->gs2_header, "y,,");
+    }
+}
+
+size_t
+proto_scram_cert_end_point(const struct x509_st *cert, uint8_t *out)
+{
+    int md_nid;
+    if (!cert || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL)) {
+        return 0;
+    }
+    const EVP_MD *md =
+        md_nid == NID_md5 || md_nid == NID_sha1 ? EVP_sha256() : EVP_get_digestbynid(md_nid);
+    unsigned int n = 0;
+    if (!md || EVP_MD_get_size(md) > PROTO_SCRAM_CBIND_MAX || !X509_digest(cert, md, out, &n)) {
+        return 0;
+    }
+    return n;
+}
+
 enum status
 proto_scram_client_first(struct proto_scram_client *c, char *out, size_t cap, size_t *out_len)
 {
@@ -806,16 +837,19 @@ proto_scram_client_first(struct proto_scram_client *c, char *out, size_t cap, si
     if (!c->have_password && !c->have_keys) {
         return ST_ECONFIG;
     }
-    /* gs2 header "n,,": no channel binding; the user name is empty because PostgreSQL takes it
-     * from the startup packet (55.3.1). */
+    if (c->gs2_header[0] == '\0') {
+        strcpy(c->gs2_header, "n,,"); /* no TLS: nothing to bind to */
+    }
+    /* The user name is empty because PostgreSQL takes it from the startup packet (55.3.1). */
     int n =
         snprintf(c->client_first_bare, sizeof(c->client_first_bare), "n=,r=%s", c->client_nonce);
-    if (n < 0 || (size_t) n >= sizeof(c->client_first_bare) || (size_t) n + 3 >= cap) {
+    size_t gl = strlen(c->gs2_header);
+    if (n < 0 || (size_t) n >= sizeof(c->client_first_bare) || (size_t) n + gl >= cap) {
         return ST_EINTERNAL;
     }
-    memcpy(out, "n,,", 3);
-    memcpy(out + 3, c->client_first_bare, (size_t) n + 1);
-    *out_len = (size_t) n + 3;
+    memcpy(out, c->gs2_header, gl);
+    memcpy(out + gl, c->client_first_bare, (size_t) n + 1);
+    *out_len = (size_t) n + gl;
     c->state = 1;
     return ST_OK;
 }
@@ -905,9 +939,16 @@ proto_scram_client_final(struct proto_scram_client *c, const uint8_t *msg, size_
         goto done;
     }
 
-    /* client-final-message-without-proof: "c=biws" is base64("n,,"). */
-    int wp =
-        snprintf(without_proof, sizeof(without_proof), "c=biws,r=%.*s", (int) nonce_len, nonce);
+    /* client-final-message-without-proof: c= is base64 of the gs2 header and, when bound, the
+     * binding data ("c=biws" for "n,,"). */
+    uint8_t cb_raw[32 + PROTO_SCRAM_CBIND_MAX];
+    char cb_b64[B64_LEN(sizeof(cb_raw)) + 1];
+    size_t gl = strlen(c->gs2_header);
+    memcpy(cb_raw, c->gs2_header, gl);
+    memcpy(cb_raw + gl, c->cbind, c->cbind_len);
+    (void) b64_encode(cb_raw, gl + c->cbind_len, cb_b64);
+    int wp = snprintf(without_proof, sizeof(without_proof), "c=%s,r=%.*s", cb_b64, (int) nonce_len,
+                      nonce);
     int am = snprintf(c->auth_message, sizeof(c->auth_message), "%s,%s,%s", c->client_first_bare,
                       buf, without_proof);
     if (wp < 0 || (size_t) wp >= sizeof(without_proof) || am < 0 ||

@@ -1,8 +1,8 @@
 /*
  * scram.h - SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL uses it: the server side that
- * authenticates clients to pgmux, with SCRAM-SHA-256-PLUS (channel binding type
- * tls-server-end-point, RFC 5929) offered over TLS, and the client side that logs pgmux in to
- * PostgreSQL, without channel binding. Pure apart from OpenSSL's RNG for nonces; any thread.
+ * authenticates clients to pgmux, and the client side that logs pgmux in to PostgreSQL, both
+ * with SCRAM-SHA-256-PLUS (channel binding type tls-server-end-point, RFC 5929) over TLS. Pure
+ * apart from OpenSSL's RNG for nonces; any thread.
  *
  * When a client proves itself against a stored SCRAM secret, the server side recovers the
  * client's ClientKey (ClientProof XOR ClientSignature). With that key and the secret's
@@ -21,6 +21,8 @@
 #include "common/macros.h"
 #include "common/status.h"
 #include "protocol/wire.h"
+
+struct x509_st;
 
 #define PROTO_SCRAM_KEY_LEN            32
 #define PROTO_SCRAM_MAX_SALT           64
@@ -156,6 +158,9 @@ struct proto_scram_client {
     char client_first_bare[PROTO_SCRAM_MSG_MAX];
     char auth_message[3 * PROTO_SCRAM_MSG_MAX];
     uint8_t expected_server_signature[PROTO_SCRAM_KEY_LEN];
+    char gs2_header[32];                  /* "n,,", "y,," or "p=tls-server-end-point,," */
+    uint8_t cbind[PROTO_SCRAM_CBIND_MAX]; /* with "p=": the server certificate's hash */
+    uint8_t cbind_len;
 };
 
 /** Log in with a plaintext password. client_nonce: NULL for random, fixed for tests. */
@@ -178,7 +183,24 @@ void proto_scram_client_set_salted(struct proto_scram_client *c,
                                    size_t salt_len, int iterations);
 
 /**
- * Write the client-first-message ("n,,n=,r=<nonce>") for SASLInitialResponse. ST_OK;
+ * Over TLS, before client_first: with data (the tls-server-end-point hash of the server's
+ * certificate, len <= PROTO_SCRAM_CBIND_MAX) the exchange binds to it, for SCRAM-SHA-256-PLUS;
+ * without (NULL, 0: the server did not offer -PLUS) it says "y", that it could have bound, so a
+ * server that does offer it knows the offer was taken away on the way.
+ */
+void proto_scram_client_bind(struct proto_scram_client *c, const uint8_t *data, size_t len);
+
+/**
+ * The tls-server-end-point binding data of a certificate (RFC 5929 section 4.1, as PostgreSQL
+ * computes it): its hash with its signature's hash function, SHA-256 for MD5 and SHA-1, into
+ * out (PROTO_SCRAM_CBIND_MAX bytes). Its length, or 0 when the signature has no single hash
+ * (Ed25519) or OpenSSL fails.
+ */
+size_t proto_scram_cert_end_point(const struct x509_st *cert, uint8_t *out);
+
+/**
+ * Write the client-first-message ("n,,n=,r=<nonce>", or with the header bind chose) for
+ * SASLInitialResponse. ST_OK;
  * ST_ECONFIG when init was given a password longer than 255 bytes; ST_EINTERNAL when called out
  * of order, no nonce could be made or out is too small.
  */

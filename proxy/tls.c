@@ -21,11 +21,9 @@
 #include <string.h>
 
 #include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/objects.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
 
+#include "protocol/scram.h"
 #include "proxy/worker.h"
 
 struct tls_err {
@@ -288,17 +286,5 @@ tls_server_ctx(void *arg, enum pool_tls *mode)
 size_t
 tls_end_point(SSL *ssl, uint8_t *out)
 {
-    X509 *cert = SSL_get_certificate(ssl);
-    int md_nid;
-    if (!cert || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL)) {
-        return 0;
-    }
-    /* RFC 5929 4.1: MD5 and SHA-1 are replaced by SHA-256; as PostgreSQL computes it */
-    const EVP_MD *md =
-        md_nid == NID_md5 || md_nid == NID_sha1 ? EVP_sha256() : EVP_get_digestbynid(md_nid);
-    unsigned int n = 0;
-    if (!md || EVP_MD_get_size(md) > 64 || !X509_digest(cert, md, out, &n)) {
-        return 0;
-    }
-    return n;
+    return proto_scram_cert_end_point(SSL_get_certificate(ssl), out);
 }

@@ -8,6 +8,7 @@ nothing pgmux trusts. Server-side tests run against a PostgreSQL of their own wi
 
 import hashlib
 import os
+import re
 import socket
 import ssl
 import struct
@@ -519,6 +520,23 @@ def test_server_verify_full_wrong_host_or_ca(pgmux, certs, tls_server):
     assert "certificate verify failed" in err.message, err.message
     # the proxy keeps serving: a plain session through px2 would need TLS, so use px's log
     assert px.alive() and px2.alive()
+
+
+def test_server_scram_channel_binding(pgmux, certs, tls_server, cluster):
+    """Towards a server over TLS pgmux logs in with SCRAM-SHA-256-PLUS, bound to the
+    certificate the server showed (PostgreSQL offers it over TLS and checks the binding, so a
+    wrong one would fail the login), whether or not server_tls_mode verifies the certificate;
+    without TLS, plain SCRAM. The server_connect log line says which."""
+    px = pgmux(nodes=tls_nodes(tls_server), server_tls_mode="require")
+    with px.connect() as c:
+        assert c.execute("select current_user").fetchone() == ("app",)
+    wait_for(lambda: "tls=on auth=scram-sha-256-plus" in px.log_text(),
+             what="a bound SCRAM login to the TLS server")
+    px2 = pgmux()
+    with px2.connect() as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    wait_for(lambda: re.search(r"tls=off auth=scram-sha-256$", px2.log_text(), re.M),
+             what="a plain SCRAM login without TLS")
 
 
 def test_server_tls_modes_against_plaintext_server(pgmux, cluster):

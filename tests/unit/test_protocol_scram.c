@@ -704,6 +704,69 @@ test_client_against_server(void **state)
     assert_string_not_equal(first_nonce[0], first_nonce[1]);
 }
 
+/* One exchange between pgmux's two sides: the client bound to client_cb (or saying "y" with
+ * NULL, or nothing when no_tls), the server offering server_cb (or nothing with NULL). The
+ * status of the first step that fails, ST_OK when the client verified the server. */
+static enum status
+bound_exchange(const uint8_t *client_cb, bool no_tls, const uint8_t *server_cb, char *first_out)
+{
+    struct proto_scram_secret sec;
+    struct proto_scram_client c;
+    struct proto_scram_server s;
+    struct proto_err err;
+    char m1[PROTO_SCRAM_MSG_MAX], m2[PROTO_SCRAM_MSG_MAX], m3[PROTO_SCRAM_MSG_MAX],
+        m4[PROTO_SCRAM_MSG_MAX];
+    size_t l1, l2, l3, l4;
+    enum status st;
+    rfc_secret(&sec);
+    proto_scram_client_init_password(&c, "pencil", CNONCE);
+    if (!no_tls) {
+        proto_scram_client_bind(&c, client_cb, client_cb ? 32 : 0);
+    }
+    proto_scram_server_init(&s, &sec, SNONCE);
+    if (server_cb) {
+        proto_scram_server_offer_plus(&s, server_cb, 32);
+    }
+    assert_int_equal(proto_scram_client_first(&c, m1, sizeof(m1), &l1), ST_OK);
+    memcpy(first_out, m1, l1 + 1);
+    if ((st = proto_scram_server_mechanism(&s, client_cb ? "SCRAM-SHA-256-PLUS"
+                                                         : "SCRAM-SHA-256")) != ST_OK ||
+        (st = proto_scram_server_first(&s, (const uint8_t *) m1, l1, m2, sizeof(m2), &l2, &err)) !=
+            ST_OK ||
+        (st = proto_scram_client_final(&c, (const uint8_t *) m2, l2, m3, sizeof(m3), &l3, &err)) !=
+            ST_OK ||
+        (st = proto_scram_server_final(&s, (const uint8_t *) m3, l3, m4, sizeof(m4), &l4, &err)) !=
+            ST_OK) {
+        goto out;
+    }
+    st = proto_scram_client_verify(&c, (const uint8_t *) m4, l4, &err);
+out:
+    proto_scram_client_fini(&c);
+    proto_scram_server_fini(&s);
+    return st;
+}
+
+/* The client side binds as libpq does with channel_binding=prefer: "p=tls-server-end-point"
+ * with the server certificate's hash where -PLUS is offered, "y" over TLS where it is not,
+ * "n" without TLS; a binding to another certificate fails. */
+static void
+test_client_channel_binding(void **state)
+{
+    (void) state;
+    uint8_t cb[32], other[32];
+    char first[PROTO_SCRAM_MSG_MAX];
+    memset(cb, 0x5a, sizeof(cb));
+    memset(other, 0xa5, sizeof(other));
+    assert_int_equal(bound_exchange(cb, false, cb, first), ST_OK);
+    assert_true(strncmp(first, "p=tls-server-end-point,,n=,r=", 29) == 0);
+    assert_int_equal(bound_exchange(other, false, cb, first), ST_ECLIENT_PROTOCOL);
+    assert_int_equal(bound_exchange(NULL, false, NULL, first), ST_OK); /* "y", none offered */
+    assert_true(strncmp(first, "y,,n=,r=", 8) == 0);
+    assert_int_equal(bound_exchange(NULL, false, cb, first), ST_ECLIENT_PROTOCOL); /* stripped */
+    assert_int_equal(bound_exchange(NULL, true, NULL, first), ST_OK);
+    assert_true(strncmp(first, "n,,n=,r=", 8) == 0);
+}
+
 static void
 test_wrong_password(void **state)
 {
@@ -1009,6 +1072,7 @@ main(void)
         cmocka_unit_test(test_server_final_malformed),
         cmocka_unit_test(test_client_pg_style),
         cmocka_unit_test(test_client_against_server),
+        cmocka_unit_test(test_client_channel_binding),
         cmocka_unit_test(test_wrong_password),
         cmocka_unit_test(test_recovered_keys_login),
         cmocka_unit_test(test_client_salted_cache),
