@@ -2860,6 +2860,24 @@ client_tick_idle(struct ilist *l, int64_t now, int64_t idle_to)
     }
 }
 
+/* idle_transaction_timeout: in a transaction (or a failed one) with every answer given, the
+ * client holds a server connection, and its locks, while the server waits for it. */
+static void
+client_tick_idle_txn(struct ilist *l, int64_t now, int64_t txn_to)
+{
+    struct ilist_node *it, *tmp;
+    ILIST_FOREACH_SAFE(l, it, tmp)
+    {
+        struct client *c = CONTAINER_OF(it, struct client, node);
+        struct pool_conn *sc = c->sc;
+        int64_t since = sc && c->last_read_us < sc->ready_us ? sc->ready_us : c->last_read_us;
+        if (sc && sc->txn_status != 'I' && sc->expect_ready == 0 && !c->sock.in &&
+            now - since > txn_to) {
+            client_fail(c, ST_ECLIENT_IDLE_TXN_TIMEOUT, NULL);
+        }
+    }
+}
+
 void
 client_tick(struct worker *w, int64_t now)
 {
@@ -2908,17 +2926,7 @@ client_tick(struct worker *w, int64_t now)
         admin_tunable(adm, cfg, ADMIN_TUN_IDLE_TXN_TIMEOUT, cfg->idle_transaction_timeout_ms) *
         1000;
     if (txn_to > 0) {
-        ILIST_FOREACH_SAFE(&w->clients_active, it, tmp)
-        {
-            /* In a transaction (or a failed one) with every answer given: the client holds a
-             * server connection, and its locks, while the server waits for it. */
-            struct client *c = CONTAINER_OF(it, struct client, node);
-            struct pool_conn *sc = c->sc;
-            if (sc && sc->txn_status != 'I' && sc->expect_ready == 0 && !c->sock.in &&
-                now - (c->last_read_us > sc->ready_us ? c->last_read_us : sc->ready_us) > txn_to) {
-                client_fail(c, ST_ECLIENT_IDLE_TXN_TIMEOUT, NULL);
-            }
-        }
+        client_tick_idle_txn(&w->clients_active, now, txn_to);
     }
 }
 
