@@ -256,7 +256,7 @@ proto_options_split(const char *opts, char *out, int *n, struct proto_err *err)
                 }
                 skip = 0;
             }
-        } else if (!is_long && w[0] == '-') {
+        } else if (!is_long && len > 0 && w[0] == '-') { /* a lone "\\" is an empty word */
             return startup_fail(err, ST_ECLIENT_UNSUPPORTED,
                                 "server switch \"%.*s\" in \"options\" is not supported by "
                                 "pgmux (only -c name=value and --name=value)",

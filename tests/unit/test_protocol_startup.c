@@ -437,6 +437,7 @@ test_options_refused(void **state)
         { "-Fc a=b", ST_ECLIENT_UNSUPPORTED, "server switch \"-Fc\"" },
         { "-", ST_ECLIENT_UNSUPPORTED, "server switch \"-\"" },
         { "search_path=a", ST_ECLIENT_PROTOCOL, "invalid command-line argument" },
+        { "\\", ST_ECLIENT_PROTOCOL, "invalid command-line argument" }, /* an empty word */
         { "-c", ST_ECLIENT_PROTOCOL, "requires an argument" },
         { "-c   ", ST_ECLIENT_PROTOCOL, "requires an argument" },
         { "-c work_mem", ST_ECLIENT_PROTOCOL, "-c work_mem requires a value" },
