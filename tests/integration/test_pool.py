@@ -302,6 +302,23 @@ def test_max_db_connections_shared_by_the_users_of_a_database(cluster, pgmux, mo
     b.close()
 
 
+def test_a_refused_server_login_gives_its_room_back(cluster, pgmux):
+    """A server that refuses pgmux's login (here: auth_file holds a password PostgreSQL does
+    not take) fails the client with the server's error, and the room the connection took
+    under a full cap comes back: after two refusals under max_db_connections = 1, another
+    user of the database is served at once."""
+    px = pgmux(pool_mode="transaction", max_db_connections=1, read_write_split="off",
+               query_wait_timeout="5s", health_check_user="pwuser",
+               userlist=[("app", "not-what-postgres-has"), ("pwuser", PASSWORDS["pwuser"])])
+    for _ in range(2):
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            with px.connect(password="not-what-postgres-has") as c:
+                c.execute("SELECT 1")
+    t0 = time.monotonic()
+    assert _query_as(px, "pwuser") == ("pwuser", "appdb")
+    assert time.monotonic() - t0 < 2
+
+
 def test_a_database_section_sets_its_own_cap(cluster, pgmux):
     """[database.NAME] max_db_connections caps that database alone, over [pool]'s (none here);
     a reload that drops the section lifts the cap, and a client queued behind it is served."""
