@@ -1,6 +1,6 @@
 /*
- * scram.c - SCRAM-SHA-256, both sides, as PostgreSQL speaks it; SCRAM-SHA-256-PLUS
- * (tls-server-end-point) on the server side.
+ * scram.c - SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (tls-server-end-point), both sides, as
+ * PostgreSQL speaks them.
  * See scram.h.
  *
  * Does not: send or receive anything (the SASL payloads travel in messages.c's

@@ -1120,7 +1120,7 @@ client_auth_challenge(struct client *c)
             /* Over TLS a client may bind the exchange to the certificate it was shown, so a
              * proxy in between that terminates its TLS cannot relay the exchange. */
             uint8_t cb[PROTO_SCRAM_CBIND_MAX];
-            size_t cb_len = tls_end_point(c->sock.ssl, cb);
+            size_t cb_len = proto_scram_cert_end_point(SSL_get_certificate(c->sock.ssl), cb);
             proto_scram_server_offer_plus(a->scram, cb, cb_len);
             plus = a->scram->cbind_len > 0;
         }
@@ -2105,31 +2105,29 @@ client_build_sets(struct client *c, struct pool_conn *sc, char **out)
 static enum status
 client_take_spellings(struct client *c, struct pool_conn *sc)
 {
+    /* While c->want still holds the client's spelling: the ParameterStatus messages, under
+     * the server's names as the welcome has them ("DateStyle", not "datestyle"). */
+    struct proto_builder pb;
+    proto_builder_init_dynamic(&pb); /* allocates only when a message is built */
     bool changed = false;
-    for (int i = 0; i < c->want.n; i++) {
-        const char *have = params_get(&sc->params, c->want.v[i].name);
-        if (have && strcmp(have, c->want.v[i].value) != 0) {
-            spelling_learn(c->w, c->pool, c->want.v[i].name, c->want.v[i].value, have);
+    for (int i = 0; i < sc->params.n; i++) {
+        const char *mine = params_get(&c->want, sc->params.v[i].name);
+        if (mine && strcmp(mine, sc->params.v[i].value) != 0) {
             changed = true;
+            if (c->is_welcomed) {
+                proto_build_parameter_status(&pb, sc->params.v[i].name, sc->params.v[i].value);
+            }
         }
     }
     if (!changed) {
-        return ST_OK; /* the common case: a setting spelled as the server spells it */
+        return ST_OK; /* the common case: settings spelled as the server spells them */
     }
-    struct proto_builder pb;
-    proto_builder_init_dynamic(&pb);
-    for (int i = 0; i < sc->params.n && c->is_welcomed; i++) {
-        /* under the server's name, as the welcome has it ("DateStyle", not "datestyle") */
-        const char *mine = params_get(&c->want, sc->params.v[i].name);
-        if (mine && strcmp(mine, sc->params.v[i].value) != 0) {
-            proto_build_parameter_status(&pb, sc->params.v[i].name, sc->params.v[i].value);
-        }
-    }
-    enum status st = pb.len > 0 ? client_queue(c, &pb) : ST_OK;
+    enum status st = pb.len > 0 || proto_builder_failed(&pb) ? client_queue(c, &pb) : ST_OK;
     proto_builder_fini(&pb);
     for (int i = 0; i < c->want.n && st == ST_OK; i++) {
         const char *have = params_get(&sc->params, c->want.v[i].name);
         if (have && strcmp(have, c->want.v[i].value) != 0) {
+            spelling_learn(c->w, c->pool, c->want.v[i].name, c->want.v[i].value, have);
             st = pool_params_set(&c->want, c->want.v[i].name, have);
         }
     }

@@ -711,6 +711,25 @@ parse_int64(const char *s, int64_t *out)
     return true;
 }
 
+/* value as an integer in lo..hi into *out; else one "FILE:LINE: key: reason" line and false. */
+static bool
+parse_int_in(struct cfg_parse *p, const char *key, const char *value, int64_t lo, int64_t hi,
+             int *out)
+{
+    int64_t v;
+    if (!parse_int64(value, &v)) {
+        ERR(p, p->lineno, key, "'%s' is not an integer", value);
+        return false;
+    }
+    if (v < lo || v > hi) {
+        ERR(p, p->lineno, key, "%lld is out of range %lld..%lld", (long long) v, (long long) lo,
+            (long long) hi);
+        return false;
+    }
+    *out = (int) v;
+    return true;
+}
+
 static void
 format_duration(int64_t ms, char *buf, size_t len)
 {
@@ -1303,14 +1322,7 @@ set_key(struct cfg_parse *p, enum key_id id, const char *key, const char *value)
         return;
     }
     case KT_INT:
-        if (!parse_int64(value, &v)) {
-            ERR(p, p->lineno, key, "'%s' is not an integer", value);
-        } else if (v < d->min || v > d->max) {
-            ERR(p, p->lineno, key, "%lld is out of range %lld..%lld", (long long) v,
-                (long long) d->min, (long long) d->max);
-        } else {
-            *(int *) (void *) (base + d->off) = (int) v;
-        }
+        (void) parse_int_in(p, key, value, d->min, d->max, (int *) (void *) (base + d->off));
         return;
     case KT_DURATION:
         v = cfg_parse_duration_ms(value);
@@ -1386,7 +1398,6 @@ set_node_key(struct cfg_parse *p, const char *key, const char *value)
         return;
     }
     ns->line[k] = p->lineno;
-    int64_t v;
     int r;
     switch ((enum node_key) k) {
     case NK_HOST:
@@ -1399,16 +1410,10 @@ set_node_key(struct cfg_parse *p, const char *key, const char *value)
         return;
     case NK_PORT:
     case NK_WEIGHT: {
-        int64_t lo = k == NK_PORT ? 1 : 0, hi = k == NK_PORT ? 65535 : 1000;
-        if (!parse_int64(value, &v)) {
-            ERR(p, p->lineno, key, "'%s' is not an integer", value);
-        } else if (v < lo || v > hi) {
-            ERR(p, p->lineno, key, "%lld is out of range %lld..%lld", (long long) v, (long long) lo,
-                (long long) hi);
-        } else if (k == NK_PORT) {
-            n->port = (int) v;
+        if (k == NK_PORT) {
+            (void) parse_int_in(p, key, value, 1, 65535, &n->port);
         } else {
-            n->weight = (int) v;
+            (void) parse_int_in(p, key, value, 0, 1000, &n->weight);
         }
         return;
     }
@@ -1438,19 +1443,14 @@ set_override_key(struct cfg_parse *p, const char *key, const char *value)
     const char *max_key = is_db ? "max_db_connections" : "max_user_connections";
     if (strcmp(key, max_key) == 0) {
         int *seen_max = &ol->max_line[p->ovr_idx];
-        int64_t v;
         if (*seen_max != 0) {
             ERR(p, p->lineno, key, "duplicate key (first set on line %d)", *seen_max);
             return;
         }
         *seen_max = p->lineno;
-        if (!parse_int64(value, &v)) {
-            ERR(p, p->lineno, key, "'%s' is not an integer", value);
-        } else if (v < 0 || v > 100000) {
-            ERR(p, p->lineno, key, "%lld is out of range 0..100000", (long long) v);
-        } else {
-            o->max_conns = (int) v;
-        }
+        /* the range of [pool]'s key of the same name */
+        const struct key_def *d = &key_defs[is_db ? K_MAX_DB_CONNECTIONS : K_MAX_USER_CONNECTIONS];
+        (void) parse_int_in(p, key, value, d->min, d->max, &o->max_conns);
         return;
     }
     if (strcmp(key, "pool_mode") != 0) {

@@ -141,12 +141,23 @@ struct pool_view {
 static const char *const role_label[] = { "unknown", "primary", "replica" };
 
 /* The shared caps (max_db_connections, max_user_connections): what each database and user
- * holds on each node, over its pools, and its cap. Caps live until pool_set_fini. */
+ * holds on each node, over its pools, and its cap. Caps live until pool_set_fini, so pointers
+ * taken under the registry lock stay valid, and the formatting holds no lock a worker takes. */
 static void
 render_caps(struct runtime *rt, struct strbuf *b)
 {
     static const char *const kind[] = { "database", "user" };
     pthread_mutex_lock(&rt->pools.mu);
+    int n = rt->pools.n_caps;
+    const struct pool_cap **caps = n ? calloc((size_t) n, sizeof(*caps)) : NULL;
+    for (int i = 0; i < n && caps; i++) {
+        caps[i] = rt->pools.caps[i];
+    }
+    pthread_mutex_unlock(&rt->pools.mu);
+    if (n && !caps) {
+        b->failed = true;
+        return;
+    }
     for (int k = 0; k < 2; k++) {
         for (int m = 0; m < 2; m++) {
             char name[64];
@@ -156,8 +167,8 @@ render_caps(struct runtime *rt, struct strbuf *b)
                           : "max_db_connections of the database on the node; 0 = no cap.")
                      : (k ? "Server connections of the user on the node, over its databases."
                           : "Server connections of the database on the node, over its users."));
-            for (int i = 0; i < rt->pools.n_caps; i++) {
-                const struct pool_cap *c = rt->pools.caps[i];
+            for (int i = 0; i < n; i++) {
+                const struct pool_cap *c = caps[i];
                 if (c->is_user != (k == 1)) {
                     continue;
                 }
@@ -169,7 +180,7 @@ render_caps(struct runtime *rt, struct strbuf *b)
             }
         }
     }
-    pthread_mutex_unlock(&rt->pools.mu);
+    free(caps);
 }
 
 void

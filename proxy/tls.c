@@ -23,7 +23,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "protocol/scram.h"
 #include "proxy/worker.h"
 
 struct tls_err {
@@ -281,10 +280,4 @@ tls_server_ctx(void *arg, enum pool_tls *mode)
     }
     pthread_mutex_unlock(&t->mu);
     return ctx;
-}
-
-size_t
-tls_end_point(SSL *ssl, uint8_t *out)
-{
-    return proto_scram_cert_end_point(SSL_get_certificate(ssl), out);
 }

@@ -54,14 +54,6 @@ struct ssl_ctx_st *tls_client_ctx(struct tls_state *t);
 /** The current client_tls_mode. */
 enum cfg_client_tls tls_client_mode(struct tls_state *t);
 
-/**
- * The tls-server-end-point channel binding of a client's TLS session (RFC 5929 section 4.1):
- * the hash of the certificate pgmux presented, with the hash of its signature algorithm (SHA-256
- * for MD5 and SHA-1), into out (at least 64 bytes). Its length, or 0 when there is none (no
- * certificate, or a signature algorithm without a single hash, such as Ed25519).
- */
-size_t tls_end_point(struct ssl_st *ssl, uint8_t *out);
-
 /** pool_tls_fn for pool_set: the server-side context (new reference) and mode. */
 struct ssl_ctx_st *tls_server_ctx(void *arg, enum pool_tls *mode);
 
